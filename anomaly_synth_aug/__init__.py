@@ -1,0 +1,1 @@
+"""anomaly_synth_aug."""

@@ -1,0 +1,170 @@
+"""The few-shot protocol: which real defects the generator may see, and which are held out.
+
+Per defect type, the first ``shot_fraction`` of the anomalous test images (sorted
+by file name, at least one) become generator *shots*; the rest of the anomalies
+plus every test normal form the evaluation set. A shot is never evaluated on:
+``FewShotSplit`` checks that the two sets are disjoint when it is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from anomaly_synth_aug.data.io import IMAGE_EXTENSIONS, MASK_THRESHOLD, load_sample
+from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHOT_FRACTION = 1 / 3
+
+
+@dataclass(frozen=True)
+class DefectRecord:
+    """A real defect image on disk: its path, its mask (or None) and its type."""
+
+    image_path: Path
+    mask_path: Path | None
+    defect_type: str
+
+
+def shot_count(total: int, shot_fraction: float) -> int:
+    """How many of ``total`` images of one type are shots: ``floor(total * fraction)``, at least 1."""
+    if not 0.0 < shot_fraction < 1.0:
+        raise InvalidInputError(
+            f"shot_fraction must be in (0, 1), got {shot_fraction}",
+            fix="use e.g. 1/3: the first third of each defect type trains the generator",
+        )
+    if total < 2:
+        return total  # a lone image cannot be both shot and evaluation; keep it as a shot
+    return min(total - 1, max(1, int(total * shot_fraction)))
+
+
+def split_records(
+    records: Iterable[DefectRecord], shot_fraction: float = DEFAULT_SHOT_FRACTION
+) -> tuple[list[DefectRecord], list[DefectRecord]]:
+    """Split defect records per type into (shots, held-out) by sorted file name."""
+    by_type: dict[str, list[DefectRecord]] = defaultdict(list)
+    for record in records:
+        by_type[record.defect_type].append(record)
+    shots: list[DefectRecord] = []
+    held_out: list[DefectRecord] = []
+    for defect_type in sorted(by_type):
+        ordered = sorted(by_type[defect_type], key=lambda r: r.image_path.name)
+        k = shot_count(len(ordered), shot_fraction)
+        shots.extend(ordered[:k])
+        held_out.extend(ordered[k:])
+    return shots, held_out
+
+
+@dataclass
+class FewShotSplit:
+    """Shots for the generator, and the evaluation set that never contains them."""
+
+    shots: list[DefectRecord]
+    eval_anomalies: list[DefectRecord]
+    eval_normals: list[Path]
+    train_normals: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        overlap = {r.image_path.resolve() for r in self.shots} & {
+            r.image_path.resolve() for r in self.eval_anomalies
+        }
+        if overlap:  # an invariant, not user input: fail loudly
+            raise AssertionError(f"few-shot split leaks shots into evaluation: {sorted(overlap)[:3]}")
+
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted({r.defect_type for r in self.shots})
+
+    @property
+    def shot_paths(self) -> set[Path]:
+        return {r.image_path.resolve() for r in self.shots}
+
+    def load_shots(
+        self,
+        *,
+        threshold: int = MASK_THRESHOLD,
+        on_empty_mask: Literal["skip", "error"] = "skip",
+    ) -> list[AnomalySample]:
+        """Read the shots. Shots whose binarised mask is empty teach no location: skipped with a
+        warning naming the file (``on_empty_mask="skip"``) or an error (``"error"``)."""
+        return load_defect_records(self.shots, threshold=threshold, on_empty_mask=on_empty_mask)
+
+
+def load_defect_records(
+    records: Sequence[DefectRecord],
+    *,
+    threshold: int = MASK_THRESHOLD,
+    on_empty_mask: Literal["skip", "error"] = "skip",
+) -> list[AnomalySample]:
+    """Read defect records into samples (see ``FewShotSplit.load_shots`` for the empty-mask rule)."""
+    samples: list[AnomalySample] = []
+    for record in records:
+        if record.mask_path is None:
+            raise MaskError(
+                "defect shot has no mask",
+                path=record.image_path,
+                fix="add <stem>_mask.png under ground_truth/<defect_type>/",
+            )
+        try:
+            samples.append(
+                load_sample(
+                    record.image_path, record.mask_path, record.defect_type, threshold=threshold, require_defect=True
+                )
+            )
+        except MaskError as exc:
+            if on_empty_mask == "skip" and "empty" in exc.problem:
+                logger.warning("Skipping shot with an empty mask: %s", record.mask_path)
+                continue
+            raise
+    return samples
+
+
+def _images_in(folder: Path, extensions: Sequence[str]) -> list[Path]:
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def few_shot_split(
+    root: str | Path,
+    shot_fraction: float = DEFAULT_SHOT_FRACTION,
+    *,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    normal_dir: str = NORMAL_TYPE,
+    mask_suffix: str = "_mask",
+) -> FewShotSplit:
+    """Split an MVTec-layout folder (``train/good``, ``test/<type>``, ``ground_truth/<type>``).
+
+    Masks are looked up as ``ground_truth/<type>/<stem><mask_suffix>.*``; a defect image
+    without one is recorded with ``mask_path=None`` (an error only if it becomes a loaded shot).
+    """
+    root = Path(root)
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        raise InvalidInputError(
+            "no test/ folder", path=root, fix="point to an MVTec-layout category folder (train/, test/, ground_truth/)"
+        )
+    records: list[DefectRecord] = []
+    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != normal_dir):
+        gt_dir = root / "ground_truth" / type_dir.name
+        masks = {}
+        if gt_dir.is_dir():
+            for m in _images_in(gt_dir, extensions):
+                masks[m.stem] = m
+        for image in _images_in(type_dir, extensions):
+            records.append(DefectRecord(image, masks.get(image.stem + mask_suffix), type_dir.name))
+    if not records:
+        raise InvalidInputError(
+            "no defect images under test/<defect_type>/", path=test_dir, fix="check the dataset layout and extensions"
+        )
+    shots, held_out = split_records(records, shot_fraction)
+    eval_normals = _images_in(test_dir / normal_dir, extensions) if (test_dir / normal_dir).is_dir() else []
+    train_dir = root / "train" / normal_dir
+    train_normals = _images_in(train_dir, extensions) if train_dir.is_dir() else []
+    return FewShotSplit(shots=shots, eval_anomalies=held_out, eval_normals=eval_normals, train_normals=train_normals)

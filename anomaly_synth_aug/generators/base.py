@@ -1,0 +1,329 @@
+"""The one interface every anomaly generator implements.
+
+A generator turns normal images into anomalous ones *with pixel-exact masks*:
+the contract every implementation (and its tests) honours is
+
+* the returned image differs from the input only inside the returned mask
+  (``(out != in).any(0)`` is a subset of ``mask``), and the mask is non-empty;
+* the same ``torch.Generator`` seed gives the same output;
+* a batch call equals the per-image calls in content (batching is for speed).
+
+Learned generators (diffusion) override ``fit``; classic baselines need no fit.
+``save``/``load`` round-trip any generator through a folder: ``generator.json``
+(class name + constructor config) plus whatever state the class writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+
+from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask, to_rgb_float
+from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
+
+CONFIG_FILE = "generator.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class GeneratedBatch:
+    """Output of ``AnomalyGenerator.generate``: one entry per input image.
+
+    ``images`` float [3, H, W] in [0, 1]; ``masks`` bool [H, W]; sizes follow the inputs.
+    ``stats`` carries generator-specific counters (e.g. quality-filter rejections).
+    """
+
+    images: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    defect_types: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def samples(self) -> list[AnomalySample]:
+        """The batch as ``AnomalySample`` objects (label 1)."""
+        return [
+            AnomalySample(image=img, mask=msk, label=1, defect_type=dt)
+            for img, msk, dt in zip(self.images, self.masks, self.defect_types, strict=True)
+        ]
+
+    def stack(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 3, H, W]`` and masks ``[B, H, W]``; all inputs must share one size."""
+        sizes = {tuple(img.shape) for img in self.images}
+        if len(sizes) > 1:
+            raise InvalidInputError(
+                f"cannot stack images of different sizes {sorted(sizes)}",
+                fix="resize the inputs to one size first, or iterate over .images",
+            )
+        return torch.stack(self.images), torch.stack(self.masks)
+
+
+ImagesLike = torch.Tensor | Sequence[torch.Tensor]
+
+
+def as_image_list(images: ImagesLike) -> list[torch.Tensor]:
+    """Normalise a ``[B, C, H, W]`` tensor, one ``[C, H, W]`` tensor, or a list into float RGB images."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 4:
+            return [to_rgb_float(img) for img in images]
+        return [to_rgb_float(images)]
+    return [to_rgb_float(img) for img in images]
+
+
+class AnomalyGenerator(ABC):
+    """Base class of all anomaly generators.
+
+    Subclasses keep each constructor argument as an attribute of the same name
+    (the scikit-learn convention), which gives ``get_config``, ``save`` and the
+    fingerprint for free, and lets jsonargparse build them from YAML.
+    """
+
+    #: Set by learned generators; classic generators are usable without ``fit``.
+    requires_fit: ClassVar[bool] = False
+    _registry: ClassVar[dict[str, type[AnomalyGenerator]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls):
+            AnomalyGenerator._registry[cls.__name__] = cls
+
+    def __init__(self) -> None:
+        self._fitted = not self.requires_fit
+
+    # ------------------------------------------------------------------ types
+    @property
+    @abstractmethod
+    def defect_types(self) -> list[str]:
+        """Defect type names this generator can produce (after ``fit`` for learned ones)."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "_fitted", not self.requires_fit)
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        normal_images: Sequence[torch.Tensor],
+        shots: Sequence[AnomalySample],
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Self:
+        """Learn from normal images and the few real defect shots. A no-op for classic generators."""
+        validate_shots(shots)
+        self._fit(list(normal_images), list(shots), generator)
+        self._fitted = True
+        return self
+
+    def _fit(
+        self,
+        normal_images: list[torch.Tensor],
+        shots: list[AnomalySample],
+        generator: torch.Generator | None,
+    ) -> None:
+        """Subclass hook; default does nothing."""
+
+    # --------------------------------------------------------------- generate
+    def generate(
+        self,
+        normal_images: ImagesLike,
+        masks: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
+        defect_types: Sequence[str | None] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GeneratedBatch:
+        """Turn each normal image into an anomalous one.
+
+        Args:
+            normal_images: ``[B, C, H, W]`` tensor or list of ``[C, H, W]`` (sizes may differ), in [0, 1].
+            masks: optional placement per image (bool/float ``[H, W]``); None lets the generator choose.
+                The returned mask is where the image actually changed, which may be a subset.
+            defect_types: optional type per image (must be in ``self.defect_types``); None picks at random.
+            generator: seed source; the same seed gives the same output.
+        """
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"{type(self).__name__} must be fitted before generate()",
+            )
+        images = as_image_list(normal_images)
+        count = len(images)
+        mask_list = self._check_masks(images, masks)
+        type_list: list[str | None] = [None] * count if defect_types is None else list(defect_types)
+        if len(type_list) != count:
+            raise InvalidInputError(
+                f"got {len(type_list)} defect types for {count} images",
+                fix="pass one defect type per image, or None",
+            )
+        known = set(self.defect_types)
+        for dt in type_list:
+            if dt is not None and dt not in known:
+                raise UnknownDefectTypeError(
+                    f"unknown defect type {dt!r} for {type(self).__name__}; known: {sorted(known)}",
+                    fix="use one of the known types, or fit the generator on shots of that type",
+                )
+        if count == 0:
+            return GeneratedBatch(images=[], masks=[], defect_types=[])
+        out = self._generate(images, mask_list, type_list, generator)
+        if len(out) != count:
+            raise RuntimeError(f"{type(self).__name__} returned {len(out)} samples for {count} inputs")
+        return out
+
+    @abstractmethod
+    def _generate(
+        self,
+        images: list[torch.Tensor],
+        masks: list[torch.Tensor | None],
+        defect_types: list[str | None],
+        generator: torch.Generator | None,
+    ) -> GeneratedBatch:
+        """Subclass hook on normalised inputs (float RGB images, bool masks or None, types or None)."""
+
+    @staticmethod
+    def _check_masks(
+        images: list[torch.Tensor], masks: Sequence[torch.Tensor | None] | torch.Tensor | None
+    ) -> list[torch.Tensor | None]:
+        if masks is None:
+            return [None] * len(images)
+        mask_seq = list(masks) if not isinstance(masks, torch.Tensor) or masks.ndim == 3 else [masks]
+        if len(mask_seq) != len(images):
+            raise MaskError(
+                f"got {len(mask_seq)} masks for {len(images)} images", fix="pass one mask (or None) per image"
+            )
+        checked: list[torch.Tensor | None] = []
+        for index, (img, msk) in enumerate(zip(images, mask_seq, strict=True)):
+            if msk is None:
+                checked.append(None)
+                continue
+            mask = to_bool_mask(msk)
+            if tuple(mask.shape) != tuple(img.shape[-2:]):
+                raise MaskError(
+                    f"mask {index} has size {tuple(mask.shape)} but its image is {tuple(img.shape[-2:])}",
+                    fix="give each mask its image's height and width",
+                )
+            if not bool(mask.any()):
+                raise MaskError(
+                    f"mask {index} is empty: a placement mask must mark at least one pixel",
+                    fix="pass None to let the generator choose a placement",
+                )
+            checked.append(mask)
+        return checked
+
+    # ------------------------------------------------------------ persistence
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON-able values (read from same-named attributes)."""
+        config: dict[str, Any] = {}
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            config[name] = _jsonable(getattr(self, name, param.default))
+        return config
+
+    def state_fingerprint(self) -> str:
+        """Hash of learned state; classic generators have none. Learned ones override."""
+        return ""
+
+    def fingerprint(self) -> str:
+        """Identity of this generator's behaviour: class, config and learned state (sha256 hex)."""
+        payload = json.dumps(
+            {"class": type(self).__name__, "config": self.get_config(), "state": self.state_fingerprint()},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``generator.json`` and the learned state into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_state(directory)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "config": self.get_config(),
+            "fitted": self.is_fitted,
+            "fingerprint": self.fingerprint(),
+        }
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        tmp.replace(directory / CONFIG_FILE)
+        return directory
+
+    def _save_state(self, directory: Path) -> None:
+        """Subclass hook: write learned weights (safetensors) into ``directory``."""
+
+    def _load_state(self, directory: Path) -> None:
+        """Subclass hook: read what ``_save_state`` wrote."""
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AnomalyGenerator:
+        """Rebuild a saved generator. Called on a subclass, the saved class must match it."""
+        directory = Path(directory)
+        meta_path = directory / CONFIG_FILE
+        if not meta_path.is_file():
+            raise InvalidInputError(
+                f"no {CONFIG_FILE} here", path=directory, fix="pass a folder written by AnomalyGenerator.save()"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"unreadable generator config ({exc})", path=meta_path, fix="re-save the generator"
+            ) from exc
+        name = meta.get("class")
+        target = AnomalyGenerator._registry.get(name)
+        if target is None:
+            raise InvalidInputError(
+                f"unknown generator class {name!r}; known: {sorted(AnomalyGenerator._registry)}",
+                path=meta_path,
+                fix="import the module that defines it before loading",
+            )
+        if cls is not AnomalyGenerator and not issubclass(target, cls):
+            raise InvalidInputError(
+                f"this folder holds a {name}, not a {cls.__name__}",
+                path=meta_path,
+                fix=f"load it with {name}.load() or AnomalyGenerator.load()",
+            )
+        instance = target(**meta.get("config", {}))
+        instance._load_state(directory)
+        instance._fitted = bool(meta.get("fitted", True))
+        return instance
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def validate_shots(shots: Sequence[AnomalySample]) -> None:
+    """Every few-shot defect sample must be anomalous, typed and have a non-empty mask."""
+    for shot in shots:
+        where = shot.mask_path or shot.image_path
+        if not shot.is_anomalous:
+            raise InvalidInputError(
+                "a normal sample was passed as a defect shot",
+                path=where,
+                fix="pass normal images as normal_images, defect samples as shots",
+            )
+        if not bool(shot.mask.any()):
+            raise MaskError(
+                "defect shot has an empty mask",
+                path=where,
+                fix="drop this shot (e.g. masks that are entirely zero) or draw its defect region",
+            )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
