@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from anomaly_synth_aug.data.fewshot import DefectRecord, few_shot_split, shot_count, split_records
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+
+def test_first_third_by_file_name_per_type(tiny_mvtec: Path) -> None:
+    split = few_shot_split(tiny_mvtec)
+    assert split.defect_types == ["blob", "scratch"]
+    for defect in ("blob", "scratch"):
+        shots = sorted(r.image_path.name for r in split.shots if r.defect_type == defect)
+        assert shots == ["000.png", "001.png"]  # floor(6 / 3) = 2, first by name
+    assert len(split.eval_anomalies) == 8
+    assert len(split.eval_normals) == 4
+    assert len(split.train_normals) == 12
+
+
+def test_shots_never_in_evaluation(tiny_mvtec: Path) -> None:
+    split = few_shot_split(tiny_mvtec, shot_fraction=0.5)
+    evaluated = {r.image_path.resolve() for r in split.eval_anomalies} | {p.resolve() for p in split.eval_normals}
+    assert split.shot_paths and not (split.shot_paths & evaluated)
+
+
+def test_split_is_order_independent() -> None:
+    records = [DefectRecord(Path(f"/x/{n}.png"), None, "a") for n in ("c", "a", "b", "e", "d", "f")]
+    shots, rest = split_records(reversed(records), 1 / 3)
+    assert [r.image_path.name for r in shots] == ["a.png", "b.png"]
+    assert len(rest) == 4
+
+
+def test_shot_count_bounds() -> None:
+    assert shot_count(32, 1 / 3) == 10
+    assert shot_count(2, 0.1) == 1  # at least one shot, at least one held out
+    with pytest.raises(InvalidInputError, match="shot_fraction"):
+        shot_count(10, 1.5)
+
+
+def test_loaded_shots_are_binarised(tiny_mvtec: Path) -> None:
+    shots = few_shot_split(tiny_mvtec).load_shots()
+    assert len(shots) == 4
+    for shot in shots:
+        assert shot.mask.dtype.is_floating_point is False and shot.mask.any()
+        assert shot.image.shape[0] == 3
+
+
+def test_empty_mask_shot_skipped_or_error(tiny_mvtec: Path) -> None:
+    from PIL import Image
+    import numpy as np
+
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tiny_mvtec / "ground_truth" / "blob" / "000_mask.png")
+    split = few_shot_split(tiny_mvtec)
+    assert len(split.load_shots(on_empty_mask="skip")) == 3
+    with pytest.raises(MaskError, match="000_mask.png.*empty"):
+        split.load_shots(on_empty_mask="error")
+
+
+def test_missing_test_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no test/ folder"):
+        few_shot_split(tmp_path)
