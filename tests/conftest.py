@@ -88,3 +88,85 @@ def make_mvtec_layout(
 def tiny_mvtec(tmp_path: Path) -> Path:
     """A tiny MVTec-layout dataset (2 defect types, 48x64 grayscale PNGs, soft masks)."""
     return make_mvtec_layout(tmp_path / "tiny")
+
+
+# --------------------------------------------------------------------------- datamodule wrapper fixtures
+from anomalib.data import Folder  # noqa: E402
+
+from anomaly_synth_aug.data.sample import AnomalySample  # noqa: E402
+from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch  # noqa: E402
+
+
+class FakeSquareGenerator(AnomalyGenerator):
+    """A tiny deterministic generator for wrapper tests: paints a white square, records each call's batch size."""
+
+    def __init__(self, side: int = 6) -> None:
+        super().__init__()
+        self.side = side
+        self.calls: list[int] = []
+
+    @property
+    def defect_types(self) -> list[str]:
+        return ["square"]
+
+    def _generate(
+        self,
+        images: list[torch.Tensor],
+        masks: list[torch.Tensor | None],
+        defect_types: list[str | None],
+        generator: torch.Generator | None,
+    ) -> GeneratedBatch:
+        self.calls.append(len(images))
+        out_images, out_masks = [], []
+        for image in images:
+            height, width = image.shape[-2:]
+            side = min(self.side, height, width)
+            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
+            mask = torch.zeros(height, width, dtype=torch.bool)
+            mask[top : top + side, left : left + side] = True
+            out_images.append(torch.where(mask, torch.ones_like(image), image))
+            out_masks.append(mask)
+        return GeneratedBatch(out_images, out_masks, ["square"] * len(images))
+
+
+class FakeLearnedGenerator(FakeSquareGenerator):
+    """``FakeSquareGenerator`` that must be fitted first; records what ``fit`` received."""
+
+    requires_fit = True
+
+    def _fit(
+        self, normal_images: list[torch.Tensor], shots: list[AnomalySample], generator: torch.Generator | None
+    ) -> None:
+        self.fit_normals = len(normal_images)
+        self.fit_shot_paths = [shot.image_path for shot in shots]
+
+
+@pytest.fixture
+def fake_generator() -> FakeSquareGenerator:
+    return FakeSquareGenerator()
+
+
+def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None, **kwargs) -> Folder:
+    """An anomalib ``Folder`` datamodule over an MVTec-layout folder (train/good, test/<type>, ground_truth/<type>).
+
+    ``defect_types`` defaults to every ``test/<type>`` folder; keyword arguments go to ``Folder``.
+    """
+    if defect_types is None:
+        defect_types = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
+    options = {"train_batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "val_split_mode": "none", **kwargs}
+    return Folder(
+        name=root.name,
+        root=root,
+        normal_dir="train/good",
+        abnormal_dir=[f"test/{t}" for t in defect_types],
+        normal_test_dir="test/good",
+        mask_dir=[f"ground_truth/{t}" for t in defect_types],
+        **options,
+    )
+
+
+@pytest.fixture
+def tiny_folder(tiny_mvtec: Path) -> Folder:
+    """A ``Folder`` datamodule (not set up) over ``tiny_mvtec``: batch 4, no workers, no val split."""
+    return make_folder_datamodule(tiny_mvtec)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 
 import torch
 
-from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask, to_rgb_float
+from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample, to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
 
 CONFIG_FILE = "generator.json"
@@ -112,14 +112,14 @@ class AnomalyGenerator(ABC):
     # -------------------------------------------------------------------- fit
     def fit(
         self,
-        normal_images: Sequence[torch.Tensor],
+        normal_images: ImagesLike,
         shots: Sequence[AnomalySample],
         *,
         generator: torch.Generator | None = None,
     ) -> Self:
         """Learn from normal images and the few real defect shots. A no-op for classic generators."""
         validate_shots(shots)
-        self._fit(list(normal_images), list(shots), generator)
+        self._fit(as_image_list(normal_images), list(shots), generator)
         self._fitted = True
         return self
 
@@ -136,7 +136,7 @@ class AnomalyGenerator(ABC):
         self,
         normal_images: ImagesLike,
         masks: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
-        defect_types: Sequence[str | None] | None = None,
+        defect_types: Sequence[str | None] | str | None = None,
         generator: torch.Generator | None = None,
     ) -> GeneratedBatch:
         """Turn each normal image into an anomalous one.
@@ -145,7 +145,8 @@ class AnomalyGenerator(ABC):
             normal_images: ``[B, C, H, W]`` tensor or list of ``[C, H, W]`` (sizes may differ), in [0, 1].
             masks: optional placement per image (bool/float ``[H, W]``); None lets the generator choose.
                 The returned mask is where the image actually changed, which may be a subset.
-            defect_types: optional type per image (must be in ``self.defect_types``); None picks at random.
+            defect_types: optional type per image (must be in ``self.defect_types``), or one type for
+                all images; None picks at random.
             generator: seed source; the same seed gives the same output.
         """
         if not self.is_fitted:
@@ -155,7 +156,10 @@ class AnomalyGenerator(ABC):
         images = as_image_list(normal_images)
         count = len(images)
         mask_list = self._check_masks(images, masks)
-        type_list: list[str | None] = [None] * count if defect_types is None else list(defect_types)
+        if defect_types is None or isinstance(defect_types, str):
+            type_list: list[str | None] = [defect_types] * count
+        else:
+            type_list = list(defect_types)
         if len(type_list) != count:
             raise InvalidInputError(
                 f"got {len(type_list)} defect types for {count} images",
@@ -191,7 +195,8 @@ class AnomalyGenerator(ABC):
     ) -> list[torch.Tensor | None]:
         if masks is None:
             return [None] * len(images)
-        mask_seq = list(masks) if not isinstance(masks, torch.Tensor) or masks.ndim == 3 else [masks]
+        # A 2-D tensor is one mask; [B, H, W] and anomalib's [B, 1, H, W] are one mask per image.
+        mask_seq = [masks] if isinstance(masks, torch.Tensor) and masks.ndim == 2 else list(masks)
         if len(mask_seq) != len(images):
             raise MaskError(
                 f"got {len(mask_seq)} masks for {len(images)} images", fix="pass one mask (or None) per image"
@@ -308,6 +313,12 @@ def validate_shots(shots: Sequence[AnomalySample]) -> None:
                 "a normal sample was passed as a defect shot",
                 path=where,
                 fix="pass normal images as normal_images, defect samples as shots",
+            )
+        if not shot.defect_type or shot.defect_type == NORMAL_TYPE:
+            raise InvalidInputError(
+                f"a defect shot has defect type {shot.defect_type!r}",
+                path=where,
+                fix=f"set defect_type to the defect's name (e.g. 'crack'); {NORMAL_TYPE!r} is reserved for normals",
             )
         if not bool(shot.mask.any()):
             raise MaskError(

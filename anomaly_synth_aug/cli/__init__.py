@@ -1,0 +1,1 @@
+"""The ``anomaly-synth-aug`` command line (one module per subcommand, assembled in ``main``)."""

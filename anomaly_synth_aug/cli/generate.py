@@ -1,0 +1,87 @@
+"""``anomaly-synth-aug generate``: fill a sample cache from a saved generator, with Lightning doing the sharding."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import json
+from pathlib import Path
+
+from anomaly_synth_aug import generators
+from anomaly_synth_aug.cache import generate_cache
+from anomaly_synth_aug.callbacks.finetune import CHECKPOINT_META_FILE
+from anomaly_synth_aug.cli.datasets import synthetic_datamodule
+from anomaly_synth_aug.errors import CheckpointMismatchError
+from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
+
+
+def load_generator(directory: Path) -> AnomalyGenerator:
+    """Load a saved generator of any class shipped with the package.
+
+    The registry only knows imported classes, so the generator modules are imported
+    first -- only when the saved class is not registered yet (the diffusion one is heavy).
+    """
+    saved_class = json.loads((directory / CONFIG_FILE).read_text()).get("class") if (directory / CONFIG_FILE).is_file() else None
+    if saved_class not in AnomalyGenerator._registry:  # noqa: SLF001 -- read-only look-up
+        for module in pkgutil.walk_packages(generators.__path__, prefix=f"{generators.__name__}."):
+            importlib.import_module(module.name)
+    return AnomalyGenerator.load(directory)
+
+
+def check_category(generator_dir: Path, category: str) -> None:
+    """Refuse a generator fitted on another category (its ``finetune.json`` says which)."""
+    meta_path = generator_dir / CHECKPOINT_META_FILE
+    if not meta_path.is_file():
+        return
+    fitted_on = json.loads(meta_path.read_text()).get("category")
+    if fitted_on != category:
+        raise CheckpointMismatchError(
+            f"{generator_dir} holds a generator fitted on category {fitted_on!r}, but --data is {category!r}. "
+            f"Fix: pass the generator folder of {category!r} (e.g. <fit-generator output>/{category})."
+        )
+
+
+def generate(
+    generator_dir: Path,
+    data: Path,
+    cache_dir: Path,
+    samples_per_type: int = 100,
+    seed: int = 0,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+) -> int:
+    """Generate SAMPLES_PER_TYPE defects per type on the category's training normals into a sample cache.
+
+    A complete cache from the same generator and data is reused, an interrupted one resumed.
+    Work is spread over processes/GPUs by Lightning (``--devices 2 --strategy ddp``).
+
+    Args:
+        generator_dir: a folder written by ``fit-generator`` (OUTPUT/<category>).
+        data: the MVTec-layout category folder whose training normals receive the defects.
+        cache_dir: the cache folder to create or complete.
+        samples_per_type: how many samples per defect type.
+        seed: fixes which normal each sample uses and every generated defect.
+        batch_size: jobs per prediction batch (per process).
+        num_workers: DataLoader workers reading the source images.
+        accelerator: Lightning accelerator ("auto", "cpu", "gpu", ...).
+        devices: Lightning devices (a count, or "auto").
+        strategy: Lightning strategy ("auto", "ddp", ...).
+    """
+    generator = load_generator(generator_dir)
+    datamodule = synthetic_datamodule(data, generator, seed=seed)
+    check_category(generator_dir, datamodule.category or datamodule.name)
+    entries = generate_cache(
+        cache_dir,
+        generator,
+        datamodule.train_normal_paths(),
+        samples_per_type=samples_per_type,
+        seed=seed,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        trainer_kwargs={"accelerator": accelerator, "devices": devices, "strategy": strategy},
+    )
+    print(f"{len(entries)} samples in {cache_dir}")
+    return 0

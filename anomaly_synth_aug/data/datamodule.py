@@ -1,0 +1,330 @@
+"""``SyntheticAnomalyDataModule``: any anomalib image datamodule, plus synthetic defects in training.
+
+The wrapped datamodule (``Folder``, ``MVTecAD``, ``Visa``, ...) finds the files and makes its
+splits; this wrapper then applies the few-shot protocol and replaces the datasets:
+
+* **shots**: per defect type the first ``shot_fraction`` of the real anomalies (sorted by file
+  name) become generator shots and are removed from test and validation data;
+* **train**: ``SyntheticAnomalyDataset``, the train normals of which ``anomaly_ratio`` get a
+  generated defect (label 1 + mask) online, at native resolution, inside the DataLoader workers;
+* **val**: by default held-back train normals with fixed synthetic anomalies (``val_split``), so
+  checkpoint and threshold selection never look at real test data;
+* **test**: the wrapped test set minus the shots, with masks binarised at ``mask_threshold``.
+
+Example (CLI)::
+
+    anomalib fit --model Supersimplenet \\
+        --data anomaly_synth_aug.SyntheticAnomalyDataModule \\
+        --data.datamodule Folder --data.datamodule.name magnetic_tile ... \\
+        --data.generator anomaly_synth_aug.generators.RealShotPasteGenerator
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from anomalib import TaskType
+from anomalib.data import AnomalibDataModule
+from anomalib.data.utils import ValSplitMode, random_split
+from torch.utils.data import DataLoader, Dataset
+
+from anomaly_synth_aug.data.dataset import (
+    EpochRandomSampler,
+    EvaluationDataset,
+    SyntheticAnomalyDataset,
+    SyntheticValidationDataset,
+    mixed_seed,
+    row_mask_path,
+)
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
+from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
+from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.utils.random import make_generator
+
+if TYPE_CHECKING:
+    from anomalib.data.datasets.base.image import AnomalibDataset
+    from lightning.pytorch.utilities.types import EVAL_DATALOADERS, TRAIN_DATALOADERS
+
+logger = logging.getLogger(__name__)
+
+TrainMode = Literal["online", "cached"]
+ValSplit = Literal["synthetic", "wrapped", "none"]
+TRAIN_MODES: tuple[str, ...] = ("online", "cached")
+VAL_SPLITS: tuple[str, ...] = ("synthetic", "wrapped", "none")
+
+#: Validation modes of the wrapped datamodule whose val set holds real (test) images, so its
+#: anomalies take part in the few-shot split; other modes hold train normals or anomalib's own
+#: synthetic images, which must never become shots.
+_REAL_VAL_MODES = (ValSplitMode.FROM_TEST, ValSplitMode.SAME_AS_TEST, ValSplitMode.FROM_DIR)
+
+
+def _default_generator() -> AnomalyGenerator:
+    from anomaly_synth_aug.generators.perlin import PerlinGenerator  # lazy: optional heavy imports
+
+    return PerlinGenerator()
+
+
+def _resolved(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+class SyntheticAnomalyDataModule(AnomalibDataModule):
+    """Wrap an anomalib image datamodule and inject generated defects into its training data.
+
+    Args:
+        datamodule: the anomalib datamodule that finds the files (its own splits are kept).
+        generator: the anomaly generator; default ``PerlinGenerator()``.
+        anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].
+            Use 0 with models that synthesise their own anomalies (Draem, Glass adapters).
+        mode: ``"online"`` generates in the DataLoader workers; ``"cached"`` arrives with the cache.
+        shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
+        val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
+            ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
+        val_split_ratio: share of train normals held back for the synthetic validation set.
+        mask_threshold: real masks are defect where pixel > this (of 255); soft masks are binarised.
+        max_fit_normals: at most this many train normals are given to ``generator.fit``.
+        train_batch_size: default: the wrapped datamodule's.
+        eval_batch_size: default: the wrapped datamodule's.
+        num_workers: default: the wrapped datamodule's.
+        seed: fixes the validation hold-out, the anomaly selection and the generated defects.
+    """
+
+    def __init__(
+        self,
+        datamodule: AnomalibDataModule,
+        generator: AnomalyGenerator | None = None,
+        anomaly_ratio: float = 0.5,
+        mode: TrainMode = "online",
+        shot_fraction: float = DEFAULT_SHOT_FRACTION,
+        val_split: ValSplit = "synthetic",
+        val_split_ratio: float = 0.2,
+        mask_threshold: int = MASK_THRESHOLD,
+        max_fit_normals: int = 64,
+        train_batch_size: int | None = None,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(datamodule, AnomalibDataModule):
+            raise InvalidInputError(
+                f"datamodule must be an anomalib AnomalibDataModule, got {type(datamodule).__name__}",
+                fix="wrap an anomalib image datamodule such as anomalib.data.Folder or anomalib.data.MVTecAD",
+            )
+        _check_init_args(
+            anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
+        )
+        super().__init__(
+            train_batch_size=datamodule.train_batch_size if train_batch_size is None else train_batch_size,
+            eval_batch_size=datamodule.eval_batch_size if eval_batch_size is None else eval_batch_size,
+            num_workers=datamodule.num_workers if num_workers is None else num_workers,
+            train_augmentations=datamodule.train_augmentations,
+            val_augmentations=datamodule.val_augmentations,
+            test_augmentations=datamodule.test_augmentations,
+            seed=seed,
+        )
+        self.datamodule = datamodule
+        self.generator = generator if generator is not None else _default_generator()
+        self.anomaly_ratio = anomaly_ratio
+        self.mode = mode
+        self.shot_fraction = shot_fraction
+        self.val_split = val_split
+        self.val_split_ratio = val_split_ratio
+        self.mask_threshold = mask_threshold
+        self.max_fit_normals = max_fit_normals
+        self.seed = seed
+        self.shot_records: list[DefectRecord] = []
+
+    # ------------------------------------------------------------- delegation
+    @property
+    def name(self) -> str:
+        return self.datamodule.name
+
+    @property
+    def category(self) -> str:
+        return self.datamodule.category
+
+    @category.setter
+    def category(self, category: str) -> None:
+        self.datamodule.category = category
+
+    @property
+    def task(self) -> TaskType:
+        return self.datamodule.task
+
+    def prepare_data(self) -> None:
+        self.datamodule.prepare_data()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, _stage: str | None = None) -> None:
+        self.datamodule.setup(_stage)
+        self.shot_records, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
+        shot_paths = {_resolved(record.image_path) for record in self.shot_records}
+
+        self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
+        train_normals = self.datamodule.train_data
+        if self.val_split == "synthetic":
+            train_normals, val_normals = random_split(train_normals, self.val_split_ratio, seed=self.seed)
+            self.val_data = SyntheticValidationDataset(
+                val_normals, self.generator, seed=self.seed, mask_threshold=self.mask_threshold
+            )
+        elif self.val_split == "wrapped":
+            wrapped_val = getattr(self.datamodule, "val_data", None)
+            if wrapped_val is None:
+                raise InvalidInputError(
+                    f"val_split='wrapped' but {type(self.datamodule).__name__} has no validation set",
+                    fix="set the wrapped datamodule's val_split_mode (e.g. 'from_test') or use val_split='synthetic'",
+                )
+            self.val_data = self._evaluation_dataset(wrapped_val, shot_paths)
+        self._train_normals = train_normals
+        self.train_data = self._build_train_dataset(train_normals)
+
+    def _create_test_split(self) -> None:
+        """No-op: the wrapped datamodule already made its test split."""
+
+    def _create_val_split(self) -> None:
+        """No-op: ``_setup`` builds validation data according to ``val_split``."""
+
+    def _build_train_dataset(self, train_normals: AnomalibDataset) -> Dataset:
+        """The training dataset for ``mode`` (the seam where the cached mode plugs in)."""
+        if self.mode == "online":
+            return SyntheticAnomalyDataset(
+                train_normals,
+                self.generator,
+                anomaly_ratio=self.anomaly_ratio,
+                seed=self.seed,
+                mask_threshold=self.mask_threshold,
+            )
+        raise NotImplementedError(
+            f"mode={self.mode!r} arrives with the generated-sample cache (anomaly_synth_aug.cache); "
+            "use mode='online' for now"
+        )
+
+    def _real_anomaly_records(self) -> list[DefectRecord]:
+        """Real anomalies of the wrapped test set (and of its val set when that holds test images)."""
+        datasets = [self.datamodule.test_data]
+        wrapped_val = getattr(self.datamodule, "val_data", None)
+        if wrapped_val is not None and self.datamodule.val_split_mode in _REAL_VAL_MODES:
+            datasets.append(wrapped_val)
+            if self.val_split == "synthetic" and self.datamodule.val_split_mode == ValSplitMode.FROM_TEST:
+                logger.warning(
+                    "%s holds back %d test images as validation that val_split='synthetic' does not use; "
+                    "set its val_split_mode='none' to evaluate on all of them.",
+                    type(self.datamodule).__name__,
+                    len(wrapped_val),
+                )
+        records: dict[str, DefectRecord] = {}
+        for dataset in datasets:
+            for row in dataset.samples.itertuples():
+                if int(row.label_index) != ANOMALOUS_LABEL:
+                    continue
+                mask_path = row_mask_path(row)
+                image_path = Path(row.image_path)
+                records[_resolved(image_path)] = DefectRecord(
+                    image_path=image_path,
+                    mask_path=Path(mask_path) if mask_path else None,
+                    defect_type=image_path.parent.name,
+                )
+        return list(records.values())
+
+    def _evaluation_dataset(self, dataset: AnomalibDataset, shot_paths: set[str]) -> Dataset:
+        """``dataset`` without the shots; masks binarised when the dataset has masks."""
+        keep = [i for i, path in enumerate(dataset.samples.image_path) if _resolved(path) not in shot_paths]
+        subset = dataset.subsample(keep)
+        if subset.task == TaskType.CLASSIFICATION:
+            return subset  # no masks to binarise: anomalib's own reader is exact
+        return EvaluationDataset(subset, mask_threshold=self.mask_threshold)
+
+    def _ensure_setup(self) -> None:
+        if not hasattr(self, "_train_normals"):
+            self.setup()
+
+    # ---------------------------------------------------- generator and shots
+    def train_normal_paths(self) -> list[Path]:
+        """Paths of the training normals (after the validation hold-out), sorted."""
+        self._ensure_setup()
+        samples = self._train_normals.samples
+        return sorted(Path(p) for p in samples.loc[samples.label_index != ANOMALOUS_LABEL, "image_path"])
+
+    def load_shots(self) -> list[AnomalySample]:
+        """The real defect shots with binarised masks; shots whose mask is empty are skipped (logged)."""
+        self._ensure_setup()
+        return load_defect_records(self.shot_records, threshold=self.mask_threshold)
+
+    def prepare_generator(self) -> None:
+        """Fit a learned generator on up to ``max_fit_normals`` train normals and the shots, once.
+
+        Called lazily by the dataloaders; a callback may have fitted or loaded it before.
+        """
+        if not self.generator.requires_fit or self.generator.is_fitted:
+            return
+        paths = self.train_normal_paths()
+        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(mixed_seed(self.seed, 2)))
+        normals = [load_image(paths[i]) for i in order[: self.max_fit_normals].tolist()]
+        shots = self.load_shots()
+        logger.info("Fitting %s on %d normals and %d shots.", type(self.generator).__name__, len(normals), len(shots))
+        self.generator.fit(normals, shots, generator=make_generator(self.seed))
+
+    # ------------------------------------------------------------ dataloaders
+    def train_dataloader(self) -> TRAIN_DATALOADERS:
+        self.prepare_generator()
+        return DataLoader(
+            dataset=self.train_data,
+            sampler=EpochRandomSampler(self.train_data),
+            batch_size=self.train_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=self.external_collate_fn or self.train_data.collate_fn,
+        )
+
+    def val_dataloader(self) -> EVAL_DATALOADERS:
+        if self.val_split == "none":
+            return []
+        if self.val_split == "synthetic":
+            self.prepare_generator()
+        return super().val_dataloader()
+
+
+def _check_init_args(
+    anomaly_ratio: float,
+    mode: str,
+    shot_fraction: float,
+    val_split: str,
+    val_split_ratio: float,
+    mask_threshold: int,
+    max_fit_normals: int,
+    seed: int,
+) -> None:
+    """Fail at construction, naming the parameter, rather than deep inside ``setup``."""
+    if not 0.0 <= anomaly_ratio <= 1.0:
+        raise InvalidInputError(
+            f"anomaly_ratio must be in [0, 1], got {anomaly_ratio}",
+            fix="use e.g. 0.5 (half of the training normals get a synthetic defect), or 0 to disable",
+        )
+    if mode not in TRAIN_MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}", fix=f"use one of {list(TRAIN_MODES)}")
+    if not 0.0 < shot_fraction < 1.0:
+        raise InvalidInputError(
+            f"shot_fraction must be in (0, 1), got {shot_fraction}",
+            fix="use e.g. 1/3: the first third of each defect type trains the generator",
+        )
+    if val_split not in VAL_SPLITS:
+        raise InvalidInputError(f"unknown val_split {val_split!r}", fix=f"use one of {list(VAL_SPLITS)}")
+    if not 0.0 < val_split_ratio < 1.0:
+        raise InvalidInputError(
+            f"val_split_ratio must be in (0, 1), got {val_split_ratio}",
+            fix="use e.g. 0.2 to hold back a fifth of the train normals for validation",
+        )
+    if not 0 <= mask_threshold < 255:
+        raise InvalidInputError(
+            f"mask_threshold must be in [0, 254], got {mask_threshold}", fix="use 127 (pixel > 127 is defect)"
+        )
+    if max_fit_normals < 1:
+        raise InvalidInputError(
+            f"max_fit_normals must be >= 1, got {max_fit_normals}", fix="use e.g. 64 normal images to fit the generator"
+        )
+    if seed < 0:
+        raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")

@@ -1,0 +1,1 @@
+"""Diffusion defect generator: learned appearance (what) plus learned and shot masks (where)."""

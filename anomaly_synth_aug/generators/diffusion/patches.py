@@ -1,0 +1,133 @@
+"""Crop/paste geometry: the defect is generated in a square patch around its mask, at native scale when it is small.
+
+Generating the whole image would waste compute on background and shrink small
+defects to nothing. Instead a context box is cut around the mask's bounding box
+(the bbox fills ``fill`` of the box side, and the box is never smaller than the
+patch, so small defects are modelled 1:1), resized to ``patch_size`` and, after
+generation, resized back and pasted *only inside a mask*, so every pixel outside
+it is bit-identical to the input. Training and generation use the same rule, so
+the model always sees defects at the scale it will be asked to draw them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """An axis-aligned box in image pixels (``top``/``left`` inclusive, ``height``/``width`` > 0)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.height
+
+    @property
+    def right(self) -> int:
+        return self.left + self.width
+
+    def slices(self) -> tuple[slice, slice]:
+        """Row and column slices selecting the box from an ``[..., H, W]`` tensor."""
+        return slice(self.top, self.bottom), slice(self.left, self.right)
+
+
+def mask_bbox(mask: torch.Tensor) -> CropBox:
+    """Tight bounding box of a bool ``[H, W]`` mask."""
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        raise MaskError("cannot place a patch around an empty mask", fix="pass a mask with at least one pixel set")
+    top, left = int(rows[0]), int(cols[0])
+    return CropBox(top, left, int(rows[-1]) - top + 1, int(cols[-1]) - left + 1)
+
+
+def context_box(
+    bbox: CropBox,
+    image_size: tuple[int, int],
+    *,
+    patch_size: int,
+    fill: float,
+    offset: tuple[float, float] = (0.5, 0.5),
+) -> CropBox:
+    """The box to generate in: a square of side ``max(patch_size, longest bbox side / fill)``, clamped to the image.
+
+    ``offset`` (each in [0, 1]) says where the bbox sits inside the box along (rows, cols):
+    0.5 centres it, other values shift the context (training jitter). The box always contains
+    the bbox; where the image is smaller than the square, that side is the whole image (the
+    patch is then resized anisotropically, and pasted back with the inverse resize).
+    """
+    if not 0.0 < fill <= 1.0:
+        raise InvalidInputError(f"fill must be in (0, 1], got {fill}", fix="use e.g. 0.5 (bbox spans half the patch)")
+    height, width = image_size
+    if bbox.top < 0 or bbox.left < 0 or bbox.bottom > height or bbox.right > width:
+        raise MaskError(f"mask bbox {bbox} lies outside the image of size {image_size}", fix="pass the image's own mask")
+    side = max(patch_size, math.ceil(max(bbox.height, bbox.width) / fill))
+    box_h, box_w = min(side, height), min(side, width)
+    top = _place(bbox.top, bbox.bottom, box_h, height, offset[0])
+    left = _place(bbox.left, bbox.right, box_w, width, offset[1])
+    return CropBox(top, left, box_h, box_w)
+
+
+def _place(start: int, end: int, length: int, limit: int, offset: float) -> int:
+    """Start of a window of ``length`` inside ``[0, limit)`` containing ``[start, end)``, at ``offset`` of its range."""
+    lowest = max(0, end - length)
+    highest = min(start, limit - length)
+    return lowest + round(min(max(offset, 0.0), 1.0) * (highest - lowest))
+
+
+def crop_image_patch(image: torch.Tensor, box: CropBox, patch_size: int) -> torch.Tensor:
+    """``[C, H, W]`` image -> ``[C, p, p]`` patch (antialiased bilinear, so downscaling does not alias)."""
+    patch = TF.resized_crop(image, box.top, box.left, box.height, box.width, [patch_size, patch_size], antialias=True)
+    return patch.clamp(0.0, 1.0)
+
+
+def crop_mask_patch(mask: torch.Tensor, box: CropBox, patch_size: int) -> torch.Tensor:
+    """Bool ``[H, W]`` mask -> bool ``[1, p, p]``: a patch pixel is defect if any pixel it covers is.
+
+    Any-coverage (not nearest) keeps thin defects such as cracks when the box is downscaled.
+    """
+    region = mask[box.slices()].float()[None, None]
+    if box.height >= patch_size and box.width >= patch_size:
+        coverage = F.adaptive_max_pool2d(region, patch_size)
+    else:  # a side smaller than the patch (tiny image): nearest upsampling keeps the mask binary
+        coverage = F.interpolate(region, size=(patch_size, patch_size), mode="nearest")
+    return coverage[0] > 0
+
+
+def uncrop_patch(patch: torch.Tensor, box: CropBox) -> torch.Tensor:
+    """``[C, p, p]`` patch -> ``[C, box.height, box.width]`` at the image's native resolution."""
+    restored = TF.resize(patch, [box.height, box.width], antialias=True)
+    return restored.clamp(0.0, 1.0)
+
+
+def paste_patch(image: torch.Tensor, restored: torch.Tensor, box: CropBox, region: torch.Tensor) -> torch.Tensor:
+    """Copy ``restored`` (native-size box content) into a copy of ``image`` only where ``region`` is True.
+
+    ``region`` is a bool ``[H, W]`` mask that must lie inside ``box``; every other pixel of the
+    result is the input pixel, bit for bit.
+    """
+    rows, cols = box.slices()
+    outside = region.clone()
+    outside[rows, cols] = False
+    if bool(outside.any()):
+        raise MaskError(
+            f"paste region reaches outside the generated box {box}",
+            fix="pass a region inside the box (the mask the patch was generated for, or its refinement)",
+        )
+    result = image.clone()
+    window = result[:, rows, cols]
+    inside = region[rows, cols]
+    window[:, inside] = restored[:, inside].to(result.dtype)
+    return result

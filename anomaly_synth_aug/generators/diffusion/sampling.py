@@ -1,0 +1,147 @@
+"""Sampling defect patches into known backgrounds with DDIM (few steps, deterministic given the start noise).
+
+Two ways to keep the known region (outside the mask) consistent while the
+defect is drawn inside it:
+
+* ``"repaint"`` — start from noise; after every DDIM step replace the known
+  region with the clean patch forward-noised to the same level (RePaint without
+  resampling; the model also sees the clean context as a channel).
+* ``"inversion"`` — Cho et al. 2024: DDIM-invert the target patch with the NORMAL
+  token (``DDIMInverseScheduler``), start from the inverted latent, denoise with
+  the defect token, and at every step take the background from the inverted
+  trajectory. The defect then grows out of *this* image's own noise, so its
+  shading fits the target. Costs two passes (invert + generate).
+
+Randomness is drawn per sample from its own ``torch.Generator``, so a patch's
+result does not depend on which other patches share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.training import masked_context, to_model_space
+
+SamplingMode = Literal["repaint", "inversion"]
+SAMPLING_MODES: tuple[str, ...] = ("repaint", "inversion")
+
+
+def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """``[B, *shape]`` standard normal noise, row ``i`` drawn from ``generators[i]``."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
+
+
+class PatchSampler:
+    """Generates patches with a trained ``DefectDenoiser``.
+
+    Args:
+        model: the denoiser (EMA weights, eval mode).
+        noise_scheduler: the training schedule; DDIM and inverse DDIM are derived from its config.
+        num_inference_steps: DDIM steps (also the number of inversion steps).
+        mode: ``"repaint"`` or ``"inversion"`` (see module docstring).
+        inversion_noise: fraction of fresh noise variance mixed into the inverted latent inside the
+            mask (0 = pure inversion; > 0 gives more varied defects at the cost of fidelity to the image).
+    """
+
+    def __init__(
+        self,
+        model: DefectDenoiser,
+        noise_scheduler: DDPMScheduler,
+        *,
+        num_inference_steps: int = 20,
+        mode: SamplingMode = "repaint",
+        inversion_noise: float = 0.0,
+    ) -> None:
+        if mode not in SAMPLING_MODES:
+            raise InvalidInputError(f"unknown sampling mode {mode!r}", fix=f"use one of {SAMPLING_MODES}")
+        if num_inference_steps < 1:
+            raise InvalidInputError(f"num_inference_steps must be >= 1, got {num_inference_steps}", fix="use e.g. 20")
+        if not 0.0 <= inversion_noise <= 1.0:
+            raise InvalidInputError(f"inversion_noise must be in [0, 1], got {inversion_noise}", fix="use e.g. 0.0")
+        self.model = model
+        self.mode = mode
+        self.inversion_noise = inversion_noise
+        # "trailing" spacing starts at the last training step: the right choice for few DDIM steps
+        self.scheduler = DDIMScheduler.from_config(noise_scheduler.config, timestep_spacing="trailing")
+        self.inverse_scheduler = DDIMInverseScheduler.from_config(noise_scheduler.config, timestep_spacing="trailing")
+        self.scheduler.set_timesteps(num_inference_steps)
+        self.inverse_scheduler.set_timesteps(num_inference_steps)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        known: torch.Tensor,
+        masks: torch.Tensor,
+        tokens: torch.Tensor,
+        generators: Sequence[torch.Generator | None],
+    ) -> torch.Tensor:
+        """Generate inside ``masks`` of ``known`` patches.
+
+        Args:
+            known: ``[B, C, p, p]`` target patches in [0, 1].
+            masks: ``[B, 1, p, p]`` bool, where to draw.
+            tokens: ``[B, D]`` token vectors (type, mixed or normal).
+            generators: one per sample (or None entries for unseeded draws).
+
+        Returns:
+            The model's final clean patch ``[B, C, p, p]`` in [0, 1] over the *whole* patch
+            (not blended): inside the mask it is the defect, outside it shows how well the model
+            agreed with the background (what the quality filter checks).
+        """
+        x0 = to_model_space(known)
+        mask = masks.to(x0.dtype)
+        context = masked_context(x0, mask)
+        if self.mode == "inversion":
+            trajectory = self.invert(x0, context, mask)
+            start = trajectory[-1]
+            if self.inversion_noise > 0:
+                fresh = per_sample_noise(x0.shape[1:], generators)
+                mixed = (1.0 - self.inversion_noise) ** 0.5 * start + self.inversion_noise**0.5 * fresh
+                start = mask * mixed + (1.0 - mask) * start
+            known_at = list(reversed(trajectory[:-1]))  # background latent after each generation step
+        else:
+            start = per_sample_noise(x0.shape[1:], generators)
+            known_at = None
+        return self._denoise(start, x0, context, mask, tokens, generators, known_at)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        x0: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor,
+        tokens: torch.Tensor,
+        generators: Sequence[torch.Generator | None],
+        known_at: list[torch.Tensor] | None,
+    ) -> torch.Tensor:
+        timesteps = self.scheduler.timesteps
+        for index, timestep in enumerate(timesteps):
+            noise_pred = self.model(latents, context, mask, timestep, tokens)
+            latents = self.scheduler.step(noise_pred, int(timestep), latents).prev_sample
+            if index == len(timesteps) - 1:
+                break  # the final clean estimate is returned unblended
+            if known_at is not None:
+                background = known_at[index]
+            else:
+                background = self.scheduler.add_noise(
+                    x0, per_sample_noise(x0.shape[1:], generators), timesteps[index + 1].reshape(1)
+                )
+            latents = mask * latents + (1.0 - mask) * background
+        return ((latents.clamp(-1.0, 1.0) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def invert(self, x0: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """DDIM inversion of ``x0`` with the normal token: latents at each inverse timestep (last = most noisy)."""
+        normal = self.model.token(torch.zeros(x0.shape[0], dtype=torch.long))
+        latents = x0
+        trajectory: list[torch.Tensor] = []
+        for timestep in self.inverse_scheduler.timesteps:
+            noise_pred = self.model(latents, context, mask, timestep, normal)
+            latents = self.inverse_scheduler.step(noise_pred, int(timestep), latents).prev_sample
+            trajectory.append(latents)
+        return trajectory

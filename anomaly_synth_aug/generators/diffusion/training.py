@@ -1,0 +1,443 @@
+"""Training the denoiser from scratch on few-shot defect patches and normal patches, on CPU, within a budget.
+
+Each batch mixes
+
+* defect patches cut around each shot's mask (jittered scale/position, flips,
+  rot90, mild gain/offset), labelled with their type's token only (SeaS
+  decoupled anomaly alignment), and
+* normal patches cut from normal images at the same scales, carrying a real
+  shot's mask as the inpainting region and the NORMAL token, trained on the
+  whole patch (SeaS normal alignment: the model also learns normal variation).
+
+The loss combines the mechanisms in ``losses.py`` (masked defect loss, adaptive
+mask re-weighting, background disentanglement), each switchable in
+``TrainingSettings``. Training is resumable: the full state is checkpointed to
+``checkpoint_dir`` periodically, on Ctrl-C and at the end, and a new ``fit``
+with the same folder continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
+from anomaly_synth_aug.generators.diffusion.losses import (
+    adaptive_mask_weights,
+    background_disentangled_loss,
+    denoising_loss,
+    masked_denoising_loss,
+    mask_out_defect,
+)
+from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.patches import (
+    CropBox,
+    context_box,
+    crop_image_patch,
+    crop_mask_patch,
+    mask_bbox,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STATE_FILE = "training_state.pt"
+TRAINING_IDENTITY_FILE = "training_identity.json"
+
+
+def make_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The training noise schedule; cosine betas suit small patches (linear betas destroy them too early)."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=True,
+    )
+
+
+@dataclass
+class PatchBatch:
+    """A training batch: patches in [0, 1], their masks, token indices and which ones are defects."""
+
+    images: torch.Tensor  # [B, C, p, p] float in [0, 1]
+    masks: torch.Tensor  # [B, 1, p, p] bool
+    tokens: torch.Tensor  # [B] long: 0 normal, k + 1 defect type k
+    is_defect: torch.Tensor  # [B] bool
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _index(count: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(count, (), generator=generator))
+
+
+class PatchSource:
+    """Draws augmented training patches from the shots and the normal images.
+
+    Args:
+        shots: defect samples (non-empty masks), each of a type in ``defect_types``.
+        normal_images: float ``[C, H, W]`` normal images (any sizes).
+        defect_types: ordered type names; type ``k`` gets token ``k + 1``.
+        patch_size: side of the patches.
+        fill: nominal fraction of the patch side the mask bbox spans (jittered by ``fill_jitter``).
+        augment: flips, rot90 and gain/offset jitter (off for tests that need exact crops).
+    """
+
+    def __init__(
+        self,
+        shots: Sequence[AnomalySample],
+        normal_images: Sequence[torch.Tensor],
+        defect_types: Sequence[str],
+        *,
+        patch_size: int,
+        fill: float,
+        fill_jitter: float = 1.3,
+        augment: bool = True,
+    ) -> None:
+        self.defect_types = list(defect_types)
+        self.patch_size = patch_size
+        self.fill = fill
+        self.fill_jitter = fill_jitter
+        self.augment = augment
+        self.normal_images = list(normal_images)
+        self.shots = list(shots)
+        self._bboxes = [mask_bbox(shot.mask) for shot in self.shots]
+        self._by_type: list[list[int]] = [[] for _ in self.defect_types]
+        for index, shot in enumerate(self.shots):
+            self._by_type[self.defect_types.index(shot.defect_type)].append(index)
+        empty = [name for name, members in zip(self.defect_types, self._by_type, strict=True) if not members]
+        if empty:
+            raise InvalidInputError(f"no shots for defect types {empty}", fix="pass at least one shot per defect type")
+
+    def draw(self, batch_size: int, normal_fraction: float, generator: torch.Generator | None) -> PatchBatch:
+        """``batch_size`` patches, ``round(batch_size * normal_fraction)`` of them normal (if normal images exist)."""
+        n_normal = round(batch_size * normal_fraction) if self.normal_images else 0
+        images, masks, tokens = [], [], []
+        for position in range(batch_size):
+            is_normal = position < n_normal
+            type_index = _index(len(self.defect_types), generator)  # uniform over types, then over shots
+            shot_index = self._by_type[type_index][_index(len(self._by_type[type_index]), generator)]
+            image, mask, box = self._shot_patch(shot_index, generator)
+            if is_normal:  # the shot's mask at its own scale, as the inpainting region of a normal patch
+                image = self._normal_patch((box.height, box.width), generator)
+                mask = self._augment_geometry(mask, generator)
+            images.append(self._augment_gain(image, generator))
+            masks.append(mask)
+            tokens.append(NORMAL_TOKEN if is_normal else type_index + 1)
+        token_tensor = torch.tensor(tokens, dtype=torch.long)
+        return PatchBatch(
+            images=torch.stack(images),
+            masks=torch.stack(masks),
+            tokens=token_tensor,
+            is_defect=token_tensor != NORMAL_TOKEN,
+        )
+
+    def _jittered_box(self, bbox: CropBox, image_size: tuple[int, int], generator: torch.Generator | None) -> CropBox:
+        if not self.augment:
+            return context_box(bbox, image_size, patch_size=self.patch_size, fill=self.fill)
+        scale = math.exp(_uniform(-math.log(self.fill_jitter), math.log(self.fill_jitter), generator))
+        offset = (_uniform(0.2, 0.8, generator), _uniform(0.2, 0.8, generator))
+        fill = min(1.0, self.fill * scale)
+        return context_box(bbox, image_size, patch_size=self.patch_size, fill=fill, offset=offset)
+
+    def _shot_patch(
+        self, index: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, CropBox]:
+        shot = self.shots[index]
+        box = self._jittered_box(self._bboxes[index], tuple(shot.image.shape[-2:]), generator)
+        image = crop_image_patch(shot.image, box, self.patch_size)
+        mask = crop_mask_patch(shot.mask, box, self.patch_size)
+        both = self._augment_geometry(torch.cat([image, mask.to(image.dtype)]), generator)
+        return both[:-1], both[-1:] > 0.5, box
+
+    def _normal_patch(self, box_size: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
+        image = self.normal_images[_index(len(self.normal_images), generator)]
+        height, width = image.shape[-2:]
+        box_h, box_w = min(box_size[0], height), min(box_size[1], width)
+        box = CropBox(_index(height - box_h + 1, generator), _index(width - box_w + 1, generator), box_h, box_w)
+        return self._augment_geometry(crop_image_patch(image, box, self.patch_size), generator)
+
+    def _augment_geometry(self, patch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not self.augment:
+            return patch
+        if _index(2, generator):
+            patch = patch.flip(-1)
+        if _index(2, generator):
+            patch = patch.flip(-2)
+        return torch.rot90(patch, _index(4, generator), dims=(-2, -1))
+
+    def _augment_gain(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Mild global gain/offset so a defect is learned relative to its surroundings, not absolute grey levels."""
+        if not self.augment:
+            return image
+        return (image * _uniform(0.9, 1.1, generator) + _uniform(-0.05, 0.05, generator)).clamp(0.0, 1.0)
+
+
+@dataclass
+class LossSwitches:
+    """Which training mechanisms are on (each maps to a paper mechanism; see ``losses.py``)."""
+
+    masked_loss: bool = True
+    background_disentangle: bool = True
+    adaptive_weighting: float = 1.0  # strength; 0 disables the re-weighting
+
+    def __post_init__(self) -> None:
+        if self.background_disentangle and not self.masked_loss:
+            raise InvalidInputError(
+                "background_disentangle needs masked_loss: its defect term is the masked loss",
+                fix="set masked_loss=True, or background_disentangle=False",
+            )
+        if self.adaptive_weighting < 0:
+            raise InvalidInputError(
+                f"adaptive_weighting must be >= 0, got {self.adaptive_weighting}", fix="use 0 (off) or e.g. 1.0"
+            )
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1], the range the noise schedule assumes."""
+    return images * 2.0 - 1.0
+
+
+def masked_context(x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The conditioning image: the clean patch with the mask region blanked (0 in model space)."""
+    return x0 * (1.0 - mask.to(x0.dtype))
+
+
+def training_loss(
+    model: DefectDenoiser,
+    noise_scheduler: DDPMScheduler,
+    batch: PatchBatch,
+    switches: LossSwitches,
+    generator: torch.Generator | None = None,
+    x0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The combined loss of one batch, in ONE UNet call.
+
+    Normal patches: whole-patch noise loss with the normal token. Defect patches:
+    masked (optionally adaptively weighted) loss with their type token, plus — with
+    ``background_disentangle`` — the background loss on the defect-masked-out input
+    with the normal token (those extra rows are appended to the same UNet batch).
+    ``x0`` may be passed (model space) so tests can differentiate w.r.t. the input.
+    """
+    x0 = to_model_space(batch.images) if x0 is None else x0
+    mask = batch.masks.to(x0.dtype)
+    context = masked_context(x0, mask)
+    noise = torch.randn(x0.shape, generator=generator)
+    steps = torch.randint(noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+    noisy = noise_scheduler.add_noise(x0, noise, steps)
+    tokens = model.token(batch.tokens)
+    defect = batch.is_defect
+    n_defect = int(defect.sum())
+
+    inputs = [noisy, context, mask, steps, tokens]
+    if switches.background_disentangle and n_defect:
+        replacement = torch.randn(noisy[defect].shape, generator=generator)
+        blind = mask_out_defect(noisy[defect], mask[defect], replacement)
+        normal_tokens = model.token(torch.full((n_defect,), NORMAL_TOKEN))
+        extra = [blind, context[defect], mask[defect], steps[defect], normal_tokens]
+        inputs = [torch.cat([a, b]) for a, b in zip(inputs, extra, strict=True)]
+    prediction = model(*inputs)
+    main, background = prediction[: x0.shape[0]], prediction[x0.shape[0] :]
+
+    parts: dict[str, float] = {}
+    total = x0.new_zeros(())
+    if n_defect:
+        pred_d, noise_d, mask_d = main[defect], noise[defect], mask[defect]
+        weights = (
+            adaptive_mask_weights(pred_d, noise_d, mask_d, switches.adaptive_weighting)
+            if switches.masked_loss and switches.adaptive_weighting > 0
+            else None
+        )
+        if switches.background_disentangle:
+            defect_loss = background_disentangled_loss(noise_d, pred_d, background, mask_d, weights)
+        elif switches.masked_loss:
+            defect_loss = masked_denoising_loss(pred_d, noise_d, mask_d, weights)
+        else:
+            defect_loss = denoising_loss(pred_d, noise_d)
+        total = total + defect_loss * n_defect / x0.shape[0]
+        parts["defect"] = float(defect_loss.detach())
+    if n_defect < x0.shape[0]:
+        normal_loss = denoising_loss(main[~defect], noise[~defect])
+        total = total + normal_loss * (x0.shape[0] - n_defect) / x0.shape[0]
+        parts["normal"] = float(normal_loss.detach())
+    return total, parts
+
+
+@dataclass
+class TrainingSettings:
+    """Budget and optimisation settings. Training stops at ``max_steps`` or ``max_minutes``, whichever comes first."""
+
+    max_steps: int | None = 2000
+    max_minutes: float | None = 9.0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    normal_fraction: float = 0.25
+    ema_power: float = 0.75
+    checkpoint_dir: Path | None = None
+    checkpoint_every_minutes: float = 2.0
+    progress: bool = True
+    switches: LossSwitches = field(default_factory=LossSwitches)
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_minutes is None:
+            raise InvalidInputError(
+                "training has no budget: max_steps and max_minutes are both None", fix="set at least one of them"
+            )
+        if self.max_steps is not None and self.max_steps < 0:
+            raise InvalidInputError(f"max_steps must be >= 0, got {self.max_steps}", fix="use e.g. 2000")
+        if not 0.0 <= self.normal_fraction < 1.0:
+            raise InvalidInputError(
+                f"normal_fraction must be in [0, 1), got {self.normal_fraction}", fix="use e.g. 0.25"
+            )
+
+
+@dataclass
+class TrainingReport:
+    """What a ``train_denoiser`` call did (cumulative over resumed sessions)."""
+
+    steps: int
+    seconds: float
+    last_loss: float
+    resumed_from_step: int = 0
+
+
+class TrainingCheckpoint:
+    """The resumable state in ``checkpoint_dir``: weights, EMA, optimiser, RNG, counters, and whom they belong to.
+
+    ``identity`` (category, defect types, patch size, model config) is written beside the
+    state; resuming with a different identity raises ``CheckpointMismatchError`` instead of
+    silently continuing someone else's training.
+    """
+
+    def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.identity = json.loads(json.dumps(identity))  # normalise tuples -> lists for comparison
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / TRAINING_STATE_FILE
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def check_identity(self) -> None:
+        identity_path = self.directory / TRAINING_IDENTITY_FILE
+        if not identity_path.is_file():
+            return
+        saved = json.loads(identity_path.read_text())
+        different = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
+        if different:
+            details = "; ".join(f"{k}: checkpoint has {a!r}, this fit has {b!r}" for k, (a, b) in different.items())
+            raise CheckpointMismatchError(
+                f"{self.directory}: training checkpoint belongs to another setup ({details}). "
+                "Fix: point checkpoint_dir to a fresh folder for this category/config, or delete the old checkpoint."
+            )
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / TRAINING_IDENTITY_FILE).write_text(json.dumps(self.identity, indent=2, sort_keys=True))
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)  # atomic: an interrupt never leaves a half-written checkpoint
+
+    def load(self) -> dict[str, Any]:
+        self.check_identity()
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+
+def train_denoiser(
+    model: DefectDenoiser,
+    source: PatchSource,
+    settings: TrainingSettings,
+    *,
+    noise_scheduler: DDPMScheduler | None = None,
+    generator: torch.Generator | None = None,
+    identity: dict[str, Any] | None = None,
+) -> TrainingReport:
+    """Train ``model`` in place; on return it holds the EMA weights (what sampling should use)."""
+    noise_scheduler = noise_scheduler or make_noise_scheduler()
+    generator = generator or torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=settings.warmup_steps)
+    ema = EMAModel(model.parameters(), decay=0.9995, use_ema_warmup=True, power=settings.ema_power, foreach=True)
+    checkpoint = TrainingCheckpoint(settings.checkpoint_dir, identity or {}) if settings.checkpoint_dir else None
+
+    step, elapsed, last_loss = 0, 0.0, math.nan
+    if checkpoint is not None and checkpoint.exists():
+        state = checkpoint.load()
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        step, elapsed, last_loss = int(state["step"]), float(state["elapsed"]), float(state["loss"])
+        logger.info("Resuming diffusion training from %s at step %d", checkpoint.directory, step)
+    resumed_from = step
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "ema": ema.state_dict(),
+            "generator": generator.get_state(),
+            "step": step,
+            "elapsed": elapsed,
+            "loss": last_loss,
+        }
+
+    def budget_left() -> bool:
+        steps_ok = settings.max_steps is None or step < settings.max_steps
+        time_ok = settings.max_minutes is None or elapsed < settings.max_minutes * 60.0
+        return steps_ok and time_ok
+
+    model.train()
+    started = time.monotonic() - elapsed
+    last_save = time.monotonic()
+    bar = tqdm(total=settings.max_steps, initial=step, desc="diffusion fit", unit="step", disable=not settings.progress)
+    try:
+        while budget_left():
+            batch = source.draw(settings.batch_size, settings.normal_fraction, generator)
+            loss, _ = training_loss(model, noise_scheduler, batch, settings.switches, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            ema.step(model.parameters())
+            step += 1
+            elapsed = time.monotonic() - started
+            value = float(loss.detach())
+            last_loss = value if math.isnan(last_loss) else 0.95 * last_loss + 0.05 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", minutes=f"{elapsed / 60:.1f}", refresh=False)
+            if checkpoint is not None and time.monotonic() - last_save > settings.checkpoint_every_minutes * 60:
+                checkpoint.save(snapshot())
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            checkpoint.save(snapshot())
+            logger.warning("Interrupted at step %d; state saved to %s (fit again to resume)", step, checkpoint.directory)
+        raise
+    finally:
+        bar.close()
+    if checkpoint is not None and step > resumed_from:
+        checkpoint.save(snapshot())
+    ema.copy_to(model.parameters())
+    model.eval()
+    return TrainingReport(steps=step, seconds=elapsed, last_loss=last_loss, resumed_from_step=resumed_from)

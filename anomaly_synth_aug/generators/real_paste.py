@@ -1,0 +1,178 @@
+"""The honest baseline: paste the few real defect shots themselves (augmented) onto normal images.
+
+If a learned generator cannot beat re-using its own training shots, it has
+learned nothing useful. ``fit`` cuts each shot out by its mask (bounding box
+plus a margin of surrounding surface); ``generate`` flips, rotates, rescales
+and colour-jitters a crop together with its mask (torchvision v2 tv_tensors
+keep them aligned) and blends it in with a feathered alpha or Poisson cloning.
+The crops are saved with the generator, so a loaded one needs no dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError
+from anomaly_synth_aug.generators._patch_ops import (
+    blend_patch,
+    bounding_box,
+    dilate,
+    expand_box,
+    feather,
+    fit_into,
+    random_int,
+    random_top_left,
+    random_uniform,
+    seamless_clone,
+)
+from anomaly_synth_aug.generators._tensor_store import digest_tensor_lists, load_tensor_lists, save_tensor_lists
+from anomaly_synth_aug.generators.classic import ClassicGenerator, checked_range
+from anomaly_synth_aug.utils.random import seeded_global_rng
+
+SHOTS_FILE = "shots.safetensors"
+BlendMode = Literal["alpha", "poisson"]
+
+
+class RealShotPasteGenerator(ClassicGenerator):
+    """Augmented copies of the real defect shots, blended onto normal images.
+
+    Args:
+        margin: pixels of surface kept around each defect's bounding box (room for feathering
+            and for Poisson cloning's boundary).
+        rotation: crops are rotated uniformly within +- this many degrees (the canvas grows to fit).
+        scale_range: crops are rescaled by a factor drawn from this range.
+        color_jitter: brightness and contrast jitter strength of the crop.
+        blend: "alpha" (feathered paste; keeps the defect's own look) or "poisson"
+            (``cv2.seamlessClone`` of the defect plus a thin ring; matches the target's shading).
+        feather_sigma: Gaussian fall-off (pixels) of the alpha around the defect.
+    """
+
+    requires_fit = True
+
+    def __init__(
+        self,
+        margin: int = 4,
+        rotation: float = 180.0,
+        scale_range: tuple[float, float] = (0.8, 1.25),
+        color_jitter: float = 0.1,
+        blend: BlendMode = "alpha",
+        feather_sigma: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if blend not in ("alpha", "poisson"):
+            raise InvalidInputError(f"unknown blend {blend!r}", fix='use "alpha" or "poisson"')
+        if margin < 0 or feather_sigma < 0:
+            raise InvalidInputError(
+                f"margin and feather_sigma must be >= 0, got {margin} and {feather_sigma}", fix="e.g. margin=4"
+            )
+        self.margin = int(margin)
+        self.rotation = float(rotation)
+        self.scale_range = checked_range("scale_range", scale_range, float, low=1e-3)
+        self.color_jitter = float(color_jitter)
+        self.blend = blend
+        self.feather_sigma = float(feather_sigma)
+        self._augment = v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.RandomRotation(self.rotation, expand=True),
+                v2.ColorJitter(brightness=self.color_jitter, contrast=self.color_jitter),
+            ]
+        )
+        self._crops: list[torch.Tensor] = []  # float [3, h, w]
+        self._masks: list[torch.Tensor] = []  # bool [h, w]: the defect inside its crop
+        self._types: list[str] = []
+
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted(set(self._types))
+
+    def _fit(
+        self,
+        normal_images: list[torch.Tensor],
+        shots: list[AnomalySample],
+        generator: torch.Generator | None,
+    ) -> None:
+        if not shots:
+            raise InvalidInputError(
+                "RealShotPasteGenerator.fit() got no defect shots", fix="pass the few real defect samples as shots"
+            )
+        self._crops, self._masks, self._types = [], [], []
+        for shot in shots:
+            box = expand_box(bounding_box(shot.mask), tuple(shot.mask.shape), margin=self.margin)
+            rows, cols = box.slices
+            self._crops.append(shot.image[:, rows, cols].cpu().clone())
+            self._masks.append(shot.mask[rows, cols].cpu().clone())
+            self._types.append(shot.defect_type)
+
+    def _synthesize(
+        self,
+        image: torch.Tensor,
+        placement: torch.Tensor | None,
+        defect_type: str,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        candidates = [i for i, t in enumerate(self._types) if t == defect_type]
+        index = candidates[random_int(generator, 0, len(candidates))]
+        crop, defect, valid = self._augmented(index, generator)
+        height, width = image.shape[-2:]
+        shrink = fit_into(tuple(crop.shape[-2:]), (height, width))
+        if shrink < 1.0:  # a crop larger than the target image is scaled down to fit
+            crop, defect, valid = (TF.resize(t, _scaled(crop.shape[-2:], shrink)) for t in (crop, defect, valid))
+        top, left = random_top_left((height, width), tuple(crop.shape[-2:]), placement, generator)
+        crop, defect, valid = (t.as_subclass(torch.Tensor) for t in (crop, defect, valid))
+        # Pixels that rotation filled in are not surface: never blend them in.
+        if self.blend == "poisson":
+            return self._clone(image, crop, defect, valid, top, left)
+        return blend_patch(image, crop, feather(defect, self.feather_sigma) * valid, top, left)
+
+    def _augmented(
+        self, index: int, generator: torch.Generator
+    ) -> tuple[tv_tensors.Image, tv_tensors.Mask, tv_tensors.Mask]:
+        """The crop, its defect mask and its valid-pixel mask, flipped/rotated/jittered/rescaled together."""
+        crop = tv_tensors.Image(self._crops[index])
+        defect = tv_tensors.Mask(self._masks[index])
+        valid = tv_tensors.Mask(torch.ones_like(self._masks[index]))
+        with seeded_global_rng(generator):
+            crop, defect, valid = self._augment(crop, defect, valid)
+        size = _scaled(crop.shape[-2:], random_uniform(generator, *self.scale_range))
+        return TF.resize(crop, size, antialias=True), TF.resize(defect, size), TF.resize(valid, size)
+
+    @staticmethod
+    def _clone(
+        image: torch.Tensor, crop: torch.Tensor, defect: torch.Tensor, valid: torch.Tensor, top: int, left: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Poisson-clone the defect plus a 2 px ring: OpenCV keeps the clone's edge pixels, so the ring
+        makes every defect pixel interior."""
+        clone_area = dilate(defect, 2) & valid
+        aligned_source, region = blend_patch(image, crop, clone_area.float(), top, left)
+        return seamless_clone(image, aligned_source, region, "normal"), region
+
+    # ------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, str]]:
+        return {"crops": self._crops, "masks": self._masks}, {"defect_types": json.dumps(self._types)}
+
+    def state_fingerprint(self) -> str:
+        return digest_tensor_lists(*self._state())
+
+    def _save_state(self, directory: Path) -> None:
+        save_tensor_lists(directory / SHOTS_FILE, *self._state())
+
+    def _load_state(self, directory: Path) -> None:
+        lists, metadata = load_tensor_lists(directory / SHOTS_FILE)
+        if "defect_types" not in metadata:
+            raise CorruptFileError("defect types missing", path=directory / SHOTS_FILE, fix="re-save the generator")
+        self._crops, self._masks = lists["crops"], lists["masks"]
+        self._types = json.loads(metadata["defect_types"])
+
+
+def _scaled(size: torch.Size | tuple[int, ...], factor: float) -> list[int]:
+    return [max(1, round(side * factor)) for side in size]

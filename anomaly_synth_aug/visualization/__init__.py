@@ -1,0 +1,5 @@
+"""Rendering helpers for generated samples (grids with mask overlays)."""
+
+from anomaly_synth_aug.visualization.grid import overlay_mask, render_sample_grid, save_grid
+
+__all__ = ["overlay_mask", "render_sample_grid", "save_grid"]

@@ -1,0 +1,155 @@
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from anomalib import TaskType
+from anomalib.data import AnomalibDataModule, ImageBatch
+from conftest import FakeLearnedGenerator, FakeSquareGenerator, make_folder_datamodule
+from jsonargparse import ArgumentParser
+from torchvision.transforms.v2 import Resize
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.data.dataset import EvaluationDataset, SyntheticAnomalyDataset, SyntheticValidationDataset
+from anomaly_synth_aug.data.fewshot import few_shot_split
+from anomaly_synth_aug.errors import InvalidInputError
+
+
+def resolved(paths) -> set[Path]:
+    return {Path(p).resolve() for p in paths}
+
+
+def test_wraps_folder_and_delegates_identity(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator)
+    datamodule.setup()
+    assert datamodule.name == "tiny" and datamodule.category == tiny_folder.category
+    assert datamodule.task == TaskType.SEGMENTATION
+    assert datamodule.train_batch_size == 4 and datamodule.num_workers == 0
+    assert isinstance(datamodule.train_data, SyntheticAnomalyDataset)
+    assert isinstance(datamodule.val_data, SyntheticValidationDataset)
+    assert isinstance(datamodule.test_data, EvaluationDataset)
+    assert len(datamodule.train_data) + len(datamodule.val_data) == 12  # train normals, 20 % held back
+    assert len(datamodule.val_data) == 2
+
+
+def test_shots_follow_protocol_and_never_reach_evaluation(tiny_mvtec: Path, fake_generator) -> None:
+    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5, seed=1)
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, val_split="wrapped")
+    datamodule.setup()
+    shots = resolved(record.image_path for record in datamodule.shot_records)
+    assert shots == few_shot_split(tiny_mvtec).shot_paths  # same protocol as the folder-based split
+    evaluated = resolved(datamodule.test_data.image_paths()) | resolved(datamodule.val_data.image_paths())
+    assert shots and not shots & evaluated
+    held_out = resolved(r.image_path for r in few_shot_split(tiny_mvtec).eval_anomalies)
+    assert held_out <= evaluated  # every non-shot anomaly is still evaluated
+
+
+def test_warns_when_wrapped_validation_withholds_test_images(tiny_mvtec: Path, fake_generator, caplog) -> None:
+    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5)
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, val_split="synthetic")
+    with caplog.at_level("WARNING"):
+        datamodule.setup()
+    assert "val_split_mode='none'" in caplog.text
+
+
+def test_synthetic_validation_uses_train_normals_only(tiny_mvtec: Path, fake_generator, tiny_folder) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator)
+    datamodule.setup()
+    val_paths = resolved(datamodule.val_data.image_paths())
+    assert val_paths <= resolved((tiny_mvtec / "train" / "good").iterdir())
+    assert not val_paths & resolved(datamodule.train_normal_paths())
+    assert not val_paths & resolved(datamodule.test_data.image_paths())
+
+
+def test_train_batches_carry_labels_and_bool_masks(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=1.0)
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert isinstance(batch, ImageBatch) and batch.image.shape == (4, 3, 48, 64)
+    assert batch.gt_mask.dtype == torch.bool and batch.gt_mask.flatten(1).any(1).all()
+    assert batch.gt_label.tolist() == [1, 1, 1, 1]
+    val_batch = next(iter(datamodule.val_dataloader()))
+    assert sorted(val_batch.gt_label.tolist()) == [0, 1]
+
+
+def test_model_resize_is_applied_to_wrapper_datasets(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator)
+    datamodule.trainer = SimpleNamespace(model=SimpleNamespace(pre_processor=SimpleNamespace(transform=Resize((32, 32)))))
+    datamodule.setup()
+    for loader in (datamodule.train_dataloader(), datamodule.val_dataloader(), datamodule.test_dataloader()):
+        batch = next(iter(loader))
+        assert batch.image.shape[-2:] == (32, 32) and batch.gt_mask.shape[-2:] == (32, 32)
+
+
+def test_learned_generator_fitted_once_on_normals_and_shots(tiny_folder) -> None:
+    generator = FakeLearnedGenerator()
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=generator, max_fit_normals=3)
+    datamodule.setup()
+    datamodule.val_dataloader()
+    datamodule.train_dataloader()
+    assert generator.is_fitted and generator.fit_normals == 3
+    assert sorted(generator.fit_shot_paths) == sorted(str(r.image_path) for r in datamodule.shot_records)
+    generator.fit_normals = None
+    datamodule.prepare_generator()  # already fitted: nothing happens
+    assert generator.fit_normals is None
+
+
+def test_val_split_none_has_no_validation(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, val_split="none")
+    datamodule.setup()
+    assert datamodule.val_dataloader() == []
+    assert len(datamodule.train_data) == 12
+
+
+def test_rejects_non_anomalib_datamodule(fake_generator) -> None:
+    with pytest.raises(InvalidInputError, match="AnomalibDataModule, got dict"):
+        SyntheticAnomalyDataModule({"root": "x"}, generator=fake_generator)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"anomaly_ratio": -0.1}, "anomaly_ratio"),
+        ({"anomaly_ratio": 1.01}, "anomaly_ratio"),
+        ({"mode": "offline"}, "unknown mode"),
+        ({"val_split": "test"}, "unknown val_split"),
+        ({"shot_fraction": 1.0}, "shot_fraction"),
+        ({"val_split_ratio": 0.0}, "val_split_ratio"),
+        ({"mask_threshold": 255}, "mask_threshold"),
+    ],
+)
+def test_rejects_bad_arguments(tiny_folder, fake_generator, kwargs, message) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, **kwargs)
+
+
+def test_cached_mode_says_it_needs_the_cache(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, mode="cached")
+    with pytest.raises(NotImplementedError, match="cache"):
+        datamodule.setup()
+
+
+def test_wrapped_val_split_requires_a_wrapped_validation_set(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, val_split="wrapped")
+    with pytest.raises(InvalidInputError, match="no validation set"):
+        datamodule.setup()
+
+
+def test_builds_from_anomalib_cli_style_arguments(tiny_mvtec: Path) -> None:
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(AnomalibDataModule, "data")
+    config = parser.parse_args(
+        [
+            "--data=anomaly_synth_aug.data.datamodule.SyntheticAnomalyDataModule",
+            "--data.datamodule=Folder",
+            "--data.datamodule.name=tiny",
+            f"--data.datamodule.root={tiny_mvtec}",
+            "--data.datamodule.normal_dir=train/good",
+            "--data.generator=conftest.FakeSquareGenerator",
+            "--data.anomaly_ratio=0.25",
+        ]
+    )
+    datamodule = parser.instantiate_classes(config).data
+    assert isinstance(datamodule, SyntheticAnomalyDataModule)
+    assert isinstance(datamodule.generator, FakeSquareGenerator) and datamodule.anomaly_ratio == 0.25
+    assert datamodule.datamodule.name == "tiny"

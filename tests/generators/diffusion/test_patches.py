@@ -1,0 +1,101 @@
+"""Crop/paste geometry: boxes contain the mask, small defects stay 1:1, pasting is bit-exact outside the region."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.generators.diffusion.patches import (
+    CropBox,
+    context_box,
+    crop_image_patch,
+    crop_mask_patch,
+    mask_bbox,
+    paste_patch,
+    uncrop_patch,
+)
+
+
+def _mask(size: tuple[int, int], top: int, left: int, height: int, width: int) -> torch.Tensor:
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[top : top + height, left : left + width] = True
+    return mask
+
+
+def test_mask_bbox_is_tight() -> None:
+    mask = _mask((40, 50), 5, 7, 3, 9)
+    mask[20, 30] = True
+    assert mask_bbox(mask) == CropBox(5, 7, 16, 24)
+
+
+def test_mask_bbox_rejects_empty_mask() -> None:
+    with pytest.raises(MaskError, match="empty"):
+        mask_bbox(torch.zeros(8, 8, dtype=torch.bool))
+
+
+def test_small_defect_box_is_patch_sized_and_centred() -> None:
+    box = context_box(CropBox(50, 60, 6, 4), (200, 300), patch_size=32, fill=0.5)
+    assert (box.height, box.width) == (32, 32)  # native scale: never upsampled
+    assert box.top <= 50 and box.bottom >= 56 and box.left <= 60 and box.right >= 64
+    assert abs((box.top + box.bottom) / 2 - 53) <= 1
+
+
+def test_large_defect_box_scales_with_fill() -> None:
+    box = context_box(CropBox(10, 10, 40, 20), (200, 300), patch_size=32, fill=0.5)
+    assert (box.height, box.width) == (80, 80)
+
+
+def test_box_is_clamped_inside_image_and_still_contains_bbox() -> None:
+    bbox = CropBox(0, 90, 30, 10)  # touches the top and right border
+    box = context_box(bbox, (50, 100), patch_size=32, fill=0.5)
+    assert box.top >= 0 and box.left >= 0 and box.bottom <= 50 and box.right <= 100
+    assert box.top <= bbox.top and box.bottom >= bbox.bottom and box.left <= bbox.left and box.right >= bbox.right
+    assert (box.height, box.width) == (50, 60)  # side 60 > image height 50: that side is the whole image
+
+
+def test_offset_shifts_the_context() -> None:
+    bbox = CropBox(50, 50, 10, 10)
+    low = context_box(bbox, (200, 200), patch_size=40, fill=0.5, offset=(0.0, 0.0))
+    high = context_box(bbox, (200, 200), patch_size=40, fill=0.5, offset=(1.0, 1.0))
+    assert low.top < high.top and low.left < high.left
+    for box in (low, high):
+        assert box.top <= 50 and box.bottom >= 60
+
+
+def test_invalid_fill_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="fill"):
+        context_box(CropBox(0, 0, 4, 4), (10, 10), patch_size=8, fill=0.0)
+
+
+def test_crop_mask_patch_keeps_thin_lines_when_downscaled() -> None:
+    mask = torch.zeros(128, 128, dtype=torch.bool)
+    mask[10:120, 63] = True  # a 1 px crack, downscaled 4x
+    patch = crop_mask_patch(mask, CropBox(0, 0, 128, 128), 32)
+    assert patch.shape == (1, 32, 32) and patch.dtype == torch.bool
+    assert int(patch[0].any(dim=1).sum()) >= 27  # still a connected vertical line
+
+
+def test_crop_then_uncrop_round_trips_size() -> None:
+    image = torch.rand(3, 60, 70)
+    box = CropBox(5, 6, 50, 44)
+    patch = crop_image_patch(image, box, 32)
+    assert patch.shape == (3, 32, 32)
+    assert uncrop_patch(patch, box).shape == (3, 50, 44)
+
+
+def test_paste_changes_only_the_region_bit_exactly() -> None:
+    image = torch.rand(3, 40, 50)
+    box = CropBox(8, 10, 24, 24)
+    region = _mask((40, 50), 12, 14, 5, 6)
+    restored = torch.zeros(3, 24, 24)
+    out = paste_patch(image, restored, box, region)
+    assert torch.equal(out[:, ~region], image[:, ~region])
+    assert torch.all(out[:, region] == 0)
+    assert not torch.equal(image[:, region], out[:, region])  # the input itself was not modified in place
+
+
+def test_paste_rejects_region_outside_box() -> None:
+    region = _mask((40, 50), 0, 0, 3, 3)
+    with pytest.raises(MaskError, match="outside"):
+        paste_patch(torch.rand(3, 40, 50), torch.rand(3, 10, 10), CropBox(20, 20, 10, 10), region)

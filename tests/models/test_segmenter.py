@@ -1,0 +1,105 @@
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from anomalib import LearningType
+from anomalib.engine import Engine
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.models.segmenter import DefectSegmenter, SegmenterModel
+
+
+def toy_batch(count: int, generator: torch.Generator) -> SimpleNamespace:
+    """Dark noisy images, half with a bright 8x8 square: a trivially separable segmentation task."""
+    images = torch.rand(count, 3, 32, 32, generator=generator) * 0.3
+    masks = torch.zeros(count, 32, 32, dtype=torch.bool)
+    for index in range(0, count, 2):
+        top, left = torch.randint(0, 24, (2,), generator=generator).tolist()
+        masks[index, top : top + 8, left : left + 8] = True
+    images[masks.unsqueeze(1).expand_as(images)] = 0.9
+    return SimpleNamespace(image=images, gt_mask=masks, gt_label=masks.flatten(1).any(1))
+
+
+def test_learns_a_trivially_separable_task() -> None:
+    torch.manual_seed(0)
+    rng = torch.Generator().manual_seed(0)
+    model = DefectSegmenter(base_width=4, learning_rate=1e-2, evaluator=False, visualizer=False)
+    model.log = lambda *args, **kwargs: None  # no trainer attached
+    optimizer = model.configure_optimizers()
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss = model.training_step(toy_batch(8, rng))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+    model.eval()
+    batch = toy_batch(8, rng)
+    with torch.no_grad():
+        predictions = model.model(batch.image)
+    assert predictions.anomaly_map.shape == (8, 32, 32) and predictions.pred_score.shape == (8,)
+    inside = predictions.anomaly_map[batch.gt_mask].mean()
+    outside = predictions.anomaly_map[~batch.gt_mask].mean()
+    assert inside > 0.3 and outside < 0.05  # the map lights up on the squares, nowhere else
+    anomalous = batch.gt_label
+    assert predictions.pred_score[anomalous].min() > predictions.pred_score[~anomalous].max()
+
+
+def test_image_score_is_top_fraction_mean() -> None:
+    anomaly_map = torch.zeros(2, 10, 10)
+    anomaly_map[0, 0, :5] = 1.0  # 5 hot pixels of 100
+    assert SegmenterModel(base_width=2, score_top_fraction=0.0).image_score(anomaly_map).tolist() == [1.0, 0.0]
+    assert SegmenterModel(base_width=2, score_top_fraction=0.1).image_score(anomaly_map).tolist() == [0.5, 0.0]
+
+
+def test_rejects_bad_sizes_and_arguments() -> None:
+    model = SegmenterModel(base_width=2).eval()
+    with pytest.raises(InvalidInputError, match="multiples of 32"):
+        model(torch.rand(1, 3, 48, 64))
+    with pytest.raises(InvalidInputError, match="score_top_fraction"):
+        DefectSegmenter(score_top_fraction=1.0)
+    segmenter = DefectSegmenter(base_width=2, evaluator=False, visualizer=False)
+    with pytest.raises(InvalidInputError, match="gt_mask"):
+        segmenter.training_step(SimpleNamespace(image=torch.rand(1, 3, 32, 32), gt_mask=None))
+
+
+def test_anomalib_components_and_hparams() -> None:
+    model = DefectSegmenter(base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 96)))
+    assert model.learning_type == LearningType.SUPERVISED
+    assert tuple(model.input_size) == (64, 96)
+    assert not model.post_processor.enable_normalization and model.post_processor.enable_thresholding
+    assert set(model.hparams) == {
+        "base_width",
+        "learning_rate",
+        "weight_decay",
+        "focal_gamma",
+        "dice_weight",
+        "score_top_fraction",
+    }
+    assert isinstance(DefectSegmenter(**model.hparams), DefectSegmenter)  # as load_from_checkpoint does
+
+
+def test_engine_fit_and_test_on_tiny_dataset(tiny_folder, fake_generator, tmp_path: Path) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(
+        base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 64)), visualizer=False
+    )
+    engine = Engine(
+        max_epochs=2,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        logger=False,
+    )
+    engine.fit(model, datamodule=datamodule)
+    (results,) = engine.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+    assert 0.0 <= results["image_AUROC"] <= 1.0 and 0.0 <= results["pixel_AUROC"] <= 1.0
+    assert not torch.isnan(model.post_processor.image_threshold)  # picked on the synthetic validation set
+    assert Path(engine.best_model_path).is_file()
+    reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
+    assert reloaded.hparams["base_width"] == 4
