@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from anomaly_synth_aug.cache.atomic import check_writable
 from anomaly_synth_aug.cache.fingerprint import config_fingerprint, data_fingerprint
+from anomaly_synth_aug.cache.integrity import verify
 from anomaly_synth_aug.cache.jobs import GenerationJob, plan_jobs
 from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry
 from anomaly_synth_aug.cache.store import SampleCache
-from anomaly_synth_aug.cache.integrity import verify
 from anomaly_synth_aug.data.io import load_image
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.base import AnomalyGenerator

@@ -11,15 +11,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from anomaly_synth_aug.cache.atomic import (
     append_lines_durably,
@@ -30,34 +27,17 @@ from anomaly_synth_aug.cache.atomic import (
     sha256_bytes,
     sha256_file,
 )
+from anomaly_synth_aug.cache.encoding import encode_image_png, encode_mask_png
+from anomaly_synth_aug.cache.integrity import VerifyReport, verify
 from anomaly_synth_aug.cache.jobs import GenerationJob
 from anomaly_synth_aug.cache.layout import IMAGES_DIR, MASKS_DIR, SHARDS_DIR, CacheLayout
 from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry, drop_torn_tail, read_manifest
-from anomaly_synth_aug.cache.integrity import VerifyReport, verify
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
 #: Top-level folders whose unlisted files are generation leftovers that ``recover`` may delete.
 _OWNED_DIRS = (IMAGES_DIR, MASKS_DIR, SHARDS_DIR)
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def encode_image_png(image: torch.Tensor) -> bytes:
-    """Float ``[3, H, W]`` in [0, 1] (or uint8) as 8-bit RGB PNG bytes."""
-    if image.dtype != torch.uint8:
-        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return _png_bytes(image.cpu().permute(1, 2, 0).contiguous().numpy())
-
-
-def encode_mask_png(mask: torch.Tensor) -> bytes:
-    """Bool ``[H, W]`` as 8-bit grayscale PNG bytes, 255 = defect (read back with ``load_mask``)."""
-    return _png_bytes(mask.detach().cpu().numpy().astype(np.uint8) * 255)
 
 
 class SampleCache:

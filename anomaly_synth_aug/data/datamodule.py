@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from anomalib import TaskType
@@ -31,6 +31,7 @@ from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import ValSplitMode, random_split
 from torch.utils.data import DataLoader, Dataset
 
+from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
 from anomaly_synth_aug.data.dataset import (
     EpochRandomSampler,
     EvaluationDataset,
@@ -81,13 +82,17 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         generator: the anomaly generator; default ``PerlinGenerator()``.
         anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].
             Use 0 with models that synthesise their own anomalies (Draem, Glass adapters).
-        mode: ``"online"`` generates in the DataLoader workers; ``"cached"`` arrives with the cache.
+        mode: ``"online"`` generates in the DataLoader workers; ``"cached"`` generates
+            ``samples_per_type`` samples per defect type once into ``cache_dir`` and trains from them.
         shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
         val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
             ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
         val_split_ratio: share of train normals held back for the synthetic validation set.
         mask_threshold: real masks are defect where pixel > this (of 255); soft masks are binarised.
         max_fit_normals: at most this many train normals are given to ``generator.fit``.
+        cache_dir: folder of the on-disk cache (``mode="cached"``); MVTec layout + ``manifest.jsonl``.
+        samples_per_type: cached samples generated per defect type.
+        cache_trainer_kwargs: ``Trainer`` arguments for cache generation (e.g. ``devices=2, strategy="ddp"``).
         train_batch_size: default: the wrapped datamodule's.
         eval_batch_size: default: the wrapped datamodule's.
         num_workers: default: the wrapped datamodule's.
@@ -105,6 +110,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         val_split_ratio: float = 0.2,
         mask_threshold: int = MASK_THRESHOLD,
         max_fit_normals: int = 64,
+        cache_dir: str | Path | None = None,
+        samples_per_type: int = 100,
+        cache_trainer_kwargs: dict[str, Any] | None = None,
         train_batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
@@ -118,6 +126,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         _check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
+        if samples_per_type < 1:
+            raise InvalidInputError(
+                f"samples_per_type must be >= 1, got {samples_per_type}", fix="use e.g. 100 cached samples per type"
+            )
         super().__init__(
             train_batch_size=datamodule.train_batch_size if train_batch_size is None else train_batch_size,
             eval_batch_size=datamodule.eval_batch_size if eval_batch_size is None else eval_batch_size,
@@ -136,6 +148,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.val_split_ratio = val_split_ratio
         self.mask_threshold = mask_threshold
         self.max_fit_normals = max_fit_normals
+        self.cache_dir = cache_dir
+        self.samples_per_type = samples_per_type
+        self.cache_trainer_kwargs = cache_trainer_kwargs
         self.seed = seed
         self.shot_records: list[DefectRecord] = []
 
@@ -199,9 +214,21 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
                 seed=self.seed,
                 mask_threshold=self.mask_threshold,
             )
-        raise NotImplementedError(
-            f"mode={self.mode!r} arrives with the generated-sample cache (anomaly_synth_aug.cache); "
-            "use mode='online' for now"
+        if self.cache_dir is None:
+            raise InvalidInputError(
+                "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
+            )
+        self.prepare_generator()  # a learned generator's fingerprint needs its fitted state
+        return build_cached_train_dataset(
+            train_normals,
+            self.generator,
+            self.cache_dir,
+            samples_per_type=self.samples_per_type,
+            anomaly_ratio=self.anomaly_ratio,
+            seed=self.seed,
+            config={"name": self.name, "category": self.category, "mask_threshold": self.mask_threshold},
+            trainer_kwargs=self.cache_trainer_kwargs,
+            mask_threshold=self.mask_threshold,
         )
 
     def _real_anomaly_records(self) -> list[DefectRecord]:

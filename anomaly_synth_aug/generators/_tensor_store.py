@@ -20,7 +20,11 @@ from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError
 
 def save_tensor_lists(path: Path, lists: dict[str, list[torch.Tensor]], metadata: dict[str, str]) -> None:
     """Write each list as ``<name>.<index>`` tensors, with ``metadata`` and the list lengths."""
-    tensors = {f"{name}.{i}": t.detach().cpu().contiguous() for name, items in lists.items() for i, t in enumerate(items)}
+    tensors = {
+        f"{name}.{index}": tensor.detach().cpu().contiguous()
+        for name, items in lists.items()
+        for index, tensor in enumerate(items)
+    }
     counts = {name: len(items) for name, items in lists.items()}
     save_file(tensors, str(path), metadata={**metadata, "counts": json.dumps(counts)})
 

@@ -68,7 +68,9 @@ class CutPasteGenerator(ClassicGenerator):
         self.scar_rotation = float(scar_rotation)
         self.color_jitter = float(color_jitter)
         strength = self.color_jitter
-        self._jitter = v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=min(strength, 0.5))
+        self._jitter = v2.ColorJitter(
+            brightness=strength, contrast=strength, saturation=strength, hue=min(strength, 0.5)
+        )
         self._rotate = v2.RandomRotation(self.scar_rotation, expand=True)
 
     @property

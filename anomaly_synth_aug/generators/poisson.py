@@ -97,10 +97,9 @@ class PoissonBlendGenerator(ClassicGenerator):
             source = TF.resize(source, [height, width], antialias=True)
         patch_h = max(MIN_PATCH_SIZE, round(height * random_uniform(generator, *self.patch_ratio)))
         patch_w = max(MIN_PATCH_SIZE, round(width * random_uniform(generator, *self.patch_ratio)))
-        cut_top, cut_left = random_int(generator, 0, height - patch_h + 1), random_int(generator, 0, width - patch_w + 1)
-        cut_rows, cut_cols = Box(cut_top, cut_left, patch_h, patch_w).slices
-        target = Box(*random_top_left((height, width), (patch_h, patch_w), placement, generator), patch_h, patch_w)
-        rows, cols = target.slices
+        size = (patch_h, patch_w)
+        cut_rows, cut_cols = Box(*random_top_left((height, width), size, None, generator), *size).slices
+        rows, cols = Box(*random_top_left((height, width), size, placement, generator), *size).slices
         aligned_source = image.clone()  # seamless_clone wants the patch already at its target position
         aligned_source[:, rows, cols] = source[:, cut_rows, cut_cols]
         region = torch.zeros((height, width), dtype=torch.bool)

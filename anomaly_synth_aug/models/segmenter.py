@@ -158,7 +158,13 @@ class DefectSegmenter(AnomalibModule):
     # ---------------------------------------------------------- anomalib hooks
     @property
     def learning_type(self) -> LearningType:
-        return LearningType.SUPERVISED
+        """``ONE_CLASS``, as anomalib's supervised SuperSimpleNet reports.
+
+        anomalib 2.7's ``LearningType`` has no supervised member (only one-class, zero-shot and
+        few-shot); the type only decides whether the ``Engine`` validates before testing and how
+        checkpoints are saved, and for a model trained by gradient steps one-class rules are right.
+        """
+        return LearningType.ONE_CLASS
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from anomaly_synth_aug.cache.generation import make_header
 from anomaly_synth_aug.cache.jobs import plan_jobs
 from anomaly_synth_aug.cache.manifest import CacheHeader
 from anomaly_synth_aug.cache.store import SampleCache
@@ -59,6 +60,18 @@ class TwoTypeGenerator(AnomalyGenerator):
             out_types.append(defect_type)
             self.generated += 1
         return GeneratedBatch(out_images, out_masks, out_types)
+
+
+def train_normals(mvtec_root: Path) -> list[Path]:
+    """The source normals of a ``make_mvtec_layout`` dataset."""
+    return sorted((mvtec_root / "train" / "good").glob("*.png"))
+
+
+def header_for(generator: AnomalyGenerator, sources: list[Path], samples_per_type: int = 3) -> CacheHeader:
+    """The header ``generate_cache`` would write for ``generator`` with seed 0 and no extra config."""
+    return make_header(
+        generator, sources, samples_per_type=samples_per_type, seed=0, defect_types=generator.defect_types
+    )
 
 
 def fill_cache(cache: SampleCache, generator: AnomalyGenerator, header: CacheHeader, sources: list[Path]) -> None:

@@ -2,9 +2,15 @@ import os
 from pathlib import Path
 
 import pytest
+from cache_helpers import train_normals
 
 from anomaly_synth_aug.cache.fingerprint import config_fingerprint, data_fingerprint
 from anomaly_synth_aug.errors import InvalidInputError
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return train_normals(tiny_mvtec)
 
 
 def test_data_fingerprint_ignores_order_and_sees_set_size_and_mtime(sources: list[Path]) -> None:

@@ -7,14 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
-from cache_helpers import TwoTypeGenerator, fill_cache
+from cache_helpers import TwoTypeGenerator, fill_cache, header_for, train_normals
 
 from anomaly_synth_aug.cache import generation
-from anomaly_synth_aug.cache.generation import generate_cache, make_header
+from anomaly_synth_aug.cache.generation import generate_cache
 from anomaly_synth_aug.cache.integrity import verify
 from anomaly_synth_aug.cache.manifest import ManifestEntry, read_manifest
 from anomaly_synth_aug.cache.store import SampleCache
+from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
+from anomaly_synth_aug.generators.perlin import PerlinGenerator
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return train_normals(tiny_mvtec)
+
 
 SCRIPT = Path(__file__).with_name("run_cache_generation.py")
 CPU = {"accelerator": "cpu", "enable_progress_bar": False}
@@ -23,9 +31,8 @@ CPU = {"accelerator": "cpu", "enable_progress_bar": False}
 def reference_entries(root: Path, sources: list[Path], samples_per_type: int) -> list[ManifestEntry]:
     """The samples an uninterrupted, single-process, one-job-at-a-time run produces."""
     generator = TwoTypeGenerator()
-    header = make_header(generator, sources, samples_per_type=samples_per_type, seed=0, defect_types=generator.defect_types)
     cache = SampleCache(root)
-    fill_cache(cache, generator, header, sources)
+    fill_cache(cache, generator, header_for(generator, sources, samples_per_type), sources)
     return read_manifest(cache.layout).entries
 
 
@@ -42,9 +49,20 @@ def assert_complete_and_exact(root: Path, expected: list[ManifestEntry]) -> None
 
 def test_generate_on_one_device_matches_one_job_at_a_time(tmp_path: Path, sources: list[Path]) -> None:
     expected = reference_entries(tmp_path / "reference", sources, 3)
-    entries = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=3, batch_size=4, trainer_kwargs=CPU)
+    entries = generate_cache(
+        tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=3, batch_size=4, trainer_kwargs=CPU
+    )
     assert entries == expected
     assert_complete_and_exact(tmp_path / "cache", expected)
+
+
+def test_classic_generator_fills_a_cache_with_exact_masks(tmp_path: Path, sources: list[Path]) -> None:
+    entries = generate_cache(tmp_path / "cache", PerlinGenerator(), sources, samples_per_type=3, trainer_kwargs=CPU)
+    assert [e.id for e in entries] == ["perlin/000000", "perlin/000001", "perlin/000002"]
+    for entry in entries:
+        image, mask = load_image(tmp_path / "cache" / entry.image), load_mask(tmp_path / "cache" / entry.mask)
+        changed = (image != load_image(entry.source)).any(0)
+        assert mask.any() and changed.any() and not (changed & ~mask).any()
 
 
 def test_complete_cache_is_reused_without_a_trainer(
@@ -57,7 +75,8 @@ def test_complete_cache_is_reused_without_a_trainer(
         raise AssertionError("a complete cache must not be generated again")
 
     monkeypatch.setattr(generation, "Trainer", no_trainer)
-    assert generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU) == first
+    again = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+    assert again == first
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*")} == stamps
 
 
@@ -80,8 +99,8 @@ def test_changed_generator_regenerates_into_a_fresh_folder(
     tmp_path: Path, sources: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=1, trainer_kwargs=CPU)
-    entries = generate_cache(tmp_path / "cache", TwoTypeGenerator(size=4), sources, samples_per_type=1, trainer_kwargs=CPU)
-    assert "generator_fingerprint" in caplog.text and "size" not in entries[0].generator
+    generate_cache(tmp_path / "cache", TwoTypeGenerator(size=4), sources, samples_per_type=1, trainer_kwargs=CPU)
+    assert "generator_fingerprint" in caplog.text and "moved it to" in caplog.text
     assert {e.generator for e in read_manifest(SampleCache(tmp_path / "cache").layout).entries} == {
         TwoTypeGenerator(size=4).fingerprint()
     }

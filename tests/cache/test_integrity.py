@@ -5,12 +5,36 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cache_helpers import TwoTypeGenerator, fill_cache, header_for, train_normals
 
 from anomaly_synth_aug.cache.atomic import TEMP_PREFIX, TEMP_SUFFIX, append_lines_durably
 from anomaly_synth_aug.cache.integrity import main, verify
-from anomaly_synth_aug.cache.manifest import ManifestEntry, read_manifest
+from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry, read_manifest
 from anomaly_synth_aug.cache.store import SampleCache
 from anomaly_synth_aug.errors import CorruptFileError
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return train_normals(tiny_mvtec)
+
+
+@pytest.fixture
+def generator() -> TwoTypeGenerator:
+    return TwoTypeGenerator()
+
+
+@pytest.fixture
+def header(generator: TwoTypeGenerator, sources: list[Path]) -> CacheHeader:
+    return header_for(generator, sources)
+
+
+@pytest.fixture
+def filled_cache(tmp_path: Path, generator: TwoTypeGenerator, header: CacheHeader, sources: list[Path]) -> SampleCache:
+    """A complete, intact cache of 2 types x 3 samples."""
+    cache = SampleCache(tmp_path / "cache")
+    fill_cache(cache, generator, header, sources)
+    return cache
 
 
 def first_entry(cache: SampleCache) -> ManifestEntry:
@@ -81,7 +105,8 @@ def test_manifest_names_outside_the_cache_are_refused_not_read(filled_cache: Sam
     entry = first_entry(filled_cache)
     record = json.loads(entry.to_json()) | {"image": str(outside)}
     text = filled_cache.layout.manifest.read_text().replace(entry.to_json(), json.dumps(record))
-    filled_cache.layout.manifest.write_text(text.replace('"image": "images/dent/000001.png"', '"image": "../outside.png"'))
+    text = text.replace('"image": "images/dent/000001.png"', '"image": "../outside.png"')
+    filled_cache.layout.manifest.write_text(text)
     report = verify(filled_cache.root)
     assert len(report.unsafe) == 2 and "absolute" in report.unsafe[0] and "'..'" in report.unsafe[1]
     assert not any("outside" in item for item in report.missing + report.mismatched)

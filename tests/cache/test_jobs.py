@@ -2,9 +2,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cache_helpers import train_normals
 
 from anomaly_synth_aug.cache.jobs import plan_jobs
 from anomaly_synth_aug.errors import InvalidInputError
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return train_normals(tiny_mvtec)
 
 
 def test_plan_is_deterministic_and_ids_unique(sources: list[Path]) -> None:
@@ -33,6 +39,8 @@ def test_every_source_used_before_any_repeats(sources: list[Path]) -> None:
     ("sources_given", "types", "count", "message"),
     [(True, ["dent"], 0, "samples_per_type"), (False, ["dent"], 2, "no source"), (True, [], 2, "no defect types")],
 )
-def test_bad_arguments_are_named(sources: list[Path], sources_given: bool, types: list[str], count: int, message: str) -> None:
+def test_bad_arguments_are_named(
+    sources: list[Path], sources_given: bool, types: list[str], count: int, message: str
+) -> None:
     with pytest.raises(InvalidInputError, match=message):
         plan_jobs(sources if sources_given else [], types, count, seed=0)

@@ -116,7 +116,9 @@ def test_header_round_trip_and_identity(tmp_path: Path) -> None:
 
 def test_header_differences_name_fields_and_config_keys() -> None:
     old = make_header()
-    new = make_header(generator_fingerprint="h" * 64, config_fingerprint="e" * 64, config={"category": "tile", "size": 32})
+    new = make_header(
+        generator_fingerprint="h" * 64, config_fingerprint="e" * 64, config={"category": "tile", "size": 32}
+    )
     changes = old.differences(new)
     assert any(change.startswith("generator_fingerprint") for change in changes)
     assert "config: size: 64 -> 32" in changes

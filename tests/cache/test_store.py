@@ -7,18 +7,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cache_helpers import TwoTypeGenerator, fill_cache
+from cache_helpers import TwoTypeGenerator, fill_cache, header_for, train_normals
 from PIL import Image
 
 from anomaly_synth_aug.cache import atomic
 from anomaly_synth_aug.cache.atomic import TEMP_PREFIX, TEMP_SUFFIX
+from anomaly_synth_aug.cache.encoding import encode_image_png
 from anomaly_synth_aug.cache.generation import make_header
 from anomaly_synth_aug.cache.integrity import verify
 from anomaly_synth_aug.cache.jobs import plan_jobs
 from anomaly_synth_aug.cache.manifest import CacheHeader, read_manifest
-from anomaly_synth_aug.cache.store import SampleCache, encode_image_png
+from anomaly_synth_aug.cache.store import SampleCache
 from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.errors import CheckpointMismatchError, CorruptFileError, InvalidInputError
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return train_normals(tiny_mvtec)
+
+
+@pytest.fixture
+def generator() -> TwoTypeGenerator:
+    return TwoTypeGenerator()
+
+
+@pytest.fixture
+def header(generator: TwoTypeGenerator, sources: list[Path]) -> CacheHeader:
+    return header_for(generator, sources)
+
+
+@pytest.fixture
+def filled_cache(tmp_path: Path, generator: TwoTypeGenerator, header: CacheHeader, sources: list[Path]) -> SampleCache:
+    """A complete, intact cache of 2 types x 3 samples."""
+    cache = SampleCache(tmp_path / "cache")
+    fill_cache(cache, generator, header, sources)
+    return cache
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -93,7 +117,8 @@ def test_resume_repairs_what_a_crash_leaves(
     jobs = jobs_of(header, sources)
 
     def write(job, rank):
-        out = generator.generate([load_image(job.source)], [None], [job.defect_type], torch.Generator().manual_seed(job.seed))
+        seed = torch.Generator().manual_seed(job.seed)
+        out = generator.generate([load_image(job.source)], defect_types=[job.defect_type], generator=seed)
         return cache.write_sample(job, out.images[0], out.masks[0], header.generator_fingerprint, rank=rank)
 
     write(jobs[0], 0)
@@ -171,12 +196,17 @@ class _FillingHandle:
 
 
 def test_disk_full_mid_sample_leaves_no_file_and_resumes(
-    tmp_path: Path, generator: TwoTypeGenerator, header: CacheHeader, sources: list[Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    generator: TwoTypeGenerator,
+    header: CacheHeader,
+    sources: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cache = SampleCache(tmp_path / "cache")
     cache.prepare(header)
     job = jobs_of(header, sources)[0]
-    out = generator.generate([load_image(job.source)], defect_types=[job.defect_type], generator=torch.Generator().manual_seed(job.seed))
+    seed = torch.Generator().manual_seed(job.seed)
+    out = generator.generate([load_image(job.source)], defect_types=[job.defect_type], generator=seed)
     image_size = len(encode_image_png(out.images[0]))
     monkeypatch.setattr(atomic.os, "fdopen", DiskThatFills(budget=image_size + 10))  # fills while writing the mask
     with pytest.raises(InvalidInputError, match="disk full") as info:

@@ -53,7 +53,8 @@ def test_same_items_turn_anomalous_as_online(folder, fake_generator, tmp_path: P
     for epoch in range(3):
         cached.set_epoch(epoch)
         online.set_epoch(epoch)
-        assert [cached.is_synthetic(i) for i in range(len(cached))] == [online.is_synthetic(i) for i in range(len(online))]
+        indices = range(len(cached))
+        assert [cached.is_synthetic(i) for i in indices] == [online.is_synthetic(i) for i in indices]
 
 
 def test_cached_sample_comes_from_the_items_own_normal(folder, fake_generator, tmp_path: Path) -> None:
@@ -61,7 +62,8 @@ def test_cached_sample_comes_from_the_items_own_normal(folder, fake_generator, t
     sources = {str((tmp_path / "cache" / e.image).resolve()): e.source for e in dataset.entries}
     for index in range(len(dataset)):
         item = dataset[index]
-        assert sources[str(Path(item.image_path).resolve())] == str(Path(dataset.samples.iloc[index].image_path).resolve())
+        own_normal = str(Path(dataset.samples.iloc[index].image_path).resolve())
+        assert sources[str(Path(item.image_path).resolve())] == own_normal
 
 
 def test_augmentations_apply_to_image_and_mask(folder, fake_generator, tmp_path: Path) -> None:
@@ -98,36 +100,16 @@ def test_empty_entries_are_refused(folder, fake_generator, tmp_path: Path) -> No
         CachedAnomalyDataset(folder.train_data, fake_generator, tmp_path, [])
 
 
-class CachedDataModule(SyntheticAnomalyDataModule):
-    """The wiring proposed for ``SyntheticAnomalyDataModule._build_train_dataset`` (mode="cached")."""
-
-    def __init__(self, *args, cache_dir: Path, samples_per_type: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.cache_dir = cache_dir
-        self.samples_per_type = samples_per_type
-        self.cache_trainer_kwargs = CPU
-
-    def _build_train_dataset(self, train_normals) -> Dataset:
-        if self.mode != "cached":
-            return super()._build_train_dataset(train_normals)
-        self.prepare_generator()  # a learned generator's fingerprint needs its fitted state
-        return build_cached_train_dataset(
-            train_normals,
-            self.generator,
-            self.cache_dir,
-            samples_per_type=self.samples_per_type,
-            anomaly_ratio=self.anomaly_ratio,
-            seed=self.seed,
-            config={"name": self.name, "category": self.category, "mask_threshold": self.mask_threshold},
-            trainer_kwargs=self.cache_trainer_kwargs,
-            mask_threshold=self.mask_threshold,
-        )
-
-
 def test_datamodule_wiring_trains_from_the_cache(tiny_folder, tmp_path: Path) -> None:
     generator = FakeLearnedGenerator()
-    datamodule = CachedDataModule(
-        tiny_folder, generator=generator, mode="cached", anomaly_ratio=0.5, cache_dir=tmp_path / "cache", samples_per_type=3
+    datamodule = SyntheticAnomalyDataModule(
+        tiny_folder,
+        generator=generator,
+        mode="cached",
+        anomaly_ratio=0.5,
+        cache_dir=tmp_path / "cache",
+        samples_per_type=3,
+        cache_trainer_kwargs=CPU,
     )
     datamodule.setup()
     assert isinstance(datamodule.train_data, CachedAnomalyDataset) and generator.is_fitted

@@ -123,9 +123,9 @@ def test_rejects_bad_arguments(tiny_folder, fake_generator, kwargs, message) -> 
         SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, **kwargs)
 
 
-def test_cached_mode_says_it_needs_the_cache(tiny_folder, fake_generator) -> None:
+def test_cached_mode_needs_a_cache_dir(tiny_folder, fake_generator) -> None:
     datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, mode="cached")
-    with pytest.raises(NotImplementedError, match="cache"):
+    with pytest.raises(InvalidInputError, match="needs a cache_dir"):
         datamodule.setup()
 
 

@@ -11,6 +11,15 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.segmenter import DefectSegmenter, SegmenterModel
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on shared CPUs two threads spin-wait and run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def toy_batch(count: int, generator: torch.Generator) -> SimpleNamespace:
     """Dark noisy images, half with a bright 8x8 square: a trivially separable segmentation task."""
     images = torch.rand(count, 3, 32, 32, generator=generator) * 0.3
@@ -70,7 +79,7 @@ def test_rejects_bad_sizes_and_arguments() -> None:
 
 def test_anomalib_components_and_hparams() -> None:
     model = DefectSegmenter(base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 96)))
-    assert model.learning_type == LearningType.SUPERVISED
+    assert model.learning_type == LearningType.ONE_CLASS  # anomalib 2.7 has no supervised type
     assert tuple(model.input_size) == (64, 96)
     assert not model.post_processor.enable_normalization and model.post_processor.enable_thresholding
     assert set(model.hparams) == {
@@ -97,7 +106,7 @@ def test_engine_fit_and_test_on_tiny_dataset(tiny_folder, fake_generator, tmp_pa
         logger=False,
     )
     engine.fit(model, datamodule=datamodule)
-    (results,) = engine.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+    (results,) = engine.test(model, datamodule=datamodule, ckpt_path=engine.best_model_path, verbose=False)
     assert 0.0 <= results["image_AUROC"] <= 1.0 and 0.0 <= results["pixel_AUROC"] <= 1.0
     assert not torch.isnan(model.post_processor.image_threshold)  # picked on the synthetic validation set
     assert Path(engine.best_model_path).is_file()

@@ -62,7 +62,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     paste_patch,
     uncrop_patch,
 )
-from anomaly_synth_aug.generators.diffusion.quality import QualityFilter, refine_mask
+from anomaly_synth_aug.generators.diffusion.quality import QualityFilter, QualityVerdict, composite, refine_mask
 from anomaly_synth_aug.generators.diffusion.sampling import SAMPLING_MODES, PatchSampler
 from anomaly_synth_aug.generators.diffusion.training import (
     LossSwitches,
@@ -138,8 +138,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
         refine_dilation: pixels the mask may grow by during refinement.
         quality_filter: reject and regenerate samples whose defect did not appear or whose background drifted.
-        min_inside_change: quality filter: least mean change inside the mask.
-        max_outside_change: quality filter: largest mean change of the model's background outside the mask.
+        min_inside_change: quality filter: least mean change over the placement (and refined) mask.
+        max_outside_change: quality filter: largest change allowed outside it (a guard of the pixel-exact contract).
         max_retries: regeneration attempts per rejected sample (then the last attempt is kept and counted).
         generation_batch_size: patches per UNet batch while generating.
         checkpoint_dir: folder for resumable training state (None: no checkpoints).
@@ -174,8 +174,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         refine_masks: bool = True,
         refine_dilation: int = 3,
         quality_filter: bool = True,
-        min_inside_change: float = 0.02,
-        max_outside_change: float = 0.05,
+        min_inside_change: float = 0.03,
+        max_outside_change: float = 2.0 / 255.0,
         max_retries: int = 2,
         generation_batch_size: int = 64,
         checkpoint_dir: str | Path | None = None,
@@ -456,17 +456,18 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                 for index, patch in zip(pending, patches, strict=True):
                     job = jobs[index]
                     restored = uncrop_patch(patch, job.box)
-                    region = self._output_region(job, restored)
+                    region = self._paste_region(job, restored)
                     if job.check_quality:
-                        rows, cols = job.box.slices()
-                        verdict = self._filter.assess(job.image[:, rows, cols], restored, job.mask[rows, cols])
+                        verdict = self._assess(job, restored, region)
                         if not verdict.accepted:
                             reasons[verdict.reason] += 1
                             if attempt < self.max_retries:
                                 retry.append(index)
                                 continue
                             exhausted += 1
-                    results[index] = (paste_patch(job.image, restored, job.box, region), region)
+                    full_region = torch.zeros_like(job.mask)
+                    full_region[job.box.slices()] = region
+                    results[index] = (paste_patch(job.image, restored, job.box, full_region), full_region)
                 pending = retry
         images = [results[i][0] for i in range(len(jobs))]
         out_masks = [results[i][1] for i in range(len(jobs))]
@@ -495,20 +496,23 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             patches.extend(out)
         return patches
 
-    def _output_region(self, job: _Job, restored: torch.Tensor) -> torch.Tensor:
-        """Full-size bool mask to paste through: the refined mask (where the patch really changed), or the input mask.
-
-        Falls back to the input mask when refinement finds no change, so the output mask is never empty.
-        """
-        if not self.refine_masks:
-            return job.mask
+    def _paste_region(self, job: _Job, restored: torch.Tensor) -> torch.Tensor:
+        """Bool mask over the box to paste through: where the patch really changed near the placement
+        (mask alignment), or the placement itself when refinement is off or finds no change (never empty)."""
         rows, cols = job.box.slices()
-        refined = refine_mask(job.image[:, rows, cols], restored, job.mask[rows, cols], dilation=self.refine_dilation)
-        if not bool(refined.any()):
-            return job.mask
-        region = torch.zeros_like(job.mask)
-        region[rows, cols] = refined
-        return region
+        placement = job.mask[rows, cols]
+        if not self.refine_masks:
+            return placement
+        refined = refine_mask(job.image[:, rows, cols], restored, placement, dilation=self.refine_dilation)
+        return refined if bool(refined.any()) else placement
+
+    def _assess(self, job: _Job, restored: torch.Tensor, region: torch.Tensor) -> QualityVerdict:
+        """Judge the box as it will be returned; measured over placement and refined mask together, so a
+        defect that filled only a sliver of the requested placement counts as incomplete."""
+        rows, cols = job.box.slices()
+        before = job.image[:, rows, cols]
+        placement = job.mask[rows, cols]
+        return self._filter.assess(before, composite(before, restored, region), placement | region)
 
     # ------------------------------------------------------------ persistence
     def check_compatible(

@@ -17,6 +17,8 @@ defect appearance that no single shot showed (``mixed_token``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
@@ -37,7 +39,7 @@ class DefectDenoiser(ModelMixin, ConfigMixin):
         block_out_channels: UNet widths per resolution; 3 levels suffice for 32-64 px patches.
         layers_per_block: ResNet layers per level (1 keeps CPU training in minutes).
         attention: self-attention at the lowest resolution only (cheap there; helps large masks see context).
-        norm_num_groups: GroupNorm groups (must divide every width).
+        norm_num_groups: GroupNorm groups (must divide every width); None picks the largest of 32, 16, ... that does.
     """
 
     @register_to_config
@@ -49,7 +51,7 @@ class DefectDenoiser(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (32, 64, 96),
         layers_per_block: int = 1,
         attention: bool = True,
-        norm_num_groups: int = 16,
+        norm_num_groups: int | None = None,
     ) -> None:
         super().__init__()
         if num_defect_types < 1:
@@ -62,6 +64,8 @@ class DefectDenoiser(ModelMixin, ConfigMixin):
                 f"patch_size {patch_size} is not divisible by 2**{levels - 1} (one halving per UNet level)",
                 fix=f"use a multiple of {2 ** (levels - 1)}, e.g. 32, 48 or 64",
             )
+        if norm_num_groups is None:
+            norm_num_groups = math.gcd(32, *block_out_channels)
         lowest_down = "AttnDownBlock2D" if attention else "DownBlock2D"
         lowest_up = "AttnUpBlock2D" if attention else "UpBlock2D"
         self.unet = UNet2DModel(

@@ -138,6 +138,53 @@ def _normal_crops(
     return torch.stack(crops)
 
 
+def _defect_loss(
+    denoiser: _InpaintDenoiser,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    defect_embeds: torch.Tensor,
+    normal_embeds: torch.Tensor,
+    settings: TrainSettings,
+) -> torch.Tensor:
+    """Masked denoising loss of the defect token, plus the background term with the normal token when enabled."""
+    latents = denoiser.encode(images)
+    latent_mask, masked_latents = denoiser.condition(images, masks)
+    region = denoiser.loss_region(masks)
+    noise, steps = denoiser.noise_like(latents), denoiser.timesteps(latents.shape[0])
+    noisy = denoiser.scheduler.add_noise(latents, noise, steps)
+    target = denoiser.target(latents, noise, steps).float()
+    if settings.background_disentangle:  # one UNet call for the defect and the defect-free background pass
+        defect_free = mask_out_defect(noisy, region, denoiser.noise_like(latents))
+        both = denoiser.predict(
+            torch.cat([noisy, defect_free]),
+            latent_mask.repeat(2, 1, 1, 1),
+            masked_latents.repeat(2, 1, 1, 1),
+            steps.repeat(2),
+            torch.cat([defect_embeds, normal_embeds]),
+        ).float()
+        defect_prediction, background_prediction = both.chunk(2)
+    else:
+        defect_prediction = denoiser.predict(noisy, latent_mask, masked_latents, steps, defect_embeds).float()
+    weights = None
+    if settings.adaptive_weighting > 0:
+        weights = adaptive_mask_weights(defect_prediction, target, region, settings.adaptive_weighting)
+    if settings.background_disentangle:
+        return background_disentangled_loss(target, defect_prediction, background_prediction, region, weights)
+    return masked_denoising_loss(defect_prediction, target, region, weights)
+
+
+def _normal_loss(
+    denoiser: _InpaintDenoiser, normals: torch.Tensor, masks: torch.Tensor, normal_embeds: torch.Tensor
+) -> torch.Tensor:
+    """Whole-crop denoising loss of normal crops inpainted under shot-shaped masks with the normal token."""
+    latents = denoiser.encode(normals)
+    latent_mask, masked_latents = denoiser.condition(normals, masks)
+    noise, steps = denoiser.noise_like(latents), denoiser.timesteps(latents.shape[0])
+    noisy = denoiser.scheduler.add_noise(latents, noise, steps)
+    prediction = denoiser.predict(noisy, latent_mask, masked_latents, steps, normal_embeds).float()
+    return denoising_loss(prediction, denoiser.target(latents, noise, steps).float())
+
+
 def train_tokens_and_lora(
     pipe: StableDiffusionInpaintPipeline,
     crops: DefectCrops,
@@ -177,10 +224,8 @@ def train_tokens_and_lora(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     denoiser = _InpaintDenoiser(pipe, generator)
     prompts = [*defect_prompts, normal_prompt]
-    normal_index = len(defect_prompts)
     use_normals = settings.normal_weight > 0 and len(normal_images) > 0
-    resolution = crops.images.shape[-1]
-    batch = settings.batch_size
+    batch, resolution = settings.batch_size, crops.images.shape[-1]
 
     pipe.unet.train()
     pipe.text_encoder.train()
@@ -191,51 +236,16 @@ def train_tokens_and_lora(
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             prompt_table = pipe.encode_prompt(prompts, device, 1, do_classifier_free_guidance=False)[0]
             defect_embeds = prompt_table[crops.prompt_index[pick].to(device)]
-            normal_embeds = prompt_table[normal_index].expand(batch, -1, -1)
-            latents = denoiser.encode(images)
-            latent_mask, masked_latents = denoiser.condition(images, masks)
-            region = denoiser.loss_region(masks)
-            noise, steps = denoiser.noise_like(latents), denoiser.timesteps(batch)
-            noisy = denoiser.scheduler.add_noise(latents, noise, steps)
-            target = denoiser.target(latents, noise, steps).float()
-            if settings.background_disentangle:  # one UNet call for the defect and the background pass
-                defect_free = mask_out_defect(noisy, region, denoiser.noise_like(latents))
-                both = denoiser.predict(
-                    torch.cat([noisy, defect_free]),
-                    latent_mask.repeat(2, 1, 1, 1),
-                    masked_latents.repeat(2, 1, 1, 1),
-                    steps.repeat(2),
-                    torch.cat([defect_embeds, normal_embeds]),
-                ).float()
-                defect_prediction, background_prediction = both.chunk(2)
-            else:
-                defect_prediction = denoiser.predict(noisy, latent_mask, masked_latents, steps, defect_embeds).float()
-            weights = None
-            if settings.adaptive_weighting > 0:
-                weights = adaptive_mask_weights(defect_prediction, target, region, settings.adaptive_weighting)
-            if settings.background_disentangle:
-                loss = background_disentangled_loss(target, defect_prediction, background_prediction, region, weights)
-            else:
-                loss = masked_denoising_loss(defect_prediction, target, region, weights)
+            normal_embeds = prompt_table[-1].expand(batch, -1, -1)
+            loss = _defect_loss(denoiser, images, masks, defect_embeds, normal_embeds, settings)
             if use_normals:
                 normals = _normal_crops(normal_images, batch, settings.normal_crop_size, resolution, generator)
-                normal_latents = denoiser.encode(normals)
-                normal_mask, normal_masked = denoiser.condition(normals, masks)
-                noise, steps = denoiser.noise_like(normal_latents), denoiser.timesteps(batch)
-                prediction = denoiser.predict(
-                    denoiser.scheduler.add_noise(normal_latents, noise, steps),
-                    normal_mask,
-                    normal_masked,
-                    steps,
-                    normal_embeds,
-                ).float()
-                target = denoiser.target(normal_latents, noise, steps).float()
-                loss = loss + settings.normal_weight * denoising_loss(prediction, target)
+                loss = loss + settings.normal_weight * _normal_loss(denoiser, normals, masks, normal_embeds)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        with torch.no_grad():
+        with torch.no_grad():  # only the new tokens may move (textual-inversion idiom)
             embedding[frozen_rows] = original_rows[frozen_rows]
         losses.append(float(loss.detach()))
 

@@ -13,7 +13,7 @@ from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDen
 
 def _tiny(num_types: int = 2) -> DefectDenoiser:
     torch.manual_seed(0)
-    return DefectDenoiser(num_types, patch_size=16, block_out_channels=(8, 16), norm_num_groups=4).eval()
+    return DefectDenoiser(num_types, patch_size=16, block_out_channels=(8, 16)).eval()
 
 
 def _inputs(batch: int = 2) -> tuple[torch.Tensor, ...]:
@@ -74,6 +74,6 @@ def test_save_and_load_round_trip_with_safetensors(tmp_path: Path) -> None:
 
 def test_bad_configuration_is_explained() -> None:
     with pytest.raises(InvalidInputError, match="divisible"):
-        DefectDenoiser(2, patch_size=18, block_out_channels=(8, 16, 16), norm_num_groups=4)
+        DefectDenoiser(2, patch_size=18, block_out_channels=(8, 16, 16))
     with pytest.raises(InvalidInputError, match="defect type"):
         DefectDenoiser(0)

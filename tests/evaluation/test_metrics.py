@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from anomaly_synth_aug.evaluation.metrics import (
+    CHECKPOINT_MONITOR,
+    benchmark_evaluator,
+    compute_detection_metrics,
+    metric_value,
+)
+
+
+def test_image_metrics_on_known_predictions() -> None:
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    labels = torch.tensor([0, 0, 1, 1])
+    results = compute_detection_metrics(scores, labels)
+    assert set(results) == {"image_AUROC", "image_AUPR"}
+    assert results["image_AUROC"] == pytest.approx(0.75)  # 3 of 4 (anomalous, normal) pairs ranked right
+    assert results["image_AUPR"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)  # step-wise average precision
+    assert compute_detection_metrics(-scores, labels)["image_AUROC"] == pytest.approx(0.25)
+
+
+def test_pixel_metrics_perfect_and_inverted_maps() -> None:
+    masks = torch.zeros(4, 16, 16, dtype=torch.bool)
+    masks[2, 2:6, 2:6] = True
+    masks[3, 8:12, 4:14] = True
+    labels = masks.flatten(1).any(1)
+    perfect = compute_detection_metrics(labels.float(), labels, masks.float(), masks)
+    for name in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "pixel_AUPRO"):
+        assert perfect[name] == pytest.approx(1.0), name
+    inverted = compute_detection_metrics(-labels.float(), labels, 1 - masks.float(), masks)
+    assert inverted["pixel_AUROC"] == pytest.approx(0.0) and inverted["pixel_AUPRO"] < 0.01
+
+
+def test_aupro_weights_regions_not_pixels() -> None:
+    masks = torch.zeros(3, 32, 32, dtype=torch.bool)
+    masks[0, 2:4, 2:4] = True  # a small region, missed
+    masks[1, 8:24, 8:24] = True  # a large region, found
+    anomaly_map = torch.zeros(3, 32, 32)
+    anomaly_map[1, 8:24, 8:24] = 1.0
+    labels = torch.tensor([1, 1, 0])
+    results = compute_detection_metrics(labels.float(), labels, anomaly_map, masks)
+    assert results["pixel_AUROC"] > 0.9  # pixels: almost all defect pixels are in the found region
+    assert results["pixel_AUPRO"] == pytest.approx(0.5, abs=0.05)  # regions: one of two found
+
+
+def test_benchmark_evaluator_names() -> None:
+    evaluator = benchmark_evaluator()
+    assert CHECKPOINT_MONITOR in {metric.name for metric in evaluator.val_metrics}
+    assert {metric.name for metric in evaluator.test_metrics} == {
+        "image_AUROC",
+        "image_AUPR",
+        "pixel_AUROC",
+        "pixel_AUPR",
+        "pixel_AUPRO",
+        "image_F1Score",
+        "pixel_F1Score",
+    }
+
+
+def test_metric_value() -> None:
+    assert metric_value(torch.tensor(0.5)) == 0.5
+    assert metric_value(None) is None and metric_value(math.nan) is None

@@ -1,0 +1,197 @@
+"""Training: patch sampling, the loss mechanisms (each would fail its test if removed), budget and resumption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusion_helpers import TINY, normals, shots
+
+from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
+from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.patches import CropBox, crop_image_patch
+from anomaly_synth_aug.generators.diffusion.training import (
+    LossSwitches,
+    PatchBatch,
+    PatchSource,
+    TrainingCheckpoint,
+    TrainingSettings,
+    make_noise_scheduler,
+    to_model_space,
+    train_denoiser,
+    training_loss,
+)
+
+TYPES = ["dent", "streak"]
+
+
+def _source(augment: bool = True) -> PatchSource:
+    return PatchSource(shots(), normals(), TYPES, patch_size=TINY["patch_size"], fill=0.5, augment=augment)
+
+
+def _model() -> DefectDenoiser:
+    torch.manual_seed(0)
+    return DefectDenoiser(len(TYPES), patch_size=TINY["patch_size"], block_out_channels=TINY["block_out_channels"])
+
+
+def _settings(**overrides: object) -> TrainingSettings:
+    values = {"max_steps": 3, "max_minutes": None, "batch_size": 4, "progress": False, "warmup_steps": 1}
+    values.update(overrides)
+    return TrainingSettings(**values)
+
+
+# ------------------------------------------------------------------ patches
+def test_draw_mixes_normal_and_typed_defect_patches() -> None:
+    batch = _source().draw(8, 0.25, torch.Generator().manual_seed(0))
+    assert batch.images.shape == (8, 3, 16, 16) and batch.masks.shape == (8, 1, 16, 16)
+    assert batch.masks.dtype == torch.bool and bool(batch.masks.flatten(1).any(1).all())
+    assert int((batch.tokens == NORMAL_TOKEN).sum()) == 2
+    assert torch.equal(batch.is_defect, batch.tokens != NORMAL_TOKEN)
+    assert set(batch.tokens[batch.is_defect].tolist()) <= {1, 2}
+
+
+def test_defect_patches_carry_only_their_own_type_token() -> None:
+    """SeaS decoupled alignment: a dent patch never trains the streak token (dents are dark, streaks bright)."""
+    batch = _source(augment=False).draw(32, 0.0, torch.Generator().manual_seed(1))
+    for image, mask, token in zip(batch.images, batch.masks, batch.tokens, strict=True):
+        inside = image[0][mask[0]].mean()
+        assert (inside < 0.4) if token == 1 else (inside > 0.6)
+
+
+def test_unaugmented_defect_patch_is_the_centred_context_crop() -> None:
+    source = _source(augment=False)
+    image, mask, box = source._shot_patch(0, torch.Generator().manual_seed(0))
+    assert torch.equal(image, crop_image_patch(source.shots[0].image, box, 16))
+    assert isinstance(box, CropBox) and bool(mask.any())
+
+
+def test_source_rejects_type_without_shots() -> None:
+    with pytest.raises(InvalidInputError, match="no shots"):
+        PatchSource(shots(), normals(), ["dent", "streak", "hole"], patch_size=16, fill=0.5)
+
+
+# --------------------------------------------------------------------- loss
+def _defect_only_batch() -> PatchBatch:
+    return _source(augment=False).draw(4, 0.0, torch.Generator().manual_seed(2))
+
+
+def _loss(model: DefectDenoiser, batch: PatchBatch, switches: LossSwitches, x0: torch.Tensor | None = None):
+    return training_loss(model, make_noise_scheduler(), batch, switches, torch.Generator().manual_seed(3), x0=x0)
+
+
+def test_background_term_never_sees_the_defect_pixels() -> None:
+    """Cho et al.: the background term's gradient w.r.t. input pixels inside the defect mask is zero."""
+    model, batch = _model(), _defect_only_batch()
+    x0 = to_model_space(batch.images).requires_grad_(True)
+    with_background, _ = _loss(model, batch, LossSwitches(True, True, 0.0), x0)
+    defect_only, _ = _loss(model, batch, LossSwitches(True, False, 0.0), x0)
+    (grad,) = torch.autograd.grad(with_background - defect_only, x0)
+    inside = batch.masks.expand_as(grad)
+    assert grad[inside].abs().max() < 1e-6
+    assert grad[~inside].abs().max() > 1e-4  # it does learn from the background
+
+
+def _output_gradient(model: DefectDenoiser, batch: PatchBatch, switches: LossSwitches) -> torch.Tensor:
+    """Gradient of the loss w.r.t. the UNet's main-batch output (the defect term's view of the prediction)."""
+    captured: list[torch.Tensor] = []
+    forward = model.forward
+
+    def spy(*args: torch.Tensor) -> torch.Tensor:
+        out = forward(*args)
+        out.retain_grad()
+        captured.append(out)
+        return out
+
+    model.forward = spy  # type: ignore[method-assign]
+    loss, _ = _loss(model, batch, switches)
+    loss.backward()
+    return captured[0].grad[: batch.images.shape[0]]
+
+
+def test_masked_loss_binds_defect_token_only_to_the_mask() -> None:
+    batch = _defect_only_batch()
+    masked = _output_gradient(_model(), batch, LossSwitches(True, False, 0.0))
+    outside = ~batch.masks.expand_as(masked)
+    assert masked[outside].abs().max() == 0 and masked[~outside].abs().max() > 0
+    whole = _output_gradient(_model(), batch, LossSwitches(False, False, 0.0))
+    assert whole[outside].abs().max() > 0
+
+
+def test_normal_patches_are_trained_on_the_whole_patch_with_the_normal_token() -> None:
+    batch = _source().draw(4, 0.5, torch.Generator().manual_seed(4))
+    grad = _output_gradient(_model(), batch, LossSwitches())
+    normal_rows = ~batch.is_defect
+    assert bool((grad[normal_rows].abs().flatten(1) > 0).all())
+
+
+def test_adaptive_weighting_emphasises_badly_predicted_mask_pixels() -> None:
+    """Re-weighting towards high-error pixels can only raise the weighted mean error."""
+    model, batch = _model(), _defect_only_batch()
+    uniform, _ = _loss(model, batch, LossSwitches(True, False, 0.0))
+    adaptive, _ = _loss(model, batch, LossSwitches(True, False, 1.0))
+    assert adaptive > uniform
+
+
+def test_disentangling_without_masked_loss_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="masked_loss"):
+        LossSwitches(masked_loss=False, background_disentangle=True)
+
+
+# ----------------------------------------------------------------- training
+def test_training_runs_to_max_steps_and_leaves_ema_weights() -> None:
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    report = train_denoiser(model, _source(), _settings(), generator=torch.Generator().manual_seed(0))
+    assert report.steps == 3 and not model.training
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_time_budget_stops_training() -> None:
+    report = train_denoiser(_model(), _source(), _settings(max_steps=None, max_minutes=0.0))
+    assert report.steps == 0
+
+
+def test_settings_need_a_budget() -> None:
+    with pytest.raises(InvalidInputError, match="budget"):
+        TrainingSettings(max_steps=None, max_minutes=None)
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path: Path) -> None:
+    straight = _model()
+    train_denoiser(straight, _source(), _settings(max_steps=4), generator=torch.Generator().manual_seed(5))
+
+    resumed = _model()
+    settings = _settings(max_steps=2, checkpoint_dir=tmp_path)
+    train_denoiser(resumed, _source(), settings, generator=torch.Generator().manual_seed(5))
+    resumed = _model()  # a fresh process: weights come only from the checkpoint
+    report = train_denoiser(
+        resumed, _source(), _settings(max_steps=4, checkpoint_dir=tmp_path), generator=torch.Generator()
+    )
+    assert report.resumed_from_step == 2 and report.steps == 4
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_interrupt_saves_progress_and_reraises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _source()
+    draw = source.draw
+    calls = {"n": 0}
+
+    def interrupted(*args: object, **kwargs: object) -> PatchBatch:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(source, "draw", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_denoiser(_model(), source, _settings(max_steps=10, checkpoint_dir=tmp_path))
+    state = TrainingCheckpoint(tmp_path, {}).load()
+    assert state["step"] == 2
+
+
+def test_checkpoint_of_another_setup_is_refused(tmp_path: Path) -> None:
+    train_denoiser(_model(), _source(), _settings(max_steps=1, checkpoint_dir=tmp_path), identity={"category": "a"})
+    with pytest.raises(CheckpointMismatchError, match="category"):
+        train_denoiser(_model(), _source(), _settings(max_steps=2, checkpoint_dir=tmp_path), identity={"category": "b"})

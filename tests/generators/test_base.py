@@ -1,0 +1,197 @@
+"""The ``AnomalyGenerator`` base class: input checks, fitting, registry and persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
+from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator, GeneratedBatch, validate_shots
+from anomaly_synth_aug.generators.classic import ClassicGenerator
+
+
+class StampGenerator(AnomalyGenerator):
+    """Writes ``value`` into a ``size`` square at a seeded position; records the placements it got."""
+
+    def __init__(self, value: float = 1.0, size: tuple[int, int] = (2, 3)) -> None:
+        super().__init__()
+        self.value = value
+        self.size = size
+        self.placements: list[torch.Tensor | None] = []
+
+    @property
+    def defect_types(self) -> list[str]:
+        return ["stamp", "other"]
+
+    def _generate(self, images, masks, defect_types, generator) -> GeneratedBatch:
+        self.placements.extend(masks)
+        out_images, out_masks = [], []
+        for image in images:
+            top = int(torch.randint(0, image.shape[1] - self.size[0] + 1, (1,), generator=generator))
+            mask = torch.zeros(image.shape[-2:], dtype=torch.bool)
+            mask[top : top + self.size[0], : self.size[1]] = True
+            out_images.append(torch.where(mask, torch.full_like(image, self.value), image))
+            out_masks.append(mask)
+        return GeneratedBatch(out_images, out_masks, [t or "stamp" for t in defect_types])
+
+
+class LearnedStampGenerator(StampGenerator):
+    """A ``StampGenerator`` that must be fitted; learns its value from the shots and saves it."""
+
+    requires_fit = True
+    learned: float | None = None
+
+    def _fit(self, normal_images, shots, generator) -> None:
+        self.fit_images = normal_images
+        self.learned = float(torch.stack([s.image[:, s.mask].mean() for s in shots]).mean())
+
+    def state_fingerprint(self) -> str:
+        return f"{self.learned}"
+
+    def _save_state(self, directory: Path) -> None:
+        (directory / "state.json").write_text(json.dumps({"learned": self.learned}))
+
+    def _load_state(self, directory: Path) -> None:
+        self.learned = json.loads((directory / "state.json").read_text())["learned"]
+
+
+def _shot(defect_type: str = "crack") -> AnomalySample:
+    mask = torch.zeros(8, 10, dtype=torch.bool)
+    mask[2:4, 3:6] = True
+    return AnomalySample(image=torch.rand(3, 8, 10), mask=mask, label=1, defect_type=defect_type)
+
+
+def _images(count: int = 2) -> list[torch.Tensor]:
+    return [torch.rand(3, 8, 10) for _ in range(count)]
+
+
+# ------------------------------------------------------------------- registry
+def test_concrete_subclasses_register_and_abstract_ones_do_not() -> None:
+    assert AnomalyGenerator._registry["StampGenerator"] is StampGenerator
+    assert "ClassicGenerator" not in AnomalyGenerator._registry
+    assert issubclass(ClassicGenerator, AnomalyGenerator)
+
+
+# -------------------------------------------------------------- input checks
+def test_mask_count_must_match_image_count() -> None:
+    with pytest.raises(MaskError, match="got 1 masks for 2 images"):
+        StampGenerator().generate(_images(2), masks=[torch.ones(8, 10, dtype=torch.bool)])
+
+
+def test_mask_size_must_match_image_size() -> None:
+    with pytest.raises(MaskError, match=r"mask 1 has size \(8, 9\).*\(8, 10\)"):
+        StampGenerator().generate(_images(2), masks=[None, torch.ones(8, 9, dtype=torch.bool)])
+
+
+def test_empty_placement_mask_is_rejected() -> None:
+    with pytest.raises(MaskError, match="mask 0 is empty"):
+        StampGenerator().generate(_images(1), masks=[torch.zeros(8, 10, dtype=torch.bool)])
+
+
+def test_unknown_defect_type_names_the_known_ones() -> None:
+    with pytest.raises(UnknownDefectTypeError, match=r"'dent'.*\['other', 'stamp'\]"):
+        StampGenerator().generate(_images(2), defect_types=["stamp", "dent"])
+
+
+def test_defect_type_count_must_match() -> None:
+    with pytest.raises(InvalidInputError, match="got 1 defect types for 2 images"):
+        StampGenerator().generate(_images(2), defect_types=["stamp"])
+
+
+def test_one_defect_type_string_applies_to_every_image() -> None:
+    # Regression: a plain string used to be split into characters ("o", "t", "h", ...).
+    batch = StampGenerator().generate(_images(3), defect_types="other")
+    assert batch.defect_types == ["other"] * 3
+
+
+def test_anomalib_style_mask_batch_is_one_mask_per_image() -> None:
+    # Regression: a [B, 1, H, W] tensor used to count as a single mask.
+    generator = StampGenerator()
+    placements = torch.zeros(2, 1, 8, 10, dtype=torch.bool)
+    placements[:, :, 1:3, 1:3] = True
+    generator.generate(_images(2), masks=placements)
+    assert [tuple(m.shape) for m in generator.placements] == [(8, 10), (8, 10)]
+
+
+def test_tensor_batch_and_grayscale_inputs_are_normalised() -> None:
+    batch = StampGenerator().generate(torch.rand(2, 1, 8, 10), generator=torch.Generator().manual_seed(0))
+    assert [tuple(img.shape) for img in batch.images] == [(3, 8, 10), (3, 8, 10)]
+    assert StampGenerator().generate([]).images == []
+
+
+# ----------------------------------------------------------------------- fit
+def test_learned_generator_refuses_to_generate_before_fit() -> None:
+    with pytest.raises(NotFittedError, match="LearnedStampGenerator must be fitted"):
+        LearnedStampGenerator().generate(_images(1))
+    fitted = LearnedStampGenerator().fit(_images(2), [_shot()])
+    assert fitted.is_fitted and len(fitted.generate(_images(1))) == 1
+
+
+def test_fit_normalises_normal_images_like_generate() -> None:
+    # Regression: fit used to hand raw uint8 / grayscale / batched tensors to _fit.
+    generator = LearnedStampGenerator().fit(torch.full((2, 1, 8, 10), 255, dtype=torch.uint8), [_shot()])
+    assert [(tuple(img.shape), img.dtype) for img in generator.fit_images] == [((3, 8, 10), torch.float32)] * 2
+    assert all(bool((img == 1.0).all()) for img in generator.fit_images)
+
+
+def test_shots_must_be_anomalous_with_a_mask() -> None:
+    normal = AnomalySample.normal(torch.rand(3, 8, 10))
+    with pytest.raises(InvalidInputError, match="normal sample was passed as a defect shot"):
+        validate_shots([normal])
+    empty = AnomalySample(image=torch.rand(3, 8, 10), mask=torch.zeros(8, 10), defect_type="crack")
+    with pytest.raises(MaskError, match="empty mask"):
+        LearnedStampGenerator().fit([], [empty])
+
+
+@pytest.mark.parametrize("defect_type", ["good", ""])
+def test_shots_must_name_their_defect_type(defect_type: str) -> None:
+    # Regression: AnomalySample defaults to defect_type "good", which used to pass as a defect type.
+    with pytest.raises(InvalidInputError, match="defect type"):
+        validate_shots([_shot(defect_type)])
+
+
+# ---------------------------------------------------------------- persistence
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    original = StampGenerator(value=0.25, size=(3, 4))
+    folder = original.save(tmp_path / "stamp")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    assert meta["class"] == "StampGenerator" and meta["config"] == {"value": 0.25, "size": [3, 4]}
+    loaded = StampGenerator.load(folder)
+    assert isinstance(loaded, StampGenerator) and loaded.fingerprint() == original.fingerprint()
+    images = _images(2)
+    first = original.generate(images, generator=torch.Generator().manual_seed(1))
+    second = loaded.generate(images, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(first.images, second.images, strict=True))
+
+
+def test_save_load_keeps_learned_state_and_fitted_flag(tmp_path: Path) -> None:
+    fitted = LearnedStampGenerator().fit(_images(1), [_shot()])
+    loaded = AnomalyGenerator.load(fitted.save(tmp_path / "fitted"))
+    assert loaded.is_fitted and loaded.learned == pytest.approx(fitted.learned)
+    assert loaded.fingerprint() == fitted.fingerprint()
+    unfitted = AnomalyGenerator.load(LearnedStampGenerator().save(tmp_path / "unfitted"))
+    with pytest.raises(NotFittedError):
+        unfitted.generate(_images(1))
+
+
+def test_fingerprint_follows_config() -> None:
+    assert StampGenerator(value=0.5).fingerprint() != StampGenerator(value=0.6).fingerprint()
+    assert StampGenerator(value=0.5).fingerprint() == StampGenerator(value=0.5).fingerprint()
+
+
+def test_load_errors_name_the_folder_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=f"no {CONFIG_FILE} here.*Fix:"):
+        AnomalyGenerator.load(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(InvalidInputError, match="unreadable generator config"):
+        AnomalyGenerator.load(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"class": "NoSuchGenerator", "config": {}}))
+    with pytest.raises(InvalidInputError, match="unknown generator class 'NoSuchGenerator'"):
+        AnomalyGenerator.load(tmp_path)
+    folder = StampGenerator().save(tmp_path / "stamp")
+    with pytest.raises(InvalidInputError, match="holds a StampGenerator, not a LearnedStampGenerator"):
+        LearnedStampGenerator.load(folder)
