@@ -4,8 +4,9 @@ Subclasses implement ``_synthesize`` (a candidate image and the region it was
 allowed to change); this class turns that into the ``AnomalyGenerator``
 contract for all of them:
 
-* each image gets its own ``torch.Generator`` drawn from the caller's, so a
-  batch call equals the same per-image calls made in sequence;
+* each image gets its own ``torch.Generator`` seeded by one draw from the
+  caller's, so a batch call equals the same per-image calls made in sequence,
+  and an image's result does not shift when an earlier image needed redraws;
 * the placement mask (if any) is intersected with the region, and the returned
   mask is exactly where the image visibly changed (``keep_visible_change``);
 * a sample with no visible change is redrawn, up to ``max_attempts`` times.
@@ -60,6 +61,7 @@ class ClassicGenerator(AnomalyGenerator):
         requested_type: str | None,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor, str, int]:
+        """Image, mask, defect type and redraw count for one input; raises when nothing visible changes."""
         if placement is not None:
             placement = placement.cpu()
         for attempt in range(self.max_attempts):

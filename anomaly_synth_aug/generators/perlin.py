@@ -19,8 +19,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators._patch_ops import Box, bounding_box, expand_box
-from anomaly_synth_aug.generators.classic import ClassicGenerator
-from anomaly_synth_aug.utils.random import make_generator, seeded_global_rng
+from anomaly_synth_aug.generators.classic import ClassicGenerator, checked_range
+from anomaly_synth_aug.utils.random import seeded_global_rng
 
 #: anomalib's noise uses up to 32 cells per side of the power-of-two padded size,
 #: so sides of 16 px or less can fail; smaller windows are padded to this size.
@@ -48,14 +48,18 @@ class PerlinGenerator(ClassicGenerator):
         super().__init__()
         self.texture_dir = None if texture_dir is None else str(texture_dir)
         # anomalib only honours a float or a tuple, and JSON configs come back as lists.
-        self.blend_factor = float(blend_factor) if isinstance(blend_factor, int | float) else _pair(blend_factor)
-        self.rotation_range = _pair(rotation_range)
+        self.blend_factor = (
+            checked_range("blend_factor", (blend_factor, blend_factor), float, low=0.0, high=1.0)[0]
+            if isinstance(blend_factor, int | float)
+            else checked_range("blend_factor", blend_factor, float, low=0.0, high=1.0)
+        )
+        self.rotation_range = checked_range("rotation_range", rotation_range, float, low=-360.0, high=360.0)
         self.dual_mask = dual_mask
         if self.texture_dir is not None:
             _check_texture_dir(Path(self.texture_dir))
         # anomalib draws its solarize threshold from the global RNG at construction: fix it,
         # so that the same config always means the same generator (and the user's RNG is untouched).
-        with seeded_global_rng(make_generator(0)):
+        with seeded_global_rng(torch.Generator().manual_seed(0)):
             self._perlin = PerlinAnomalyGenerator(
                 anomaly_source_path=self.texture_dir,
                 probability=1.0,
@@ -95,11 +99,6 @@ class PerlinGenerator(ClassicGenerator):
         region = torch.zeros((height, width), dtype=torch.bool)
         region[rows, cols] = perlin_mask[0, : window.height, : window.width] > 0
         return candidate, region
-
-
-def _pair(values: tuple[float, float] | list[float]) -> tuple[float, float]:
-    low, high = (float(v) for v in values)
-    return low, high
 
 
 def _check_texture_dir(directory: Path) -> None:

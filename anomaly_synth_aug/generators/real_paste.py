@@ -126,7 +126,8 @@ class RealShotPasteGenerator(ClassicGenerator):
         height, width = image.shape[-2:]
         shrink = fit_into(tuple(crop.shape[-2:]), (height, width))
         if shrink < 1.0:  # a crop larger than the target image is scaled down to fit
-            crop, defect, valid = (TF.resize(t, _scaled(crop.shape[-2:], shrink)) for t in (crop, defect, valid))
+            size = _scaled(crop.shape[-2:], shrink)
+            crop, defect, valid = TF.resize(crop, size, antialias=True), TF.resize(defect, size), TF.resize(valid, size)
         top, left = random_top_left((height, width), tuple(crop.shape[-2:]), placement, generator)
         crop, defect, valid = (t.as_subclass(torch.Tensor) for t in (crop, defect, valid))
         # Pixels that rotation filled in are not surface: never blend them in.

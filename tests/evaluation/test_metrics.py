@@ -42,7 +42,7 @@ def test_aupro_weights_regions_not_pixels() -> None:
     labels = torch.tensor([1, 1, 0])
     results = compute_detection_metrics(labels.float(), labels, anomaly_map, masks)
     assert results["pixel_AUROC"] > 0.9  # pixels: almost all defect pixels are in the found region
-    assert results["pixel_AUPRO"] == pytest.approx(0.5, abs=0.05)  # regions: one of two found
+    assert 0.5 <= results["pixel_AUPRO"] < 0.6  # regions: one of two found (the other only by ties)
 
 
 def test_benchmark_evaluator_names() -> None:

@@ -50,11 +50,6 @@ def test_placement_outside_the_region_counts_as_no_change() -> None:
         FadingGenerator(step=0.1).generate([torch.full((3, 5, 5), 0.5)], masks=[placement])
 
 
-def test_results_come_back_on_the_input_device() -> None:
-    batch = FadingGenerator(step=0.1).generate([torch.full((3, 5, 5), 0.5, device="cpu")])
-    assert batch.images[0].device.type == "cpu" and batch.masks[0].device.type == "cpu"
-
-
 def test_checked_range_turns_lists_into_tuples_and_refuses_bad_pairs() -> None:
     assert checked_range("scale", [0.5, 2], float, low=0.0) == (0.5, 2.0)
     with pytest.raises(InvalidInputError, match=r"scale must be a \(min, max\) pair.*\[0.0, 1.0\]"):

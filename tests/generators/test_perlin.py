@@ -89,3 +89,9 @@ def test_construction_is_deterministic_and_leaves_global_rng_alone() -> None:
     image = [surface(40, 56, seed=7)]
     outputs = [g.generate(image, generator=_seed(7)).images[0] for g in (first, second)]
     assert torch.equal(*outputs)
+
+
+@pytest.mark.parametrize("blend_factor", [1.5, (0.8, 0.2), (-0.1, 0.5)])
+def test_bad_blend_factor_is_refused(blend_factor: object) -> None:
+    with pytest.raises(InvalidInputError, match="blend_factor must be a \\(min, max\\) pair"):
+        PerlinGenerator(blend_factor=blend_factor)

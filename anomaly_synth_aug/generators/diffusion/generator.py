@@ -55,9 +55,11 @@ from anomaly_synth_aug.generators.diffusion.masks import MaskPrior, ShotMaskBank
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import (
     CropBox,
+    channels_for_model,
     context_box,
     crop_image_patch,
     crop_mask_patch,
+    is_grayscale,
     mask_bbox,
     paste_patch,
     uncrop_patch,
@@ -254,10 +256,17 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                 with seeded_global_rng(generator):
                     prior = MaskPrior(defect_types=self._defect_types)
                 self._mask_prior = prior.fit(self._mask_bank, self.mask_prior_steps, generator, self.progress)
+            images = [*normal_images, *(shot.image for shot in shots)]
+            channels = 1 if all(is_grayscale(image) for image in images) else 3
             with seeded_global_rng(generator):
-                self._denoiser = self._build_denoiser(len(self._defect_types))
+                self._denoiser = self._build_denoiser(len(self._defect_types), channels)
             source = PatchSource(
-                shots, normal_images, self._defect_types, patch_size=self.patch_size, fill=self.fill
+                shots,
+                normal_images,
+                self._defect_types,
+                patch_size=self.patch_size,
+                fill=self.fill,
+                channels=channels,
             )
             settings = TrainingSettings(
                 max_steps=self.max_steps,
@@ -306,10 +315,11 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             )
         return sorted(counts)
 
-    def _build_denoiser(self, num_defect_types: int) -> DefectDenoiser:
+    def _build_denoiser(self, num_defect_types: int, image_channels: int) -> DefectDenoiser:
         return DefectDenoiser(
             num_defect_types=num_defect_types,
             patch_size=self.patch_size,
+            image_channels=image_channels,
             block_out_channels=self.block_out_channels,
             layers_per_block=self.layers_per_block,
             attention=self.attention,
@@ -440,7 +450,10 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             mode=self.mode,
             inversion_noise=self.inversion_noise,
         )
-        known = torch.stack([crop_image_patch(job.image, job.box, self.patch_size) for job in jobs])
+        channels = self.denoiser.config.image_channels
+        known = torch.stack(
+            [crop_image_patch(channels_for_model(job.image, channels), job.box, self.patch_size) for job in jobs]
+        )
         patch_masks = torch.stack([crop_mask_patch(job.mask, job.box, self.patch_size) for job in jobs])
         results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         reasons: Counter[str] = Counter()
@@ -455,7 +468,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                 retry = []
                 for index, patch in zip(pending, patches, strict=True):
                     job = jobs[index]
-                    restored = uncrop_patch(patch, job.box)
+                    restored = uncrop_patch(patch, job.box).expand(job.image.shape[0], -1, -1)
                     region = self._paste_region(job, restored)
                     if job.check_quality:
                         verdict = self._assess(job, restored, region)

@@ -87,6 +87,27 @@ def _place(start: int, end: int, length: int, limit: int, offset: float) -> int:
     return lowest + round(min(max(offset, 0.0), 1.0) * (highest - lowest))
 
 
+def is_grayscale(image: torch.Tensor) -> bool:
+    """True when all channels of ``[C, H, W]`` are identical (a grey image promoted to RGB)."""
+    return bool((image == image[:1]).all())
+
+
+def channels_for_model(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """``image`` with the channel count the model works in: itself, or its grey level for a 1-channel model.
+
+    Grey datasets (e.g. Magnetic Tile) are modelled in one channel: a third of the work, and
+    no colour noise from a small model that would have to learn that R = G = B.
+    """
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return image.mean(dim=0, keepdim=True)
+    raise InvalidInputError(
+        f"cannot turn a {image.shape[0]}-channel image into {channels} channels",
+        fix="pass RGB or grey images",
+    )
+
+
 def crop_image_patch(image: torch.Tensor, box: CropBox, patch_size: int) -> torch.Tensor:
     """``[C, H, W]`` image -> ``[C, p, p]`` patch (antialiased bilinear, so downscaling does not alias)."""
     patch = TF.resized_crop(image, box.top, box.left, box.height, box.width, [patch_size, patch_size], antialias=True)

@@ -45,6 +45,7 @@ from anomaly_synth_aug.generators.diffusion.losses import (
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import (
     CropBox,
+    channels_for_model,
     context_box,
     crop_image_patch,
     crop_mask_patch,
@@ -95,6 +96,7 @@ class PatchSource:
         patch_size: side of the patches.
         fill: nominal fraction of the patch side the mask bbox spans (jittered by ``fill_jitter``).
         augment: flips, rot90 and gain/offset jitter (off for tests that need exact crops).
+        channels: image channels the model works in (1 for grey datasets, see ``channels_for_model``).
     """
 
     def __init__(
@@ -107,14 +109,16 @@ class PatchSource:
         fill: float,
         fill_jitter: float = 1.3,
         augment: bool = True,
+        channels: int = 3,
     ) -> None:
         self.defect_types = list(defect_types)
         self.patch_size = patch_size
         self.fill = fill
         self.fill_jitter = fill_jitter
         self.augment = augment
-        self.normal_images = list(normal_images)
+        self.normal_images = [channels_for_model(image, channels) for image in normal_images]
         self.shots = list(shots)
+        self._shot_images = [channels_for_model(shot.image, channels) for shot in self.shots]
         self._bboxes = [mask_bbox(shot.mask) for shot in self.shots]
         self._by_type: list[list[int]] = [[] for _ in self.defect_types]
         for index, shot in enumerate(self.shots):
@@ -159,7 +163,7 @@ class PatchSource:
     ) -> tuple[torch.Tensor, torch.Tensor, CropBox]:
         shot = self.shots[index]
         box = self._jittered_box(self._bboxes[index], tuple(shot.image.shape[-2:]), generator)
-        image = crop_image_patch(shot.image, box, self.patch_size)
+        image = crop_image_patch(self._shot_images[index], box, self.patch_size)
         mask = crop_mask_patch(shot.mask, box, self.patch_size)
         both = self._augment_geometry(torch.cat([image, mask.to(image.dtype)]), generator)
         return both[:-1], both[-1:] > 0.5, box

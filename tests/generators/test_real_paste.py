@@ -1,0 +1,105 @@
+"""RealShotPasteGenerator: pastes the real shots themselves, by type, and works after load without the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from classic_helpers import blob_shot, shots, surface
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, NotFittedError, UnknownDefectTypeError
+from anomaly_synth_aug.generators import AnomalyGenerator, RealShotPasteGenerator
+from anomaly_synth_aug.generators.real_paste import SHOTS_FILE
+
+
+def _seed(value: int) -> torch.Generator:
+    return torch.Generator().manual_seed(value)
+
+
+def _verbatim() -> RealShotPasteGenerator:
+    """No rotation, rescaling, jitter or feathering: only the (unavoidable) random flips remain."""
+    return RealShotPasteGenerator(rotation=0.0, scale_range=(1.0, 1.0), color_jitter=0.0, feather_sigma=0.0)
+
+
+def test_needs_shots_and_a_fit() -> None:
+    with pytest.raises(NotFittedError):
+        RealShotPasteGenerator().generate([surface(40, 56, seed=0)])
+    with pytest.raises(InvalidInputError, match="got no defect shots"):
+        RealShotPasteGenerator().fit([], [])
+
+
+def test_defect_types_are_the_shots_types() -> None:
+    generator = RealShotPasteGenerator().fit([], shots())
+    assert generator.defect_types == ["bright", "dark"]
+    with pytest.raises(UnknownDefectTypeError):
+        generator.generate([surface(40, 56, seed=0)], defect_types=["crack"])
+
+
+def test_pasted_pixels_are_the_shot_defect_pixels() -> None:
+    blob = blob_shot(40, 56, seed=1, radius=4.0)
+    textured = torch.where(blob.mask, 0.3 * surface(40, 56, seed=9), blob.image)  # every defect pixel its own value
+    shot = AnomalySample(image=textured, mask=blob.mask, defect_type="blob")
+    generator = _verbatim().fit([], [shot])
+    for seed in range(4):
+        batch = generator.generate([surface(30, 36, seed=seed)], generator=_seed(seed))
+        pasted = batch.images[0][:, batch.masks[0]]
+        assert torch.equal(pasted.sort().values, shot.image[:, shot.mask].sort().values)
+
+
+def test_requested_type_picks_a_shot_of_that_type() -> None:
+    generator = RealShotPasteGenerator().fit([], shots())
+    image = surface(40, 56, seed=2)
+    for defect_type, sign in (("bright", 1), ("dark", -1)):
+        batch = generator.generate([image] * 3, defect_types=defect_type, generator=_seed(3))
+        for out, mask in zip(batch.images, batch.masks, strict=True):
+            assert sign * float((out - image)[:, mask].mean()) > 0.1
+
+
+def test_defect_larger_than_the_target_is_scaled_down() -> None:
+    big = blob_shot(64, 64, seed=3, radius=30.0)
+    batch = _verbatim().fit([], [big]).generate([surface(20, 24, seed=4)], generator=_seed(4))
+    assert batch.masks[0].shape == (20, 24) and bool(batch.masks[0].any())
+
+
+def test_poisson_blend_stays_near_the_defect() -> None:
+    shot = blob_shot(40, 56, seed=5, radius=4.0)
+    generator = RealShotPasteGenerator(blend="poisson", rotation=0.0, scale_range=(1.0, 1.0)).fit([], [shot])
+    mask = generator.generate([surface(40, 56, seed=6)], generator=_seed(6)).masks[0]
+    assert 0 < int(mask.sum()) <= int(torch.nn.functional.max_pool2d(shot.mask[None].float(), 5, 1, 2).sum())
+
+
+def test_saved_shots_make_the_dataset_unnecessary(tmp_path: Path) -> None:
+    original = RealShotPasteGenerator().fit([], shots())
+    folder = original.save(tmp_path / "paste")
+    loaded = AnomalyGenerator.load(folder)
+    assert loaded.defect_types == original.defect_types and loaded.fingerprint() == original.fingerprint()
+    (folder / SHOTS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(CorruptFileError, match=f"{SHOTS_FILE}: unreadable generator state"):
+        AnomalyGenerator.load(folder)
+
+
+def test_fingerprint_follows_the_shots() -> None:
+    first = RealShotPasteGenerator().fit([], shots()[:2])
+    second = RealShotPasteGenerator().fit([], shots()[2:])
+    assert first.fingerprint() != second.fingerprint()
+
+
+def test_a_shot_typed_good_is_refused() -> None:
+    untyped = AnomalySample(image=surface(8, 8, seed=7), mask=torch.ones(8, 8, dtype=torch.bool))
+    with pytest.raises(InvalidInputError, match="defect type 'good'"):
+        RealShotPasteGenerator().fit([], [untyped])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"blend": "multiply"}, "unknown blend 'multiply'"),
+        ({"margin": -1}, "margin and feather_sigma must be >= 0"),
+        ({"scale_range": (2.0, 1.0)}, "scale_range must be a \\(min, max\\) pair"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        RealShotPasteGenerator(**kwargs)
