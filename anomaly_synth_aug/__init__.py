@@ -36,6 +36,36 @@ _EXPORTS: dict[str, str] = {
     # generators
     "AnomalyGenerator": "anomaly_synth_aug.generators.base",
     "GeneratedBatch": "anomaly_synth_aug.generators.base",
+    "ClassicGenerator": "anomaly_synth_aug.generators.classic",
+    "PerlinGenerator": "anomaly_synth_aug.generators.perlin",
+    "CutPasteGenerator": "anomaly_synth_aug.generators.cutpaste",
+    "PoissonBlendGenerator": "anomaly_synth_aug.generators.poisson",
+    "RealShotPasteGenerator": "anomaly_synth_aug.generators.real_paste",
+    "DiffusionAnomalyGenerator": "anomaly_synth_aug.generators.diffusion.generator",
+    "StableDiffusionInpaintGenerator": "anomaly_synth_aug.generators.diffusion.pretrained",
+    # datamodule and datasets
+    "SyntheticAnomalyDataModule": "anomaly_synth_aug.data.datamodule",
+    "SyntheticAnomalyDataset": "anomaly_synth_aug.data.dataset",
+    "SyntheticValidationDataset": "anomaly_synth_aug.data.dataset",
+    "EvaluationDataset": "anomaly_synth_aug.data.dataset",
+    "EpochRandomSampler": "anomaly_synth_aug.data.dataset",
+    "CachedAnomalyDataset": "anomaly_synth_aug.data.cached_dataset",
+    "build_cached_train_dataset": "anomaly_synth_aug.data.cached_dataset",
+    # cache
+    "generate_cache": "anomaly_synth_aug.cache.generation",
+    "SampleCache": "anomaly_synth_aug.cache.store",
+    "VerifyReport": "anomaly_synth_aug.cache.integrity",
+    "verify_cache": "anomaly_synth_aug.cache.integrity:verify",
+    # anomalib models that train on generated anomalies
+    "GeneratorAugmenter": "anomaly_synth_aug.models.augmenter",
+    "GeneratorDraem": "anomaly_synth_aug.models.draem",
+    "GeneratorGlass": "anomaly_synth_aug.models.glass",
+    "SupervisedSupersimplenet": "anomaly_synth_aug.models.supersimplenet",
+    "DefectSegmenter": "anomaly_synth_aug.models.segmenter",
+    # Lightning callbacks and pictures
+    "GeneratorFineTuneCallback": "anomaly_synth_aug.callbacks.finetune",
+    "SyntheticSampleLogger": "anomaly_synth_aug.callbacks.sample_logger",
+    "render_sample_grid": "anomaly_synth_aug.visualization.grid",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -45,7 +75,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'anomaly_synth_aug' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = module.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 
@@ -67,4 +98,31 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         NotFittedError,
         UnknownDefectTypeError,
     )
+    from anomaly_synth_aug.cache.generation import generate_cache
+    from anomaly_synth_aug.cache.integrity import VerifyReport
+    from anomaly_synth_aug.cache.integrity import verify as verify_cache
+    from anomaly_synth_aug.cache.store import SampleCache
+    from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback
+    from anomaly_synth_aug.callbacks.sample_logger import SyntheticSampleLogger
+    from anomaly_synth_aug.data.cached_dataset import CachedAnomalyDataset, build_cached_train_dataset
+    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+    from anomaly_synth_aug.data.dataset import (
+        EpochRandomSampler,
+        EvaluationDataset,
+        SyntheticAnomalyDataset,
+        SyntheticValidationDataset,
+    )
     from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
+    from anomaly_synth_aug.generators.classic import ClassicGenerator
+    from anomaly_synth_aug.generators.cutpaste import CutPasteGenerator
+    from anomaly_synth_aug.generators.diffusion.generator import DiffusionAnomalyGenerator
+    from anomaly_synth_aug.generators.diffusion.pretrained import StableDiffusionInpaintGenerator
+    from anomaly_synth_aug.generators.perlin import PerlinGenerator
+    from anomaly_synth_aug.generators.poisson import PoissonBlendGenerator
+    from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator
+    from anomaly_synth_aug.models.augmenter import GeneratorAugmenter
+    from anomaly_synth_aug.models.draem import GeneratorDraem
+    from anomaly_synth_aug.models.glass import GeneratorGlass
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+    from anomaly_synth_aug.models.supersimplenet import SupervisedSupersimplenet
+    from anomaly_synth_aug.visualization.grid import render_sample_grid

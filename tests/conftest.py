@@ -10,16 +10,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from anomalib.data import Folder
+from shared_fixtures import MAGNETIC_TILE, FakeSquareGenerator, make_folder_datamodule, make_mvtec_layout
 
 # One intra-op thread: tests are small, and two threads fight over the 2 CI cores
 # (measured: small torchvision ops 100x slower when cores are busy).
 torch.set_num_threads(1)
-
-MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
 
 
 @pytest.fixture(scope="session")
@@ -30,142 +28,15 @@ def magnetic_tile_root() -> Path:
     return MAGNETIC_TILE
 
 
-def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A smooth grayscale texture with a little noise: a stand-in for a product surface."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = 120 + 30 * np.sin(xx / (3 + rng.random() * 3)) * np.cos(yy / (4 + rng.random() * 3))
-    return np.clip(base + rng.normal(0, 6, (height, width)), 0, 255).astype(np.uint8)
-
-
-def make_mvtec_layout(
-    root: Path,
-    *,
-    n_train: int = 12,
-    n_test_good: int = 4,
-    defects: dict[str, int] | None = None,
-    size: tuple[int, int] = (48, 64),
-    soft_masks: bool = True,
-    ext: str = ".png",
-    seed: int = 0,
-) -> Path:
-    """Write a tiny MVTec-layout dataset: train/good, test/good, test/<type>, ground_truth/<type>.
-
-    Defects are dark blobs (``scratch``: a line) with masks that have soft (anti-aliased) edges
-    when ``soft_masks`` so the >127 binarisation rule is exercised.
-    """
-    defects = defects if defects is not None else {"blob": 6, "scratch": 6}
-    rng = np.random.default_rng(seed)
-    height, width = size
-
-    def save(img: np.ndarray, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path)
-
-    for i in range(n_train):
-        save(_texture(rng, height, width), root / "train" / "good" / f"{i:03d}{ext}")
-    for i in range(n_test_good):
-        save(_texture(rng, height, width), root / "test" / "good" / f"{i:03d}{ext}")
-    yy, xx = np.mgrid[0:height, 0:width]
-    for defect, count in defects.items():
-        for i in range(count):
-            img = _texture(rng, height, width).astype(np.float32)
-            cy, cx = rng.integers(10, height - 10), rng.integers(10, width - 10)
-            if defect == "scratch":
-                dist = np.abs((yy - cy) - 0.5 * (xx - cx)) / np.sqrt(1.25)
-                inside = (dist < 2.5) & (np.abs(xx - cx) < 12)
-                soft = np.clip(3.0 - dist, 0, 1) * (np.abs(xx - cx) < 12)
-            else:
-                dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-                r = 4 + rng.random() * 3
-                inside = dist < r
-                soft = np.clip(r + 1 - dist, 0, 1)
-            img[inside] *= 0.35
-            save(img.astype(np.uint8), root / "test" / defect / f"{i:03d}{ext}")
-            mask = (soft * 255).astype(np.uint8) if soft_masks else (inside * 255).astype(np.uint8)
-            save(mask, root / "ground_truth" / defect / f"{i:03d}_mask.png")
-    return root
-
-
 @pytest.fixture
 def tiny_mvtec(tmp_path: Path) -> Path:
     """A tiny MVTec-layout dataset (2 defect types, 48x64 grayscale PNGs, soft masks)."""
     return make_mvtec_layout(tmp_path / "tiny")
 
 
-# --------------------------------------------------------------------------- datamodule wrapper fixtures
-from anomalib.data import Folder  # noqa: E402
-
-from anomaly_synth_aug.data.sample import AnomalySample  # noqa: E402
-from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch  # noqa: E402
-
-
-class FakeSquareGenerator(AnomalyGenerator):
-    """A tiny deterministic generator for wrapper tests: paints a white square, records each call's batch size."""
-
-    def __init__(self, side: int = 6) -> None:
-        super().__init__()
-        self.side = side
-        self.calls: list[int] = []
-
-    @property
-    def defect_types(self) -> list[str]:
-        return ["square"]
-
-    def _generate(
-        self,
-        images: list[torch.Tensor],
-        masks: list[torch.Tensor | None],
-        defect_types: list[str | None],
-        generator: torch.Generator | None,
-    ) -> GeneratedBatch:
-        self.calls.append(len(images))
-        out_images, out_masks = [], []
-        for image in images:
-            height, width = image.shape[-2:]
-            side = min(self.side, height, width)
-            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
-            mask = torch.zeros(height, width, dtype=torch.bool)
-            mask[top : top + side, left : left + side] = True
-            out_images.append(torch.where(mask, torch.ones_like(image), image))
-            out_masks.append(mask)
-        return GeneratedBatch(out_images, out_masks, ["square"] * len(images))
-
-
-class FakeLearnedGenerator(FakeSquareGenerator):
-    """``FakeSquareGenerator`` that must be fitted first; records what ``fit`` received."""
-
-    requires_fit = True
-
-    def _fit(
-        self, normal_images: list[torch.Tensor], shots: list[AnomalySample], generator: torch.Generator | None
-    ) -> None:
-        self.fit_normals = len(normal_images)
-        self.fit_shot_paths = [shot.image_path for shot in shots]
-
-
 @pytest.fixture
 def fake_generator() -> FakeSquareGenerator:
     return FakeSquareGenerator()
-
-
-def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None, **kwargs) -> Folder:
-    """An anomalib ``Folder`` datamodule over an MVTec-layout folder (train/good, test/<type>, ground_truth/<type>).
-
-    ``defect_types`` defaults to every ``test/<type>`` folder; keyword arguments go to ``Folder``.
-    """
-    if defect_types is None:
-        defect_types = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
-    options = {"train_batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "val_split_mode": "none", **kwargs}
-    return Folder(
-        name=root.name,
-        root=root,
-        normal_dir="train/good",
-        abnormal_dir=[f"test/{t}" for t in defect_types],
-        normal_test_dir="test/good",
-        mask_dir=[f"ground_truth/{t}" for t in defect_types],
-        **options,
-    )
 
 
 @pytest.fixture

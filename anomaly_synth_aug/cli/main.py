@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns its exit status. Bad input prints one clear line, not a traceback."""
     _show_package_logs()
     try:
-        status = auto_cli(SUBCOMMANDS, args=argv, prog="anomaly-synth-aug", description=__doc__.split("\n\n")[0])
+        status = auto_cli(
+            SUBCOMMANDS, args=argv, as_positional=False, prog="anomaly-synth-aug", description=__doc__.split("\n\n")[0]
+        )
     except AnomalySynthError as exc:
         print(f"anomaly-synth-aug: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,7 +8,7 @@
 4. train the ``DefectSegmenter`` on normals only, with the diffusion defects, and with a
    classic baseline, each through the benchmark's ``run_experiment``, and test each on the
    held-out real defects;
-5. print the AUROC/AP table and the time of every stage.
+5. print the AUROC/AP table and the time of every stage; write ``results.json``.
 
 Every step uses the package's public pieces, the same ones the CLI subcommands use.
 """
@@ -29,7 +29,7 @@ from anomaly_synth_aug.cache import CacheLayout, ManifestEntry, generate_cache
 from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback
 from anomaly_synth_aug.cli.datasets import synthetic_datamodule
 from anomaly_synth_aug.data.io import load_image, load_mask
-from anomaly_synth_aug.demo.textures import DEMO_DATASET_PREFIX, build_texture_dataset
+from anomaly_synth_aug.demo.textures import build_texture_dataset
 from anomaly_synth_aug.demo.timing import StageTimer
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import Preset, run_experiment
@@ -43,10 +43,7 @@ TABLE_METRICS: dict[str, str] = {
     "pixel_AUROC": "pixel AUROC",
     "pixel_AUPR": "pixel AP",
 }
-ARM_TITLES: dict[str, str] = {
-    "none": "normals only (no synthetic defects)",
-    "diffusion": "+ diffusion defects (few-shot, fine-tuned)",
-}
+ARM_TITLES: dict[str, str] = {"none": "normals only", "diffusion": "+ diffusion defects (few-shot)"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,8 @@ class DemoSettings:
             "block_out_channels": (16, 32, 64),
             "batch_size": 16,
             "max_steps": 1500,
-            "max_minutes": 3.0,
-            "num_inference_steps": 20,
+            "max_minutes": 4.0,
+            "num_inference_steps": 10,
             "max_retries": 1,
         }
     )
@@ -90,8 +87,8 @@ class DemoSettings:
         default_factory=lambda: Preset(
             name="demo",
             image_size=128,
-            max_epochs=4,
-            limit_train_batches=6,
+            max_epochs=6,
+            limit_train_batches=8,
             train_batch_size=8,
             eval_batch_size=16,
             num_workers=0,
@@ -167,7 +164,7 @@ def run_demo(
     output = Path(output)
     timer = StageTimer(console)
 
-    with timer.stage("1/5 data"):
+    with timer.stage("1/4 data"):
         root, is_demo = _dataset(output, data, texture, settings, seed)
         if is_demo:
             console.print(
@@ -178,18 +175,21 @@ def run_demo(
                 )
             )
 
-    with timer.stage("2/5 fine-tune the diffusion generator"):
+    with timer.stage("2/4 fine-tune the diffusion generator"):
         generator = DiffusionAnomalyGenerator(category=root.name, **settings.diffusion)
-        datamodule = synthetic_datamodule(
-            root, generator, batch_size=settings.detector.train_batch_size, seed=seed,
-            max_fit_normals=settings.detector.max_fit_normals, val_split_ratio=settings.detector.val_split_ratio,
+        datamodule = synthetic_datamodule(  # the split and fit settings the detector runs use
+            root,
+            generator,
+            seed=seed,
+            max_fit_normals=settings.detector.max_fit_normals,
+            val_split_ratio=settings.detector.val_split_ratio,
         )
         callback = GeneratorFineTuneCallback(output / "generators", on_mismatch="retrain")
         action = callback.prepare(datamodule)
         generator_dir = callback.checkpoint_path(root.name)
         console.print(f"generator {action} ({len(datamodule.shot_records)} shots): {generator_dir}")
 
-    with timer.stage("3/5 generate samples"):
+    with timer.stage("3/4 generate samples"):
         cache_dir = output / "cache" / root.name
         entries = generate_cache(
             cache_dir,
@@ -205,9 +205,9 @@ def run_demo(
     records: dict[str, dict[str, Any]] = {}
     arms = ["none", "diffusion"] + ([settings.classic_baseline] if settings.classic_baseline else [])
     preset = replace(settings.detector, diffusion=dict(settings.diffusion))
-    with timer.stage("4/5 train and test the detector"):
+    with timer.stage("4/4 train and test the detector"):
         for arm in arms:
-            console.print(f"DefectSegmenter, {ARM_TITLES.get(arm, f'+ {arm} defects (classic baseline)')} ...")
+            console.print(f"DefectSegmenter, trained on {arm_title(arm)} ...")
             records[arm] = run_experiment(
                 root,
                 arm,
@@ -218,23 +218,17 @@ def run_demo(
                 work_dir=output / "detectors" / arm,
             )
 
-    with timer.stage("5/5 report"):
-        console.print(results_table(records, title=_title(root, is_demo)))
-        results_path = output / "results.json"
-        results_path.write_text(
-            json.dumps(
-                {
-                    "data": str(root),
-                    "demo_dataset": is_demo,
-                    "settings": asdict(settings),
-                    "records": records,
-                    "stage_seconds": timer.seconds,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    console.print(results_table(records, title=_title(root, is_demo)))
     console.print(stage_table(timer.seconds))
+    results_path = output / "results.json"
+    summary = {
+        "data": str(root),
+        "demo_dataset": is_demo,
+        "settings": asdict(settings),
+        "records": records,
+        "stage_seconds": timer.seconds,
+    }
+    results_path.write_text(json.dumps(summary, indent=2, default=str))
     return DemoResult(
         data=root,
         is_demo_dataset=is_demo,
@@ -281,6 +275,11 @@ def _title(root: Path, is_demo: bool) -> str:
     return f"DefectSegmenter on held-out real defects -- {label}: {root.name}"
 
 
+def arm_title(arm: str) -> str:
+    """Row title of a training arm: what the detector saw besides the training normals."""
+    return ARM_TITLES.get(arm, f"+ {arm} defects (classic)")
+
+
 def results_table(records: dict[str, dict[str, Any]], title: str) -> Table:
     """AUROC/AP per training arm (test set: held-out real defects and all test normals)."""
     table = Table(title=title)
@@ -291,8 +290,7 @@ def results_table(records: dict[str, dict[str, Any]], title: str) -> Table:
     for arm, record in records.items():
         values = [record["metrics"].get(name) for name in TABLE_METRICS]
         cells = ["n/a" if value is None else f"{value:.3f}" for value in values]
-        title_cell = ARM_TITLES.get(arm, f"+ {arm} defects (classic baseline)")
-        table.add_row(title_cell, *cells, f"{record['timings']['train_s']:.0f}")
+        table.add_row(arm_title(arm), *cells, f"{record['timings']['train_s']:.0f}")
     return table
 
 
@@ -307,4 +305,3 @@ def stage_table(seconds: dict[str, float]) -> Table:
     return table
 
 
-__all__ = ["DEMO_DATASET_PREFIX", "DemoResult", "DemoSettings", "results_table", "run_demo", "stage_table"]

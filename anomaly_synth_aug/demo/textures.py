@@ -10,8 +10,12 @@ exact. It is a toy stand-in for a product surface, labelled ``DEMO`` everywhere
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +27,9 @@ from anomaly_synth_aug.errors import InvalidInputError
 DEMO_TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 DEMO_DEFECT_TYPES: tuple[str, ...] = ("blob", "crack", "scratch")
 DEMO_DATASET_PREFIX = "DEMO_textures"
+#: Written last into a demo dataset: the arguments it was built with (and the mark that it is one).
+SPEC_FILE = "demo_dataset.json"
+SPEC_VERSION = 1
 
 _README = """DEMO DATASET -- NOT REAL INSPECTION DATA
 
@@ -124,6 +131,11 @@ def demo_category_name(texture: str) -> str:
     return f"{DEMO_DATASET_PREFIX}_{texture}"
 
 
+def _saved_spec(category: Path) -> dict[str, Any] | None:
+    spec_path = category / SPEC_FILE
+    return json.loads(spec_path.read_text()) if spec_path.is_file() else None
+
+
 def build_texture_dataset(
     root: str | Path,
     texture: str = "brick",
@@ -139,7 +151,9 @@ def build_texture_dataset(
 
     ``n_per_defect`` images per defect type go to ``test/<type>`` (the few-shot split later
     gives the first third to the generator as shots, the rest are held-out test anomalies),
-    with binary masks in ``ground_truth/<type>/<stem>_mask.png``. Same seed, same files.
+    with binary masks in ``ground_truth/<type>/<stem>_mask.png``. Same arguments, same files:
+    an existing folder built with the same arguments is kept as is (caches key on file times),
+    one built with other arguments is replaced. The folder appears complete or not at all.
     """
     unknown = sorted(set(defect_types) - set(DEFECT_PAINTERS))
     if unknown:
@@ -149,22 +163,58 @@ def build_texture_dataset(
             "n_train, n_test_good and n_per_defect must all be >= 1",
             fix="the few-shot split needs normals, test normals and at least one defect per type",
         )
-    category = Path(root) / demo_category_name(texture)
     texture_image = load_texture(texture)
-    rng = np.random.default_rng(seed)
+    random_crop(texture_image, image_size, np.random.default_rng(0))  # checks image_size before writing anything
+    spec = {
+        "format_version": SPEC_VERSION,
+        "texture": texture,
+        "image_size": image_size,
+        "n_train": n_train,
+        "n_test_good": n_test_good,
+        "n_per_defect": n_per_defect,
+        "defect_types": list(defect_types),
+        "seed": seed,
+    }
+    category = Path(root) / demo_category_name(texture)
+    if category.exists():
+        saved = _saved_spec(category)
+        if saved == spec:
+            return category
+        if saved is None:
+            raise InvalidInputError(
+                "folder exists but is not a demo dataset; refusing to replace it",
+                path=category,
+                fix="choose another output folder",
+            )
+        shutil.rmtree(category)
+    category.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{category.name}.tmp-", dir=category.parent))
+    try:
+        _write_dataset(staging, texture_image, spec)
+        staging.rename(category)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return category
+
+
+def _write_dataset(folder: Path, texture_image: np.ndarray, spec: dict[str, Any]) -> None:
+    rng = np.random.default_rng(spec["seed"])
+    size = spec["image_size"]
 
     def save(array: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(array).save(path)
 
-    for index in range(n_train):
-        save(random_crop(texture_image, image_size, rng), category / "train" / "good" / f"{index:03d}.png")
-    for index in range(n_test_good):
-        save(random_crop(texture_image, image_size, rng), category / "test" / "good" / f"{index:03d}.png")
-    for defect_type in defect_types:
-        for index in range(n_per_defect):
-            image, mask = DEFECT_PAINTERS[defect_type](random_crop(texture_image, image_size, rng), rng)
-            save(image, category / "test" / defect_type / f"{index:03d}.png")
-            save(mask, category / "ground_truth" / defect_type / f"{index:03d}_mask.png")
-    (category / "README.txt").write_text(_README.format(texture=texture, defects=", ".join(defect_types)))
-    return category
+    for index in range(spec["n_train"]):
+        save(random_crop(texture_image, size, rng), folder / "train" / "good" / f"{index:03d}.png")
+    for index in range(spec["n_test_good"]):
+        save(random_crop(texture_image, size, rng), folder / "test" / "good" / f"{index:03d}.png")
+    for defect_type in spec["defect_types"]:
+        for index in range(spec["n_per_defect"]):
+            image, mask = DEFECT_PAINTERS[defect_type](random_crop(texture_image, size, rng), rng)
+            save(image, folder / "test" / defect_type / f"{index:03d}.png")
+            save(mask, folder / "ground_truth" / defect_type / f"{index:03d}_mask.png")
+    (folder / "README.txt").write_text(
+        _README.format(texture=spec["texture"], defects=", ".join(spec["defect_types"]))
+    )
+    (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2))

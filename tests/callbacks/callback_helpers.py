@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
-from conftest import make_folder_datamodule
+from shared_fixtures import make_folder_datamodule
 from safetensors.torch import load_file, save_file
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from callback_helpers import CountingLearnedGenerator, TinyModule, synthetic_datamodule, tiny_trainer
-from conftest import FakeSquareGenerator, make_mvtec_layout
+from shared_fixtures import FakeSquareGenerator, make_mvtec_layout
 from PIL import Image
 
 from anomaly_synth_aug.callbacks.finetune import (

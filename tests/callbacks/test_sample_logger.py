@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from callback_helpers import TinyModule, synthetic_datamodule, tiny_trainer
-from conftest import FakeSquareGenerator
+from shared_fixtures import FakeSquareGenerator
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import ImageBatch, ImageItem
-from conftest import FakeLearnedGenerator, FakeSquareGenerator
+from shared_fixtures import FakeLearnedGenerator, FakeSquareGenerator
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import Resize
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule, ImageBatch
-from conftest import FakeLearnedGenerator, FakeSquareGenerator, make_folder_datamodule
+from shared_fixtures import FakeLearnedGenerator, FakeSquareGenerator, make_folder_datamodule
 from jsonargparse import ArgumentParser
 from torchvision.transforms.v2 import Resize
 
@@ -145,7 +145,7 @@ def test_builds_from_anomalib_cli_style_arguments(tiny_mvtec: Path) -> None:
             "--data.datamodule.name=tiny",
             f"--data.datamodule.root={tiny_mvtec}",
             "--data.datamodule.normal_dir=train/good",
-            "--data.generator=conftest.FakeSquareGenerator",
+            "--data.generator=shared_fixtures.FakeSquareGenerator",
             "--data.anomaly_ratio=0.25",
         ]
     )

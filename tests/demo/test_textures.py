@@ -72,3 +72,24 @@ def test_same_seed_same_files(tmp_path: Path) -> None:
 def test_bad_arguments_are_named(tmp_path: Path, arguments: dict, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         build_texture_dataset(tmp_path, **arguments)
+
+
+def test_rebuild_keeps_identical_files_and_replaces_changed_ones(tmp_path: Path) -> None:
+    small = {"image_size": 32, "n_train": 3, "n_test_good": 1, "n_per_defect": 1}
+    root = build_texture_dataset(tmp_path, "brick", **small)
+    first_normal = root / "train" / "good" / "000.png"
+    mtime = first_normal.stat().st_mtime_ns
+    assert build_texture_dataset(tmp_path, "brick", **small) == root
+    assert first_normal.stat().st_mtime_ns == mtime  # untouched: caches keyed on file times stay valid
+
+    build_texture_dataset(tmp_path, "brick", **{**small, "n_train": 2})
+    assert sorted(p.name for p in (root / "train" / "good").iterdir()) == ["000.png", "001.png"]  # no stale files
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no staging leftovers
+
+
+def test_never_replaces_a_folder_it_did_not_build(tmp_path: Path) -> None:
+    (tmp_path / "DEMO_textures_brick").mkdir()
+    (tmp_path / "DEMO_textures_brick" / "precious.png").write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="not a demo dataset"):
+        build_texture_dataset(tmp_path, "brick", image_size=32, n_train=1, n_test_good=1, n_per_defect=1)
+    assert (tmp_path / "DEMO_textures_brick" / "precious.png").exists()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.engine import Engine
-from conftest import make_folder_datamodule
+from shared_fixtures import make_folder_datamodule
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule

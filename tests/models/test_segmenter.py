@@ -11,15 +11,6 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.segmenter import DefectSegmenter, SegmenterModel
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on shared CPUs two threads spin-wait and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_batch(count: int, generator: torch.Generator) -> SimpleNamespace:
     """Dark noisy images, half with a bright 8x8 square: a trivially separable segmentation task."""
     images = torch.rand(count, 3, 32, 32, generator=generator) * 0.3

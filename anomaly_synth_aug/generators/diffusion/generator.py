@@ -120,6 +120,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         category: name of the category (recorded; a checkpoint of another category will not load).
         patch_size: side of the square patch the defect is generated in (multiple of 4).
         fill: fraction of the patch side the mask's bounding box spans; the rest is context.
+        max_aspect: largest aspect ratio of the crop box (long thin defects keep their width).
         block_out_channels: UNet widths per level.
         layers_per_block: UNet ResNet layers per level.
         attention: self-attention at the UNet's lowest resolution.
@@ -154,12 +155,13 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
     def __init__(
         self,
         category: str = "category",
-        patch_size: int = 48,
+        patch_size: int = 32,
         fill: float = 0.5,
-        block_out_channels: Sequence[int] = (32, 64, 96),
+        max_aspect: float = 3.0,
+        block_out_channels: Sequence[int] = (32, 64, 64),
         layers_per_block: int = 1,
         attention: bool = True,
-        max_steps: int | None = 3000,
+        max_steps: int | None = 4000,
         max_minutes: float | None = 9.0,
         batch_size: int = 32,
         learning_rate: float = 1e-3,
@@ -194,6 +196,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self.category = category
         self.patch_size = patch_size
         self.fill = fill
+        self.max_aspect = max_aspect
         self.block_out_channels = tuple(block_out_channels)
         self.layers_per_block = layers_per_block
         self.attention = attention
@@ -227,6 +230,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self._noise_scheduler = make_noise_scheduler()
         self._mask_bank: ShotMaskBank | None = None
         self._mask_prior: MaskPrior | None = None
+        self._image_channels = 3
         self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
         self.training_report: TrainingReport | None = None
 
@@ -257,16 +261,17 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                     prior = MaskPrior(defect_types=self._defect_types)
                 self._mask_prior = prior.fit(self._mask_bank, self.mask_prior_steps, generator, self.progress)
             images = [*normal_images, *(shot.image for shot in shots)]
-            channels = 1 if all(is_grayscale(image) for image in images) else 3
+            self._image_channels = 1 if all(is_grayscale(image) for image in images) else 3
             with seeded_global_rng(generator):
-                self._denoiser = self._build_denoiser(len(self._defect_types), channels)
+                self._denoiser = self._build_denoiser(len(self._defect_types), self._image_channels)
             source = PatchSource(
                 shots,
                 normal_images,
                 self._defect_types,
                 patch_size=self.patch_size,
                 fill=self.fill,
-                channels=channels,
+                max_aspect=self.max_aspect,
+                channels=self._image_channels,
             )
             settings = TrainingSettings(
                 max_steps=self.max_steps,
@@ -331,6 +336,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             "category": self.category,
             "defect_types": self._defect_types,
             "patch_size": self.patch_size,
+            "image_channels": self._image_channels,
             "block_out_channels": list(self.block_out_channels),
             "layers_per_block": self.layers_per_block,
             "attention": self.attention,
@@ -347,7 +353,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         jobs = []
         for image, mask, name in zip(images, masks, defect_types, strict=True):
             rng = torch.Generator().manual_seed(derive_seed(generator))
-            name = name if name is not None else self._defect_types[int(torch.randint(len(self._defect_types), (), generator=rng))]
+            name = name if name is not None else self._random_type(rng)
             token = self.denoiser.token(self._defect_types.index(name) + 1)[0].detach()
             jobs.append(self._job(image, mask, name, token, name, rng, check_quality=self.quality_filter))
         return self._synthesise(jobs)
@@ -374,7 +380,9 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         jobs = []
         for image, mask in zip(images, mask_list, strict=True):
             rng = torch.Generator().manual_seed(derive_seed(generator))
-            mask_type = first if float(torch.rand((), generator=rng)) < weight else second
+            mask_type = first  # only drawn when a mask must be sampled, so given masks leave the stream alone
+            if mask is None and float(torch.rand((), generator=rng)) >= weight:
+                mask_type = second
             jobs.append(self._job(image, mask, mask_type, token, f"{first}+{second}", rng, self.quality_filter))
         return self._synthesise(jobs)
 
@@ -395,8 +403,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         jobs = []
         for image, mask in zip(images, mask_list, strict=True):
             rng = torch.Generator().manual_seed(derive_seed(generator))
-            shape_type = self._defect_types[int(torch.randint(len(self._defect_types), (), generator=rng))]
-            jobs.append(self._job(image, mask, shape_type, token, NORMAL_TYPE, rng, check_quality=False))
+            jobs.append(self._job(image, mask, self._random_type(rng), token, NORMAL_TYPE, rng, check_quality=False))
         return self._synthesise(jobs)
 
     def _normalise_inputs(
@@ -406,6 +413,9 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             raise NotFittedError(f"{type(self).__name__} must be fitted before generating")
         images = as_image_list(normal_images)
         return images, self._check_masks(images, masks)
+
+    def _random_type(self, rng: torch.Generator) -> str:
+        return self._defect_types[int(torch.randint(len(self._defect_types), (), generator=rng))]
 
     def _check_type(self, name: str) -> None:
         if name not in self._defect_types:
@@ -426,7 +436,13 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
     ) -> _Job:
         if mask is None:
             mask = self._sample_mask(image, mask_type, rng)
-        box = context_box(mask_bbox(mask), tuple(image.shape[-2:]), patch_size=self.patch_size, fill=self.fill)
+        box = context_box(
+            mask_bbox(mask),
+            tuple(image.shape[-2:]),
+            patch_size=self.patch_size,
+            fill=self.fill,
+            max_aspect=self.max_aspect,
+        )
         return _Job(image, mask, box, token, label, rng, check_quality)
 
     def _sample_mask(self, image: torch.Tensor, defect_type: str, rng: torch.Generator) -> torch.Tensor:
@@ -443,6 +459,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
     @torch.no_grad()
     def _synthesise(self, jobs: list[_Job]) -> GeneratedBatch:
         """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times."""
+        if not jobs:
+            return GeneratedBatch(images=[], masks=[], defect_types=[])
         sampler = PatchSampler(
             self.denoiser,
             self._noise_scheduler,

@@ -46,9 +46,9 @@ class DefectDenoiser(ModelMixin, ConfigMixin):
     def __init__(
         self,
         num_defect_types: int,
-        patch_size: int = 48,
+        patch_size: int = 32,
         image_channels: int = 3,
-        block_out_channels: tuple[int, ...] = (32, 64, 96),
+        block_out_channels: tuple[int, ...] = (32, 64, 64),
         layers_per_block: int = 1,
         attention: bool = True,
         norm_num_groups: int | None = None,

@@ -2,8 +2,9 @@
 
 Generating the whole image would waste compute on background and shrink small
 defects to nothing. Instead a context box is cut around the mask's bounding box
-(the bbox fills ``fill`` of the box side, and the box is never smaller than the
-patch, so small defects are modelled 1:1), resized to ``patch_size`` and, after
+(the bbox fills ``fill`` of each box side, the box is never smaller than the
+patch, so small defects are modelled 1:1, and long thin defects get a box of
+bounded aspect ratio so they stay visible), resized to ``patch_size`` and, after
 generation, resized back and pasted *only inside a mask*, so every pixel outside
 it is bit-identical to the input. Training and generation use the same rule, so
 the model always sees defects at the scale it will be asked to draw them.
@@ -60,21 +61,30 @@ def context_box(
     patch_size: int,
     fill: float,
     offset: tuple[float, float] = (0.5, 0.5),
+    max_aspect: float = 1.0,
 ) -> CropBox:
-    """The box to generate in: a square of side ``max(patch_size, longest bbox side / fill)``, clamped to the image.
+    """The box to generate in, clamped to the image and always containing ``bbox``.
 
-    ``offset`` (each in [0, 1]) says where the bbox sits inside the box along (rows, cols):
-    0.5 centres it, other values shift the context (training jitter). The box always contains
-    the bbox; where the image is smaller than the square, that side is the whole image (the
-    patch is then resized anisotropically, and pasted back with the inverse resize).
+    Each side is ``max(patch_size, bbox side / fill)``; the longer side is then at most
+    ``max_aspect`` times the shorter one (1.0: a square of the longest side). A square box
+    shrinks a long thin defect (a crack) until it is sub-pixel in the patch; allowing an
+    aspect ratio keeps its width. ``offset`` (each in [0, 1]) says where the bbox sits inside
+    the box along (rows, cols): 0.5 centres it, other values shift the context (training
+    jitter). Where the image is smaller than a side, that side is the whole image. The patch
+    is resized (anisotropically if need be) and pasted back with the inverse resize.
     """
     if not 0.0 < fill <= 1.0:
         raise InvalidInputError(f"fill must be in (0, 1], got {fill}", fix="use e.g. 0.5 (bbox spans half the patch)")
+    if max_aspect < 1.0:
+        raise InvalidInputError(f"max_aspect must be >= 1, got {max_aspect}", fix="use 1.0 for square boxes")
     height, width = image_size
     if bbox.top < 0 or bbox.left < 0 or bbox.bottom > height or bbox.right > width:
         raise MaskError(f"mask bbox {bbox} lies outside the image of size {image_size}", fix="pass the image's own mask")
-    side = max(patch_size, math.ceil(max(bbox.height, bbox.width) / fill))
-    box_h, box_w = min(side, height), min(side, width)
+    side_h = max(patch_size, math.ceil(bbox.height / fill))
+    side_w = max(patch_size, math.ceil(bbox.width / fill))
+    longest = max(side_h, side_w)
+    side_h, side_w = max(side_h, math.ceil(longest / max_aspect)), max(side_w, math.ceil(longest / max_aspect))
+    box_h, box_w = min(side_h, height), min(side_w, width)
     top = _place(bbox.top, bbox.bottom, box_h, height, offset[0])
     left = _place(bbox.left, bbox.right, box_w, width, offset[1])
     return CropBox(top, left, box_h, box_w)

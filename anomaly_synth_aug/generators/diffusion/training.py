@@ -95,6 +95,7 @@ class PatchSource:
         defect_types: ordered type names; type ``k`` gets token ``k + 1``.
         patch_size: side of the patches.
         fill: nominal fraction of the patch side the mask bbox spans (jittered by ``fill_jitter``).
+        max_aspect: largest aspect ratio of the crop box (see ``context_box``).
         augment: flips, rot90 and gain/offset jitter (off for tests that need exact crops).
         channels: image channels the model works in (1 for grey datasets, see ``channels_for_model``).
     """
@@ -108,6 +109,7 @@ class PatchSource:
         patch_size: int,
         fill: float,
         fill_jitter: float = 1.3,
+        max_aspect: float = 1.0,
         augment: bool = True,
         channels: int = 3,
     ) -> None:
@@ -115,6 +117,7 @@ class PatchSource:
         self.patch_size = patch_size
         self.fill = fill
         self.fill_jitter = fill_jitter
+        self.max_aspect = max_aspect
         self.augment = augment
         self.normal_images = [channels_for_model(image, channels) for image in normal_images]
         self.shots = list(shots)
@@ -151,12 +154,14 @@ class PatchSource:
         )
 
     def _jittered_box(self, bbox: CropBox, image_size: tuple[int, int], generator: torch.Generator | None) -> CropBox:
-        if not self.augment:
-            return context_box(bbox, image_size, patch_size=self.patch_size, fill=self.fill)
-        scale = math.exp(_uniform(-math.log(self.fill_jitter), math.log(self.fill_jitter), generator))
-        offset = (_uniform(0.2, 0.8, generator), _uniform(0.2, 0.8, generator))
-        fill = min(1.0, self.fill * scale)
-        return context_box(bbox, image_size, patch_size=self.patch_size, fill=fill, offset=offset)
+        fill, offset = self.fill, (0.5, 0.5)
+        if self.augment:
+            scale = math.exp(_uniform(-math.log(self.fill_jitter), math.log(self.fill_jitter), generator))
+            offset = (_uniform(0.2, 0.8, generator), _uniform(0.2, 0.8, generator))
+            fill = min(1.0, self.fill * scale)
+        return context_box(
+            bbox, image_size, patch_size=self.patch_size, fill=fill, offset=offset, max_aspect=self.max_aspect
+        )
 
     def _shot_patch(
         self, index: int, generator: torch.Generator | None

@@ -99,3 +99,14 @@ def test_paste_rejects_region_outside_box() -> None:
     region = _mask((40, 50), 0, 0, 3, 3)
     with pytest.raises(MaskError, match="outside"):
         paste_patch(torch.rand(3, 40, 50), torch.rand(3, 10, 10), CropBox(20, 20, 10, 10), region)
+
+
+def test_aspect_ratio_keeps_thin_defects_wide_enough() -> None:
+    crack = CropBox(20, 50, 180, 4)
+    square = context_box(crack, (400, 400), patch_size=32, fill=0.5)
+    tall = context_box(crack, (400, 400), patch_size=32, fill=0.5, max_aspect=3.0)
+    assert (square.height, square.width) == (360, 360)
+    assert (tall.height, tall.width) == (360, 120)  # width scale 120/32 instead of 360/32
+    assert tall.left <= 50 and tall.right >= 54
+    with pytest.raises(InvalidInputError, match="max_aspect"):
+        context_box(crack, (400, 400), patch_size=32, fill=0.5, max_aspect=0.5)

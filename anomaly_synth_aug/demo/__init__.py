@@ -1,0 +1,1 @@
+"""The offline demo: an embedded texture dataset and the end-to-end few-shot pipeline."""

@@ -1,0 +1,259 @@
+"""Benchmark results on disk (resumable JSON) and their summaries (markdown tables, gain chart).
+
+The JSON keeps *every* run, never only aggregates, so any table can be recomputed. It is
+rewritten atomically after each run, so an interrupted benchmark loses at most the run in
+progress and resumes by skipping the runs already recorded.
+
+Gains are *paired by seed*: seed ``s`` of a generator is compared with seed ``s`` of ``"none"``
+(same validation hold-out and initialisation), and the table shows the mean ± standard deviation
+of those per-seed differences.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from anomaly_synth_aug.errors import InvalidInputError
+
+BASELINE = "none"
+#: Columns of the detection table, in order, with their display names.
+DETECTION_COLUMNS: dict[str, str] = {
+    "image_AUROC": "image AUROC",
+    "image_AUPR": "image AP",
+    "pixel_AUROC": "pixel AUROC",
+    "pixel_AUPR": "pixel AP",
+    "pixel_AUPRO": "pixel AUPRO",
+    "image_F1Score": "image F1 @val thr.",
+}
+#: Metrics whose gain over the baseline is tabulated and plotted.
+GAIN_METRICS: tuple[str, ...] = ("image_AUROC", "pixel_AUPRO")
+
+
+class ResultsStore:
+    """The results JSON: ``{"meta": {...}, "runs": [...], "quality": [...]}``.
+
+    A run is identified by (preset, generator, detector, seed), a quality record by
+    (preset, generator, seed). ``add_*`` replaces a record with the same key and saves at once.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta: dict[str, Any] = {}
+        self.runs: list[dict[str, Any]] = []
+        self.quality: list[dict[str, Any]] = []
+        if self.path.is_file():
+            try:
+                content = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(
+                    f"results file is not valid JSON ({exc})",
+                    path=self.path,
+                    fix="move it aside to start over (each write is atomic, so this file was edited by hand)",
+                ) from exc
+            self.meta = content.get("meta", {})
+            self.runs = content.get("runs", [])
+            self.quality = content.get("quality", [])
+
+    @staticmethod
+    def run_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
+        return (record["preset"], record["generator"], record["detector"], int(record["seed"]))
+
+    @staticmethod
+    def quality_key(record: dict[str, Any]) -> tuple[str, str, int]:
+        return (record["preset"], record["generator"], int(record["seed"]))
+
+    def has_run(self, preset: str, generator: str, detector: str, seed: int) -> bool:
+        return any(self.run_key(r) == (preset, generator, detector, seed) for r in self.runs)
+
+    def has_quality(self, preset: str, generator: str, seed: int) -> bool:
+        return any(self.quality_key(r) == (preset, generator, seed) for r in self.quality)
+
+    def add_run(self, record: dict[str, Any]) -> None:
+        key = self.run_key(record)
+        self.runs = [r for r in self.runs if self.run_key(r) != key] + [record]
+        self.save()
+
+    def add_quality(self, record: dict[str, Any]) -> None:
+        key = self.quality_key(record)
+        self.quality = [r for r in self.quality if self.quality_key(r) != key] + [record]
+        self.save()
+
+    def save(self) -> Path:
+        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"meta": self.meta, "runs": self.runs, "quality": self.quality}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+        tmp.replace(self.path)
+        return self.path
+
+
+def json_safe(value: Any) -> Any:
+    """Strict JSON: NaN becomes null, infinities become the strings ``"inf"`` / ``"-inf"``."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for no values; std None for one value)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def per_seed(runs: Iterable[dict[str, Any]], detector: str, generator: str, metric: str) -> dict[int, float]:
+    """``{seed: value}`` of one metric for one (detector, generator); missing values left out."""
+    return {
+        int(r["seed"]): r["metrics"][metric]
+        for r in runs
+        if r["detector"] == detector and r["generator"] == generator and r["metrics"].get(metric) is not None
+    }
+
+
+def paired_gain(
+    runs: Sequence[dict[str, Any]], detector: str, generator: str, metric: str, baseline: str = BASELINE
+) -> tuple[float | None, float | None, int]:
+    """Mean and std of ``metric(generator, s) - metric(baseline, s)`` over seeds present in both."""
+    ours, base = per_seed(runs, detector, generator, metric), per_seed(runs, detector, baseline, metric)
+    differences = [ours[s] - base[s] for s in sorted(ours.keys() & base.keys())]
+    mean, std = mean_std(differences)
+    return mean, std, len(differences)
+
+
+def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    values = set(values)
+    return [v for v in order if v in values] + sorted(values - set(order))
+
+
+# --------------------------------------------------------------------------------- markdown
+def _cell(mean: float | None, std: float | None, *, signed: bool = False) -> str:
+    if mean is None:
+        return "n/a"
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return text + (f" ± {std:.3f}" if std is not None else "")
+
+
+def detection_markdown(
+    runs: Sequence[dict[str, Any]], generator_order: Sequence[str] = (), detector_order: Sequence[str] = ()
+) -> str:
+    """One table per detector: mean ± std over seeds per generator, and the paired gain vs ``none``."""
+    lines: list[str] = []
+    for detector in _ordered({r["detector"] for r in runs}, detector_order):
+        mine = [r for r in runs if r["detector"] == detector]
+        seeds = sorted({int(r["seed"]) for r in mine})
+        lines += [f"### {detector}", "", f"Seeds: {', '.join(map(str, seeds))}. Mean ± sample std over seeds.", ""]
+        headers = ["generator", "runs", *DETECTION_COLUMNS.values()]
+        headers += [f"Δ {DETECTION_COLUMNS[m]} vs none" for m in GAIN_METRICS]
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        for generator in _ordered({r["generator"] for r in mine}, generator_order):
+            count = sum(r["generator"] == generator for r in mine)
+            cells = [generator, str(count)]
+            for metric in DETECTION_COLUMNS:
+                cells.append(_cell(*mean_std(list(per_seed(mine, detector, generator, metric).values()))))
+            for metric in GAIN_METRICS:
+                if generator == BASELINE:
+                    cells.append("—")
+                    continue
+                mean, std, _ = paired_gain(mine, detector, generator, metric)
+                cells.append(_cell(mean, std, signed=True))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def quality_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequence[str] = ()) -> str:
+    """Generation quality per generator: mean ± std over seeds."""
+    columns = {
+        "c2st_auroc": "C2ST AUROC (0.5 = indistinguishable)",
+        "diversity_generated": "diversity generated",
+        "diversity_real": "diversity real",
+        "diversity_ratio": "diversity ratio gen/real",
+        "images_per_s": "images/s",
+    }
+    headers = ["generator", "seeds", *columns.values(), "background outside mask"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for generator in _ordered({q["generator"] for q in quality}, generator_order):
+        mine = [q for q in quality if q["generator"] == generator]
+        cells = [generator, str(len(mine))]
+        for key in columns:
+            cells.append(_cell(*mean_std([q[key] for q in mine if q.get(key) is not None])))
+        exact = min(q["background_bit_exact_share"] for q in mine)
+        worst = min(float(q["background_psnr_min_db"]) for q in mine)  # "inf" parses as infinity
+        cells.append("bit-exact (PSNR ∞)" if exact == 1.0 else f"min PSNR {worst:.1f} dB, {exact:.0%} bit-exact")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ chart
+def plot_gains(
+    runs: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] = GAIN_METRICS,
+    generator_order: Sequence[str] = (),
+    detector_order: Sequence[str] = (),
+) -> Path | None:
+    """Bar chart of the paired gains vs ``none`` (one panel per detector, error bars = std over seeds).
+
+    Returns None (and draws nothing) when no generator has a baseline to compare with.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    detectors = [
+        d
+        for d in _ordered({r["detector"] for r in runs}, detector_order)
+        if any(r["detector"] == d and r["generator"] == BASELINE for r in runs)
+    ]
+    panels = []
+    for detector in detectors:
+        generators = [
+            g for g in _ordered({r["generator"] for r in runs if r["detector"] == detector}, generator_order)
+            if g != BASELINE
+        ]
+        if generators:
+            panels.append((detector, generators))
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 + 2.2 * max(len(g) for _, g in panels), 4), squeeze=False)
+    width = 0.8 / len(metrics)
+    for axis, (detector, generators) in zip(axes[0], panels, strict=True):
+        for index, metric in enumerate(metrics):
+            gains = [paired_gain(runs, detector, g, metric) for g in generators]
+            axis.bar(
+                [x + (index - (len(metrics) - 1) / 2) * width for x in range(len(generators))],
+                [g[0] if g[0] is not None else 0.0 for g in gains],
+                width,
+                yerr=[g[1] or 0.0 for g in gains],
+                capsize=3,
+                label=DETECTION_COLUMNS.get(metric, metric),
+            )
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(generators)), generators, rotation=30, ha="right")
+        axis.set_title(detector)
+        axis.set_ylabel("gain vs no synthetic anomalies")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+

@@ -1,0 +1,84 @@
+"""Tiny end-to-end runs of the benchmark scripts (smoke preset, tiny dataset): they run, write, resume."""
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path, monkeypatch) -> None:
+    downstream = load_script("downstream")
+    out = tmp_path / "out"
+    argv = [
+        "--data", str(tiny_mvtec), "--preset", "smoke", "--generators", "none", "perlin",
+        "--detectors", "segmenter", "--seeds", "0", "--out", str(out), "--work-dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    assert downstream.main(argv) == 0
+
+    results = json.loads((out / "downstream_smoke.json").read_text())
+    assert [(r["generator"], r["detector"], r["seed"]) for r in results["runs"]] == [
+        ("none", "segmenter", 0),
+        ("perlin", "segmenter", 0),
+    ]
+    perlin = results["runs"][1]
+    assert 0.0 <= perlin["metrics"]["image_AUROC"] <= 1.0 and perlin["thresholds"]["image"] is not None
+    assert results["runs"][0]["metrics"]["image_F1Score"] is None  # "none" has no validation threshold
+    assert perlin["data"]["shots"] == 4 and perlin["data"]["test_anomalies"] == 8  # shots left the test set
+    (quality,) = results["quality"]
+    assert quality["generator"] == "perlin" and 0.0 <= quality["c2st_auroc"] <= 1.0
+    assert quality["background_psnr_min_db"] == "inf"  # strict JSON for a bit-exact background
+    table = (out / "downstream_smoke.md").read_text()
+    assert "| perlin | 1 |" in table and "Δ image AUROC vs none" in table
+    assert (out / "downstream_smoke_gains.png").stat().st_size > 0
+    assert (out / "samples" / "smoke" / "perlin.png").stat().st_size > 0
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a recorded run was run again")
+
+    monkeypatch.setattr(downstream, "run_experiment", must_not_run)
+    monkeypatch.setattr(downstream, "measure_generation_quality", must_not_run)
+    assert downstream.main(argv) == 0  # everything is already recorded: nothing reruns
+    assert json.loads((out / "downstream_smoke.json").read_text())["runs"] == results["runs"]
+
+
+def test_downstream_refuses_to_mix_datasets(tiny_mvtec: Path, tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "downstream_smoke.json").write_text(
+        json.dumps({"meta": {"data": "/elsewhere"}, "runs": [{"preset": "smoke"}], "quality": []})
+    )
+    with pytest.raises(ValueError, match="another dataset or preset"):
+        downstream.main(["--data", str(tiny_mvtec), "--preset", "smoke", "--out", str(out)])
+
+
+def test_speed_measures_generation_and_epoch_overhead(tiny_mvtec: Path, tmp_path: Path) -> None:
+    speed = load_script("speed")
+    out = tmp_path / "out"
+    argv = [
+        "--data", str(tiny_mvtec), "--preset", "smoke", "--generators", "perlin", "cutpaste",
+        "--threads", "1", "--num-workers", "0", "--out", str(out), "--work-dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    assert speed.main(argv) == 0
+
+    report = json.loads((out / "speed_smoke.json").read_text())
+    assert set(report["generators"]) == {"perlin", "cutpaste"}
+    assert all(g["images_per_s"] > 0 and g["images"] == 4 for g in report["generators"].values())
+    epochs = report["epochs"]
+    assert epochs["generator"] == "PerlinGenerator"
+    for mode in ("plain", "online", "cached"):
+        assert len(epochs[mode]["epochs_s"]) == 2 and epochs[mode]["batches"] == 2
+    assert epochs["online_ratio"] > 0 and epochs["cached_ratio"] > 0 and epochs["cache_samples"] == 2
+    assert report["targets"]["diffusion >= 5 images/s"]["met"] is None  # not measured here
+    assert "| cached |" in (out / "speed_smoke.md").read_text()

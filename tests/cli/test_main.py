@@ -1,0 +1,119 @@
+"""The ``anomaly-synth-aug`` command line: help, configs, and fit-generator -> generate -> verify on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anomaly_synth_aug.callbacks.finetune import CHECKPOINT_META_FILE
+from anomaly_synth_aug.cli.main import EXIT_BAD_INPUT, SUBCOMMANDS, main
+from anomaly_synth_aug.generators.base import CONFIG_FILE
+
+PERLIN = "anomaly_synth_aug.generators.perlin.PerlinGenerator"
+REAL_PASTE = "anomaly_synth_aug.generators.real_paste.RealShotPasteGenerator"
+
+
+def run_cli(*args: str) -> int:
+    return main([str(arg) for arg in args])
+
+
+def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_cli("--help")
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("fit-generator", "generate", "verify", "benchmark", "demo"):
+        assert name in out
+
+
+@pytest.mark.parametrize("subcommand", sorted(SUBCOMMANDS))
+def test_each_subcommand_has_help(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(subcommand, "--help")
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert "--print_config" in out and "--config" in out
+    first_doc_line = SUBCOMMANDS[subcommand].__doc__.strip().splitlines()[0]
+    assert first_doc_line[:40] in " ".join(out.split())
+
+
+def test_print_config_round_trips_through_a_yaml_config(
+    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "generators"
+    with pytest.raises(SystemExit):
+        run_cli(
+            "fit-generator", "--data", tiny_mvtec, "--generator", PERLIN, "--generator.dual_mask", "true",
+            "--output", output, "--print_config",
+        )  # fmt: skip
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["generator"] == {
+        "class_path": PERLIN,
+        "init_args": {**config["generator"]["init_args"], "dual_mask": True},
+    }
+    assert not output.exists()  # printing the config runs nothing
+    config_file = tmp_path / "fit.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert run_cli("fit-generator", "--config", config_file) == 0
+    saved = json.loads((output / "tiny" / CONFIG_FILE).read_text())
+    assert saved["class"] == "PerlinGenerator" and saved["config"]["dual_mask"] is True
+
+
+def test_fit_generate_verify(tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    generators, cache = tmp_path / "generators", tmp_path / "cache"
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", generators) == 0
+    assert "trained" in capsys.readouterr().out
+    assert json.loads((generators / "tiny" / CHECKPOINT_META_FILE).read_text())["category"] == "tiny"
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", generators) == 0
+    assert "loaded" in capsys.readouterr().out  # same data and config: the saved generator is reused
+
+    assert (
+        run_cli(
+            "generate", "--generator_dir", generators / "tiny", "--data", tiny_mvtec, "--cache_dir", cache,
+            "--samples_per_type", 2, "--accelerator", "cpu", "--devices", 1,
+        )  # fmt: skip
+        == 0
+    )
+    manifest = [json.loads(line) for line in (cache / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(entry["defect_type"] for entry in manifest) == ["blob", "blob", "scratch", "scratch"]
+
+    capsys.readouterr()
+    assert run_cli("verify", "--cache_dir", cache) == 0
+    assert "4/4 samples, complete" in capsys.readouterr().out
+    (cache / manifest[0]["mask"]).write_bytes(b"edited by hand")
+    assert run_cli("verify", "--cache_dir", cache) == 1
+    assert "PROBLEMS FOUND" in capsys.readouterr().out
+
+
+def test_generate_refuses_a_generator_of_another_category(
+    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", PERLIN, "--output", tmp_path / "g") == 0
+    other = tiny_mvtec.rename(tiny_mvtec.with_name("other"))
+    status = run_cli("generate", "--generator_dir", tmp_path / "g" / "tiny", "--data", other, "--cache_dir", tmp_path / "c")
+    assert status == EXIT_BAD_INPUT
+    assert "fitted on category 'tiny'" in capsys.readouterr().err
+
+
+def test_bad_data_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = run_cli("fit-generator", "--data", tmp_path, "--generator", PERLIN)
+    assert status == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "MVTec-layout" in err and "Traceback" not in err
+
+
+def test_console_entry_point_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "anomaly_synth_aug.cli.main", "verify", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cache_dir" in done.stdout

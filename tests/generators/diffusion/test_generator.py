@@ -1,0 +1,215 @@
+"""DiffusionAnomalyGenerator end to end on tiny data: contract, mechanisms wired in, persistence, bad input."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from diffusion_helpers import TINY, defect_shot, normals, shots, surface
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError, UnknownDefectTypeError
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
+from anomaly_synth_aug.generators.diffusion import generator as generator_module
+
+FAST = {**TINY, "max_steps": 4, "max_minutes": None, "batch_size": 4, "num_inference_steps": 3, "progress": False}
+
+
+def _seed(value: int) -> torch.Generator:
+    return torch.Generator().manual_seed(value)
+
+
+def _placement(size: tuple[int, int] = (40, 48)) -> torch.Tensor:
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[15:22, 18:26] = True
+    return mask
+
+
+@pytest.fixture(scope="module")
+def fitted() -> DiffusionAnomalyGenerator:
+    generator = DiffusionAnomalyGenerator(category="tiles", **FAST)
+    return generator.fit(normals(), shots(), generator=_seed(0))
+
+
+def _assert_contract(inputs: list[torch.Tensor], batch) -> None:
+    for image, out, mask in zip(inputs, batch.images, batch.masks, strict=True):
+        assert out.shape == image.shape and mask.shape == image.shape[-2:] and mask.dtype == torch.bool
+        assert bool(mask.any())
+        changed = (out != image).any(0)
+        assert not bool((changed & ~mask).any()), "pixels outside the returned mask changed"
+
+
+def test_fit_records_types_and_grey_model(fitted: DiffusionAnomalyGenerator) -> None:
+    assert fitted.is_fitted and fitted.defect_types == ["dent", "streak"]
+    assert fitted.denoiser.config.image_channels == 1  # grey data is modelled in one channel
+    assert fitted.training_report is not None and fitted.training_report.steps == 4
+
+
+def test_generate_honours_the_contract_for_mixed_sizes(fitted: DiffusionAnomalyGenerator) -> None:
+    inputs = [surface(1), surface(2, (36, 60)), surface(3, (52, 44))]
+    batch = fitted.generate(inputs, generator=_seed(1))
+    _assert_contract(inputs, batch)
+    assert set(batch.defect_types) <= {"dent", "streak"}
+    assert {"attempts", "rejected", "reasons", "exhausted"} <= set(batch.stats)
+
+
+def test_same_seed_same_output_and_batch_independence(fitted: DiffusionAnomalyGenerator) -> None:
+    inputs = [surface(1), surface(2)]
+    first = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(5))
+    again = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(first.images, again.images, strict=True))
+    other = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(6))
+    assert not torch.equal(first.images[0], other.images[0])
+
+
+def test_given_mask_bounds_the_change(fitted: DiffusionAnomalyGenerator) -> None:
+    placement = _placement()
+    batch = fitted.generate([surface(4)], [placement], ["dent"], generator=_seed(2))
+    dilated = torch.nn.functional.max_pool2d(placement[None, None].float(), 7, 1, 3)[0, 0] > 0
+    assert not bool((batch.masks[0] & ~dilated).any())  # refinement stays within the dilated placement
+
+
+def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:
+    with pytest.raises(UnknownDefectTypeError, match="scratch"):
+        fitted.generate([surface(1)], defect_types=["scratch"])
+    with pytest.raises(UnknownDefectTypeError):
+        fitted.generate_mixed([surface(1)], ("dent", "scratch", 0.5))
+
+
+def test_mixed_tokens_make_a_third_appearance(fitted: DiffusionAnomalyGenerator) -> None:
+    image, placement = [surface(7)], [_placement()]
+    mixed = fitted.generate_mixed(image, ("dent", "streak", 0.5), placement, generator=_seed(3))
+    assert mixed.defect_types == ["dent+streak"]
+    _assert_contract(image, mixed)
+    pure = fitted.generate_mixed(image, ("dent", "streak", 1.0), placement, generator=_seed(3))
+    dent = fitted.generate(image, placement, ["dent"], generator=_seed(3))
+    assert torch.equal(pure.images[0], dent.images[0])  # weight 1 is exactly the dent token
+    assert not torch.equal(mixed.images[0], dent.images[0])
+
+
+def test_generate_normal_uses_the_normal_token(fitted: DiffusionAnomalyGenerator) -> None:
+    image = [surface(8)]
+    normal = fitted.generate_normal(image, [_placement()], generator=_seed(4))
+    assert normal.defect_types == ["good"]
+    _assert_contract(image, normal)
+
+
+def test_quality_filter_retries_then_keeps_and_counts() -> None:
+    strict = DiffusionAnomalyGenerator(**FAST, min_inside_change=1.0, max_retries=2)
+    strict.fit(normals(), shots(), generator=_seed(0))
+    batch = strict.generate([surface(1), surface(2)], generator=_seed(1))
+    assert batch.stats["attempts"] == 6 and batch.stats["rejected"] == 6 and batch.stats["exhausted"] == 2
+    assert sum(batch.stats["reasons"].values()) == 6
+    _assert_contract([surface(1), surface(2)], batch)
+
+
+def test_quality_filter_off_does_one_attempt_per_image() -> None:
+    lenient = DiffusionAnomalyGenerator(**FAST, quality_filter=False)
+    lenient.fit(normals(), shots(), generator=_seed(0))
+    batch = lenient.generate([surface(1), surface(2)], generator=_seed(1))
+    assert batch.stats["attempts"] == 2 and batch.stats["rejected"] == 0
+
+
+def test_output_mask_is_the_refined_mask(fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mask alignment: the returned mask is where refine_mask says the image changed, not the placement."""
+
+    def first_row_only(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor, dilation: int) -> torch.Tensor:
+        rows = torch.nonzero(mask.any(1)).flatten()
+        refined = torch.zeros_like(mask)
+        refined[rows[0]] = mask[rows[0]]
+        return refined
+
+    monkeypatch.setattr(generator_module, "refine_mask", first_row_only)
+    placement = _placement()
+    batch = fitted.generate([surface(9)], [placement], ["dent"], generator=_seed(2))
+    expected = torch.zeros_like(placement)
+    expected[15, 18:26] = True
+    assert torch.equal(batch.masks[0], expected)
+    _assert_contract([surface(9)], batch)
+
+
+def test_sampled_masks_stay_on_the_foreground(fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    region = torch.zeros(40, 48, dtype=torch.bool)
+    region[:, :24] = True
+    monkeypatch.setattr(generator_module, "foreground_region", lambda image: region)
+    batch = fitted.generate([surface(i) for i in range(4)], generator=_seed(3))
+    for mask in batch.masks:
+        assert not bool(mask[:, 27:].any())  # left half only (refinement may grow 3 px)
+
+
+def test_mask_prior_source_is_fitted_and_used() -> None:
+    prior_based = DiffusionAnomalyGenerator(**FAST, mask_source="prior", mask_prior_steps=2)
+    prior_based.fit(normals(), shots(), generator=_seed(0))
+    calls: list[int] = []
+    sample = prior_based._mask_prior.sample
+
+    def counting(index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        calls.append(index)
+        return sample(index, generator)
+
+    prior_based._mask_prior.sample = counting  # type: ignore[method-assign]
+    batch = prior_based.generate([surface(1), surface(2)], defect_types=["streak", "dent"], generator=_seed(1))
+    assert calls == [1, 0]
+    _assert_contract([surface(1), surface(2)], batch)
+
+
+def test_save_load_round_trip_and_compatibility(fitted: DiffusionAnomalyGenerator, tmp_path: Path) -> None:
+    fitted.save(tmp_path)
+    loaded = DiffusionAnomalyGenerator.load(tmp_path, category="tiles", defect_types=["streak", "dent"])
+    assert isinstance(AnomalyGenerator.load(tmp_path), DiffusionAnomalyGenerator)
+    assert loaded.fingerprint() == fitted.fingerprint()
+    inputs = [surface(1), surface(2)]
+    expected = fitted.generate(inputs, generator=_seed(7))
+    actual = loaded.generate(inputs, generator=_seed(7))
+    assert all(torch.equal(a, b) for a, b in zip(expected.images, actual.images, strict=True))
+    with pytest.raises(CheckpointMismatchError, match="category 'tiles'.*Fix"):
+        DiffusionAnomalyGenerator.load(tmp_path, category="bottle")
+    with pytest.raises(CheckpointMismatchError, match="defect types"):
+        loaded.check_compatible(defect_types=["dent"])
+    with pytest.raises(CheckpointMismatchError, match="patch size"):
+        loaded.check_compatible(patch_size=64)
+
+
+def test_fit_resumes_from_checkpoint_dir_and_refuses_another_category(tmp_path: Path) -> None:
+    first = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
+    first.fit(normals(), shots(), generator=_seed(0))
+    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
+    again.fit(normals(), shots(), generator=_seed(0))
+    assert again.training_report.resumed_from_step == 4  # nothing retrained
+    assert again.fingerprint() == first.fingerprint()
+    other = DiffusionAnomalyGenerator(category="bottle", checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(CheckpointMismatchError, match="category"):
+        other.fit(normals(), shots(), generator=_seed(0))
+
+
+def test_bad_training_input_is_explained(caplog: pytest.LogCaptureFixture) -> None:
+    generator = DiffusionAnomalyGenerator(**FAST)
+    with pytest.raises(InvalidInputError, match="no defect shots"):
+        generator.fit(normals(), [])
+    good = AnomalySample(image=surface(0), mask=_placement(), label=1, defect_type="good")
+    with pytest.raises(InvalidInputError, match="reserved"):
+        generator.fit(normals(), [good])
+    with pytest.raises(InvalidInputError, match="normal images"):
+        generator.fit([], shots())
+    with caplog.at_level(logging.WARNING):
+        DiffusionAnomalyGenerator(**{**FAST, "max_steps": 1}).fit(normals(), [defect_shot(0, "dent")])
+    assert "only 1 shot" in caplog.text
+
+
+def test_bad_configuration_is_explained() -> None:
+    with pytest.raises(InvalidInputError, match="mode"):
+        DiffusionAnomalyGenerator(mode="dreaming")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="mask_source"):
+        DiffusionAnomalyGenerator(mask_source="anywhere")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="masked_loss"):
+        DiffusionAnomalyGenerator(masked_loss=False, background_disentangle=True)
+
+
+def test_inversion_mode_generates_within_the_contract() -> None:
+    inverting = DiffusionAnomalyGenerator(**FAST, mode="inversion")
+    inverting.fit(normals(), shots(), generator=_seed(0))
+    inputs = [surface(1), surface(2)]
+    _assert_contract(inputs, inverting.generate(inputs, generator=_seed(1)))
