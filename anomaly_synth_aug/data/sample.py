@@ -39,15 +39,16 @@ def to_rgb_float(image: torch.Tensor, *, name: str | Path | None = None) -> torc
         )
     if image.shape[0] == 4:
         image = image[:3]
-    if image.dtype == torch.uint8:
-        image = image.float() / 255.0
-    elif not torch.is_floating_point(image):
-        image = image.float()
+    if image.dtype == torch.uint8:  # in range by construction: no clamp pass
+        image = image.float().div_(255.0)
     else:
         image = image.float()
+        low, high = torch.aminmax(image)
+        if low < 0.0 or high > 1.0:
+            image = image.clamp(0.0, 1.0)
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
-    return image.clamp(0.0, 1.0).contiguous()
+    return image.contiguous()  # a no-op for an already valid image: samples re-validate without copying
 
 
 def to_bool_mask(mask: torch.Tensor, *, threshold: float = 0.5, name: str | Path | None = None) -> torch.Tensor:

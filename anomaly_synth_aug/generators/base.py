@@ -27,7 +27,13 @@ from typing import Any, ClassVar, Self
 import torch
 
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample, to_bool_mask, to_rgb_float
-from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
+from anomaly_synth_aug.errors import (
+    CheckpointMismatchError,
+    InvalidInputError,
+    MaskError,
+    NotFittedError,
+    UnknownDefectTypeError,
+)
 
 CONFIG_FILE = "generator.json"
 FORMAT_VERSION = 1
@@ -280,6 +286,12 @@ class AnomalyGenerator(ABC):
             raise InvalidInputError(
                 f"unreadable generator config ({exc})", path=meta_path, fix="re-save the generator"
             ) from exc
+        version = meta.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointMismatchError(
+                f"{meta_path}: saved with format version {version!r}; this anomaly_synth_aug reads "
+                f"versions up to {FORMAT_VERSION}. Fix: upgrade anomaly_synth_aug, or re-fit and save the generator."
+            )
         name = meta.get("class")
         target = AnomalyGenerator._registry.get(name)
         if target is None:

@@ -9,8 +9,20 @@ import pytest
 import torch
 
 from anomaly_synth_aug.data.sample import AnomalySample
-from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
-from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator, GeneratedBatch, validate_shots
+from anomaly_synth_aug.errors import (
+    CheckpointMismatchError,
+    InvalidInputError,
+    MaskError,
+    NotFittedError,
+    UnknownDefectTypeError,
+)
+from anomaly_synth_aug.generators.base import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    AnomalyGenerator,
+    GeneratedBatch,
+    validate_shots,
+)
 from anomaly_synth_aug.generators.classic import ClassicGenerator
 
 
@@ -195,3 +207,13 @@ def test_load_errors_name_the_folder_and_fix(tmp_path: Path) -> None:
     folder = StampGenerator().save(tmp_path / "stamp")
     with pytest.raises(InvalidInputError, match="holds a StampGenerator, not a LearnedStampGenerator"):
         LearnedStampGenerator.load(folder)
+
+
+def test_load_refuses_a_newer_format_version(tmp_path: Path) -> None:
+    """A folder written by a newer release must fail with the fix, not load half-understood state."""
+    folder = StampGenerator().save(tmp_path / "stamp")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (folder / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointMismatchError, match=r"format version 2.*Fix: upgrade anomaly_synth_aug"):
+        AnomalyGenerator.load(folder)

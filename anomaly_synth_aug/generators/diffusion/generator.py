@@ -84,6 +84,8 @@ MASK_PRIOR_DIR = "mask_prior"
 SHOT_MASKS_FILE = "shot_masks.safetensors"
 STATE_FILE = "diffusion_state.json"
 FEW_SHOTS_WARNING = 3
+#: Fresh-noise share added per retry in inversion mode (see ``DiffusionAnomalyGenerator._sampler``).
+RETRY_INVERSION_NOISE = 0.5
 
 
 @contextmanager
@@ -461,13 +463,6 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times."""
         if not jobs:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
-        sampler = PatchSampler(
-            self.denoiser,
-            self._noise_scheduler,
-            num_inference_steps=self.num_inference_steps,
-            mode=self.mode,
-            inversion_noise=self.inversion_noise,
-        )
         channels = self.denoiser.config.image_channels
         known = torch.stack(
             [crop_image_patch(channels_for_model(job.image, channels), job.box, self.patch_size) for job in jobs]
@@ -481,7 +476,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             for attempt in range(self.max_retries + 1):
                 if not pending:
                     break
-                patches = self._sample_patches(sampler, jobs, pending, known, patch_masks)
+                patches = self._sample_patches(self._sampler(attempt), jobs, pending, known, patch_masks)
                 attempts += len(pending)
                 retry = []
                 for index, patch in zip(pending, patches, strict=True):
@@ -509,6 +504,25 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             "exhausted": exhausted,
         }
         return GeneratedBatch(images=images, masks=out_masks, defect_types=[j.label for j in jobs], stats=stats)
+
+    def _sampler(self, attempt: int) -> PatchSampler:
+        """The sampler for retry ``attempt`` (0 = first try).
+
+        Pure DDIM inversion is deterministic: retrying it with the same placement would redraw the
+        very patch the quality filter just rejected. Each retry therefore mixes more fresh noise
+        into the inverted latent inside the mask (0.5, then 1.0), while the background still comes
+        from the inverted trajectory of the target image.
+        """
+        noise = self.inversion_noise
+        if self.mode == "inversion" and attempt > 0:
+            noise = max(noise, min(1.0, RETRY_INVERSION_NOISE * attempt))
+        return PatchSampler(
+            self.denoiser,
+            self._noise_scheduler,
+            num_inference_steps=self.num_inference_steps,
+            mode=self.mode,
+            inversion_noise=noise,
+        )
 
     def _sample_patches(
         self,

@@ -213,3 +213,21 @@ def test_inversion_mode_generates_within_the_contract() -> None:
     inverting.fit(normals(), shots(), generator=_seed(0))
     inputs = [surface(1), surface(2)]
     _assert_contract(inputs, inverting.generate(inputs, generator=_seed(1)))
+
+
+def test_inversion_retries_draw_a_different_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pure inversion is deterministic, so a retry must add fresh noise or it repeats the rejected patch."""
+    strict = DiffusionAnomalyGenerator(**FAST, mode="inversion", min_inside_change=1.0, max_retries=2)
+    strict.fit(normals(), shots(), generator=_seed(0))
+    drawn: list[tuple[float, torch.Tensor]] = []
+    original = generator_module.PatchSampler.sample
+
+    def recording(self, known, masks, tokens, generators):  # noqa: ANN001, ANN202
+        out = original(self, known, masks, tokens, generators)
+        drawn.append((self.inversion_noise, out.clone()))
+        return out
+
+    monkeypatch.setattr(generator_module.PatchSampler, "sample", recording)
+    strict.generate([surface(1)], [_placement()], ["dent"], generator=_seed(1))
+    assert [noise for noise, _ in drawn] == [0.0, 0.5, 1.0]
+    assert not torch.equal(drawn[0][1], drawn[1][1]) and not torch.equal(drawn[1][1], drawn[2][1])
