@@ -497,9 +497,16 @@ def measure_generation_quality(
         "images_per_s": len(generated) / samples.seconds if samples.seconds > 0 else None,
         "generator_fit_s": fit_seconds,
         "generator_loaded": loaded,
+        "generator_training_steps": _training_steps(datamodule.generator),
         "generator_config": generator.get_config(),
     }
     return record, samples
+
+
+def _training_steps(generator: AnomalyGenerator) -> int | None:
+    """Optimiser steps of a learned generator's last fit (None: classic, or loaded from disk)."""
+    report = getattr(generator, "training_report", None)
+    return getattr(report, "steps", None)
 
 
 def _mean(values: Any) -> float | None:

@@ -38,6 +38,7 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     (quality,) = results["quality"]
     assert quality["generator"] == "perlin" and 0.0 <= quality["c2st_auroc"] <= 1.0
     assert quality["background_psnr_min_db"] == "inf"  # strict JSON for a bit-exact background
+    assert quality["generator_training_steps"] is None  # classic generators do not train
     table = (out / "downstream_smoke.md").read_text()
     assert "| perlin | 1 |" in table and "Δ image AUROC vs none" in table
     assert (out / "downstream_smoke_gains.png").stat().st_size > 0
@@ -82,3 +83,31 @@ def test_speed_measures_generation_and_epoch_overhead(tiny_mvtec: Path, tmp_path
     assert epochs["online_ratio"] > 0 and epochs["cached_ratio"] > 0 and epochs["cache_samples"] == 2
     assert report["targets"]["diffusion >= 5 images/s"]["met"] is None  # not measured here
     assert "| cached |" in (out / "speed_smoke.md").read_text()
+
+
+def test_quality_record_counts_the_diffusion_training_steps(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """A time-budgeted fit must say how far it got, or the quality numbers cannot be interpreted."""
+    from anomaly_synth_aug.evaluation.downstream import measure_generation_quality
+
+    record, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
+    assert record["generator_training_steps"] == 2  # the smoke preset's max_steps
+    reloaded, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
+    assert reloaded["generator_loaded"] and reloaded["generator_training_steps"] is None
+
+
+def test_a_capped_fit_does_not_count_as_meeting_the_fine_tune_target() -> None:
+    """A 1-minute quick fit is trivially under 10 minutes; reporting it as "met" would be a false claim."""
+    speed = load_script("speed")
+    generators = {"diffusion": {"fit_s": 62.0, "images_per_s": 6.0}}
+    capped = speed.targets_report(generators, None, fit_minutes=1.0)["diffusion fine-tune <= 10 min"]
+    assert capped["met"] is None and capped["capped_at_minutes"] == 1.0
+    full = speed.targets_report(generators, None, fit_minutes=None)["diffusion fine-tune <= 10 min"]
+    assert full["met"] is True
+    assert "not judged" in speed.markdown(_report(speed.targets_report(generators, None, fit_minutes=1.0)))
+
+
+def _report(targets: dict) -> dict:
+    return {
+        "preset": "quick", "data": "d", "threads": 1, "load_average_start": 0.0, "settings": {}, "wall_s": 1.0,
+        "targets": targets, "generators": {}, "epochs": None,
+    }  # fmt: skip
