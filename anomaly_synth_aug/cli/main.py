@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from jsonargparse import auto_cli
@@ -41,9 +42,26 @@ def _show_package_logs() -> None:
         package_logger.setLevel(logging.INFO)
 
 
+#: Third-party messages that say nothing a user of this command can act on; each repeats per
+#: Trainer (the demo builds several) and buries the results table.
+QUIET_WARNINGS: tuple[str, ...] = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning on torch >= 2.10, internal
+    r"You called `self.log\(.*` but have no logger configured",  # runs that deliberately log nowhere
+    r"Importing from timm.models.layers is deprecated",  # anomalib importing timm
+    r"The anomalib.models.components.dinov2 package is deprecated",  # anomalib importing itself
+)
+
+
+def _quiet_third_party_warnings() -> None:
+    """Silence only ``QUIET_WARNINGS`` for this process; every other warning still shows."""
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns its exit status. Bad input prints one clear line, not a traceback."""
     _show_package_logs()
+    _quiet_third_party_warnings()
     try:
         status = auto_cli(
             SUBCOMMANDS, args=argv, as_positional=False, prog="anomaly-synth-aug", description=__doc__.split("\n\n")[0]
