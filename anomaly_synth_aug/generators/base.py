@@ -293,7 +293,7 @@ class AnomalyGenerator(ABC):
                 f"versions up to {FORMAT_VERSION}. Fix: upgrade anomaly_synth_aug, or re-fit and save the generator."
             )
         name = meta.get("class")
-        target = AnomalyGenerator._registry.get(name)
+        target = AnomalyGenerator._registry.get(name) or _import_packaged_generator(name)
         if target is None:
             raise InvalidInputError(
                 f"unknown generator class {name!r}; known: {sorted(AnomalyGenerator._registry)}",
@@ -314,6 +314,20 @@ class AnomalyGenerator(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _import_packaged_generator(name: object) -> type[AnomalyGenerator] | None:
+    """A generator class this package exports, imported on demand (subclasses register on import).
+
+    The package imports its heavy generators lazily, so ``AnomalyGenerator.load`` of a saved
+    diffusion generator must not depend on the caller having imported its module first.
+    """
+    import anomaly_synth_aug
+
+    if not isinstance(name, str) or name not in anomaly_synth_aug.__all__:
+        return None
+    exported = getattr(anomaly_synth_aug, name)
+    return exported if isinstance(exported, type) and issubclass(exported, AnomalyGenerator) else None
 
 
 def validate_shots(shots: Sequence[AnomalySample]) -> None:

@@ -217,3 +217,27 @@ def test_load_refuses_a_newer_format_version(tmp_path: Path) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(CheckpointMismatchError, match=r"format version 2.*Fix: upgrade anomaly_synth_aug"):
         AnomalyGenerator.load(folder)
+
+
+def test_base_load_finds_a_packaged_generator_whose_module_was_never_imported(tmp_path: Path) -> None:
+    """The diffusion generator is imported lazily; loading a saved one through the base class must still work."""
+    import subprocess
+    import sys
+
+    from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
+
+    normal = torch.full((3, 24, 24), 0.5)
+    mask = torch.zeros(24, 24, dtype=torch.bool)
+    mask[8:14, 8:14] = True
+    shot = AnomalySample(image=torch.where(mask, 0.1, normal), mask=mask, label=1, defect_type="dent")
+    tiny = {"patch_size": 16, "block_out_channels": (8, 16), "max_steps": 1, "max_minutes": None, "progress": False}
+    fitted = DiffusionAnomalyGenerator(**tiny).fit([normal], [shot], generator=torch.Generator().manual_seed(0))
+    folder = fitted.save(tmp_path / "saved")
+    load = (
+        "import sys; from anomaly_synth_aug.generators.base import AnomalyGenerator; "
+        "assert 'anomaly_synth_aug.generators.diffusion.generator' not in sys.modules; "
+        f"print(type(AnomalyGenerator.load({str(folder)!r})).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "DiffusionAnomalyGenerator"
