@@ -45,6 +45,7 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.generation_quality import (
     background_psnr,
     classifier_two_sample_test,
+    contrast_by_type,
     defect_crops,
     diversity_by_type,
 )
@@ -492,6 +493,10 @@ def measure_generation_quality(
         "diversity_real": mean_real,
         "diversity_ratio": mean_generated / mean_real if mean_real else None,
         "diversity_by_type": {"generated": generated_spread, "real": real_spread},
+        "contrast_by_type": {
+            "generated": contrast_by_type(generated.images, generated.masks, generated.defect_types),
+            "real": contrast_by_type(real_images, real_masks, [s.defect_type for s in real]),
+        },
         "background_psnr_min_db": min(psnr),
         "background_bit_exact_share": sum(p == float("inf") for p in psnr) / len(psnr),
         "images_per_s": len(generated) / samples.seconds if samples.seconds > 0 else None,

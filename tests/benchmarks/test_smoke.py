@@ -39,6 +39,8 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert quality["generator"] == "perlin" and 0.0 <= quality["c2st_auroc"] <= 1.0
     assert quality["background_psnr_min_db"] == "inf"  # strict JSON for a bit-exact background
     assert quality["generator_training_steps"] is None  # classic generators do not train
+    assert set(quality["contrast_by_type"]["real"]) == {"blob", "scratch"}
+    assert all(value > 0 for value in quality["contrast_by_type"]["generated"].values())
     table = (out / "downstream_smoke.md").read_text()
     assert "| perlin | 1 |" in table and "Δ image AUROC vs none" in table
     assert (out / "downstream_smoke_gains.png").stat().st_size > 0
@@ -111,3 +113,16 @@ def _report(targets: dict) -> dict:
         "preset": "quick", "data": "d", "threads": 1, "load_average_start": 0.0, "settings": {}, "wall_s": 1.0,
         "targets": targets, "generators": {}, "epochs": None,
     }  # fmt: skip
+
+
+def test_defect_contrast_script_compares_generated_with_held_out_real(tiny_mvtec: Path, tmp_path: Path) -> None:
+    from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator
+    from anomaly_synth_aug.data.fewshot import few_shot_split
+
+    split = few_shot_split(tiny_mvtec)
+    generator = RealShotPasteGenerator().fit([], split.load_shots())
+    saved = generator.save(tmp_path / "gen")
+    out = tmp_path / "contrast.json"
+    result = load_script("defect_contrast").main([str(saved), f"--data={tiny_mvtec}", "--images=3", f"--out={out}"])
+    assert set(result["generated"]) == set(result["real"]) == {"blob", "scratch"}
+    assert json.loads(out.read_text())["real"] == pytest.approx(result["real"])

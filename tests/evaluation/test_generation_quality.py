@@ -78,3 +78,21 @@ def test_background_psnr() -> None:
     assert 35 < background_psnr(source, drifted, mask) < 45  # ~0.01 error: ~40 dB
     with pytest.raises(InvalidInputError, match="sizes differ"):
         background_psnr(source, changed[:, :10], mask)
+
+
+def test_defect_contrast_measures_inside_against_the_surrounding_band() -> None:
+    from anomaly_synth_aug.evaluation.generation_quality import contrast_by_type, defect_contrast
+
+    image = torch.full((3, 40, 40), 0.5)
+    mask = torch.zeros(40, 40, dtype=torch.bool)
+    mask[15:25, 15:25] = True
+    image[:, mask] = 0.2
+    image[:, :3] = 1.0  # far from the defect: outside the 7-px band, must not count
+    assert defect_contrast(image, mask) == pytest.approx(0.3)
+    assert defect_contrast(torch.full((3, 40, 40), 0.5), mask) == 0.0
+    faint = image.clone()
+    faint[:, mask] = 0.45
+    by_type = contrast_by_type([image, faint], [mask, mask], ["dent", "dent"])
+    assert by_type == {"dent": pytest.approx((0.3 + 0.05) / 2)}
+    with pytest.raises(MaskError):
+        defect_contrast(image, torch.zeros(40, 40, dtype=torch.bool))
