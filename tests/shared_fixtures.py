@@ -75,6 +75,23 @@ def make_mvtec_layout(
     return root
 
 
+def paint_squares(
+    images: list[torch.Tensor], side: int, value: torch.Tensor, generator: torch.Generator | None
+) -> GeneratedBatch:
+    """Each image with a ``side``-px square of ``value`` at a seeded random place; type "square"."""
+    out_images, out_masks = [], []
+    for image in images:
+        height, width = image.shape[-2:]
+        side_here = min(side, height, width)
+        top = int(torch.randint(0, height - side_here + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - side_here + 1, (1,), generator=generator))
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        mask[top : top + side_here, left : left + side_here] = True
+        out_images.append(torch.where(mask, value.expand_as(image), image))
+        out_masks.append(mask)
+    return GeneratedBatch(out_images, out_masks, ["square"] * len(images))
+
+
 class FakeSquareGenerator(AnomalyGenerator):
     """A tiny deterministic generator for wrapper tests: paints a white square, records each call's batch size."""
 
@@ -95,17 +112,7 @@ class FakeSquareGenerator(AnomalyGenerator):
         generator: torch.Generator | None,
     ) -> GeneratedBatch:
         self.calls.append(len(images))
-        out_images, out_masks = [], []
-        for image in images:
-            height, width = image.shape[-2:]
-            side = min(self.side, height, width)
-            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
-            mask = torch.zeros(height, width, dtype=torch.bool)
-            mask[top : top + side, left : left + side] = True
-            out_images.append(torch.where(mask, torch.ones_like(image), image))
-            out_masks.append(mask)
-        return GeneratedBatch(out_images, out_masks, ["square"] * len(images))
+        return paint_squares(images, self.side, torch.ones(1), generator)
 
 
 class FakeLearnedGenerator(FakeSquareGenerator):
@@ -118,8 +125,6 @@ class FakeLearnedGenerator(FakeSquareGenerator):
     ) -> None:
         self.fit_normals = len(normal_images)
         self.fit_shot_paths = [shot.image_path for shot in shots]
-
-
 
 
 def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None, **kwargs) -> Folder:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
-from shared_fixtures import make_folder_datamodule
+from shared_fixtures import make_folder_datamodule, paint_squares
 from safetensors.torch import load_file, save_file
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
@@ -40,17 +40,7 @@ class CountingLearnedGenerator(AnomalyGenerator):
         self.brightness = load_file(directory / "state.safetensors")["brightness"]
 
     def _generate(self, images, masks, defect_types, generator) -> GeneratedBatch:
-        out_images, out_masks = [], []
-        for image in images:
-            height, width = image.shape[-2:]
-            side = min(self.side, height, width)
-            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
-            mask = torch.zeros(height, width, dtype=torch.bool)
-            mask[top : top + side, left : left + side] = True
-            out_images.append(torch.where(mask, self.brightness.expand_as(image), image))
-            out_masks.append(mask)
-        return GeneratedBatch(out_images, out_masks, ["square"] * len(images))
+        return paint_squares(images, self.side, self.brightness, generator)
 
 
 class TinyModule(pl.LightningModule):
