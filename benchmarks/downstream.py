@@ -35,10 +35,13 @@ from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     DETECTORS,
     GENERATORS,
+    Preset,
+    fit_name,
     measure_generation_quality,
     preset_record,
     resolve_preset,
     run_experiment,
+    same_preset,
 )
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
@@ -56,6 +59,9 @@ CLASSIC = ["none", "perlin", "cutpaste", "poisson", "real_paste"]
 #: What each preset runs when --generators / --detectors are not given.
 DEFAULT_GENERATORS = {"quick": CLASSIC, "smoke": ["none", "perlin"], "full": list(GENERATORS)}
 DEFAULT_DETECTORS = {"quick": ["segmenter"], "smoke": ["segmenter"], "full": list(DETECTORS)}
+#: In the full preset every generator (ablations included) trains the segmenter, but the other,
+#: slower detectors only see these: the baseline, the best classic ones and the diffusion generator.
+FULL_CORE_GENERATORS = ("none", "perlin", "real_paste", "diffusion")
 SAMPLES_IN_GRID = 8
 
 
@@ -93,11 +99,20 @@ def environment() -> dict[str, str]:
     }
 
 
-def check_resumable(store: ResultsStore, data: Path, preset: dict) -> None:
+def detectors_for(generator: str, preset: str, chosen: list[str] | None) -> list[str]:
+    """The detectors to run ``generator`` with: ``--detectors`` if given, else the preset's matrix."""
+    if chosen:
+        return chosen
+    if preset == "full" and generator not in FULL_CORE_GENERATORS:
+        return ["segmenter"]
+    return DEFAULT_DETECTORS[preset]
+
+
+def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
     """Refuse to mix runs of another dataset or of changed preset values into one results file."""
     if not store.runs and not store.quality:
         return
-    if store.meta.get("data") != str(data) or store.meta.get("preset") != preset:
+    if store.meta.get("data") != str(data) or not same_preset(store.meta.get("preset") or {}, preset):
         raise InvalidInputError(
             "the results file holds runs of another dataset or preset values "
             f"({store.meta.get('data')}, {store.meta.get('preset')})",
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     detectors = args.detectors or DEFAULT_DETECTORS[preset.name]
     out: Path = args.out
     store = ResultsStore(out / f"downstream_{preset.name}.json")
-    check_resumable(store, args.data, preset_record(preset))
+    check_resumable(store, args.data, preset)
     store.meta = {
         "data": str(args.data),
         "preset": preset_record(preset),
@@ -170,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for seed in args.seeds:
         for generator in generators:
-            generator_dir = args.work_dir / preset.name / "generators" / f"{generator}-seed{seed}"
+            generator_dir = args.work_dir / preset.name / "generators" / f"{fit_name(generator)}-seed{seed}"
             if generator != "none" and not args.no_quality and not store.has_quality(preset.name, generator, seed):
                 logger.info("quality: %s seed %d", generator, seed)
                 try:
@@ -186,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         shown = samples.batch
                         grid = render_sample_grid(shown.images[:SAMPLES_IN_GRID], shown.masks[:SAMPLES_IN_GRID])
                         save_grid(grid, out / "samples" / preset.name / f"{generator}.png")
-            for detector in detectors:
+            for detector in detectors_for(generator, preset.name, args.detectors):
                 if store.has_run(preset.name, generator, detector, seed):
                     logger.info("skip %s / %s / seed %d: already in %s", generator, detector, seed, store.path)
                     continue
@@ -199,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         seed,
                         preset,
                         generator_dir=generator_dir,
+                        cache_dir=args.work_dir / preset.name / "cache" / f"{generator}-seed{seed}",
                     )
                 except Exception as exc:  # recorded as failed, retried on the next invocation
                     logger.exception("%s / %s / seed %d failed", generator, detector, seed)

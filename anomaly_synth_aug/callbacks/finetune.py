@@ -70,8 +70,13 @@ def category_of(datamodule: SyntheticAnomalyDataModule) -> str:
 
 
 def config_fingerprint(generator: AnomalyGenerator) -> str:
-    """Hash of the generator's class and constructor config (not of its learned state)."""
-    payload = json.dumps({"class": type(generator).__name__, "config": generator.get_config()}, sort_keys=True)
+    """Hash of the generator's class and the constructor config that shapes fitting (not of its learned state).
+
+    ``sampling_options`` are left out: changing, say, the diffusion guidance scale reuses the
+    fitted checkpoint instead of training again.
+    """
+    config = {k: v for k, v in generator.get_config().items() if k not in generator.sampling_options}
+    payload = json.dumps({"class": type(generator).__name__, "config": config}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

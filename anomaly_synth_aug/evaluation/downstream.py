@@ -26,7 +26,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from anomaly_synth_aug.evaluation.generation_quality import (
     diversity_by_type,
 )
 from anomaly_synth_aug.evaluation.metrics import CHECKPOINT_MONITOR, benchmark_evaluator, metric_value
-from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
+from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator, GeneratedBatch
 from anomaly_synth_aug.utils.random import make_generator
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class Preset:
         train_batch_size: training batch size.
         eval_batch_size: validation and test batch size.
         num_workers: DataLoader workers (they run the online generator).
+        train_mode: ``"online"`` (a fresh defect every draw) or ``"cached"`` (supervised detectors train
+            from a pool of ``samples_per_type`` defects per type, generated once per generator and seed).
+        samples_per_type: size of the cached pool per defect type (``train_mode="cached"``).
         anomaly_ratio: share of training normals given a synthetic defect (supervised detectors).
         val_split_ratio: share of train normals held back for the synthetic validation set.
         max_fit_normals: at most this many normals are given to ``generator.fit``.
@@ -91,6 +94,8 @@ class Preset:
     train_batch_size: int = 16
     eval_batch_size: int = 32
     num_workers: int = 2
+    train_mode: str = "online"
+    samples_per_type: int = 100
     anomaly_ratio: float = 0.5
     val_split_ratio: float = 0.2
     max_fit_normals: int = 64
@@ -102,7 +107,21 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "full": Preset(name="full"),
+    # Sized to a few hours on 2 CPU cores (benchmarks/README.md): 5x the quick preset's training,
+    # the 9-minute diffusion fit, and cached pools so the diffusion generator runs once per seed.
+    "full": Preset(
+        name="full",
+        image_size=128,
+        max_epochs=10,
+        limit_train_batches=24,
+        num_workers=0,
+        train_mode="cached",
+        samples_per_type=100,
+        val_split_ratio=0.15,
+        diffusion={"max_minutes": 9.0},
+        quality_samples=128,
+        c2st_epochs=15,
+    ),
     # ~1 min per segmenter run on 2 CPU cores; the diffusion generator gets a 3-minute fit budget.
     "quick": Preset(
         name="quick",
@@ -134,6 +153,20 @@ PRESETS: dict[str, Preset] = {
         c2st_epochs=1,
     ),
 }
+
+
+def same_preset(stored: dict[str, Any], preset: str | Preset) -> bool:
+    """Whether a stored ``preset_record`` describes ``preset``.
+
+    A field missing from the stored record (it predates the field) counts as the field's default.
+    """
+    current = preset_record(preset)
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        for f in fields(Preset)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
+    return set(stored) <= set(current) and all(stored.get(k, defaults.get(k)) == v for k, v in current.items())
 
 
 def resolve_preset(preset: str | Preset) -> Preset:
@@ -174,10 +207,23 @@ GENERATORS: dict[str, Callable[[Preset, str], AnomalyGenerator] | None] = {
     "diffusion_no_disentangle": _diffusion(background_disentangle=False),
     "diffusion_no_inversion": _diffusion(mode="repaint"),
     "diffusion_no_filter": _diffusion(quality_filter=False),
+    "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
+}
+#: Ablations that switch off a sampling option only: they reuse the main generator's fitted model
+#: (``fit_name``), so each differs from it in exactly that switch, not also in a second training run.
+SHARES_FIT_WITH: dict[str, str] = {
+    "diffusion_no_inversion": "diffusion",
+    "diffusion_no_filter": "diffusion",
+    "diffusion_no_guidance": "diffusion",
 }
 DETECTORS: tuple[str, ...] = ("segmenter", "draem", "supersimplenet", "padim")
 #: Detectors that learn from the datamodule's synthetic masks (the others get clean normals).
 DATAMODULE_SUPERVISED: frozenset[str] = frozenset({"segmenter", "supersimplenet"})
+
+
+def fit_name(generator_name: str) -> str:
+    """Whose fitted model ``generator_name`` uses (itself unless it is a sampling-only ablation)."""
+    return SHARES_FIT_WITH.get(generator_name, generator_name)
 
 
 def build_generator(name: str, preset: str | Preset, category: str) -> AnomalyGenerator | None:
@@ -222,14 +268,27 @@ def synthetic_datamodule(
     seed: int,
     *,
     inject: bool,
+    cache_dir: str | Path | None = None,
 ) -> SyntheticAnomalyDataModule:
-    """The wrapped datamodule; ``inject`` puts generated defects into the training batches."""
-    has_generator = generator is not None
+    """The wrapped datamodule; ``inject`` puts generated defects into the training batches.
+
+    With ``preset.train_mode == "cached"`` injected defects come from a pool in ``cache_dir``.
+    """
+    injecting = inject and generator is not None
+    cached = injecting and preset.train_mode == "cached"
+    if cached and cache_dir is None:
+        raise InvalidInputError(
+            f"preset {preset.name!r} trains from a cached pool but no cache_dir was given",
+            fix="pass cache_dir (run_experiment uses a temporary one when work_dir is None)",
+        )
     return SyntheticAnomalyDataModule(
         folder_datamodule(data_root, preset),
         generator=generator,
-        anomaly_ratio=preset.anomaly_ratio if inject and has_generator else 0.0,
-        val_split="synthetic" if has_generator else "none",
+        anomaly_ratio=preset.anomaly_ratio if injecting else 0.0,
+        mode="cached" if cached else "online",
+        cache_dir=cache_dir if cached else None,
+        samples_per_type=preset.samples_per_type,
+        val_split="synthetic" if generator is not None else "none",
         val_split_ratio=preset.val_split_ratio,
         max_fit_normals=preset.max_fit_normals,
         seed=seed,
@@ -242,14 +301,19 @@ def fit_generator(
     """Fit the datamodule's generator (or load it from ``generator_dir``); returns (seconds, loaded).
 
     The fit depends only on data, seed and preset, so a fitted generator saved in
-    ``generator_dir`` is reused by every detector of the same generator and seed.
+    ``generator_dir`` is reused by every detector of the same generator and seed, with this
+    run's sampling options. One fitted with other training settings is fitted again.
     """
     generator = datamodule.generator
     saved = Path(generator_dir) if generator_dir is not None else None
-    if saved is not None and (saved / "generator.json").is_file() and generator.requires_fit:
-        datamodule.generator = AnomalyGenerator.load(saved)
-        datamodule.setup()
-        return 0.0, True
+    if saved is not None and generator.requires_fit:
+        reused = AnomalyGenerator.load_reusable(saved, generator)
+        if reused is not None:
+            datamodule.generator = reused
+            datamodule.setup()
+            return 0.0, True
+        if (saved / CONFIG_FILE).is_file():
+            logger.warning("%s holds a generator fitted with other settings: fitting again", saved)
     start = time.perf_counter()
     datamodule.setup()
     datamodule.prepare_generator()
@@ -324,6 +388,7 @@ def run_experiment(
     *,
     generator_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``detector_name`` on ``generator_name``'s defects and test it on held-out real ones.
 
@@ -335,6 +400,8 @@ def run_experiment(
         preset: a ``PRESETS`` name or a ``Preset``.
         generator_dir: where the fitted generator is saved and reused (None: fit every time).
         work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
+        cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
+            same generator and seed (None: a temporary one).
 
     Returns:
         A JSON-able record: names, seed, preset, ``metrics`` (test), ``timings`` (seconds),
@@ -345,15 +412,21 @@ def run_experiment(
         raise InvalidInputError(f"unknown detector {detector_name!r}", fix=f"use one of {list(DETECTORS)}")
     seed_everything(seed, workers=True)
     generator = build_generator(generator_name, preset, Path(data_root).name)
-    datamodule = synthetic_datamodule(
-        data_root, generator, preset, seed, inject=detector_name in DATAMODULE_SUPERVISED
-    )
-    fit_seconds, generator_loaded = fit_generator(datamodule, generator_dir) if generator else (0.0, False)
-    generator = datamodule.generator if generator else None  # the loaded one, when it was reused
-    model = build_detector(detector_name, preset, generator, datamodule)
-
     with tempfile.TemporaryDirectory(prefix="downstream_") as scratch:
         root = Path(work_dir) if work_dir is not None else Path(scratch)
+        datamodule = synthetic_datamodule(
+            data_root,
+            generator,
+            preset,
+            seed,
+            inject=detector_name in DATAMODULE_SUPERVISED,
+            cache_dir=cache_dir if cache_dir is not None else root / "cache",
+        )
+        start = time.perf_counter()
+        fit_seconds, generator_loaded = fit_generator(datamodule, generator_dir) if generator else (0.0, False)
+        prepare_seconds = time.perf_counter() - start  # the fit, or the load, plus any cached pool
+        generator = datamodule.generator if generator else None  # the loaded one, when it was reused
+        model = build_detector(detector_name, preset, generator, datamodule)
         has_validation = generator is not None
         checkpoint = ModelCheckpoint(
             dirpath=root / "checkpoints",
@@ -395,12 +468,15 @@ def run_experiment(
         "detector": detector_name,
         "seed": seed,
         "preset": preset.name,
+        "generator_config": generator.get_config() if generator is not None else None,
+        "generator_training_steps": _training_steps(generator) if generator is not None else None,
         "metrics": metrics,
         "thresholds": thresholds,
         "best_epoch": best_epoch,
         "timings": {
             "generator_fit_s": fit_seconds,
             "generator_loaded": generator_loaded,
+            "prepare_s": prepare_seconds,
             "train_s": train_seconds,
             "test_s": test_seconds,
         },
@@ -458,7 +534,8 @@ def measure_generation_quality(
     generator = build_generator(generator_name, preset, Path(data_root).name)
     if generator is None:
         raise InvalidInputError("generator 'none' generates nothing to measure", fix="pick a real generator")
-    datamodule = synthetic_datamodule(data_root, generator, preset, seed, inject=True)
+    # no injection: only the fitted generator and the split are needed, not a training set (or pool)
+    datamodule = synthetic_datamodule(data_root, generator, preset, seed, inject=False)
     fit_seconds, loaded = fit_generator(datamodule, generator_dir)
     samples = generate_samples(datamodule, preset.quality_samples, seed)
     generated = samples.batch
@@ -509,7 +586,7 @@ def measure_generation_quality(
 
 
 def _training_steps(generator: AnomalyGenerator) -> int | None:
-    """Optimiser steps of a learned generator's last fit (None: classic, or loaded from disk)."""
+    """Optimiser steps of a learned generator's fit, also when loaded from disk (None: classic generators)."""
     report = getattr(generator, "training_report", None)
     return getattr(report, "steps", None)
 

@@ -37,6 +37,7 @@ from anomaly_synth_aug.errors import (
 
 CONFIG_FILE = "generator.json"
 FORMAT_VERSION = 1
+_MISSING = object()
 
 
 @dataclass
@@ -95,6 +96,9 @@ class AnomalyGenerator(ABC):
 
     #: Set by learned generators; classic generators are usable without ``fit``.
     requires_fit: ClassVar[bool] = False
+    #: Constructor arguments that change only how samples are drawn, never what ``fit`` learns:
+    #: ``load(directory, **overrides)`` may change them on a saved generator without refitting.
+    sampling_options: ClassVar[frozenset[str]] = frozenset()
     _registry: ClassVar[dict[str, type[AnomalyGenerator]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -272,8 +276,12 @@ class AnomalyGenerator(ABC):
         """Subclass hook: read what ``_save_state`` wrote."""
 
     @classmethod
-    def load(cls, directory: str | Path) -> AnomalyGenerator:
-        """Rebuild a saved generator. Called on a subclass, the saved class must match it."""
+    def load(cls, directory: str | Path, **overrides: Any) -> AnomalyGenerator:
+        """Rebuild a saved generator. Called on a subclass, the saved class must match it.
+
+        ``overrides`` replace saved constructor arguments that are ``sampling_options`` of the
+        saved class (e.g. a diffusion generator's ``guidance_scale``); the learned state is reused.
+        """
         directory = Path(directory)
         meta_path = directory / CONFIG_FILE
         if not meta_path.is_file():
@@ -306,10 +314,41 @@ class AnomalyGenerator(ABC):
                 path=meta_path,
                 fix=f"load it with {name}.load() or AnomalyGenerator.load()",
             )
-        instance = target(**meta.get("config", {}))
+        not_sampling = sorted(set(overrides) - target.sampling_options)
+        if not_sampling:
+            raise InvalidInputError(
+                f"{name} cannot change {not_sampling} on load: they shape what fit() learned "
+                f"(options that can change: {sorted(target.sampling_options) or 'none'})",
+                path=meta_path,
+                fix="fit a new generator with those settings",
+            )
+        instance = target(**{**meta.get("config", {}), **overrides})
         instance._load_state(directory)
         instance._fitted = bool(meta.get("fitted", True))
         return instance
+
+    @classmethod
+    def load_reusable(cls, directory: str | Path, wanted: AnomalyGenerator) -> AnomalyGenerator | None:
+        """The generator saved in ``directory`` set up like ``wanted``, or None when it cannot be.
+
+        Reusable means: same class, and every constructor argument that differs from ``wanted``'s
+        is one of its ``sampling_options`` (those take ``wanted``'s values). A generator fitted with
+        other training settings, or none saved at all, gives None: fit ``wanted`` instead.
+        """
+        meta_path = Path(directory) / CONFIG_FILE
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            return None
+        if meta.get("class") != type(wanted).__name__:
+            return None
+        saved, config = meta.get("config", {}), wanted.get_config()
+        changed = {name for name in saved.keys() | config.keys() if saved.get(name, _MISSING) != config.get(name)}
+        if changed - wanted.sampling_options:
+            return None
+        return cls.load(directory, **{name: getattr(wanted, name) for name in changed})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -94,7 +94,7 @@ def test_quality_record_counts_the_diffusion_training_steps(tiny_mvtec: Path, tm
     record, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
     assert record["generator_training_steps"] == 2  # the smoke preset's max_steps
     reloaded, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
-    assert reloaded["generator_loaded"] and reloaded["generator_training_steps"] is None
+    assert reloaded["generator_loaded"] and reloaded["generator_training_steps"] == 2  # kept with the saved model
 
 
 def test_a_capped_fit_does_not_count_as_meeting_the_fine_tune_target() -> None:
@@ -123,6 +123,35 @@ def test_defect_contrast_script_compares_generated_with_held_out_real(tiny_mvtec
     generator = RealShotPasteGenerator().fit([], split.load_shots())
     saved = generator.save(tmp_path / "gen")
     out = tmp_path / "contrast.json"
-    result = load_script("defect_contrast").main([str(saved), f"--data={tiny_mvtec}", "--images=3", f"--out={out}"])
-    assert set(result["generated"]) == set(result["real"]) == {"blob", "scratch"}
+    sheet = tmp_path / "sheet.png"
+    result = load_script("defect_contrast").main(
+        [str(saved), f"--data={tiny_mvtec}", "--images=3", f"--out={out}", f"--sheet={sheet}"]
+    )
+    assert set(result["generated"]) == set(result["real"]) == set(result["shots"]) == {"blob", "scratch"}
+    from PIL import Image
+
+    width, height = Image.open(sheet).size
+    assert width > height > 0  # 2 types x (real row + generated row), 6 pairs per row
     assert json.loads(out.read_text())["real"] == pytest.approx(result["real"])
+    assert result["ratio_to_shots"] > 0
+
+
+def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_path: Path) -> None:
+    from anomaly_synth_aug.errors import InvalidInputError
+    from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator
+    from anomaly_synth_aug.data.fewshot import few_shot_split
+
+    saved = RealShotPasteGenerator().fit([], few_shot_split(tiny_mvtec).load_shots()).save(tmp_path / "gen")
+    script = load_script("defect_contrast")
+    assert script.sampling_option("guidance_scale=3") == ("guidance_scale", 3)
+    assert script.sampling_option("mode=repaint") == ("mode", "repaint")
+    with pytest.raises(InvalidInputError, match="cannot change"):  # real-shot paste has no sampling options
+        script.main([str(saved), f"--data={tiny_mvtec}", "--images=2", "--set", "margin=1"])
+
+
+def test_full_preset_runs_the_slow_detectors_on_the_core_generators_only() -> None:
+    script = load_script("downstream")
+    assert script.detectors_for("diffusion", "full", None) == ["segmenter", "draem", "supersimplenet", "padim"]
+    assert script.detectors_for("diffusion_no_filter", "full", None) == ["segmenter"]
+    assert script.detectors_for("diffusion_no_filter", "full", ["padim"]) == ["padim"]
+    assert script.detectors_for("cutpaste", "quick", None) == ["segmenter"]

@@ -73,6 +73,21 @@ def test_other_config_is_an_error_by_default(tmp_path: Path, tiny_mvtec: Path) -
     assert CountingLearnedGenerator.fit_calls == 1
 
 
+class SamplingSideGenerator(CountingLearnedGenerator):
+    """``side`` only changes how samples are drawn, so a changed side must not force a refit."""
+
+    sampling_options = frozenset({"side"})
+
+
+def test_changed_sampling_option_reuses_the_checkpoint_with_the_new_option(tmp_path: Path, tiny_mvtec: Path) -> None:
+    SamplingSideGenerator.fit_calls = 0
+    GeneratorFineTuneCallback(tmp_path / "ckpt").prepare(synthetic_datamodule(tiny_mvtec, SamplingSideGenerator(side=6)))
+    datamodule = synthetic_datamodule(tiny_mvtec, SamplingSideGenerator(side=4))
+    assert GeneratorFineTuneCallback(tmp_path / "ckpt").prepare(datamodule) == "loaded"
+    assert SamplingSideGenerator.fit_calls == 1
+    assert datamodule.generator.side == 4 and datamodule.generator.is_fitted
+
+
 def test_retrain_replaces_a_mismatching_checkpoint_and_logs_why(
     tmp_path: Path, tiny_mvtec: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

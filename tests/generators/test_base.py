@@ -190,6 +190,30 @@ def test_save_load_keeps_learned_state_and_fitted_flag(tmp_path: Path) -> None:
         unfitted.generate(_images(1))
 
 
+class TunableStampGenerator(LearnedStampGenerator):
+    """``value`` changes only how stamps are drawn; ``size`` shapes the (pretend) fit."""
+
+    sampling_options = frozenset({"value"})
+
+
+def test_load_overrides_sampling_options_only(tmp_path: Path) -> None:
+    folder = TunableStampGenerator(value=0.25).fit(_images(1), [_shot()]).save(tmp_path / "tunable")
+    loaded = AnomalyGenerator.load(folder, value=0.75)
+    assert isinstance(loaded, TunableStampGenerator) and loaded.value == 0.75 and loaded.is_fitted
+    with pytest.raises(InvalidInputError, match=r"cannot change \['size'\] on load.*Fix: fit a new"):
+        AnomalyGenerator.load(folder, size=(1, 1))
+
+
+def test_load_reusable_refuses_other_training_settings(tmp_path: Path) -> None:
+    """A saved fit is reused only when nothing but sampling options differ (it once was reused blindly)."""
+    folder = TunableStampGenerator(value=0.25, size=(2, 3)).fit(_images(1), [_shot()]).save(tmp_path / "fit")
+    reused = AnomalyGenerator.load_reusable(folder, TunableStampGenerator(value=0.5, size=(2, 3)))
+    assert isinstance(reused, TunableStampGenerator) and reused.value == 0.5 and reused.is_fitted
+    assert AnomalyGenerator.load_reusable(folder, TunableStampGenerator(value=0.25, size=(4, 4))) is None
+    assert AnomalyGenerator.load_reusable(folder, LearnedStampGenerator(value=0.25)) is None
+    assert AnomalyGenerator.load_reusable(tmp_path / "nothing", TunableStampGenerator()) is None
+
+
 def test_fingerprint_follows_config() -> None:
     assert StampGenerator(value=0.5).fingerprint() != StampGenerator(value=0.6).fingerprint()
     assert StampGenerator(value=0.5).fingerprint() == StampGenerator(value=0.5).fingerprint()

@@ -35,7 +35,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -137,10 +137,14 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         num_inference_steps: DDIM steps per sample.
         mode: ``"repaint"`` (forward-noised background each step) or ``"inversion"`` (DDIM-inverted target).
         inversion_noise: fresh-noise share inside the mask in inversion mode (0 = pure inversion).
+        guidance_scale: normal-token guidance (``sampling.py``): > 1 strengthens what sets the defect apart
+            from normal surface; 1 turns it off (one UNet pass per step instead of two). The default 5 made
+            generated defects as contrasted as the shots on magnetic tile (``benchmarks/defect_contrast.py``).
         mask_source: ``"bank"`` (augmented shot masks) or ``"prior"`` (learned mask VAE).
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
         restrict_to_foreground: place sampled masks on the estimated foreground only.
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
+            Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
         quality_filter: reject and regenerate samples whose defect did not appear or whose background drifted.
         min_inside_change: quality filter: least mean change over the placement (and refined) mask.
@@ -153,6 +157,24 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
     """
 
     requires_fit: ClassVar[bool] = True
+    sampling_options: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_inference_steps",
+            "mode",
+            "inversion_noise",
+            "guidance_scale",
+            "restrict_to_foreground",
+            "refine_masks",
+            "refine_dilation",
+            "quality_filter",
+            "min_inside_change",
+            "max_outside_change",
+            "max_retries",
+            "generation_batch_size",
+            "num_threads",
+            "progress",
+        }
+    )
 
     def __init__(
         self,
@@ -171,13 +193,14 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         masked_loss: bool = True,
         background_disentangle: bool = True,
         adaptive_weighting: float = 1.0,
-        num_inference_steps: int = 20,
+        num_inference_steps: int = 10,
         mode: Literal["repaint", "inversion"] = "repaint",
         inversion_noise: float = 0.0,
+        guidance_scale: float = 5.0,
         mask_source: Literal["bank", "prior"] = "bank",
         mask_prior_steps: int = 400,
         restrict_to_foreground: bool = True,
-        refine_masks: bool = True,
+        refine_masks: bool = False,
         refine_dilation: int = 3,
         quality_filter: bool = True,
         min_inside_change: float = 0.03,
@@ -193,6 +216,10 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             raise InvalidInputError(f"unknown mode {mode!r}", fix=f"use one of {SAMPLING_MODES}")
         if mask_source not in ("bank", "prior"):
             raise InvalidInputError(f"unknown mask_source {mask_source!r}", fix="use 'bank' or 'prior'")
+        if guidance_scale < 1.0:
+            raise InvalidInputError(
+                f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}", fix="use e.g. 1.0 or 3.0"
+            )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
         self.category = category
@@ -213,6 +240,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self.num_inference_steps = num_inference_steps
         self.mode = mode
         self.inversion_noise = inversion_noise
+        self.guidance_scale = guidance_scale
         self.mask_source = mask_source
         self.mask_prior_steps = mask_prior_steps
         self.restrict_to_foreground = restrict_to_foreground
@@ -406,7 +434,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         for image, mask in zip(images, mask_list, strict=True):
             rng = torch.Generator().manual_seed(derive_seed(generator))
             jobs.append(self._job(image, mask, self._random_type(rng), token, NORMAL_TYPE, rng, check_quality=False))
-        return self._synthesise(jobs)
+        return self._synthesise(jobs, guided=False)  # guiding the normal token away from itself is a no-op
 
     def _normalise_inputs(
         self, normal_images: ImagesLike, masks: Sequence[torch.Tensor | None] | None
@@ -459,7 +487,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         return place_mask(crop, tuple(image.shape[-2:]), region, rng)
 
     @torch.no_grad()
-    def _synthesise(self, jobs: list[_Job]) -> GeneratedBatch:
+    def _synthesise(self, jobs: list[_Job], guided: bool = True) -> GeneratedBatch:
         """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times."""
         if not jobs:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
@@ -476,7 +504,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             for attempt in range(self.max_retries + 1):
                 if not pending:
                     break
-                patches = self._sample_patches(self._sampler(attempt), jobs, pending, known, patch_masks)
+                patches = self._sample_patches(self._sampler(attempt, guided), jobs, pending, known, patch_masks)
                 attempts += len(pending)
                 retry = []
                 for index, patch in zip(pending, patches, strict=True):
@@ -505,8 +533,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         }
         return GeneratedBatch(images=images, masks=out_masks, defect_types=[j.label for j in jobs], stats=stats)
 
-    def _sampler(self, attempt: int) -> PatchSampler:
-        """The sampler for retry ``attempt`` (0 = first try).
+    def _sampler(self, attempt: int, guided: bool = True) -> PatchSampler:
+        """The sampler for retry ``attempt`` (0 = first try), with normal-token guidance when ``guided``.
 
         Pure DDIM inversion is deterministic: retrying it with the same placement would redraw the
         very patch the quality filter just rejected. Each retry therefore mixes more fresh noise
@@ -522,6 +550,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             num_inference_steps=self.num_inference_steps,
             mode=self.mode,
             inversion_noise=noise,
+            guidance_scale=self.guidance_scale if guided else 1.0,
         )
 
     def _sample_patches(
@@ -589,9 +618,13 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         category: str | None = None,
         defect_types: Sequence[str] | None = None,
         patch_size: int | None = None,
+        **overrides: Any,
     ) -> DiffusionAnomalyGenerator:
-        """Load a saved generator; with ``category``/``defect_types``/``patch_size`` also check it is the right one."""
-        instance = super().load(directory)
+        """Load a saved generator; with ``category``/``defect_types``/``patch_size`` also check it is the right one.
+
+        ``overrides`` change ``sampling_options`` (e.g. ``guidance_scale=3.0``, ``mode="repaint"``).
+        """
+        instance = super().load(directory, **overrides)
         if not isinstance(instance, DiffusionAnomalyGenerator):  # loaded through the base class registry
             raise CheckpointMismatchError(f"{directory} holds a {type(instance).__name__}, not a diffusion generator")
         instance.check_compatible(category=category, defect_types=defect_types, patch_size=patch_size)
@@ -610,7 +643,12 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             for index, crop in enumerate(self._mask_bank.masks(name))
         }
         save_file(shot_masks, directory / SHOT_MASKS_FILE)
-        state = {"category": self.category, "defect_types": self._defect_types, "patch_size": self.patch_size}
+        state = {
+            "category": self.category,
+            "defect_types": self._defect_types,
+            "patch_size": self.patch_size,
+            "training": asdict(self.training_report) if self.training_report is not None else None,
+        }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def _load_state(self, directory: Path) -> None:
@@ -635,6 +673,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                 f"{len(self._defect_types)} defect types are recorded. Fix: re-save the generator."
             )
         self._noise_scheduler = type(self._noise_scheduler).from_pretrained(directory / SCHEDULER_DIR)
+        if state.get("training"):  # how long the saved model trained (absent in folders saved before it was kept)
+            self.training_report = TrainingReport(**state["training"])
         if (directory / MASK_PRIOR_DIR).is_dir():
             self._mask_prior = MaskPrior.from_pretrained(directory / MASK_PRIOR_DIR).eval()
         masks_by_type: dict[str, list[torch.Tensor]] = {name: [] for name in self._defect_types}

@@ -123,12 +123,20 @@ def test_output_mask_is_the_refined_mask(fitted: DiffusionAnomalyGenerator, monk
         return refined
 
     monkeypatch.setattr(generator_module, "refine_mask", first_row_only)
+    monkeypatch.setattr(fitted, "refine_masks", True)
     placement = _placement()
     batch = fitted.generate([surface(9)], [placement], ["dent"], generator=_seed(2))
     expected = torch.zeros_like(placement)
     expected[15, 18:26] = True
     assert torch.equal(batch.masks[0], expected)
     _assert_contract([surface(9)], batch)
+
+
+def test_without_refinement_the_output_mask_is_the_placement(fitted: DiffusionAnomalyGenerator) -> None:
+    assert not fitted.refine_masks  # the default
+    placement = _placement()
+    batch = fitted.generate([surface(9)], [placement], ["dent"], generator=_seed(2))
+    assert torch.equal(batch.masks[0], placement)
 
 
 def test_sampled_masks_stay_on_the_foreground(fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,6 +169,7 @@ def test_save_load_round_trip_and_compatibility(fitted: DiffusionAnomalyGenerato
     loaded = DiffusionAnomalyGenerator.load(tmp_path, category="tiles", defect_types=["streak", "dent"])
     assert isinstance(AnomalyGenerator.load(tmp_path), DiffusionAnomalyGenerator)
     assert loaded.fingerprint() == fitted.fingerprint()
+    assert loaded.training_report == fitted.training_report and loaded.training_report.steps == FAST["max_steps"]
     inputs = [surface(1), surface(2)]
     expected = fitted.generate(inputs, generator=_seed(7))
     actual = loaded.generate(inputs, generator=_seed(7))
@@ -206,6 +215,8 @@ def test_bad_configuration_is_explained() -> None:
         DiffusionAnomalyGenerator(mask_source="anywhere")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="masked_loss"):
         DiffusionAnomalyGenerator(masked_loss=False, background_disentangle=True)
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        DiffusionAnomalyGenerator(guidance_scale=0.0)
 
 
 def test_inversion_mode_generates_within_the_contract() -> None:
@@ -231,3 +242,27 @@ def test_inversion_retries_draw_a_different_patch(monkeypatch: pytest.MonkeyPatc
     strict.generate([surface(1)], [_placement()], ["dent"], generator=_seed(1))
     assert [noise for noise, _ in drawn] == [0.0, 0.5, 1.0]
     assert not torch.equal(drawn[0][1], drawn[1][1]) and not torch.equal(drawn[1][1], drawn[2][1])
+
+
+def test_guidance_scale_reaches_the_sampler_and_survives_save_load(
+    fitted: DiffusionAnomalyGenerator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guided = DiffusionAnomalyGenerator(category="tiles", **{**FAST, "guidance_scale": 3.0})
+    guided.fit(normals(), shots(), generator=_seed(0))
+    guided.save(tmp_path)
+    loaded = AnomalyGenerator.load(tmp_path)
+    scales: list[float] = []
+    original = generator_module.PatchSampler.sample
+
+    def recording(self, known, masks, tokens, generators):  # noqa: ANN001, ANN202
+        scales.append(self.guidance_scale)
+        return original(self, known, masks, tokens, generators)
+
+    monkeypatch.setattr(generator_module.PatchSampler, "sample", recording)
+    inputs = [surface(1), surface(2)]
+    batch = loaded.generate(inputs, generator=_seed(1))
+    _assert_contract(inputs, batch)
+    assert scales and set(scales) == {3.0}
+    scales.clear()
+    loaded.generate_normal(inputs, generator=_seed(1))  # guiding the normal token away from itself is a no-op
+    assert scales == [1.0]

@@ -110,7 +110,45 @@ def test_repaint_background_is_the_known_patch_forward_noised() -> None:
     assert residual.std() == pytest.approx(float((1 - alpha).sqrt()), rel=0.35)
 
 
+def test_guidance_extrapolates_from_the_normal_token_prediction() -> None:
+    """eps = eps(normal) + s * (eps(defect) - eps(normal)), both predicted in one batched pass."""
+    model = _model()
+    known, masks = _inputs(2)
+    latents = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    context, mask = to_model_space(known) * (1 - masks.float()), masks.float()
+    tokens = model.token(torch.tensor([1, 2])).detach()
+    timestep = torch.tensor(500)
+    with torch.no_grad():
+        defect = model(latents, context, mask, timestep, tokens)
+        normal = model(latents, context, mask, timestep, model.token(torch.tensor([0, 0])))
+        sampler = PatchSampler(model, make_noise_scheduler(), num_inference_steps=STEPS, guidance_scale=3.0)
+        guided = sampler._predict_noise(latents, context, mask, timestep, tokens)
+        plain = _sampler(model, "repaint")._predict_noise(latents, context, mask, timestep, tokens)
+    assert torch.allclose(guided, normal + 3.0 * (defect - normal), atol=1e-5)
+    assert torch.equal(plain, defect)
+
+
+@pytest.mark.parametrize("mode", ["repaint", "inversion"])
+def test_guided_sampling_is_seeded_and_differs_from_unguided(mode: str) -> None:
+    model = _model()
+    known, masks = _inputs(2)
+    tokens = model.token(torch.tensor([1, 2])).detach()
+
+    def guided(scale: float) -> torch.Tensor:
+        sampler = PatchSampler(
+            model, make_noise_scheduler(), num_inference_steps=STEPS, mode=mode, guidance_scale=scale  # type: ignore[arg-type]
+        )
+        return sampler.sample(known, masks, tokens, _gens(1, 2))
+
+    strong = guided(4.0)
+    assert torch.equal(strong, guided(4.0))
+    assert strong.min() >= 0 and strong.max() <= 1
+    assert not torch.allclose(strong, guided(1.0))
+
+
 def test_invalid_settings_are_explained() -> None:
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        PatchSampler(_model(), make_noise_scheduler(), guidance_scale=0.5)
     with pytest.raises(InvalidInputError, match="mode"):
         PatchSampler(_model(), make_noise_scheduler(), mode="dreaming")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="num_inference_steps"):

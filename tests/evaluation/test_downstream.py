@@ -1,0 +1,88 @@
+"""The downstream experiment's generator reuse: a saved fit serves later runs only if it was fitted the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from shared_fixtures import FakeLearnedGenerator
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream import (
+    GENERATORS,
+    SHARES_FIT_WITH,
+    build_generator,
+    fit_generator,
+    fit_name,
+    resolve_preset,
+    synthetic_datamodule,
+)
+from anomaly_synth_aug.generators.base import CONFIG_FILE
+
+
+class TwoKnobGenerator(FakeLearnedGenerator):
+    """``side`` only changes sampling; ``capacity`` stands for a training setting."""
+
+    sampling_options = frozenset({"side"})
+
+    def __init__(self, side: int = 6, capacity: int = 1) -> None:
+        super().__init__(side)
+        self.capacity = capacity
+
+
+def _fit(root: Path, generator: TwoKnobGenerator, saved: Path) -> tuple[TwoKnobGenerator, bool]:
+    datamodule = synthetic_datamodule(root, generator, resolve_preset("smoke"), seed=0, inject=True)
+    _, loaded = fit_generator(datamodule, saved)
+    return datamodule.generator, loaded
+
+
+def test_saved_fit_is_reused_with_this_runs_sampling_options(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """A saved fit used to be loaded with its *old* config, silently ignoring the options asked for."""
+    saved = tmp_path / "generator"
+    first, loaded = _fit(tiny_mvtec, TwoKnobGenerator(side=6), saved)
+    assert not loaded and first.fit_normals > 0
+    again, loaded = _fit(tiny_mvtec, TwoKnobGenerator(side=3), saved)
+    assert loaded and again.side == 3 and again.is_fitted
+
+
+def test_saved_fit_with_other_training_settings_is_fitted_again(tiny_mvtec: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "generator"
+    _fit(tiny_mvtec, TwoKnobGenerator(capacity=1), saved)
+    refitted, loaded = _fit(tiny_mvtec, TwoKnobGenerator(capacity=2), saved)
+    assert not loaded and refitted.capacity == 2
+    assert json.loads((saved / CONFIG_FILE).read_text())["config"]["capacity"] == 2
+
+
+def test_ablations_that_share_a_fit_differ_from_it_only_in_sampling_options() -> None:
+    assert fit_name("diffusion") == "diffusion" and fit_name("perlin") == "perlin"
+    for ablation, base in SHARES_FIT_WITH.items():
+        assert ablation in GENERATORS and fit_name(ablation) == base
+        ours, theirs = (build_generator(name, "smoke", "tile") for name in (ablation, base))
+        changed = {k for k, v in ours.get_config().items() if theirs.get_config()[k] != v}
+        assert changed and changed <= theirs.sampling_options, (ablation, changed)
+
+
+def test_cached_preset_trains_from_a_pool_kept_in_cache_dir(tiny_mvtec: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+
+    preset = replace(PRESETS["smoke"], name="smoke_cached", train_mode="cached", samples_per_type=2)
+    cache = tmp_path / "cache"
+    record = run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset, cache_dir=cache)
+    assert record["metrics"]["image_AUROC"] is not None and record["timings"]["prepare_s"] > 0
+    assert list(cache.rglob("manifest.jsonl")), "the pool was not written to cache_dir"
+    with pytest.raises(InvalidInputError, match="cache_dir"):
+        synthetic_datamodule(tiny_mvtec, build_generator("perlin", preset, "tiny"), preset, 0, inject=True)
+
+
+def test_a_stored_preset_without_newer_fields_still_matches() -> None:
+    from anomaly_synth_aug.evaluation.downstream import preset_record, same_preset
+
+    stored = preset_record("quick")
+    for newer in ("train_mode", "samples_per_type"):
+        del stored[newer]
+    assert same_preset(stored, "quick")
+    assert not same_preset({**stored, "max_epochs": 99}, "quick")
+    assert not same_preset({**preset_record("full"), "train_mode": "online"}, "full")
