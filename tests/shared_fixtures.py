@@ -76,15 +76,22 @@ def make_mvtec_layout(
 
 
 def paint_squares(
-    images: list[torch.Tensor], side: int, value: torch.Tensor, generator: torch.Generator | None
+    images: list[torch.Tensor],
+    side: int,
+    value: torch.Tensor,
+    generator: torch.Generator | list[torch.Generator] | None,
 ) -> GeneratedBatch:
-    """Each image with a ``side``-px square of ``value`` at a seeded random place; type "square"."""
+    """Each image with a ``side``-px square of ``value`` at a seeded random place; type "square".
+
+    ``generator`` may be one stream for all images or one per image.
+    """
     out_images, out_masks = [], []
-    for image in images:
+    for index, image in enumerate(images):
+        stream = generator[index] if isinstance(generator, list) else generator
         height, width = image.shape[-2:]
         side_here = min(side, height, width)
-        top = int(torch.randint(0, height - side_here + 1, (1,), generator=generator))
-        left = int(torch.randint(0, width - side_here + 1, (1,), generator=generator))
+        top = int(torch.randint(0, height - side_here + 1, (1,), generator=stream))
+        left = int(torch.randint(0, width - side_here + 1, (1,), generator=stream))
         mask = torch.zeros(height, width, dtype=torch.bool)
         mask[top : top + side_here, left : left + side_here] = True
         out_images.append(torch.where(mask, value.expand_as(image), image))
@@ -94,6 +101,8 @@ def paint_squares(
 
 class FakeSquareGenerator(AnomalyGenerator):
     """A tiny deterministic generator for wrapper tests: paints a white square, records each call's batch size."""
+
+    per_sample_generators = True
 
     def __init__(self, side: int = 6) -> None:
         super().__init__()

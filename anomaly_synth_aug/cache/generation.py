@@ -124,17 +124,23 @@ class CacheGenerationModule(LightningModule):
         self.generator = generator
 
     def predict_step(self, batch: list[tuple[GenerationJob, torch.Tensor]], batch_idx: int) -> list[GeneratedSample]:
+        # one call per batch (a learned generator runs its network once for all), each job on its own seed
+        jobs = [job for job, _ in batch]
+        generated = self.generator.generate(
+            [image for _, image in batch],
+            defect_types=[job.defect_type for job in jobs],
+            generator=[make_generator(job.seed) for job in jobs],
+        )
         samples = []
-        for job, image in batch:
-            generated = self.generator.generate(
-                [image], defect_types=[job.defect_type], generator=make_generator(job.seed)
-            )
-            if generated.defect_types[0] != job.defect_type:
+        for job, image, mask, defect_type in zip(
+            jobs, generated.images, generated.masks, generated.defect_types, strict=True
+        ):
+            if defect_type != job.defect_type:
                 raise RuntimeError(
-                    f"{type(self.generator).__name__} returned a {generated.defect_types[0]!r} defect "
+                    f"{type(self.generator).__name__} returned a {defect_type!r} defect "
                     f"when asked for {job.defect_type!r}"
                 )
-            samples.append(GeneratedSample(job, generated.images[0], generated.masks[0]))
+            samples.append(GeneratedSample(job, image, mask))
         return samples
 
 

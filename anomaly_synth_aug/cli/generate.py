@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 import json
 from pathlib import Path
+from typing import Any
 
 from anomaly_synth_aug import generators
 from anomaly_synth_aug.cache import generate_cache
@@ -15,8 +16,8 @@ from anomaly_synth_aug.errors import CheckpointMismatchError
 from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
 
 
-def load_generator(directory: Path) -> AnomalyGenerator:
-    """Load a saved generator of any class shipped with the package.
+def load_generator(directory: Path, **overrides: Any) -> AnomalyGenerator:
+    """Load a saved generator of any class shipped with the package (``overrides``: its sampling options).
 
     The registry only knows imported classes, so the generator modules are imported
     first -- only when the saved class is not registered yet (the diffusion one is heavy).
@@ -25,7 +26,7 @@ def load_generator(directory: Path) -> AnomalyGenerator:
     if saved_class not in AnomalyGenerator._registry:  # noqa: SLF001 -- read-only look-up
         for module in pkgutil.walk_packages(generators.__path__, prefix=f"{generators.__name__}."):
             importlib.import_module(module.name)
-    return AnomalyGenerator.load(directory)
+    return AnomalyGenerator.load(directory, **overrides)
 
 
 def check_category(generator_dir: Path, category: str) -> None:
@@ -52,6 +53,7 @@ def generate(
     accelerator: str = "auto",
     devices: int | str = 1,
     strategy: str = "auto",
+    sampling: dict[str, Any] | None = None,
 ) -> int:
     """Generate SAMPLES_PER_TYPE defects per type on the category's training normals into a sample cache.
 
@@ -69,8 +71,10 @@ def generate(
         accelerator: Lightning accelerator ("auto", "cpu", "gpu", ...).
         devices: Lightning devices (a count, or "auto").
         strategy: Lightning strategy ("auto", "ddp", ...).
+        sampling: sampling options to change on the saved generator without refitting,
+            e.g. ``--sampling '{"guidance_scale": 3}'``.
     """
-    generator = load_generator(generator_dir)
+    generator = load_generator(generator_dir, **(sampling or {}))
     datamodule = synthetic_datamodule(data, generator, seed=seed)
     check_category(generator_dir, datamodule.category or datamodule.name)
     entries = generate_cache(

@@ -93,6 +93,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         cache_dir: folder of the on-disk cache (``mode="cached"``); MVTec layout + ``manifest.jsonl``.
         samples_per_type: cached samples generated per defect type.
         cache_trainer_kwargs: ``Trainer`` arguments for cache generation (e.g. ``devices=2, strategy="ddp"``).
+        cache_batch_size: images per generator call while filling the cache. A learned generator runs its
+            network once per call, so larger batches fill the cache faster (each sample is the same either way).
         train_batch_size: default: the wrapped datamodule's.
         eval_batch_size: default: the wrapped datamodule's.
         num_workers: default: the wrapped datamodule's.
@@ -113,6 +115,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         cache_dir: str | Path | None = None,
         samples_per_type: int = 100,
         cache_trainer_kwargs: dict[str, Any] | None = None,
+        cache_batch_size: int = 32,
         train_batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
@@ -126,6 +129,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         _check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
+        if cache_batch_size < 1:
+            raise InvalidInputError(
+                f"cache_batch_size must be >= 1, got {cache_batch_size}", fix="use e.g. 32 images per generator call"
+            )
         if samples_per_type < 1:
             raise InvalidInputError(
                 f"samples_per_type must be >= 1, got {samples_per_type}", fix="use e.g. 100 cached samples per type"
@@ -151,6 +158,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.cache_dir = cache_dir
         self.samples_per_type = samples_per_type
         self.cache_trainer_kwargs = cache_trainer_kwargs
+        self.cache_batch_size = cache_batch_size
         self.seed = seed
         self.shot_records: list[DefectRecord] = []
 
@@ -228,6 +236,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             seed=self.seed,
             config={"name": self.name, "category": self.category, "mask_threshold": self.mask_threshold},
             trainer_kwargs=self.cache_trainer_kwargs,
+            batch_size=self.cache_batch_size,
             mask_threshold=self.mask_threshold,
         )
 

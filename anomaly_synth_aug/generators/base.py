@@ -63,6 +63,20 @@ class GeneratedBatch:
             for img, msk, dt in zip(self.images, self.masks, self.defect_types, strict=True)
         ]
 
+    @classmethod
+    def concat(cls, batches: Sequence[GeneratedBatch]) -> GeneratedBatch:
+        """One batch of all ``batches`` in order; numeric ``stats`` (also inside dicts) are summed."""
+        stats: dict[str, Any] = {}
+        for batch in batches:
+            for key, value in batch.stats.items():
+                stats[key] = _add_stats(stats.get(key), value)
+        return cls(
+            images=[image for batch in batches for image in batch.images],
+            masks=[mask for batch in batches for mask in batch.masks],
+            defect_types=[name for batch in batches for name in batch.defect_types],
+            stats=stats,
+        )
+
     def stack(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[B, 3, H, W]`` and masks ``[B, H, W]``; all inputs must share one size."""
         sizes = {tuple(img.shape) for img in self.images}
@@ -74,7 +88,22 @@ class GeneratedBatch:
         return torch.stack(self.images), torch.stack(self.masks)
 
 
+def _add_stats(total: Any, value: Any) -> Any:
+    """``total + value`` for counters: numbers add, dicts add key by key, anything else keeps the latest."""
+    if total is None:
+        return dict(value) if isinstance(value, dict) else value
+    if isinstance(total, dict) and isinstance(value, dict):
+        merged = dict(total)
+        for key, item in value.items():
+            merged[key] = _add_stats(merged.get(key), item)
+        return merged
+    if isinstance(total, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return total + value
+    return value
+
+
 ImagesLike = torch.Tensor | Sequence[torch.Tensor]
+SeedSource = torch.Generator | Sequence[torch.Generator] | None
 
 
 def as_image_list(images: ImagesLike) -> list[torch.Tensor]:
@@ -96,6 +125,8 @@ class AnomalyGenerator(ABC):
 
     #: Set by learned generators; classic generators are usable without ``fit``.
     requires_fit: ClassVar[bool] = False
+    #: ``_generate`` accepts a list of per-image ``torch.Generator``s (else ``generate`` calls it per image).
+    per_sample_generators: ClassVar[bool] = False
     #: Constructor arguments that change only how samples are drawn, never what ``fit`` learns:
     #: ``load(directory, **overrides)`` may change them on a saved generator without refitting.
     sampling_options: ClassVar[frozenset[str]] = frozenset()
@@ -147,7 +178,7 @@ class AnomalyGenerator(ABC):
         normal_images: ImagesLike,
         masks: Sequence[torch.Tensor | None] | torch.Tensor | None = None,
         defect_types: Sequence[str | None] | str | None = None,
-        generator: torch.Generator | None = None,
+        generator: SeedSource = None,
     ) -> GeneratedBatch:
         """Turn each normal image into an anomalous one.
 
@@ -157,7 +188,9 @@ class AnomalyGenerator(ABC):
                 The returned mask is where the image actually changed, which may be a subset.
             defect_types: optional type per image (must be in ``self.defect_types``), or one type for
                 all images; None picks at random.
-            generator: seed source; the same seed gives the same output.
+            generator: seed source; the same seed gives the same output. A sequence gives every image
+                its own stream: image ``i`` comes out as ``generate([image_i], generator=generator[i])``
+                would make it, so batches can be formed freely (e.g. when filling a cache).
         """
         if not self.is_fitted:
             raise NotFittedError(
@@ -184,10 +217,34 @@ class AnomalyGenerator(ABC):
                 )
         if count == 0:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
-        out = self._generate(images, mask_list, type_list, generator)
+        if generator is None or isinstance(generator, torch.Generator):
+            out = self._generate(images, mask_list, type_list, generator)
+        else:
+            out = self._generate_per_sample(images, mask_list, type_list, list(generator))
         if len(out) != count:
             raise RuntimeError(f"{type(self).__name__} returned {len(out)} samples for {count} inputs")
         return out
+
+    def _generate_per_sample(
+        self,
+        images: list[torch.Tensor],
+        masks: list[torch.Tensor | None],
+        defect_types: list[str | None],
+        generators: list[torch.Generator],
+    ) -> GeneratedBatch:
+        if len(generators) != len(images) or not all(isinstance(g, torch.Generator) for g in generators):
+            raise InvalidInputError(
+                f"got {len(generators)} seed sources for {len(images)} images",
+                fix="pass one torch.Generator, or one per image",
+            )
+        if self.per_sample_generators:
+            return self._generate(images, masks, defect_types, generators)  # type: ignore[arg-type]
+        return GeneratedBatch.concat(
+            [
+                self._generate([image], [mask], [name], stream)
+                for image, mask, name, stream in zip(images, masks, defect_types, generators, strict=True)
+            ]
+        )
 
     @abstractmethod
     def _generate(

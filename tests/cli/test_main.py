@@ -131,3 +131,27 @@ def test_only_the_listed_third_party_warnings_are_silenced() -> None:
         warnings.warn("You called `self.log('train_loss', ..., logger=True)` but have no logger configured.", stacklevel=1)
         warnings.warn("your mask folder is empty", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["your mask folder is empty"]
+
+
+def test_generate_changes_sampling_options_of_the_saved_generator(
+    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anomaly_synth_aug.data.fewshot import few_shot_split
+    from anomaly_synth_aug.data.io import load_image
+    from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
+
+    split = few_shot_split(tiny_mvtec)
+    tiny = {"patch_size": 16, "block_out_channels": (8, 16), "max_steps": 2, "max_minutes": None, "progress": False}
+    generator = DiffusionAnomalyGenerator(category="tiny", batch_size=2, num_inference_steps=2, **tiny)
+    generator.fit([load_image(p) for p in split.train_normals[:4]], split.load_shots())
+    saved = generator.save(tmp_path / "g" / "tiny")
+    common = ("--generator_dir", saved, "--data", tiny_mvtec, "--samples_per_type", 1, "--accelerator", "cpu")
+    assert run_cli("generate", *common, "--cache_dir", tmp_path / "c", "--sampling", '{"guidance_scale": 2.5}') == 0
+    header = json.loads((tmp_path / "c" / "cache.json").read_text())
+    from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+    assert header["generator_fingerprint"] == AnomalyGenerator.load(saved, guidance_scale=2.5).fingerprint()
+    assert header["generator_fingerprint"] != generator.fingerprint()
+    status = run_cli("generate", *common, "--cache_dir", tmp_path / "d", "--sampling", '{"patch_size": 32}')
+    assert status == EXIT_BAD_INPUT
+    assert "cannot change ['patch_size'] on load" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_items_are_cached_anomalies_or_untouched_normals(folder, fake_generator,
         else:
             assert torch.equal(item.image, load_image(item.image_path)) and not item.gt_mask.any()
     assert 0 < sum(labels) < len(dataset)
-    assert fake_generator.calls == [1] * 4  # the cache was generated once, one job per call
+    assert fake_generator.calls == [4]  # the cache was generated once, the batch of 4 jobs in one call
 
 
 def test_same_items_turn_anomalous_as_online(folder, fake_generator, tmp_path: Path) -> None:
@@ -117,3 +117,21 @@ def test_datamodule_wiring_trains_from_the_cache(tiny_folder, tmp_path: Path) ->
     assert {entry.source for entry in datamodule.train_data.entries} <= sources  # never the validation hold-out
     batch = next(iter(datamodule.train_dataloader()))
     assert isinstance(batch, ImageBatch) and batch.gt_mask.dtype == torch.bool
+
+
+def test_cache_is_filled_in_batches_of_cache_batch_size(tiny_folder, tmp_path: Path) -> None:
+    """It used to be 4 images per call whatever the generator: 1.6 instead of 4.4 diffusion images/s."""
+    generator = FakeLearnedGenerator()
+    datamodule = SyntheticAnomalyDataModule(
+        tiny_folder,
+        generator=generator,
+        mode="cached",
+        cache_dir=tmp_path / "cache",
+        samples_per_type=5,
+        cache_batch_size=2,
+        cache_trainer_kwargs=CPU,
+    )
+    datamodule.setup()
+    assert sorted(generator.calls, reverse=True) == [2, 2, 1]
+    with pytest.raises(InvalidInputError, match="cache_batch_size"):
+        SyntheticAnomalyDataModule(tiny_folder, generator=generator, mode="cached", cache_batch_size=0)

@@ -166,6 +166,27 @@ def test_shots_must_name_their_defect_type(defect_type: str) -> None:
         validate_shots([_shot(defect_type)])
 
 
+def test_one_seed_stream_per_image_gives_each_image_its_single_call_result() -> None:
+    """generate(images, generator=[g0, g1, ...]) equals generate([image_i], generator=g_i), for any batching."""
+    generator = StampGenerator(value=0.5)
+    images = _images(3)
+    batched = generator.generate(images, generator=[torch.Generator().manual_seed(s) for s in (4, 5, 6)])
+    for image, seed, out, mask in zip(images, (4, 5, 6), batched.images, batched.masks, strict=True):
+        alone = generator.generate([image], generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(out, alone.images[0]) and torch.equal(mask, alone.masks[0])
+    with pytest.raises(InvalidInputError, match="seed sources for 3 images"):
+        generator.generate(images, generator=[torch.Generator()])
+
+
+def test_concat_keeps_order_and_sums_counters() -> None:
+    image, mask = torch.zeros(3, 2, 2), torch.ones(2, 2, dtype=torch.bool)
+    first = GeneratedBatch([image], [mask], ["a"], {"attempts": 2, "reasons": {"faint": 1}, "mode": "x"})
+    second = GeneratedBatch([image + 1], [mask], ["b"], {"attempts": 1, "reasons": {"faint": 2, "edge": 1}})
+    joined = GeneratedBatch.concat([first, second])
+    assert joined.defect_types == ["a", "b"] and torch.equal(joined.images[1], image + 1)
+    assert joined.stats == {"attempts": 3, "reasons": {"faint": 3, "edge": 1}, "mode": "x"}
+
+
 # ---------------------------------------------------------------- persistence
 def test_save_load_round_trip(tmp_path: Path) -> None:
     original = StampGenerator(value=0.25, size=(3, 4))

@@ -157,6 +157,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
     """
 
     requires_fit: ClassVar[bool] = True
+    per_sample_generators: ClassVar[bool] = True
     sampling_options: ClassVar[frozenset[str]] = frozenset(
         {
             "num_inference_steps",
@@ -378,11 +379,12 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         images: list[torch.Tensor],
         masks: list[torch.Tensor | None],
         defect_types: list[str | None],
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
     ) -> GeneratedBatch:
         jobs = []
-        for image, mask, name in zip(images, masks, defect_types, strict=True):
-            rng = torch.Generator().manual_seed(derive_seed(generator))
+        for index, (image, mask, name) in enumerate(zip(images, masks, defect_types, strict=True)):
+            source = generator[index] if isinstance(generator, list) else generator
+            rng = torch.Generator().manual_seed(derive_seed(source))
             name = name if name is not None else self._random_type(rng)
             token = self.denoiser.token(self._defect_types.index(name) + 1)[0].detach()
             jobs.append(self._job(image, mask, name, token, name, rng, check_quality=self.quality_filter))

@@ -369,6 +369,14 @@ class TrainingCheckpoint:
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
 
+def expected_total_steps(settings: TrainingSettings, step: int, elapsed: float) -> int | None:
+    """Steps the fit will end at: ``max_steps``, or fewer when, at the pace so far, ``max_minutes`` ends it first."""
+    if settings.max_minutes is None or step <= 0 or elapsed <= 0:
+        return settings.max_steps
+    by_time = max(step, math.ceil(step * settings.max_minutes * 60.0 / elapsed))
+    return by_time if settings.max_steps is None else min(settings.max_steps, by_time)
+
+
 def train_denoiser(
     model: DefectDenoiser,
     source: PatchSource,
@@ -433,6 +441,7 @@ def train_denoiser(
             elapsed = time.monotonic() - started
             value = float(loss.detach())
             last_loss = value if math.isnan(last_loss) else 0.95 * last_loss + 0.05 * value
+            bar.total = expected_total_steps(settings, step, elapsed)  # so the bar's ETA follows the time budget
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", minutes=f"{elapsed / 60:.1f}", refresh=False)
             if checkpoint is not None and time.monotonic() - last_save > settings.checkpoint_every_minutes * 60:

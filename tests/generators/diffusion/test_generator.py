@@ -72,6 +72,15 @@ def test_given_mask_bounds_the_change(fitted: DiffusionAnomalyGenerator) -> None
     assert not bool((batch.masks[0] & ~dilated).any())  # refinement stays within the dilated placement
 
 
+def test_per_image_seed_streams_batch_like_single_calls(fitted: DiffusionAnomalyGenerator) -> None:
+    """The cache fills batches of jobs, each with its own seed: batching must not change a sample."""
+    inputs = [surface(1), surface(2), surface(3)]
+    batched = fitted.generate(inputs, defect_types=["dent", "streak", "dent"], generator=[_seed(s) for s in (7, 8, 9)])
+    for image, name, seed, out in zip(inputs, ["dent", "streak", "dent"], (7, 8, 9), batched.images, strict=True):
+        alone = fitted.generate([image], defect_types=[name], generator=_seed(seed))
+        assert torch.allclose(out, alone.images[0], atol=1e-5)
+
+
 def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:
     with pytest.raises(UnknownDefectTypeError, match="scratch"):
         fitted.generate([surface(1)], defect_types=["scratch"])

@@ -17,6 +17,7 @@ from anomaly_synth_aug.generators.diffusion.training import (
     PatchSource,
     TrainingCheckpoint,
     TrainingSettings,
+    expected_total_steps,
     make_noise_scheduler,
     to_model_space,
     train_denoiser,
@@ -150,6 +151,30 @@ def test_training_runs_to_max_steps_and_leaves_ema_weights() -> None:
 def test_time_budget_stops_training() -> None:
     report = train_denoiser(_model(), _source(), _settings(max_steps=None, max_minutes=0.0))
     assert report.steps == 0
+
+
+def test_progress_total_follows_the_time_budget_when_it_binds() -> None:
+    """The bar's total (and so its ETA) was max_steps even when the time budget would end the fit far earlier."""
+    timed = _settings(max_steps=4000, max_minutes=9.0)
+    assert expected_total_steps(timed, step=100, elapsed=108.0) == 500  # 1.08 s/step over 540 s
+    assert expected_total_steps(timed, step=100, elapsed=1.0) == 4000  # max_steps binds
+    assert expected_total_steps(_settings(max_steps=None, max_minutes=1.0), step=10, elapsed=30.0) == 20
+    assert expected_total_steps(timed, step=0, elapsed=0.0) == 4000
+
+
+def test_progress_bar_is_given_the_expected_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anomaly_synth_aug.generators.diffusion import training
+
+    totals: list[int | None] = []
+
+    class RecordingBar(training.tqdm):  # type: ignore[misc, valid-type]
+        def update(self, n: float = 1) -> bool | None:
+            totals.append(self.total)
+            return super().update(n)
+
+    monkeypatch.setattr(training, "tqdm", RecordingBar)
+    train_denoiser(_model(), _source(), _settings(max_steps=3, max_minutes=60.0, progress=True))
+    assert len(totals) == 3 and all(total == 3 for total in totals)  # fast steps: max_steps binds
 
 
 def test_settings_need_a_budget() -> None:
