@@ -65,7 +65,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     uncrop_patch,
 )
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter, QualityVerdict, composite, refine_mask
-from anomaly_synth_aug.generators.diffusion.sampling import SAMPLING_MODES, PatchSampler
+from anomaly_synth_aug.generators.diffusion.sampling import SAMPLING_MODES, PatchSampler, check_guidance_scale
 from anomaly_synth_aug.generators.diffusion.training import (
     LossSwitches,
     PatchSource,
@@ -217,10 +217,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             raise InvalidInputError(f"unknown mode {mode!r}", fix=f"use one of {SAMPLING_MODES}")
         if mask_source not in ("bank", "prior"):
             raise InvalidInputError(f"unknown mask_source {mask_source!r}", fix="use 'bank' or 'prior'")
-        if guidance_scale < 1.0:
-            raise InvalidInputError(
-                f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}", fix="use e.g. 1.0 or 3.0"
-            )
+        check_guidance_scale(guidance_scale)  # at construction, not first at generate()
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
         self.category = category

@@ -38,6 +38,14 @@ SamplingMode = Literal["repaint", "inversion"]
 SAMPLING_MODES: tuple[str, ...] = ("repaint", "inversion")
 
 
+def check_guidance_scale(guidance_scale: float) -> None:
+    """Raise ``InvalidInputError`` unless ``guidance_scale >= 1`` (1 = no guidance)."""
+    if guidance_scale < 1.0:
+        raise InvalidInputError(
+            f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}", fix="use e.g. 1.0 or 3.0"
+        )
+
+
 def per_sample_noise(shape: Sequence[int], generators: Sequence[torch.Generator | None]) -> torch.Tensor:
     """``[B, *shape]`` standard normal noise, row ``i`` drawn from ``generators[i]``."""
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
@@ -72,10 +80,7 @@ class PatchSampler:
             raise InvalidInputError(f"num_inference_steps must be >= 1, got {num_inference_steps}", fix="use e.g. 20")
         if not 0.0 <= inversion_noise <= 1.0:
             raise InvalidInputError(f"inversion_noise must be in [0, 1], got {inversion_noise}", fix="use e.g. 0.0")
-        if guidance_scale < 1.0:
-            raise InvalidInputError(
-                f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}", fix="use e.g. 1.0 or 3.0"
-            )
+        check_guidance_scale(guidance_scale)
         self.guidance_scale = guidance_scale
         self.model = model
         self.mode = mode
