@@ -121,10 +121,16 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
         )
 
 
-def write_reports(store: ResultsStore, out: Path, preset: str, generators: list[str], detectors: list[str]) -> None:
-    """Markdown tables and the gain chart from everything in the store (so far)."""
+def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
+    """Markdown tables and the gain chart from everything in the store (so far), in the canonical order.
+
+    Not just what this invocation ran: a run limited to ``--generators perlin`` must not drop or reorder
+    the rows (and the ``none`` baseline) recorded by earlier invocations.
+    """
+    generators, detectors = list(GENERATORS), list(DETECTORS)
     runs = [r for r in store.runs if r["preset"] == preset]
     quality = [q for q in store.quality if q["preset"] == preset]
+    shown = [g for g in generators if any(q["generator"] == g for q in quality)]
     chart = plot_gains(
         runs, out / f"downstream_{preset}_gains.png", generator_order=generators, detector_order=detectors
     )
@@ -154,7 +160,7 @@ def write_reports(store: ResultsStore, out: Path, preset: str, generators: list[
             "(outside-mask pixels zeroed) within a defect type, averaged over types.",
             "",
             quality_markdown(quality, generators),
-            "Samples: " + ", ".join(f"[{g}](samples/{preset}/{g}.png)" for g in generators if g != "none"),
+            "Samples: " + ", ".join(f"[{g}](samples/{preset}/{g}.png)" for g in shown),
             "",
         ]
     (out / f"downstream_{preset}.md").write_text("\n".join(lines))
@@ -171,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     preset = resolve_preset(args.preset)
     generators = args.generators or DEFAULT_GENERATORS[preset.name]
-    detectors = args.detectors or DEFAULT_DETECTORS[preset.name]
     out: Path = args.out
     store = ResultsStore(out / f"downstream_{preset.name}.json")
     check_resumable(store, args.data, preset)
@@ -221,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                     failures.append(f"{generator} / {detector} / seed {seed}: {exc}")
                     continue
                 store.add_run(record)
-                write_reports(store, out, preset.name, generators, detectors)
+                write_reports(store, out, preset.name)
                 logger.info("%s / %s / seed %d: %s", generator, detector, seed, record["metrics"])
     store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     store.save()
-    write_reports(store, out, preset.name, generators, detectors)
+    write_reports(store, out, preset.name)
     logger.info("done in %.1f min; results in %s", (time.perf_counter() - started) / 60, out)
     for failure in failures:
         logger.error("FAILED %s", failure)

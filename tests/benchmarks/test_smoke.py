@@ -54,6 +54,13 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert downstream.main(argv) == 0  # everything is already recorded: nothing reruns
     assert json.loads((out / "downstream_smoke.json").read_text())["runs"] == results["runs"]
 
+    # A later invocation limited to one generator still reports every recorded row, baseline first.
+    limited = [*argv[:5], "perlin", *argv[7:]]
+    assert downstream.main(limited) == 0
+    table = (out / "downstream_smoke.md").read_text()
+    assert table.index("| none | 1 |") < table.index("| perlin | 1 |")
+    assert "[perlin](samples/smoke/perlin.png)" in table
+
 
 def test_downstream_refuses_to_mix_datasets(tiny_mvtec: Path, tmp_path: Path) -> None:
     downstream = load_script("downstream")
