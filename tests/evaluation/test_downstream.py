@@ -77,6 +77,14 @@ def test_cached_preset_trains_from_a_pool_kept_in_cache_dir(tiny_mvtec: Path, tm
         synthetic_datamodule(tiny_mvtec, build_generator("perlin", preset, "tiny"), preset, 0, inject=True)
 
 
+def test_draem_runs_at_the_presets_width_on_generated_defects(tiny_mvtec: Path) -> None:
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+
+    record = run_experiment(tiny_mvtec, "perlin", "draem", 0, "smoke")
+    assert PRESETS["smoke"].draem_width == 16 and record["detector_parameters"] < 2_000_000  # not 97 M
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0 and record["thresholds"]["image"] is not None
+
+
 def test_a_stored_preset_without_newer_fields_still_matches() -> None:
     from anomaly_synth_aug.evaluation.downstream import preset_record, same_preset
 

@@ -44,10 +44,32 @@ def test_draem_builds_offline_and_trains_on_generator_defects(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)  # Draem's default ./datasets/dtd would land here
     model = GeneratorDraem(fake_generator, probability=1.0, evaluator=False, visualizer=False)
     assert isinstance(model.augmenter, GeneratorAugmenter) and not (tmp_path / "datasets").exists()
-    assert set(model.hparams) == {"probability", "enable_sspcab", "sspcab_lambda"}
+    assert set(model.hparams) == {"probability", "enable_sspcab", "sspcab_lambda", "base_width"}
     model.log = lambda *args, **kwargs: None  # no trainer attached
     loss = model.training_step(SimpleNamespace(image=torch.rand(2, 3, 32, 32)))["loss"]
     assert torch.isfinite(loss) and fake_generator.calls == [2]
+
+
+@pytest.mark.parametrize("enable_sspcab", [False, True])
+def test_draem_base_width_narrows_both_subnetworks(tmp_path: Path, monkeypatch, fake_generator, enable_sspcab) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = GeneratorDraem(
+        fake_generator, probability=1.0, base_width=16, enable_sspcab=enable_sspcab, evaluator=False, visualizer=False
+    )
+    assert model.hparams["base_width"] == 16
+    assert model.model.reconstructive_subnetwork.encoder.block1[0].out_channels == 16
+    assert model.model.discriminative_subnetwork.encoder_segment.block1[0].out_channels == 8
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000  # anomalib's widths: 97 M
+    model.log = lambda *args, **kwargs: None
+    loss = model.training_step(SimpleNamespace(image=torch.rand(2, 3, 32, 32)))["loss"]
+    assert torch.isfinite(loss)
+    if enable_sspcab:  # the SSPCAB hooks watch the new network, not the replaced one
+        assert model.sspcab_activations["input"].shape[1] == 16 * 8
+
+
+def test_draem_rejects_an_odd_base_width(fake_generator) -> None:
+    with pytest.raises(InvalidInputError, match="base_width"):
+        GeneratorDraem(fake_generator, base_width=15)
 
 
 def test_glass_uses_the_generator_as_augmentor(fake_generator) -> None:
