@@ -73,7 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")
-    presets.add_argument("--preset", choices=["full", "quick", "smoke"], default="full")
+    presets.add_argument("--preset", choices=["full", "quick", "smoke"])
+    # set on the parser: the default of a dest shared by two options comes from the first one (--quick: None)
+    parser.set_defaults(preset="full")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--work-dir",

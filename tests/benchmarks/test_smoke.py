@@ -162,3 +162,11 @@ def test_full_preset_runs_the_slow_detectors_on_the_core_generators_only() -> No
     assert script.detectors_for("diffusion_no_filter", "full", None) == ["segmenter"]
     assert script.detectors_for("diffusion_no_filter", "full", ["padim"]) == ["padim"]
     assert script.detectors_for("cutpaste", "quick", None) == ["segmenter"]
+
+
+@pytest.mark.parametrize("name", ["downstream", "speed"])
+def test_scripts_default_to_the_full_preset(name: str) -> None:
+    script = load_script(name)
+    assert script.parse_args([]).preset == "full"
+    assert script.parse_args(["--quick"]).preset == "quick"
+    assert script.parse_args(["--preset", "quick"]).preset == "quick"
