@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "GeneratorGlass": "anomaly_synth_aug.models.glass",
     "SupervisedSupersimplenet": "anomaly_synth_aug.models.supersimplenet",
     "DefectSegmenter": "anomaly_synth_aug.models.segmenter",
+    "RawScorePostProcessor": "anomaly_synth_aug.models.post_processing",
     # Lightning callbacks and pictures
     "GeneratorFineTuneCallback": "anomaly_synth_aug.callbacks.finetune",
     "SyntheticSampleLogger": "anomaly_synth_aug.callbacks.sample_logger",
@@ -123,6 +124,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.models.augmenter import GeneratorAugmenter
     from anomaly_synth_aug.models.draem import GeneratorDraem
     from anomaly_synth_aug.models.glass import GeneratorGlass
+    from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
     from anomaly_synth_aug.models.segmenter import DefectSegmenter
     from anomaly_synth_aug.models.supersimplenet import SupervisedSupersimplenet
     from anomaly_synth_aug.visualization.grid import render_sample_grid

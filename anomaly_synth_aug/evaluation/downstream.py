@@ -35,7 +35,6 @@ from anomalib.callbacks import ModelCheckpoint
 from anomalib.data import Folder
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule, Padim
-from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
@@ -49,16 +48,21 @@ from anomaly_synth_aug.evaluation.generation_quality import (
     defect_crops,
     diversity_by_type,
 )
-from anomaly_synth_aug.evaluation.metrics import CHECKPOINT_MONITOR, benchmark_evaluator, metric_value
+from anomaly_synth_aug.evaluation.metrics import (
+    CHECKPOINT_MONITOR,
+    LABELS_AT_THRESHOLD,
+    THRESHOLD_METRICS,
+    benchmark_evaluator,
+    metric_value,
+)
 from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator, GeneratedBatch
+from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 from anomaly_synth_aug.utils.random import make_generator
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".png")
 NORMAL_DIR = "good"
-#: Threshold metrics, reported as None when validation had no anomalies to pick a threshold on.
-THRESHOLD_METRICS = ("image_F1Score", "pixel_F1Score")
 
 
 # --------------------------------------------------------------------------------- presets
@@ -333,11 +337,12 @@ def build_detector(
     """The detector with the benchmark's evaluator and a post-processor that does not normalise.
 
     Normalisation is off for every detector: anomalib's min-max normalisation clamps test scores
-    outside the validation range, and the ties it creates would distort AUROC.
+    outside the validation range, and the ties it creates would distort AUROC. ``RawScorePostProcessor``
+    then labels raw scores against the validation thresholds (anomalib's would use 0.5).
     """
     size = (preset.image_size, preset.image_size)
     components: dict[str, Any] = {
-        "post_processor": PostProcessor(enable_normalization=False),
+        "post_processor": RawScorePostProcessor(),
         "evaluator": benchmark_evaluator(),
         "visualizer": False,
     }
@@ -465,7 +470,7 @@ def run_experiment(
     }
     metrics = {name: metric_value(value) for name, value in sorted(test_results.items())}
     if thresholds["image"] is None:
-        for name in THRESHOLD_METRICS:  # without a threshold anomalib would binarise raw scores at 0.5
+        for name in THRESHOLD_METRICS:  # no validation threshold: the labels mean nothing
             metrics[name] = None
     return {
         "generator": generator_name,
@@ -477,6 +482,7 @@ def run_experiment(
         "detector_parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
         "thresholds": thresholds,
+        LABELS_AT_THRESHOLD: True,
         "best_epoch": best_epoch,
         "timings": {
             "generator_fit_s": fit_seconds,

@@ -25,6 +25,11 @@ AUPRO_FPR_LIMIT = 0.3
 #: Validation metric that picks the checkpoint: pixel AP on the synthetic validation set
 #: (it keeps improving after image AUROC saturates at 1.0 on easy synthetic defects).
 CHECKPOINT_MONITOR = "val_pixel_AUPR"
+#: Threshold metrics, reported as None when validation had no anomalies to pick a threshold on.
+THRESHOLD_METRICS: tuple[str, ...] = ("image_F1Score", "pixel_F1Score")
+#: Run-record flag: labels came from the validation thresholds (``RawScorePostProcessor``). Older
+#: records were labelled by anomalib at raw score 0.5 whatever the threshold, so their F1 is not shown.
+LABELS_AT_THRESHOLD = "labels_at_validation_threshold"
 
 
 def ranking_metrics(prefix: str = "", *, pixel: bool = True) -> list[AnomalibMetric]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD, THRESHOLD_METRICS
 
 BASELINE = "none"
 #: Columns of the detection table, in order, with their display names.
@@ -117,11 +118,18 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def per_seed(runs: Iterable[dict[str, Any]], detector: str, generator: str, metric: str) -> dict[int, float]:
-    """``{seed: value}`` of one metric for one (detector, generator); missing values left out."""
+    """``{seed: value}`` of one metric for one (detector, generator); missing values left out.
+
+    F1 of runs recorded before labels used the validation threshold (``LABELS_AT_THRESHOLD``) is
+    left out too: it was measured at raw score 0.5.
+    """
     return {
         int(r["seed"]): r["metrics"][metric]
         for r in runs
-        if r["detector"] == detector and r["generator"] == generator and r["metrics"].get(metric) is not None
+        if r["detector"] == detector
+        and r["generator"] == generator
+        and r["metrics"].get(metric) is not None
+        and (metric not in THRESHOLD_METRICS or r.get(LABELS_AT_THRESHOLD, False))
     }
 
 

@@ -3,6 +3,7 @@
 from anomaly_synth_aug.models.augmenter import GeneratorAugmenter
 from anomaly_synth_aug.models.draem import GeneratorDraem
 from anomaly_synth_aug.models.glass import GeneratorGlass
+from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 from anomaly_synth_aug.models.supersimplenet import SupervisedSupersimplenet
 
-__all__ = ["GeneratorAugmenter", "GeneratorDraem", "GeneratorGlass", "SupervisedSupersimplenet"]
+__all__ = ["GeneratorAugmenter", "GeneratorDraem", "GeneratorGlass", "RawScorePostProcessor", "SupervisedSupersimplenet"]

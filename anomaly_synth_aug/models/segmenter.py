@@ -30,6 +30,7 @@ from torchvision.ops import sigmoid_focal_loss
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 
 #: The U-Net halves the resolution five times, so each input side must be a multiple of this.
 SIZE_MULTIPLE = 32
@@ -176,12 +177,12 @@ class DefectSegmenter(AnomalibModule):
         return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
 
     def configure_post_processor(self) -> PostProcessor:
-        """Thresholds from the validation set, without min-max normalisation.
+        """Thresholds from the validation set applied to the raw probabilities (``RawScorePostProcessor``).
 
         The anomaly map is already a probability; anomalib's normalisation would clamp test scores
         outside the validation range to 0 or 1, and the resulting ties distort AUROC.
         """
-        return PostProcessor(enable_normalization=False)
+        return RawScorePostProcessor()
 
 
 def _check_args(

@@ -34,6 +34,7 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     perlin = results["runs"][1]
     assert 0.0 <= perlin["metrics"]["image_AUROC"] <= 1.0 and perlin["thresholds"]["image"] is not None
     assert results["runs"][0]["metrics"]["image_F1Score"] is None  # "none" has no validation threshold
+    assert perlin["labels_at_validation_threshold"] is True  # F1 used the validation threshold
     assert perlin["data"]["shots"] == 4 and perlin["data"]["test_anomalies"] == 8  # shots left the test set
     (quality,) = results["quality"]
     assert quality["generator"] == "perlin" and 0.0 <= quality["c2st_auroc"] <= 1.0
