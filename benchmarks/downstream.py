@@ -147,7 +147,9 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
         "## Detection on held-out real defects",
         "",
         "AP = average precision (anomalib `AUPR`, step-wise). F1 uses the threshold picked on the synthetic",
-        "validation set (n/a for `none`: no anomalies to pick it on). Δ = gain over `none`, paired by seed.",
+        "validation set. It is n/a for `none`, which has no anomalies to pick it on, and for runs recorded",
+        "before labels used that threshold (no `labels_at_validation_threshold` in the JSON). Those runs were",
+        "labelled at raw score 0.5. Δ = gain over `none`, paired by seed.",
         "",
         detection_markdown(runs, generators, detectors),
     ]
