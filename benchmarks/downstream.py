@@ -43,6 +43,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     run_experiment,
     same_preset,
 )
+from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     detection_markdown,
@@ -148,7 +149,7 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
         "",
         "AP = average precision (anomalib `AUPR`, step-wise). F1 uses the threshold picked on the synthetic",
         "validation set. It is n/a for `none`, which has no anomalies to pick it on, and for runs recorded",
-        "before labels used that threshold (no `labels_at_validation_threshold` in the JSON). Those runs were",
+        f"before labels used that threshold (no `{LABELS_AT_THRESHOLD}` in the JSON). Those runs were",
         "labelled at raw score 0.5. Δ = gain over `none`, paired by seed.",
         "",
         detection_markdown(runs, generators, detectors),
