@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
+    ABLATIONS,
     DETECTORS,
     GENERATORS,
     Preset,
@@ -46,6 +47,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
+    ablation_markdown,
     detection_markdown,
     plot_gains,
     quality_markdown,
@@ -156,6 +158,16 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     ]
     if chart is not None:
         lines += [f"![gains]({chart.name})", ""]
+    ablations = ablation_markdown(runs, ABLATIONS, detectors)
+    if ablations:
+        lines += [
+            "## Ablations of the diffusion generator",
+            "",
+            "Each ablation switches one mechanism off. Δ = ablation minus the full generator, paired by seed",
+            "(negative: the mechanism helped the detector).",
+            "",
+            ablations,
+        ]
     if quality:
         lines += [
             "## Generation quality",

@@ -223,6 +223,13 @@ SHARES_FIT_WITH: dict[str, str] = {
     "diffusion_no_filter": "diffusion",
     "diffusion_no_guidance": "diffusion",
 }
+#: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "diffusion_no_disentangle": ("diffusion", "background-disentanglement loss (fitted without it)"),
+    "diffusion_no_inversion": ("diffusion", "DDIM inversion of the target (RePaint-style sampling)"),
+    "diffusion_no_filter": ("diffusion", "quality filter (first draw kept)"),
+    "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1)"),
+}
 DETECTORS: tuple[str, ...] = ("segmenter", "draem", "supersimplenet", "padim")
 #: Detectors that learn from the datamodule's synthetic masks (the others get clean normals).
 DATAMODULE_SUPERVISED: frozenset[str] = frozenset({"segmenter", "supersimplenet"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ DETECTION_COLUMNS: dict[str, str] = {
 }
 #: Metrics whose gain over the baseline is tabulated and plotted.
 GAIN_METRICS: tuple[str, ...] = ("image_AUROC", "pixel_AUPRO")
+#: Metrics whose change is tabulated for an ablation against the generator it switches one mechanism off in.
+ABLATION_METRICS: tuple[str, ...] = ("image_AUROC", "image_AUPR", "pixel_AUPR", "pixel_AUPRO")
 
 
 class ResultsStore:
@@ -181,6 +183,42 @@ def detection_markdown(
                 cells.append(_cell(mean, std, signed=True))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def ablation_markdown(
+    runs: Sequence[dict[str, Any]],
+    ablations: Mapping[str, tuple[str, str]],
+    detector_order: Sequence[str] = (),
+) -> str:
+    """Per detector, what switching one mechanism off changes: ablation minus its reference, paired by seed.
+
+    The main table compares everything with ``none``; an ablation's question is how it differs from
+    the full generator, and the seed-to-seed spread of the detector would hide that difference unless
+    the two are paired.
+
+    Args:
+        runs: run records.
+        ablations: ablation name -> (reference generator, what the ablation switches off).
+        detector_order: detectors in this order first.
+    """
+    lines: list[str] = []
+    for detector in _ordered({r["detector"] for r in runs}, detector_order):
+        mine = [r for r in runs if r["detector"] == detector]
+        rows: list[str] = []
+        for ablation, (reference, switched_off) in ablations.items():
+            gains = {m: paired_gain(mine, detector, ablation, m, baseline=reference) for m in ABLATION_METRICS}
+            paired = max(count for _, _, count in gains.values())
+            if paired == 0:
+                continue
+            cells = [ablation, switched_off, reference, str(paired)]
+            cells += [_cell(mean, std, signed=True) for mean, std, _ in gains.values()]
+            rows.append("| " + " | ".join(cells) + " |")
+        if not rows:
+            continue
+        headers = ["ablation", "switched off", "vs", "seeds paired"]
+        headers += [f"Δ {DETECTION_COLUMNS[m]}" for m in ABLATION_METRICS]
+        lines += [f"### {detector}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *rows, ""]
     return "\n".join(lines)
 
 
