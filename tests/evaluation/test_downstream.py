@@ -94,3 +94,16 @@ def test_a_stored_preset_without_newer_fields_still_matches() -> None:
     assert same_preset(stored, "quick")
     assert not same_preset({**stored, "max_epochs": 99}, "quick")
     assert not same_preset({**preset_record("full"), "train_mode": "online"}, "full")
+
+
+def test_supersimplenet_trains_from_the_cached_pool_as_in_the_full_preset(tiny_mvtec: Path) -> None:
+    """The full preset's SuperSimpleNet path (128 px, cached pool) end to end on a tiny dataset."""
+    import dataclasses
+
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+
+    preset = dataclasses.replace(PRESETS["smoke"], image_size=128, train_mode="cached", samples_per_type=2)
+    record = run_experiment(tiny_mvtec, "perlin", "supersimplenet", 0, preset)
+    assert record["detector"] == "supersimplenet" and record["preset"] == "smoke"
+    assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0 and 0.0 <= record["metrics"]["pixel_AUPRO"] <= 1.0
+    assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
