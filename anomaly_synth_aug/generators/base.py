@@ -34,6 +34,7 @@ from anomaly_synth_aug.errors import (
     NotFittedError,
     UnknownDefectTypeError,
 )
+from anomaly_synth_aug.utils.random import as_torch_generator
 
 CONFIG_FILE = "generator.json"
 FORMAT_VERSION = 1
@@ -103,7 +104,7 @@ def _add_stats(total: Any, value: Any) -> Any:
 
 
 ImagesLike = torch.Tensor | Sequence[torch.Tensor]
-SeedSource = torch.Generator | Sequence[torch.Generator] | None
+SeedSource = int | torch.Generator | Sequence[torch.Generator] | None
 
 
 def as_image_list(images: ImagesLike) -> list[torch.Tensor]:
@@ -188,7 +189,8 @@ class AnomalyGenerator(ABC):
                 The returned mask is where the image actually changed, which may be a subset.
             defect_types: optional type per image (must be in ``self.defect_types``), or one type for
                 all images; None picks at random.
-            generator: seed source; the same seed gives the same output. A sequence gives every image
+            generator: seed source (an int seed or a ``torch.Generator``); the same seed gives the same
+                output. A sequence of ``torch.Generator`` gives every image
                 its own stream: image ``i`` comes out as ``generate([image_i], generator=generator[i])``
                 would make it, so batches can be formed freely (e.g. when filling a cache).
         """
@@ -217,8 +219,15 @@ class AnomalyGenerator(ABC):
                 )
         if count == 0:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
+        generator = as_torch_generator(generator)
         if generator is None or isinstance(generator, torch.Generator):
             out = self._generate(images, mask_list, type_list, generator)
+        elif isinstance(generator, (str, bytes)) or not isinstance(generator, Sequence):
+            raise InvalidInputError(
+                f"generator must be an int seed, a torch.Generator or one torch.Generator per image, "
+                f"got {type(generator).__name__}",
+                fix="pass e.g. generator=0 or generator=torch.Generator().manual_seed(0)",
+            )
         else:
             out = self._generate_per_sample(images, mask_list, type_list, list(generator))
         if len(out) != count:

@@ -18,6 +18,13 @@ import torch
 _MAX_SEED = 2**62
 
 
+def as_torch_generator(seed: int | torch.Generator | None) -> torch.Generator | None:
+    """``seed`` as a ``torch.Generator``: an int seeds a new one; a generator or None passes through."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return torch.Generator().manual_seed(seed)
+    return seed
+
+
 def derive_seed(generator: torch.Generator | None) -> int:
     """Draw a fresh 62-bit seed from ``generator`` (or from the global RNG when None)."""
     return int(torch.randint(0, _MAX_SEED, (1,), generator=generator).item())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from classic_helpers import normals, shots, surface
 
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators import (
     AnomalyGenerator,
     CutPasteGenerator,
@@ -77,6 +78,13 @@ def test_same_seed_same_output_and_different_seed_differs(generator: AnomalyGene
     _assert_same(first, generator.generate(images, generator=_seed(7)))
     other = generator.generate(images, generator=_seed(8))
     assert any(not torch.equal(a, b) for a, b in zip(first.masks, other.masks, strict=True))
+
+
+def test_an_int_seed_is_the_same_as_a_generator_seeded_with_it(generator: AnomalyGenerator) -> None:
+    images = _inputs()
+    _assert_same(generator.generate(images, generator=11), generator.generate(images, generator=_seed(11)))
+    with pytest.raises(InvalidInputError, match="int seed"):
+        generator.generate(images, generator="11")  # type: ignore[arg-type]
 
 
 def test_batch_equals_per_image_calls(generator: AnomalyGenerator) -> None:

@@ -74,7 +74,7 @@ from anomaly_synth_aug.generators.diffusion.training import (
     make_noise_scheduler,
     train_denoiser,
 )
-from anomaly_synth_aug.utils.random import derive_seed, seeded_global_rng
+from anomaly_synth_aug.utils.random import as_torch_generator, derive_seed, seeded_global_rng
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         normal_images: ImagesLike,
         mix_types: tuple[str, str, float],
         masks: Sequence[torch.Tensor | None] | None = None,
-        generator: torch.Generator | None = None,
+        generator: int | torch.Generator | None = None,
     ) -> GeneratedBatch:
         """Defects of an unseen appearance: the token is ``w * token[a] + (1 - w) * token[b]``.
 
@@ -405,6 +405,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         token = self.denoiser.mixed_token(
             self._defect_types.index(first) + 1, self._defect_types.index(second) + 1, float(weight)
         )[0].detach()
+        generator = as_torch_generator(generator)
         images, mask_list = self._normalise_inputs(normal_images, masks)
         jobs = []
         for image, mask in zip(images, mask_list, strict=True):
@@ -419,7 +420,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self,
         normal_images: ImagesLike,
         masks: Sequence[torch.Tensor | None] | None = None,
-        generator: torch.Generator | None = None,
+        generator: int | torch.Generator | None = None,
     ) -> GeneratedBatch:
         """Normal variation (SeaS normal alignment): re-synthesise a masked region with the NORMAL token.
 
@@ -427,6 +428,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         used for training; ``defect_types`` reads ``"good"``); the quality filter is skipped because
         a good normal inpainting is expected to change little.
         """
+        generator = as_torch_generator(generator)
         images, mask_list = self._normalise_inputs(normal_images, masks)
         token = self.denoiser.token(NORMAL_TOKEN)[0].detach()
         jobs = []

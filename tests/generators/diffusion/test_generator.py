@@ -104,6 +104,8 @@ def test_generate_normal_uses_the_normal_token(fitted: DiffusionAnomalyGenerator
     normal = fitted.generate_normal(image, [_placement()], generator=_seed(4))
     assert normal.defect_types == ["good"]
     _assert_contract(image, normal)
+    same = fitted.generate_normal(image, [_placement()], generator=4)  # an int seed works as everywhere else
+    assert torch.equal(same.images[0], normal.images[0])
 
 
 def test_quality_filter_retries_then_keeps_and_counts() -> None:
