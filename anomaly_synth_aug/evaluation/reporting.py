@@ -16,10 +16,13 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD, THRESHOLD_METRICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BASELINE = "none"
 #: Columns of the detection table, in order, with their display names.
@@ -246,17 +249,18 @@ def quality_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequenc
 
 
 # ------------------------------------------------------------------------------------ chart
-def plot_gains(
+def gains_figure(
     runs: Sequence[dict[str, Any]],
-    path: str | Path,
     *,
     metrics: Sequence[str] = GAIN_METRICS,
     generator_order: Sequence[str] = (),
     detector_order: Sequence[str] = (),
-) -> Path | None:
-    """Bar chart of the paired gains vs ``none`` (one panel per detector, error bars = std over seeds).
+) -> Figure | None:
+    """Bar chart of the paired gains vs ``none``: one panel per detector, titled with its seed count.
 
-    Returns None (and draws nothing) when no generator has a baseline to compare with.
+    Panels share the y axis, so a detector whose gains are tiny looks tiny, and bars have the same
+    width in every panel. Error bars (std over seeds) are drawn only where two or more seeds are paired.
+    Returns None when no generator has a baseline to compare with.
     """
     import matplotlib
 
@@ -278,25 +282,56 @@ def plot_gains(
             panels.append((detector, generators))
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 + 2.2 * max(len(g) for _, g in panels), 4), squeeze=False)
+    slots = [max(len(generators), 2) for _, generators in panels]
+    figure, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(2.5 + 0.9 * sum(slots), 4.5),
+        squeeze=False,
+        sharey=True,
+        gridspec_kw={"width_ratios": slots},
+    )
     width = 0.8 / len(metrics)
     for axis, (detector, generators) in zip(axes[0], panels, strict=True):
+        baseline_seeds = per_seed(runs, detector, BASELINE, metrics[0]).keys()
+        seeds = {s for g in generators for s in per_seed(runs, detector, g, metrics[0]).keys() & baseline_seeds}
         for index, metric in enumerate(metrics):
             gains = [paired_gain(runs, detector, g, metric) for g in generators]
+            spread = any(count >= 2 for _, _, count in gains)  # one seed has no std to draw
             axis.bar(
                 [x + (index - (len(metrics) - 1) / 2) * width for x in range(len(generators))],
-                [g[0] if g[0] is not None else 0.0 for g in gains],
+                [mean if mean is not None else 0.0 for mean, _, _ in gains],
                 width,
-                yerr=[g[1] or 0.0 for g in gains],
+                yerr=[std if std is not None and count >= 2 else 0.0 for _, std, count in gains] if spread else None,
                 capsize=3,
+                color=f"C{index}",
                 label=DETECTION_COLUMNS.get(metric, metric),
             )
         axis.axhline(0.0, color="black", linewidth=0.8)
         axis.set_xticks(range(len(generators)), generators, rotation=30, ha="right")
-        axis.set_title(detector)
-        axis.set_ylabel("gain vs no synthetic anomalies")
-        axis.legend(fontsize="small")
+        axis.set_xlim(-0.6, max(len(generators), 2) - 0.4)
+        axis.set_title(f"{detector} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("gain vs no synthetic anomalies (paired by seed)")
+    axes[0][0].legend(fontsize="small")
     figure.tight_layout()
+    return figure
+
+
+def plot_gains(
+    runs: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] = GAIN_METRICS,
+    generator_order: Sequence[str] = (),
+    detector_order: Sequence[str] = (),
+) -> Path | None:
+    """Write ``gains_figure`` to ``path`` (PNG); None (nothing written) when there is nothing to compare."""
+    import matplotlib.pyplot as plt
+
+    figure = gains_figure(runs, metrics=metrics, generator_order=generator_order, detector_order=detector_order)
+    if figure is None:
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
