@@ -52,6 +52,7 @@ from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     plot_gains,
     quality_markdown,
 )
+from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noqa: E402
 
 logger = logging.getLogger("benchmarks.downstream")
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    import_all_submodules()  # hours of runs: keep the code they started with, even if the tree is edited
     preset = resolve_preset(args.preset)
     generators = args.generators or DEFAULT_GENERATORS[preset.name]
     out: Path = args.out

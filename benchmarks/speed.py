@@ -54,6 +54,7 @@ from anomaly_synth_aug.evaluation.speed import (  # noqa: E402
     train_epoch_seconds,
 )
 from anomaly_synth_aug.models.segmenter import DefectSegmenter  # noqa: E402
+from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 
 logger = logging.getLogger("benchmarks.speed")
 
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    import_all_submodules()  # keep the code the benchmark started with, even if the tree is edited
     settings = SETTINGS[args.preset]
     preset = resolve_preset("smoke" if args.preset == "smoke" else "quick")  # image size, batch, widths
     overrides = {} if settings["fit_minutes"] is None else {"max_minutes": settings["fit_minutes"]}

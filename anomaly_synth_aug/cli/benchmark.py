@@ -25,6 +25,9 @@ def benchmark(
         output: results.jsonl and fitted generators go here.
     """
     from anomaly_synth_aug.evaluation.downstream import preset_record, run_experiment  # heavy
+    from anomaly_synth_aug.utils.imports import import_all_submodules
+
+    import_all_submodules()  # runs take hours: keep the code they started with, even if the tree is edited
 
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
