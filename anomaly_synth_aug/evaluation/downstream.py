@@ -114,7 +114,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # About 9 h on 2 CPU cores for the whole matrix (benchmarks/README.md): 5x the quick preset's training,
+    # about 10 h 45 min on 2 CPU cores for the whole matrix, measured (benchmarks/README.md): 5x the quick preset's training,
     # the 9-minute diffusion fit, and cached pools so the diffusion generator runs once per seed.
     "full": Preset(
         name="full",
