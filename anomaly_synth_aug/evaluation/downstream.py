@@ -114,8 +114,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # about 10 h 45 min on 2 CPU cores for the whole matrix, measured (benchmarks/README.md): 5x the quick preset's training,
-    # the 9-minute diffusion fit, and cached pools so the diffusion generator runs once per seed.
+    # The whole matrix took about 10 h 45 min on 2 CPU cores (measured, benchmarks/README.md): 5x the quick
+    # preset's training, the 9-minute diffusion fit, and cached pools so the diffusion generator runs once per seed.
     "full": Preset(
         name="full",
         image_size=128,
