@@ -150,7 +150,9 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         min_inside_change: quality filter: least mean change over the placement (and refined) mask.
         max_outside_change: quality filter: largest change allowed outside it (a guard of the pixel-exact contract).
         max_retries: regeneration attempts per rejected sample (then the last attempt is kept and counted).
-        generation_batch_size: patches per UNet batch while generating.
+        generation_batch_size: patches per UNet batch while generating. 16 is fastest on 2 CPU cores
+            (measured on a 32 px patch model: 4.4 images/s against 3.9 with 64, whose activations
+            outgrow the cache); on a GPU larger batches pay.
         checkpoint_dir: folder for resumable training state (None: no checkpoints).
         num_threads: torch intra-op threads during fit/generate (None: leave as is).
         progress: show a tqdm bar while fitting.
@@ -207,7 +209,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         min_inside_change: float = 0.03,
         max_outside_change: float = 2.0 / 255.0,
         max_retries: int = 2,
-        generation_batch_size: int = 64,
+        generation_batch_size: int = 16,
         checkpoint_dir: str | Path | None = None,
         num_threads: int | None = None,
         progress: bool = True,

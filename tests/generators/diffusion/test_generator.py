@@ -78,7 +78,8 @@ def test_per_image_seed_streams_batch_like_single_calls(fitted: DiffusionAnomaly
     batched = fitted.generate(inputs, defect_types=["dent", "streak", "dent"], generator=[_seed(s) for s in (7, 8, 9)])
     for image, name, seed, out in zip(inputs, ["dent", "streak", "dent"], (7, 8, 9), batched.images, strict=True):
         alone = fitted.generate([image], defect_types=[name], generator=_seed(seed))
-        assert torch.allclose(out, alone.images[0], atol=1e-5)
+        # kernels differ by batch size in the last float bits; 1e-4 is 1/40 of an 8-bit grey level
+        assert torch.allclose(out, alone.images[0], atol=1e-4)
 
 
 def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from diffusion_helpers import TINY
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
-from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler
+from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler, channels_last
 from anomaly_synth_aug.generators.diffusion.training import make_noise_scheduler, to_model_space
 
 STEPS = 4
@@ -53,6 +55,34 @@ def test_a_sample_does_not_depend_on_its_batch_mates() -> None:
     batch = _sampler(model, "repaint").sample(known, masks, tokens, _gens(1, 2, 3))
     alone = _sampler(model, "repaint").sample(known[1:2], masks[1:2], tokens[1:2], _gens(2))
     assert torch.allclose(batch[1], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["repaint", "inversion"])
+def test_channels_last_sampling_matches_contiguous_sampling_and_leaves_the_model_contiguous(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The faster memory format is a layout change only: same patches, and training afterwards is untouched."""
+    model = _model()
+    parameters = list(model.parameters())
+    known, masks = _inputs()
+    tokens = model.token(torch.tensor([1, 2, 1])).detach()
+    fast = _sampler(model, mode).sample(known, masks, tokens, _gens(1, 2, 3))
+    assert fast.is_contiguous()
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(a is b for a, b in zip(parameters, model.parameters(), strict=True))  # an optimiser keeps them
+    monkeypatch.setattr(
+        "anomaly_synth_aug.generators.diffusion.sampling.channels_last", lambda module: contextlib.nullcontext()
+    )
+    plain = _sampler(model, mode).sample(known, masks, tokens, _gens(1, 2, 3))
+    assert torch.allclose(fast, plain, atol=1e-5)
+
+
+def test_channels_last_restores_the_model_when_sampling_fails() -> None:
+    model = _model()
+    with pytest.raises(RuntimeError), channels_last(model):
+        assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        raise RuntimeError("interrupted")
+    assert model.unet.conv_in.weight.is_contiguous()
 
 
 def test_repaint_depends_on_the_seed_but_pure_inversion_does_not() -> None:
