@@ -43,6 +43,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     Preset,
     build_generator,
     fit_generator,
+    fit_name,
     folder_datamodule,
     resolve_preset,
 )
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout category folder")
     parser.add_argument("--generators", nargs="+", choices=[g for g in GENERATORS if g != "none"],
-                        default=["perlin", "cutpaste", "diffusion"])
+                        default=["perlin", "cutpaste", "diffusion", "diffusion_7_steps"])
     parser.add_argument("--epoch-generator", choices=[g for g in GENERATORS if g != "none"],
                         help="generator of the epoch-time comparison (default: diffusion if measured, else the first)")
     presets = parser.add_mutually_exclusive_group()
@@ -98,13 +99,23 @@ def measure_generators(args: argparse.Namespace, preset: Preset, settings: dict[
         datamodule = SyntheticAnomalyDataModule(
             folder_datamodule(args.data, preset), generator=generator, val_split="none", seed=0
         )
-        fit_seconds, _ = fit_generator(datamodule)
+        # a sampling variant (e.g. fewer steps) runs on the fitted model it shares: no second fit
+        shared = fit_name(name) if fit_name(name) != name and fit_name(name) in fitted else None
+        fit_dir = None if shared is None else fitted[shared].save(args.work_dir / "fits" / shared)
+        fit_seconds, reused = fit_generator(datamodule, fit_dir)
+        if shared is not None and not reused:
+            raise InvalidInputError(
+                f"{name} differs from {shared} in more than sampling options",
+                fix=f"remove {name} from SHARES_FIT_WITH",
+            )
+        generator = datamodule.generator
         paths = datamodule.train_normal_paths()
         order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0))[: settings["images"]]
         normals = [load_image(paths[i]) for i in order.tolist()]
         throughput = generation_throughput(generator, normals, batch_size=preset.train_batch_size)
         records[name] = {
-            "fit_s": fit_seconds if generator.requires_fit else None,
+            "fit_s": fit_seconds if generator.requires_fit and shared is None else None,
+            "fit_shared_with": shared,
             "images_per_s": throughput.images_per_s,
             "images": throughput.count,
             "mean_pixels_per_image": throughput.pixels_per_image,
@@ -206,6 +217,10 @@ def markdown(report: dict[str, Any]) -> str:
     def number(value: Any, fmt: str = "{:.2f}") -> str:
         return "n/a" if value is None else fmt.format(value)
 
+    def fit_cell(record: dict[str, Any]) -> str:
+        shared = record.get("fit_shared_with")
+        return f"{shared}'s fit" if shared else number(record["fit_s"], "{:.1f}")
+
     lines = [
         f"# Speed benchmark — preset `{report['preset']}`",
         "",
@@ -233,7 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, record in report["generators"].items():
         lines.append(
-            f"| {name} | {number(record['fit_s'], '{:.1f}')} | {number(record['images_per_s'])} | "
+            f"| {name} | {fit_cell(record)} | {number(record['images_per_s'])} | "
             f"{record['mean_pixels_per_image']:.0f} | {record['peak_rss_mb']['self']:.0f} |"
         )
     epochs = report.get("epochs")

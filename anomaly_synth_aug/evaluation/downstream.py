@@ -203,7 +203,7 @@ def _classic(module: str, class_name: str) -> Callable[[Preset, str], AnomalyGen
 
 
 #: Generator name -> factory(preset, category). "diffusion" has every mechanism on; each
-#: ablation switches exactly one off.
+#: ablation switches exactly one off, and ``diffusion_7_steps`` measures what fewer steps cost.
 GENERATORS: dict[str, Callable[[Preset, str], AnomalyGenerator] | None] = {
     "none": None,
     "perlin": _classic("anomaly_synth_aug.generators.perlin", "PerlinGenerator"),
@@ -215,6 +215,7 @@ GENERATORS: dict[str, Callable[[Preset, str], AnomalyGenerator] | None] = {
     "diffusion_no_inversion": _diffusion(mode="repaint"),
     "diffusion_no_filter": _diffusion(quality_filter=False),
     "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
+    "diffusion_7_steps": _diffusion(num_inference_steps=7),
 }
 #: Ablations that switch off a sampling option only: they reuse the main generator's fitted model
 #: (``fit_name``), so each differs from it in exactly that switch, not also in a second training run.
@@ -222,6 +223,7 @@ SHARES_FIT_WITH: dict[str, str] = {
     "diffusion_no_inversion": "diffusion",
     "diffusion_no_filter": "diffusion",
     "diffusion_no_guidance": "diffusion",
+    "diffusion_7_steps": "diffusion",
 }
 #: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
 ABLATIONS: dict[str, tuple[str, str]] = {
@@ -229,6 +231,7 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_no_inversion": ("diffusion", "DDIM inversion of the target (RePaint-style sampling)"),
     "diffusion_no_filter": ("diffusion", "quality filter (first draw kept)"),
     "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1)"),
+    "diffusion_7_steps": ("diffusion", "3 of the 10 DDIM steps (7: 21 UNet passes per image, not 30)"),
 }
 DETECTORS: tuple[str, ...] = ("segmenter", "draem", "supersimplenet", "padim")
 #: Detectors that learn from the datamodule's synthetic masks (the others get clean normals).

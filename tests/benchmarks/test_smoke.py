@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -93,6 +94,27 @@ def test_speed_measures_generation_and_epoch_overhead(tiny_mvtec: Path, tmp_path
     assert epochs["online_ratio"] > 0 and epochs["cached_ratio"] > 0 and epochs["cache_samples"] == 2
     assert report["targets"]["diffusion >= 5 images/s"]["met"] is None  # not measured here
     assert "| cached |" in (out / "speed_smoke.md").read_text()
+
+
+def test_speed_measures_a_sampling_variant_on_the_fit_it_shares(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """``diffusion_7_steps`` differs from ``diffusion`` only in sampling: timing a second fit would be wasted."""
+    speed = load_script("speed")
+    args = speed.parse_args(
+        ["--data", str(tiny_mvtec), "--preset", "smoke", "--generators", "diffusion", "diffusion_7_steps",
+         "--threads", "1", "--work-dir", str(tmp_path / "work")]
+    )  # fmt: skip
+    preset = speed.resolve_preset("smoke")
+    records, fitted = speed.measure_generators(args, preset, speed.SETTINGS["smoke"])
+    assert records["diffusion"]["fit_s"] > 0 and records["diffusion"]["fit_shared_with"] is None
+    variant = records["diffusion_7_steps"]
+    assert variant["fit_s"] is None and variant["fit_shared_with"] == "diffusion" and variant["images_per_s"] > 0
+    assert fitted["diffusion_7_steps"].num_inference_steps == 7
+    assert fitted["diffusion_7_steps"].denoiser is not fitted["diffusion"].denoiser  # loaded, not aliased
+    assert torch.equal(
+        fitted["diffusion_7_steps"].denoiser.tokens.weight, fitted["diffusion"].denoiser.tokens.weight
+    )
+    report = {**_report({}), "generators": records}
+    assert "| diffusion_7_steps | diffusion's fit |" in speed.markdown(report)
 
 
 def test_quality_record_counts_the_diffusion_training_steps(tiny_mvtec: Path, tmp_path: Path) -> None:
