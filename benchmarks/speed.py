@@ -100,7 +100,8 @@ def measure_generators(args: argparse.Namespace, preset: Preset, settings: dict[
             folder_datamodule(args.data, preset), generator=generator, val_split="none", seed=0
         )
         # a sampling variant (e.g. fewer steps) runs on the fitted model it shares: no second fit
-        shared = fit_name(name) if fit_name(name) != name and fit_name(name) in fitted else None
+        base = fit_name(name)
+        shared = base if base != name and base in fitted else None
         fit_dir = None if shared is None else fitted[shared].save(args.work_dir / "fits" / shared)
         fit_seconds, reused = fit_generator(datamodule, fit_dir)
         if shared is not None and not reused:
