@@ -11,7 +11,8 @@ measures. After every run it rewrites, under ``--out``:
 * ``samples/<preset>/<generator>.png`` — generated samples next to their mask overlays.
 
     python benchmarks/downstream.py --quick                       # classic generators, segmenter, 3 seeds
-    python benchmarks/downstream.py --data path/to/category       # full: every generator and detector
+    python benchmarks/downstream.py --data path/to/category       # full preset, core matrix (~2 h 50 min)
+    python benchmarks/downstream.py --matrix all                  # + ablations, DRÆM, SuperSimpleNet (~11 h)
     python benchmarks/downstream.py --quick --generators none real_paste diffusion --seeds 0
 """
 
@@ -60,9 +61,17 @@ logger = logging.getLogger("benchmarks.downstream")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "magnetic_tile"
 CLASSIC = ["none", "perlin", "cutpaste", "poisson", "real_paste"]
-#: What each preset runs when --generators / --detectors are not given.
-DEFAULT_GENERATORS = {"quick": CLASSIC, "smoke": ["none", "perlin"], "full": list(GENERATORS)}
-DEFAULT_DETECTORS = {"quick": ["segmenter"], "smoke": ["segmenter"], "full": list(DETECTORS)}
+#: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in about
+#: 2 h 50 min on 2 cores: does the diffusion generator help a detector more than the classic ones? It
+#: trains the segmenter on every baseline and the diffusion generator, and PaDiM on the core generators.
+#: ``all`` adds the diffusion ablations (segmenter), DRÆM and SuperSimpleNet: about 11 h in total.
+FULL_MATRICES: dict[str, tuple[list[str], list[str]]] = {
+    "core": ([*CLASSIC, "diffusion"], ["segmenter", "padim"]),
+    "all": (list(GENERATORS), list(DETECTORS)),
+}
+#: What the other presets run when --generators / --detectors are not given.
+DEFAULT_GENERATORS = {"quick": CLASSIC, "smoke": ["none", "perlin"]}
+DEFAULT_DETECTORS = {"quick": ["segmenter"], "smoke": ["segmenter"]}
 #: In the full preset every generator (ablations included) trains the segmenter, but the other,
 #: slower detectors only see these: the baseline, the best classic ones and the diffusion generator.
 FULL_CORE_GENERATORS = ("none", "perlin", "real_paste", "diffusion")
@@ -75,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), help="default: depends on the preset")
     parser.add_argument("--detectors", nargs="+", choices=list(DETECTORS), help="default: depends on the preset")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--matrix",
+        choices=list(FULL_MATRICES),
+        help="full preset only: core (the default; about 2 h 50 min on 2 cores) or all (adds the diffusion "
+        "ablations, DRÆM and SuperSimpleNet; about 11 h)",
+    )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")
     presets.add_argument("--preset", choices=["full", "quick", "smoke"])
@@ -88,7 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fitted generators, reused across detectors and resumed runs (not results)",
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch intra-op threads (the budgets are for 2 cores)"
+    )
     return parser.parse_args(argv)
 
 
@@ -105,13 +122,21 @@ def environment() -> dict[str, str]:
     }
 
 
-def detectors_for(generator: str, preset: str, chosen: list[str] | None) -> list[str]:
+def generators_for(preset: str, chosen: list[str] | None, matrix: str = "core") -> list[str]:
+    """The generators to run: ``--generators`` if given, else the preset's (for ``full``: the matrix's)."""
+    if chosen:
+        return chosen
+    return FULL_MATRICES[matrix][0] if preset == "full" else DEFAULT_GENERATORS[preset]
+
+
+def detectors_for(generator: str, preset: str, chosen: list[str] | None, matrix: str = "core") -> list[str]:
     """The detectors to run ``generator`` with: ``--detectors`` if given, else the preset's matrix."""
     if chosen:
         return chosen
-    if preset == "full" and generator not in FULL_CORE_GENERATORS:
-        return ["segmenter"]
-    return DEFAULT_DETECTORS[preset]
+    if preset != "full":
+        return DEFAULT_DETECTORS[preset]
+    detectors = FULL_MATRICES[matrix][1]
+    return detectors if generator in FULL_CORE_GENERATORS else [d for d in detectors if d == "segmenter"]
 
 
 def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
@@ -191,11 +216,17 @@ def _run_seconds(record: dict) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.matrix is not None and args.preset != "full":
+        raise InvalidInputError(
+            f"--matrix chooses among the full preset's runs, not the {args.preset} preset's",
+            fix="drop --matrix, or use --preset full",
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     import_all_submodules()  # hours of runs: keep the code they started with, even if the tree is edited
     preset = resolve_preset(args.preset)
-    generators = args.generators or DEFAULT_GENERATORS[preset.name]
+    matrix = args.matrix or "core"
+    generators = generators_for(preset.name, args.generators, matrix)
     out: Path = args.out
     store = ResultsStore(out / f"downstream_{preset.name}.json")
     check_resumable(store, args.data, preset)
@@ -225,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                         shown = samples.batch
                         grid = render_sample_grid(shown.images[:SAMPLES_IN_GRID], shown.masks[:SAMPLES_IN_GRID])
                         save_grid(grid, out / "samples" / preset.name / f"{generator}.png")
-            for detector in detectors_for(generator, preset.name, args.detectors):
+            for detector in detectors_for(generator, preset.name, args.detectors, matrix):
                 if store.has_run(preset.name, generator, detector, seed):
                     logger.info("skip %s / %s / seed %d: already in %s", generator, detector, seed, store.path)
                     continue

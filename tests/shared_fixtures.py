@@ -6,7 +6,9 @@ unique name, because ``from conftest import`` picks whichever conftest.py was im
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -17,6 +19,15 @@ from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
 
 MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    """A benchmark script (``benchmarks/<name>.py``, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -189,7 +189,7 @@ def _diffusion(**overrides: Any) -> Callable[[Preset, str], AnomalyGenerator]:
     def build(preset: Preset, category: str) -> AnomalyGenerator:
         from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator  # heavy import
 
-        options = {"mode": "inversion", "progress": False, **preset.diffusion, **overrides}
+        options = {"progress": False, **preset.diffusion, **overrides}  # product defaults otherwise
         return DiffusionAnomalyGenerator(category=category, **options)
 
     return build

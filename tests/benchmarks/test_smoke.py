@@ -1,21 +1,13 @@
 """Tiny end-to-end runs of the benchmark scripts (smoke preset, tiny dataset): they run, write, resume."""
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from shared_fixtures import load_script
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from anomaly_synth_aug.errors import InvalidInputError
 
 
 def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path, monkeypatch) -> None:
@@ -181,10 +173,29 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
 
 def test_full_preset_runs_the_slow_detectors_on_the_core_generators_only() -> None:
     script = load_script("downstream")
-    assert script.detectors_for("diffusion", "full", None) == ["segmenter", "draem", "supersimplenet", "padim"]
-    assert script.detectors_for("diffusion_no_filter", "full", None) == ["segmenter"]
-    assert script.detectors_for("diffusion_no_filter", "full", ["padim"]) == ["padim"]
+    everything = ["segmenter", "draem", "supersimplenet", "padim"]
+    assert script.detectors_for("diffusion", "full", None, "all") == everything
+    assert script.detectors_for("diffusion_no_filter", "full", None, "all") == ["segmenter"]
+    assert script.detectors_for("diffusion_no_filter", "full", ["padim"], "all") == ["padim"]
     assert script.detectors_for("cutpaste", "quick", None) == ["segmenter"]
+
+
+def test_full_preset_defaults_to_the_core_matrix() -> None:
+    """Without --matrix the full preset fits a few hours: every baseline on the segmenter, PaDiM on the core ones."""
+    script = load_script("downstream")
+    assert script.parse_args([]).matrix is None
+    assert script.generators_for("full", None) == ["none", "perlin", "cutpaste", "poisson", "real_paste", "diffusion"]
+    assert script.detectors_for("diffusion", "full", None) == ["segmenter", "padim"]
+    assert script.detectors_for("cutpaste", "full", None) == ["segmenter"]
+    assert "diffusion_no_filter" in script.generators_for("full", None, "all")
+    assert script.generators_for("full", ["perlin"], "all") == ["perlin"]
+    assert script.generators_for("quick", None) == script.CLASSIC
+
+
+def test_matrix_is_refused_outside_the_full_preset(tmp_path: Path) -> None:
+    script = load_script("downstream")
+    with pytest.raises(InvalidInputError, match="full preset"):
+        script.main(["--quick", "--matrix", "all", "--out", str(tmp_path)])
 
 
 @pytest.mark.parametrize("name", ["downstream", "speed"])
@@ -193,3 +204,4 @@ def test_scripts_default_to_the_full_preset(name: str) -> None:
     assert script.parse_args([]).preset == "full"
     assert script.parse_args(["--quick"]).preset == "quick"
     assert script.parse_args(["--preset", "quick"]).preset == "quick"
+    assert script.parse_args([]).threads == 2  # the budgets and targets are measured on 2 cores

@@ -62,7 +62,25 @@ def test_same_seed_same_output_and_batch_independence(fitted: DiffusionAnomalyGe
     again = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(5))
     assert all(torch.equal(a, b) for a, b in zip(first.images, again.images, strict=True))
     other = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(6))
-    assert not torch.equal(first.images[0], other.images[0])
+    assert not torch.equal(first.images[1], other.images[1])  # the seed draws the mask and what fills it
+
+
+def test_a_given_mask_is_filled_by_inversion_alone_unless_noise_is_asked_for(
+    fitted: DiffusionAnomalyGenerator,
+) -> None:
+    """Pure DDIM inversion (the default) starts from the target's own inverted noise: on a mask the caller
+    fixes, the seed has nothing left to vary. ``inversion_noise`` and RePaint give variants again."""
+    inputs, placements, types = [surface(1)], [_placement()], ["dent"]
+    pure = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
+    assert fitted.mode == "inversion" and torch.equal(*pure)
+    for name, value in (("inversion_noise", 0.5), ("mode", "repaint")):
+        kept = getattr(fitted, name)
+        setattr(fitted, name, value)
+        try:
+            varied = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
+        finally:
+            setattr(fitted, name, kept)
+        assert not torch.equal(*varied), name
 
 
 def test_given_mask_bounds_the_change(fitted: DiffusionAnomalyGenerator) -> None:
@@ -76,10 +94,14 @@ def test_per_image_seed_streams_batch_like_single_calls(fitted: DiffusionAnomaly
     """The cache fills batches of jobs, each with its own seed: batching must not change a sample."""
     inputs = [surface(1), surface(2), surface(3)]
     batched = fitted.generate(inputs, defect_types=["dent", "streak", "dent"], generator=[_seed(s) for s in (7, 8, 9)])
-    for image, name, seed, out in zip(inputs, ["dent", "streak", "dent"], (7, 8, 9), batched.images, strict=True):
+    names, seeds = ["dent", "streak", "dent"], (7, 8, 9)
+    for image, name, seed, out, mask in zip(inputs, names, seeds, batched.images, batched.masks, strict=True):
         alone = fitted.generate([image], defect_types=[name], generator=_seed(seed))
-        # kernels differ by batch size in the last float bits; 1e-4 is 1/40 of an 8-bit grey level
-        assert torch.allclose(out, alone.images[0], atol=1e-4)
+        assert torch.equal(mask, alone.masks[0])
+        # Kernels differ by batch size in the last float bits, and DDIM inversion (the default) runs twice as
+        # many denoiser passes as RePaint, so they grow: up to 1.2e-4 measured here (RePaint: 8e-6).
+        # 5e-4 is an eighth of an 8-bit grey level.
+        assert torch.allclose(out, alone.images[0], atol=5e-4)
 
 
 def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:
