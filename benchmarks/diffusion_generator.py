@@ -31,12 +31,12 @@ from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.generators.base import GeneratedBatch
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion.patches import context_box, crop_image_patch, mask_bbox
+from anomaly_synth_aug.generators.diffusion.sampling import SAMPLING_MODES
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "diffusion"
 THUMB = 96  # px per grid cell
 OVERLAY = torch.tensor([1.0, 0.15, 0.15])[:, None]
-SAMPLING_MODES = ("repaint", "inversion")
 
 
 def parse_args() -> argparse.Namespace:
