@@ -66,7 +66,7 @@ def test_same_seed_same_output_and_batch_independence(fitted: DiffusionAnomalyGe
 
 
 def test_a_given_mask_is_filled_by_inversion_alone_unless_noise_is_asked_for(
-    fitted: DiffusionAnomalyGenerator,
+    fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pure DDIM inversion (the default) starts from the target's own inverted noise: on a mask the caller
     fixes, the seed has nothing left to vary. ``inversion_noise`` and RePaint give variants again."""
@@ -74,12 +74,9 @@ def test_a_given_mask_is_filled_by_inversion_alone_unless_noise_is_asked_for(
     pure = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
     assert fitted.mode == "inversion" and torch.equal(*pure)
     for name, value in (("inversion_noise", 0.5), ("mode", "repaint")):
-        kept = getattr(fitted, name)
-        setattr(fitted, name, value)
-        try:
-            varied = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
-        finally:
-            setattr(fitted, name, kept)
+        monkeypatch.setattr(fitted, name, value)  # the fixture is shared by the module: undone below
+        varied = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
+        monkeypatch.undo()
         assert not torch.equal(*varied), name
 
 
