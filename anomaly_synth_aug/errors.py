@@ -48,3 +48,7 @@ class CheckpointMismatchError(AnomalySynthError, ValueError):
 
 class NotFittedError(AnomalySynthError, RuntimeError):
     """``generate`` was called on a learned generator before ``fit``/``load``."""
+
+
+class MissingDependencyError(InvalidInputError):
+    """An optional package that a feature needs is not installed; the message names it."""

@@ -2,12 +2,12 @@
 
 Protocol: few-shot split of the category (first third of each defect type's
 images are the shots), fit from scratch on ``--threads`` CPU threads within
-``--max-minutes``, then generate defects into held-out normal test images at
+``--max-steps`` (default: the generator's own step budget), then generate defects into held-out normal test images at
 native resolution and measure images/s, check that every pixel outside the
 returned mask is bit-identical, and save a sample grid per defect type plus a
 JSON of the measurements under ``--out``.
 
-    python benchmarks/diffusion_generator.py --data ../shared/data/magnetic_tile --max-minutes 9
+    python benchmarks/diffusion_generator.py --data ../shared/data/magnetic_tile
     python benchmarks/diffusion_generator.py --quick          # a smoke run in about a minute
 """
 
@@ -42,7 +42,7 @@ OVERLAY = torch.tensor([1.0, 0.15, 0.15])[:, None]
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout category folder")
-    parser.add_argument("--max-minutes", type=float, default=9.0, help="training budget (wall clock)")
+    parser.add_argument("--max-steps", type=int, default=None, help="training steps (default: the generator's own)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the grids and the JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budget, few images")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the target is 2 cores)")
@@ -155,7 +155,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.max_minutes, args.normals, args.generate, args.per_type = 0.5, 30, 12, 4
+        args.max_steps, args.normals, args.generate, args.per_type = 40, 30, 12, 4
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
 
@@ -167,8 +167,7 @@ def main() -> None:
 
     generator = DiffusionAnomalyGenerator(
         category=args.data.name,
-        max_steps=None,
-        max_minutes=args.max_minutes,
+        **({} if args.max_steps is None else {"max_steps": args.max_steps}),
         checkpoint_dir=args.checkpoint_dir,
     )
     start = time.perf_counter()

@@ -1,19 +1,21 @@
-"""Downstream benchmark: train detectors on each generator's defects, test on held-out real defects.
+"""Downstream benchmark: which source of defects makes the best detector of real defects, on each dataset?
 
-For every seed, generator and detector this runs ``anomaly_synth_aug.evaluation.downstream.run_experiment``
-(protocol in benchmarks/README.md) and, once per generator and seed, the generation-quality
-measures. After every run it rewrites, under ``--out``:
+For every dataset, seed and (source, detector) pair of the matrix this runs
+``anomaly_synth_aug.evaluation.downstream.run_experiment`` (protocol in benchmarks/README.md) and,
+once per generator and seed, the generation-quality measures. After every run it rewrites, under
+``--out/<dataset>/``:
 
-* ``downstream_<preset>.json`` — every run and quality record (the resume point: runs already
+* ``downstream_<preset>.json``: every run and quality record (the resume point: runs already
   in it are skipped, so an interrupted benchmark continues where it stopped);
-* ``downstream_<preset>.md`` — mean ± std over seeds per generator and detector, paired gains vs ``none``;
-* ``downstream_<preset>_gains.png`` — the gains as a bar chart;
-* ``samples/<preset>/<generator>.png`` — generated samples next to their mask overlays.
+* ``downstream_<preset>.md``: the headline table (pretrained PatchCore and PaDiM, then the segmenter
+  for every source), then per-detector tables with gains paired by seed;
+* ``downstream_<preset>_gains.png``: the gains over ``none`` as a bar chart;
+* ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
-    python benchmarks/downstream.py --quick                       # classic generators, segmenter, 3 seeds
-    python benchmarks/downstream.py --data path/to/category       # full preset, core matrix (~2 h 50 min)
-    python benchmarks/downstream.py --matrix all                  # + ablations, DRÆM, SuperSimpleNet (~11 h)
-    python benchmarks/downstream.py --quick --generators none real_paste diffusion --seeds 0
+    python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
+    python benchmarks/downstream.py --matrix all                      # + cutpaste, poisson, ablations, ...
+    python benchmarks/downstream.py --quick                           # smoke check of the whole path
+    python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     GENERATORS,
     Preset,
     fit_name,
+    generates,
     measure_generation_quality,
     preset_record,
     resolve_preset,
@@ -50,6 +53,7 @@ from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     ablation_markdown,
     detection_markdown,
+    headline_markdown,
     plot_gains,
     quality_markdown,
 )
@@ -59,36 +63,55 @@ from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noq
 logger = logging.getLogger("benchmarks.downstream")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "magnetic_tile"
-CLASSIC = ["none", "perlin", "cutpaste", "poisson", "real_paste"]
-#: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in about
-#: 2 h 50 min on 2 cores: does the diffusion generator help a detector more than the classic ones? It
-#: trains the segmenter on every baseline and the diffusion generator, and PaDiM on the core generators.
-#: ``all`` adds the diffusion ablations (segmenter), DRÆM and SuperSimpleNet: about 11 h in total.
-FULL_MATRICES: dict[str, tuple[list[str], list[str]]] = {
-    "core": ([*CLASSIC, "diffusion"], ["segmenter", "padim"]),
-    "all": (list(GENERATORS), list(DETECTORS)),
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_DATASETS = [SHARED_DATA / "magnetic_tile", SHARED_DATA / "mvtec_screw"]
+#: The one-class anchors: what a user runs without generating anything. Their thresholds come from a
+#: synthetic validation set of pasted real shots (no synthesis), their ranking metrics from normals only.
+ANCHORS: list[tuple[str, str]] = [("real_paste", "patchcore"), ("real_paste", "padim")]
+SOURCES = ["none", "shots_only", "perlin", "cutpaste", "poisson", "real_paste", "diffusion"]
+Pair = tuple[str, str]  # (generator, detector)
+#: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
+#: fewest runs: does the diffusion generator make the segmenter better than the anchors, than the real
+#: shots themselves and than pasting them? ``all`` adds every other source, the diffusion ablations,
+#: the from-scratch segmenter and more validation sources for the anchors.
+FULL_MATRICES: dict[str, list[Pair]] = {
+    "core": [*ANCHORS, *((source, "segmenter") for source in ("shots_only", "real_paste", "diffusion"))],
 }
-#: What the other presets run when --generators / --detectors are not given.
-DEFAULT_GENERATORS = {"quick": CLASSIC, "smoke": ["none", "perlin"]}
-DEFAULT_DETECTORS = {"quick": ["segmenter"], "smoke": ["segmenter"]}
-#: In the full preset every generator (ablations included) trains the segmenter, but the other,
-#: slower detectors only see these: the baseline, the best classic ones and the diffusion generator.
-FULL_CORE_GENERATORS = ("none", "perlin", "real_paste", "diffusion")
+FULL_MATRICES["all"] = [
+    *FULL_MATRICES["core"],
+    *((source, "segmenter") for source in ("none", "perlin", "cutpaste", "poisson")),
+    *((name, "segmenter") for name in ABLATIONS),
+    *((source, "segmenter_scratch") for source in ("none", "perlin", "real_paste", "diffusion")),
+    *((source, detector) for source in ("perlin", "diffusion") for detector in ("patchcore", "padim")),
+]
+#: What the other presets run.
+PRESET_MATRICES: dict[str, list[Pair]] = {
+    "quick": [*ANCHORS, *((source, "segmenter") for source in ("none", "shots_only", "perlin", "real_paste"))],
+    "smoke": [("none", "segmenter"), ("perlin", "segmenter")],
+}
+DEFAULT_SEEDS = {"full": [0, 1, 2], "quick": [0], "smoke": [0]}
+#: Rows of the headline table: (detector, source, label).
+HEADLINE_ROWS: list[tuple[str, str, str]] = [
+    ("patchcore", "real_paste", "none (one-class; thresholds on pasted shots)"),
+    ("padim", "real_paste", "none (one-class; thresholds on pasted shots)"),
+    *(("segmenter", source, source) for source in SOURCES),
+]
 SAMPLES_IN_GRID = 8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout category folder")
-    parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), help="default: depends on the preset")
-    parser.add_argument("--detectors", nargs="+", choices=list(DETECTORS), help="default: depends on the preset")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--data", type=Path, nargs="+", help="MVTec-layout category folders (default: magnetic_tile and mvtec_screw)"
+    )
+    parser.add_argument("--generators", nargs="+", choices=list(GENERATORS), help="default: the preset's matrix")
+    parser.add_argument("--detectors", nargs="+", choices=list(DETECTORS), help="default: the preset's matrix")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (full), 0 (quick, smoke)")
     parser.add_argument(
         "--matrix",
         choices=list(FULL_MATRICES),
-        help="full preset only: core (the default; about 2 h 50 min on 2 cores) or all (adds the diffusion "
-        "ablations, DRÆM and SuperSimpleNet; about 11 h)",
+        help="full preset only: core (the default) or all (adds CutPaste, Poisson, the diffusion ablations, "
+        "the from-scratch segmenter and more anchor validation sources)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")
@@ -100,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work-dir",
         type=Path,
         default=PROJECT_ROOT / "runs" / "benchmark",
-        help="fitted generators, reused across detectors and resumed runs (not results)",
+        help="fitted generators and cached pools, reused across detectors and resumed runs (not results)",
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
     parser.add_argument(
@@ -122,21 +145,32 @@ def environment() -> dict[str, str]:
     }
 
 
-def generators_for(preset: str, chosen: list[str] | None, matrix: str = "core") -> list[str]:
-    """The generators to run: ``--generators`` if given, else the preset's (for ``full``: the matrix's)."""
-    if chosen:
-        return chosen
-    return FULL_MATRICES[matrix][0] if preset == "full" else DEFAULT_GENERATORS[preset]
+def matrix_pairs(
+    preset: str, generators: list[str] | None, detectors: list[str] | None, matrix: str = "core"
+) -> list[Pair]:
+    """The (generator, detector) runs per seed.
+
+    With both ``--generators`` and ``--detectors``: their cross product. With one of them: the
+    preset's matrix limited to it. With neither: the preset's matrix.
+    """
+    if generators and detectors:
+        return [(g, d) for g in generators for d in detectors]
+    pairs = FULL_MATRICES[matrix] if preset == "full" else PRESET_MATRICES[preset]
+    return [(g, d) for g, d in pairs if (not generators or g in generators) and (not detectors or d in detectors)]
 
 
-def detectors_for(generator: str, preset: str, chosen: list[str] | None, matrix: str = "core") -> list[str]:
-    """The detectors to run ``generator`` with: ``--detectors`` if given, else the preset's matrix."""
-    if chosen:
-        return chosen
-    if preset != "full":
-        return DEFAULT_DETECTORS[preset]
-    detectors = FULL_MATRICES[matrix][1]
-    return detectors if generator in FULL_CORE_GENERATORS else [d for d in detectors if d == "segmenter"]
+def default_datasets() -> list[Path]:
+    """The datasets beside the project, or a clear error when none is there."""
+    present = [path for path in DEFAULT_DATASETS if path.is_dir()]
+    if not present:
+        raise InvalidInputError(
+            f"none of the default datasets is present ({', '.join(str(p) for p in DEFAULT_DATASETS)})",
+            fix="pass --data path/to/category (an MVTec-layout folder)",
+        )
+    missing = [path for path in DEFAULT_DATASETS if not path.is_dir()]
+    for path in missing:
+        logger.warning("dataset %s is absent: skipped", path)
+    return present
 
 
 def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
@@ -163,22 +197,31 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     quality = [q for q in store.quality if q["preset"] == preset]
     shown = [g for g in generators if any(q["generator"] == g for q in quality)]
     chart = plot_gains(
-        runs, out / f"downstream_{preset}_gains.png", generator_order=generators, detector_order=detectors
+        runs,
+        out / f"downstream_{preset}_gains.png",
+        generator_order=generators,
+        detector_order=[d for d in detectors if not DETECTORS[d].one_class],
     )
     meta = store.meta
     lines = [
-        f"# Downstream benchmark — preset `{preset}`",
+        f"# Downstream benchmark: `{Path(str(meta.get('data'))).name}`, preset `{preset}`",
         "",
         f"Data: `{meta.get('data')}`. Protocol: benchmarks/README.md. Generated by `benchmarks/downstream.py`;",
         f"every run is in `downstream_{preset}.json`. Environment: {meta.get('environment')}.",
         f"Runs: {len(runs)}; summed run time {sum(_run_seconds(r) for r in runs) / 60:.1f} min.",
+        "Pixel metrics are computed at native resolution, on whole test images.",
         "",
-        "## Detection on held-out real defects",
+        "## Which source of defects makes the best detector",
         "",
-        "AP = average precision (anomalib `AUPR`, step-wise). F1 uses the threshold picked on the synthetic",
-        "validation set. It is n/a for `none`, which has no anomalies to pick it on, and for runs recorded",
-        f"before labels used that threshold (no `{LABELS_AT_THRESHOLD}` in the JSON). Those runs were",
-        "labelled at raw score 0.5. Δ = gain over `none`, paired by seed.",
+        "Mean ± sample std over seeds. AP = average precision (anomalib `AUPR`, step-wise). F1 uses the",
+        "thresholds picked on the synthetic validation set (n/a for `none`, which has none).",
+        "Δ: paired by seed against the one-class anchor with the higher mean image AUROC.",
+        "",
+        headline_markdown(runs, HEADLINE_ROWS, anchors=[(d, g) for g, d in ANCHORS]),
+        "## Every detector",
+        "",
+        f"Δ = gain over `none`, paired by seed. Runs without `{LABELS_AT_THRESHOLD}` labelled at raw score 0.5;",
+        "their F1 is left out.",
         "",
         detection_markdown(runs, generators, detectors),
     ]
@@ -214,6 +257,69 @@ def _run_seconds(record: dict) -> float:
     return timings["generator_fit_s"] + timings["train_s"] + timings["test_s"]
 
 
+def run_dataset(
+    data: Path, preset: Preset, pairs: list[Pair], seeds: list[int], args: argparse.Namespace, *, grid_seed: int
+) -> list[str]:
+    """Every (pair, seed) of one dataset that is not recorded yet; returns the failures.
+
+    Sample grids are drawn from ``grid_seed``'s quality samples.
+    """
+    out: Path = args.out / data.name
+    work: Path = args.work_dir / data.name / preset.name
+    store = ResultsStore(out / f"downstream_{preset.name}.json")
+    check_resumable(store, data, preset)
+    store.meta = {
+        "data": str(data),
+        "preset": preset_record(preset),
+        "environment": environment(),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    failures: list[str] = []
+    for seed in seeds:
+        for generator, detector in pairs:
+            generator_dir = work / "generators" / f"{fit_name(generator)}-seed{seed}"
+            if generates(generator) and not args.no_quality and not store.has_quality(preset.name, generator, seed):
+                logger.info("%s quality: %s seed %d", data.name, generator, seed)
+                try:
+                    record, samples = measure_generation_quality(
+                        data, generator, seed, preset, generator_dir=generator_dir
+                    )
+                except Exception as exc:  # one broken generator must not stop the benchmark
+                    logger.exception("quality %s seed %d failed", generator, seed)
+                    failures.append(f"{data.name}: quality {generator} seed {seed}: {exc}")
+                else:
+                    store.add_quality(record)
+                    if seed == grid_seed:
+                        shown = samples.batch
+                        grid = render_sample_grid(shown.images[:SAMPLES_IN_GRID], shown.masks[:SAMPLES_IN_GRID])
+                        save_grid(grid, out / "samples" / preset.name / f"{generator}.png")
+            if store.has_run(preset.name, generator, detector, seed):
+                logger.info("skip %s / %s / %s / seed %d: already in %s", data.name, generator, detector, seed, store.path)
+                continue
+            logger.info("run %s / %s / %s / seed %d", data.name, generator, detector, seed)
+            try:
+                record = run_experiment(
+                    data,
+                    generator,
+                    detector,
+                    seed,
+                    preset,
+                    generator_dir=generator_dir,
+                    cache_dir=work / "cache" / f"{generator}-seed{seed}",
+                )
+            except Exception as exc:  # recorded as failed, retried on the next invocation
+                logger.exception("%s / %s / seed %d failed", generator, detector, seed)
+                failures.append(f"{data.name}: {generator} / {detector} / seed {seed}: {exc}")
+                continue
+            store.add_run(record)
+            write_reports(store, out, preset.name)
+            logger.info("%s / %s / %s / seed %d: %s", data.name, generator, detector, seed, record["metrics"])
+    store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    store.save()
+    write_reports(store, out, preset.name)
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.matrix is not None and args.preset != "full":
@@ -225,63 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import_all_submodules()  # hours of runs: keep the code they started with, even if the tree is edited
     preset = resolve_preset(args.preset)
-    matrix = args.matrix or "core"
-    generators = generators_for(preset.name, args.generators, matrix)
-    out: Path = args.out
-    store = ResultsStore(out / f"downstream_{preset.name}.json")
-    check_resumable(store, args.data, preset)
-    store.meta = {
-        "data": str(args.data),
-        "preset": preset_record(preset),
-        "environment": environment(),
-        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
+    seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]
+    datasets = args.data if args.data else default_datasets()
     failures: list[str] = []
     started = time.perf_counter()
-    for seed in args.seeds:
-        for generator in generators:
-            generator_dir = args.work_dir / preset.name / "generators" / f"{fit_name(generator)}-seed{seed}"
-            if generator != "none" and not args.no_quality and not store.has_quality(preset.name, generator, seed):
-                logger.info("quality: %s seed %d", generator, seed)
-                try:
-                    record, samples = measure_generation_quality(
-                        args.data, generator, seed, preset, generator_dir=generator_dir
-                    )
-                except Exception as exc:  # one broken generator must not stop the benchmark
-                    logger.exception("quality %s seed %d failed", generator, seed)
-                    failures.append(f"quality {generator} seed {seed}: {exc}")
-                else:
-                    store.add_quality(record)
-                    if seed == args.seeds[0]:
-                        shown = samples.batch
-                        grid = render_sample_grid(shown.images[:SAMPLES_IN_GRID], shown.masks[:SAMPLES_IN_GRID])
-                        save_grid(grid, out / "samples" / preset.name / f"{generator}.png")
-            for detector in detectors_for(generator, preset.name, args.detectors, matrix):
-                if store.has_run(preset.name, generator, detector, seed):
-                    logger.info("skip %s / %s / seed %d: already in %s", generator, detector, seed, store.path)
-                    continue
-                logger.info("run %s / %s / seed %d", generator, detector, seed)
-                try:
-                    record = run_experiment(
-                        args.data,
-                        generator,
-                        detector,
-                        seed,
-                        preset,
-                        generator_dir=generator_dir,
-                        cache_dir=args.work_dir / preset.name / "cache" / f"{generator}-seed{seed}",
-                    )
-                except Exception as exc:  # recorded as failed, retried on the next invocation
-                    logger.exception("%s / %s / seed %d failed", generator, detector, seed)
-                    failures.append(f"{generator} / {detector} / seed {seed}: {exc}")
-                    continue
-                store.add_run(record)
-                write_reports(store, out, preset.name)
-                logger.info("%s / %s / seed %d: %s", generator, detector, seed, record["metrics"])
-    store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    store.save()
-    write_reports(store, out, preset.name)
-    logger.info("done in %.1f min; results in %s", (time.perf_counter() - started) / 60, out)
+    for seed in seeds:  # seed by seed, so an interrupted benchmark has covered every dataset evenly
+        for data in datasets:
+            failures += run_dataset(data, preset, pairs, [seed], args, grid_seed=seeds[0])
+    logger.info("done in %.1f min; results in %s", (time.perf_counter() - started) / 60, args.out)
     for failure in failures:
         logger.error("FAILED %s", failure)
     return 1 if failures else 0

@@ -64,9 +64,9 @@ DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "magnetic_tile"
 TARGETS = {"fine_tune_max_s": 600.0, "diffusion_min_images_per_s": 5.0, "cached_max_epoch_ratio": 1.05}
 #: Per preset: diffusion fit budget (minutes), throughput images, epochs, batches per epoch, cached samples per type.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": {"fit_minutes": None, "images": 64, "epochs": 3, "batches": 1.0, "samples_per_type": 64},
-    "quick": {"fit_minutes": 1.0, "images": 24, "epochs": 3, "batches": 10, "samples_per_type": 16},
-    "smoke": {"fit_minutes": 0.05, "images": 4, "epochs": 2, "batches": 2, "samples_per_type": 2},
+    "full": {"fit_steps": None, "images": 64, "epochs": 3, "batches": 1.0, "samples_per_type": 64},
+    "quick": {"fit_steps": 60, "images": 24, "epochs": 3, "batches": 10, "samples_per_type": 16},
+    "smoke": {"fit_steps": 2, "images": 4, "epochs": 2, "batches": 2, "samples_per_type": 2},
 }
 
 
@@ -188,21 +188,21 @@ def measure_epochs(args: argparse.Namespace, preset: Preset, settings: dict[str,
 
 
 def targets_report(
-    generators: dict[str, dict], epochs: dict | None, fit_minutes: float | None = None
+    generators: dict[str, dict], epochs: dict | None, fit_steps: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """Each target with the measured value and whether it is met (None when not measured).
 
-    A fit cut short by the preset's budget (``fit_minutes``, below the target) says nothing about
-    the full fine-tune, so that target is then reported as not judged rather than met.
+    A fit cut short by the preset's budget (``fit_steps`` instead of the generator's own default)
+    says nothing about the full fine-tune, so that target is then reported as not judged rather than met.
     """
     diffusion = generators.get("diffusion", {})
     fit = diffusion.get("fit_s")
     speed = diffusion.get("images_per_s")
     ratio = epochs.get("cached_ratio") if epochs else None
-    capped = fit_minutes is not None and fit_minutes * 60 < TARGETS["fine_tune_max_s"]
+    capped = fit_steps is not None
     fit_met = None if fit is None or capped else fit <= TARGETS["fine_tune_max_s"]
     return {
-        "diffusion fine-tune <= 10 min": {"value_s": fit, "met": fit_met, "capped_at_minutes": fit_minutes if capped else None},
+        "diffusion fine-tune <= 10 min": {"value_s": fit, "met": fit_met, "capped_at_steps": fit_steps if capped else None},
         "diffusion >= 5 images/s": {
             "value": speed,
             "met": None if speed is None else speed >= TARGETS["diffusion_min_images_per_s"],
@@ -237,8 +237,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, target in report["targets"].items():
         value = target.get("value_s", target.get("value"))
         met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]
-        if target.get("capped_at_minutes") is not None:
-            met = f"not judged: this preset caps the fit at {target['capped_at_minutes']} min (see diffusion_generator.py)"
+        if target.get("capped_at_steps") is not None:
+            met = f"not judged: this preset caps the fit at {target['capped_at_steps']} steps (see diffusion_generator.py)"
         lines.append(f"| {name} | {number(value)} | {met} |")
     lines += [
         "",
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     import_all_submodules()  # keep the code the benchmark started with, even if the tree is edited
     settings = SETTINGS[args.preset]
     preset = resolve_preset("smoke" if args.preset == "smoke" else "quick")  # image size, batch, widths
-    overrides = {} if settings["fit_minutes"] is None else {"max_minutes": settings["fit_minutes"]}
+    overrides = {} if settings["fit_steps"] is None else {"max_steps": settings["fit_steps"]}
     if args.preset == "full":
         preset = dataclasses.replace(preset, name="full", diffusion={})  # the generator's own fit budget
     else:
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start,
         "generators": generators,
         "epochs": epochs,
-        "targets": targets_report(generators, epochs, settings["fit_minutes"]),
+        "targets": targets_report(generators, epochs, settings["fit_steps"]),
         "wall_s": time.perf_counter() - started,
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -18,8 +18,9 @@ def benchmark(
 
     Args:
         data: MVTec-layout category folder.
-        generators: benchmark generator names (none, perlin, cutpaste, poisson, real_paste, diffusion, ablations).
-        detectors: segmenter, draem, supersimplenet, padim.
+        generators: sources of training defects (none, shots_only, perlin, cutpaste, poisson, real_paste,
+            diffusion, diffusion ablations).
+        detectors: segmenter (pretrained U-Net), segmenter_scratch, supersimplenet, draem, padim, patchcore.
         seeds: one run per seed.
         preset: sizes and budgets: smoke, quick or full.
         output: results.jsonl and fitted generators go here.

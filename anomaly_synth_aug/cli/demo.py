@@ -13,7 +13,7 @@ def demo(
     output: Path = Path("results/demo"),
     texture: Literal["brick", "grass", "gravel"] = "brick",
     quick: bool = False,
-    generator_minutes: float | None = None,
+    generator_steps: int | None = None,
     classic_baseline: str | None = "real_paste",
     seed: int = 0,
 ) -> int:
@@ -28,7 +28,7 @@ def demo(
         output: folder for the dataset, generator, cache, detector checkpoints, sample grid and results.json.
         texture: scikit-image texture of the DEMO dataset.
         quick: tiny sizes and a few steps (a smoke test of the whole pipeline, numbers meaningless).
-        generator_minutes: time budget of the generator's fine-tuning (default: 4 minutes; quick: 0.5).
+        generator_steps: training steps of the generator's fine-tuning (default: the demo's step budget).
         classic_baseline: benchmark name of a classic generator to compare with (perlin, cutpaste, poisson,
             real_paste), or null to skip it.
         seed: fixes the dataset, the split, the generated defects and the detectors' initialisation.
@@ -40,8 +40,8 @@ def demo(
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     settings = replace(settings, classic_baseline=classic_baseline)
-    if generator_minutes is not None:
-        settings = replace(settings, diffusion={**settings.diffusion, "max_minutes": generator_minutes})
+    if generator_steps is not None:
+        settings = replace(settings, diffusion={**settings.diffusion, "max_steps": generator_steps})
     result = run_demo(output, data=data, texture=texture, settings=settings, seed=seed)
     print(f"demo finished in {result.total_seconds:.0f} s; results: {result.results_path}; samples: {result.grid_path}")
     return 0

@@ -1,4 +1,4 @@
-"""``anomaly-synth-aug``: fit a generator, fill and check a sample cache, benchmark, or run the demo.
+"""``anomaly-synth-aug``: fit a generator, fill and check a sample cache, benchmark, run the demo, or name a backbone.
 
 Each subcommand is a typed function; jsonargparse turns its signature and docstring into
 ``--help``, YAML configs (``--config``) and ``--print_config``, and builds any generator
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from jsonargparse import auto_cli
 from rich.logging import RichHandler
 
+from anomaly_synth_aug.cli.backbone import backbone
 from anomaly_synth_aug.cli.benchmark import benchmark
 from anomaly_synth_aug.cli.demo import demo
 from anomaly_synth_aug.cli.fit_generator import fit_generator
@@ -28,6 +29,7 @@ SUBCOMMANDS: dict[str, Callable[..., int]] = {
     "verify": verify_cache,
     "benchmark": benchmark,
     "demo": demo,
+    "backbone": backbone,
 }
 
 #: Exit status of a run stopped by bad input (argparse uses 2 for bad arguments too).

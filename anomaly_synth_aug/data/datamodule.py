@@ -40,6 +40,7 @@ from anomaly_synth_aug.data.dataset import (
     mixed_seed,
     row_mask_path,
 )
+from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
@@ -53,9 +54,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TrainMode = Literal["online", "cached"]
+TrainMode = Literal["online", "cached", "shots"]
 ValSplit = Literal["synthetic", "wrapped", "none"]
-TRAIN_MODES: tuple[str, ...] = ("online", "cached")
+TRAIN_MODES: tuple[str, ...] = ("online", "cached", "shots")
 VAL_SPLITS: tuple[str, ...] = ("synthetic", "wrapped", "none")
 
 #: Validation modes of the wrapped datamodule whose val set holds real (test) images, so its
@@ -83,7 +84,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].
             Use 0 with models that synthesise their own anomalies (Draem, Glass adapters).
         mode: ``"online"`` generates in the DataLoader workers; ``"cached"`` generates
-            ``samples_per_type`` samples per defect type once into ``cache_dir`` and trains from them.
+            ``samples_per_type`` samples per defect type once into ``cache_dir`` and trains from them;
+            ``"shots"`` synthesises nothing and trains on the augmented real shots themselves (the
+            baseline any synthesis must beat; the generator then makes only the synthetic validation set).
         shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
         val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
             ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
@@ -217,6 +220,15 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         if self.mode == "online":
             return SyntheticAnomalyDataset(
                 train_normals,
+                self.generator,
+                anomaly_ratio=self.anomaly_ratio,
+                seed=self.seed,
+                mask_threshold=self.mask_threshold,
+            )
+        if self.mode == "shots":
+            return ShotsTrainDataset(
+                train_normals,
+                self.load_shots(),
                 self.generator,
                 anomaly_ratio=self.anomaly_ratio,
                 seed=self.seed,

@@ -50,8 +50,9 @@ ARM_TITLES: dict[str, str] = {"none": "normals only", "diffusion": "+ diffusion 
 class DemoSettings:
     """Sizes and budgets of one demo run.
 
-    The defaults keep the whole demo under 10 minutes on 2 CPU cores: the generator's fit is
-    bounded by ``diffusion["max_minutes"]``, everything else by sizes. ``quick()`` is for tests.
+    Every budget is a number of steps (the generator's ``diffusion["max_steps"]``, the detector's
+    ``detector.max_steps``), so the demo's numbers do not depend on how busy the machine is.
+    ``quick()`` is for tests.
 
     Args:
         image_size: side of the DEMO dataset's square images.
@@ -74,8 +75,8 @@ class DemoSettings:
             "patch_size": 32,
             "block_out_channels": (16, 32, 64),
             "batch_size": 16,
-            "max_steps": 1500,
-            "max_minutes": 4.0,
+            "max_steps": 600,
+            "max_minutes": None,  # a step budget: the demo's numbers must not depend on how busy the machine is
             "num_inference_steps": 10,
             "max_retries": 1,
         }
@@ -86,14 +87,13 @@ class DemoSettings:
     detector: Preset = field(
         default_factory=lambda: Preset(
             name="demo",
+            crop_size=128,
             image_size=128,
-            max_epochs=6,
-            limit_train_batches=8,
+            max_steps=150,
+            val_every_steps=50,
             train_batch_size=8,
-            eval_batch_size=16,
-            num_workers=0,
+            train_mode="online",
             max_fit_normals=48,
-            segmenter_width=8,
         )
     )
 
@@ -111,7 +111,7 @@ class DemoSettings:
                 "attention": False,
                 "batch_size": 4,
                 "max_steps": 3,
-                "max_minutes": 0.5,
+                "max_minutes": None,
                 "num_inference_steps": 2,
                 "max_retries": 0,
             },
@@ -119,14 +119,13 @@ class DemoSettings:
             grid_samples=4,
             detector=Preset(
                 name="demo-quick",
+                crop_size=64,
                 image_size=64,
-                max_epochs=1,
-                limit_train_batches=2,
+                max_steps=2,
+                val_every_steps=1,
                 train_batch_size=4,
-                eval_batch_size=8,
-                num_workers=0,
+                train_mode="online",
                 max_fit_normals=8,
-                segmenter_width=2,
             ),
         )
 

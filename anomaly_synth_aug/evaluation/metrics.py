@@ -16,7 +16,9 @@ import math
 from types import SimpleNamespace
 
 import torch
-from anomalib.metrics import AUPR, AUPRO, AUROC, AnomalibMetric, Evaluator, F1Score
+from anomalib.metrics import AUPR, AUROC, AnomalibMetric, Evaluator, F1Score
+from anomalib.metrics.aupro import _AUPRO
+from anomalib.metrics.pro import connected_components_cpu
 
 IMAGE_FIELDS: tuple[str, str] = ("pred_score", "gt_label")
 PIXEL_FIELDS: tuple[str, str] = ("anomaly_map", "gt_mask")
@@ -32,20 +34,75 @@ THRESHOLD_METRICS: tuple[str, ...] = ("image_F1Score", "pixel_F1Score")
 LABELS_AT_THRESHOLD = "labels_at_validation_threshold"
 
 
+class _NativeSizeAUPRO(_AUPRO):
+    """anomalib's AUPRO for images of different sizes (native-resolution evaluation).
+
+    anomalib's ``_AUPRO`` concatenates all masks into one ``[N, H, W]`` tensor, which fails once test
+    images differ in size. This one labels each batch's connected regions when it arrives, offsets the
+    labels so that regions stay distinct across batches, and keeps labels and scores flattened; the
+    PRO curve itself is anomalib's ``compute_pro``, unchanged.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._regions = 0
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        target = target.reshape(-1, *target.shape[-2:])
+        preds = preds.reshape(target.shape)
+        if target.min() < 0 or target.max() > 1:
+            raise ValueError(f"AUPRO masks must lie in [0, 1], found [{target.min()}, {target.max()}]")
+        labels = connected_components_cpu(target.unsqueeze(1).float().cpu()).long().reshape(-1)
+        count = int(labels.max()) if labels.numel() else 0
+        labels[labels > 0] += self._regions
+        self._regions += count
+        self.target.append(labels.to(preds.device))
+        self.preds.append(preds.reshape(-1))
+
+    def reset(self) -> None:
+        super().reset()
+        self._regions = 0
+
+    def perform_cca(self) -> torch.Tensor:
+        return torch.cat(self.target) if self.target else torch.zeros(0, dtype=torch.long)
+
+    def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        preds = torch.cat(self.preds) if self.preds else torch.zeros(0)
+        return self.compute_pro(cca=self.perform_cca(), preds=preds)
+
+
+class NativeSizeAUPRO(AnomalibMetric, _NativeSizeAUPRO):  # type: ignore[misc]
+    """AUPRO over images of any sizes (``_NativeSizeAUPRO``), with anomalib's field binding.
+
+    Logged as ``<prefix>AUPRO``, the name anomalib's own AUPRO gets, so results keep their keys.
+    """
+
+    def __init__(self, fields: list[str] | None = None, prefix: str = "", **kwargs: object) -> None:
+        super().__init__(fields=fields, prefix=prefix, **kwargs)
+        self.name = f"{prefix}AUPRO"
+
+
+#: torchmetrics treats scores outside [0, 1] as logits and passes them through a sigmoid, which in
+#: float32 saturates to 1.0 above about 17: raw PaDiM/PatchCore scores (2 to 50) then tie and their
+#: AUROC collapses towards 0.5. Normalisation is off in the benchmark, so the curves must take the
+#: scores as they are (a rank metric needs no squashing).
+RAW_SCORES: dict[str, None] = {"normalization": None}
+
+
 def ranking_metrics(prefix: str = "", *, pixel: bool = True) -> list[AnomalibMetric]:
     """Image AUROC and AP, and (``pixel``) pixel AUROC, AP and AUPRO, named ``<prefix>image_AUROC`` etc.
 
     Pixel metrics are non-strict: a batch without masks or anomaly maps is skipped, not an error.
     """
     metrics: list[AnomalibMetric] = [
-        AUROC(fields=IMAGE_FIELDS, prefix=f"{prefix}image_"),
-        AUPR(fields=IMAGE_FIELDS, prefix=f"{prefix}image_"),
+        AUROC(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
+        AUPR(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
     ]
     if pixel:
         metrics += [
-            AUROC(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False),
-            AUPR(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False),
-            AUPRO(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, fpr_limit=AUPRO_FPR_LIMIT),
+            AUROC(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
+            AUPR(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
+            NativeSizeAUPRO(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, fpr_limit=AUPRO_FPR_LIMIT),
         ]
     return metrics
 
@@ -61,8 +118,8 @@ def threshold_metrics(prefix: str = "") -> list[AnomalibMetric]:
 def benchmark_evaluator() -> Evaluator:
     """Evaluator for the benchmark: validation metrics for checkpointing, full metrics on test."""
     validation = [
-        AUROC(fields=IMAGE_FIELDS, prefix="val_image_"),
-        AUPR(fields=PIXEL_FIELDS, prefix="val_pixel_", strict=False),
+        AUROC(fields=IMAGE_FIELDS, prefix="val_image_", **RAW_SCORES),
+        AUPR(fields=PIXEL_FIELDS, prefix="val_pixel_", strict=False, **RAW_SCORES),
     ]
     return Evaluator(val_metrics=validation, test_metrics=[*ranking_metrics(), *threshold_metrics()])
 

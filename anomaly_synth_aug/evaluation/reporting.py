@@ -33,6 +33,7 @@ DETECTION_COLUMNS: dict[str, str] = {
     "pixel_AUPR": "pixel AP",
     "pixel_AUPRO": "pixel AUPRO",
     "image_F1Score": "image F1 @val thr.",
+    "pixel_F1Score": "pixel F1 @val thr.",
 }
 #: Metrics whose gain over the baseline is tabulated and plotted.
 GAIN_METRICS: tuple[str, ...] = ("image_AUROC", "pixel_AUPRO")
@@ -187,6 +188,48 @@ def detection_markdown(
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def headline_markdown(
+    runs: Sequence[dict[str, Any]],
+    rows: Sequence[tuple[str, str, str]],
+    *,
+    anchors: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The first table of a dataset: chosen (detector, source) rows, and their gain over the best anchor.
+
+    Args:
+        runs: run records of one dataset and preset.
+        rows: (detector, generator, label) in display order; rows without runs are left out.
+        anchors: (detector, generator) of the one-class anchors. Each other row's Δ is paired by seed
+            against the anchor with the higher mean image AUROC.
+    """
+    present = [row for row in rows if per_seed(runs, row[0], row[1], "image_AUROC")]
+    if not present:
+        return ""
+    best_anchor = max(
+        (a for a in anchors if per_seed(runs, a[0], a[1], "image_AUROC")),
+        key=lambda a: statistics.fmean(per_seed(runs, a[0], a[1], "image_AUROC").values()),
+        default=None,
+    )
+    headers = ["detector", "training defects", "seeds", *DETECTION_COLUMNS.values()]
+    if best_anchor is not None:
+        headers += [f"Δ {DETECTION_COLUMNS[m]} vs {best_anchor[0]}" for m in ("image_AUROC", "pixel_AUPR")]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for detector, generator, label in present:
+        seeds = per_seed(runs, detector, generator, "image_AUROC")
+        cells = [detector, label, str(len(seeds))]
+        cells += [_cell(*mean_std(list(per_seed(runs, detector, generator, m).values()))) for m in DETECTION_COLUMNS]
+        if best_anchor is not None:
+            for metric in ("image_AUROC", "pixel_AUPR"):
+                if (detector, generator) == best_anchor:
+                    cells.append("—")
+                    continue
+                ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, *best_anchor, metric)
+                differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+                cells.append(_cell(*mean_std(differences), signed=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def ablation_markdown(

@@ -1,18 +1,27 @@
-"""``DefectSegmenter``: a small supervised U-Net that learns defects from masks, from scratch.
+"""``DefectSegmenter``: a supervised U-Net that learns defects from masks, at native resolution.
 
 The practitioner's detector for the synthetic-defect workflow: train it on normals plus
 generated anomalies (``SyntheticAnomalyDataModule`` puts a pixel mask in every training
-item) and it predicts a per-pixel defect probability. The network is DRÆM's discriminative
-U-Net (``DiscriminativeSubNetwork``, reused from anomalib) with a narrow ``base_width`` and one
-output channel; no pretrained weights are involved, so it trains fully offline on CPU.
+item) and it predicts a per-pixel defect probability. Two networks:
 
-It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor`` (resize), ``PostProcessor``
+* ``encoder="efficientnet_lite0"`` (the default): a ``segmentation_models_pytorch`` U-Net decoder
+  over an EfficientNet-Lite0 encoder with ImageNet weights that install offline
+  (``anomaly_synth_aug.backbones``); the stem and first stages stay frozen, so a few hundred
+  steps adapt the rest;
+* ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
+  trained from scratch, kept as an option and as an ablation.
+
+Both are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
+the prediction cropped back, so it trains on crops and predicts on whole images of any size.
+
+It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor``, ``PostProcessor``
 (thresholds picked on the validation set) and ``Evaluator`` (metrics) all apply unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -27,40 +36,104 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
-from torchvision.transforms.v2 import Compose, Resize
+from torchvision.transforms.v2 import Compose, Normalize, Resize
 
+from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
+from anomaly_synth_aug.data.transforms import pad_to_multiple
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 
-#: The U-Net halves the resolution five times, so each input side must be a multiple of this.
+#: The U-Nets halve the resolution five times; inputs are padded to a multiple of this.
 SIZE_MULTIPLE = 32
+#: Encoder modules frozen by ``frozen_stages=k``: the stem, then the first k blocks.
+_STEM = ("conv_stem", "bn1")
+
+
+def build_unet(
+    encoder: str, pretrained: bool, decoder_channels: Sequence[int]
+) -> nn.Module:
+    """An ``smp.Unet`` over timm's ``encoder``, with offline ImageNet weights when ``pretrained``."""
+    import segmentation_models_pytorch as smp  # heavy: only for the pretrained U-Net
+
+    name = encoder
+    if pretrained:
+        from anomaly_synth_aug.backbones.timm_folder import offline_backbone
+
+        name = offline_backbone(encoder)
+    return smp.Unet(
+        encoder_name=f"tu-{name}",
+        encoder_weights=True if pretrained else None,  # smp: the weights come with the timm name
+        decoder_channels=tuple(decoder_channels),
+        classes=1,
+    )
 
 
 class SegmenterModel(nn.Module):
-    """The torch network: image ``[B, 3, H, W]`` to defect logits ``[B, 1, H, W]``.
+    """The torch network: image ``[B, 3, H, W]`` (any size) to defect logits ``[B, 1, H, W]``.
 
     In training mode ``forward`` returns the logits (for the loss); in eval mode it returns an
     ``InferenceBatch`` whose ``anomaly_map`` ``[B, H, W]`` is the defect probability and whose ``pred_score`` is
     the mean of the map's highest ``score_top_fraction`` of pixels (the maximum when 0).
 
     Args:
-        base_width: channels of the first level (DRÆM uses 64; 16 is plenty for one category).
+        encoder: timm name of the U-Net encoder, or None for DRÆM's from-scratch U-Net.
+        pretrained: load the encoder's offline ImageNet weights.
+        frozen_stages: encoder stages kept fixed (weights and batch-norm statistics): 0 trains all,
+            k freezes the stem and the first k blocks.
+        decoder_channels: widths of the five decoder stages (pretrained U-Net).
+        base_width: channels of the first level (from-scratch U-Net; DRÆM uses 64).
         score_top_fraction: share of the anomaly map averaged into the image score, in [0, 1).
     """
 
-    def __init__(self, base_width: int = 16, score_top_fraction: float = 0.001) -> None:
+    def __init__(
+        self,
+        encoder: str | None = "efficientnet_lite0",
+        pretrained: bool = True,
+        frozen_stages: int = 2,
+        decoder_channels: Sequence[int] = (128, 64, 32, 16, 8),
+        base_width: int = 16,
+        score_top_fraction: float = 0.001,
+    ) -> None:
         super().__init__()
-        self.network = DiscriminativeSubNetwork(in_channels=3, out_channels=1, base_width=base_width)
+        if encoder is None:
+            self.network: nn.Module = DiscriminativeSubNetwork(in_channels=3, out_channels=1, base_width=base_width)
+            self._frozen: list[nn.Module] = []
+        else:
+            self.network = build_unet(encoder, pretrained, decoder_channels)
+            self._frozen = self._freeze(frozen_stages)
+        # The EfficientNet U-Net's depthwise convolutions run much faster on CPU in channels_last
+        # (benchmarks/README.md); the from-scratch U-Net does not gain, so it stays contiguous.
+        self.channels_last = encoder is not None
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
         self.score_top_fraction = score_top_fraction
 
+    def _freeze(self, stages: int) -> list[nn.Module]:
+        body = self.network.encoder.model
+        names = [*_STEM, *(f"blocks.{index}" for index in range(stages))] if stages > 0 else []
+        modules = [body.get_submodule(name) for name in names]
+        for module in modules:
+            module.requires_grad_(False)
+        return modules
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Trainable encoder parameters (empty for the from-scratch U-Net)."""
+        if not hasattr(self.network, "encoder"):
+            return []
+        return [p for p in self.network.encoder.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> SegmenterModel:
+        """As ``nn.Module.train``, but frozen stages keep their ImageNet batch-norm statistics."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        height, width = images.shape[-2:]
-        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-            raise InvalidInputError(
-                f"DefectSegmenter needs input sides that are multiples of {SIZE_MULTIPLE}, got {height}x{width}",
-                fix="resize to e.g. 128x128 or 256x256 (DefectSegmenter.configure_pre_processor(image_size))",
-            )
-        logits = self.network(images)
+        padded, (height, width) = pad_to_multiple(images, SIZE_MULTIPLE)
+        if self.channels_last:
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        logits = self.network(padded)[..., :height, :width].contiguous()
         if self.training:
             return logits
         anomaly_map = torch.sigmoid(logits).squeeze(1)
@@ -80,28 +153,42 @@ class DefectSegmenter(AnomalibModule):
     term over the batch (keeps small defects from being drowned by the normal area).
 
     Args:
-        base_width: channels of the U-Net's first level (doubles down to 8x).
-        learning_rate: Adam learning rate.
-        weight_decay: Adam weight decay.
+        encoder: timm name of the pretrained encoder (offline ImageNet weights), or None for DRÆM's
+            U-Net trained from scratch.
+        pretrained: load the encoder's ImageNet weights (False: random initialisation).
+        frozen_stages: encoder stages kept fixed: the stem and the first ``frozen_stages`` blocks.
+        decoder_channels: widths of the U-Net decoder's five stages (pretrained encoder).
+        base_width: channels of the from-scratch U-Net's first level (``encoder=None``).
+        learning_rate: AdamW learning rate of the decoder (and of the whole from-scratch U-Net).
+        encoder_lr_scale: the encoder's learning rate relative to ``learning_rate``: pretrained
+            features need smaller steps than a freshly initialised decoder.
+        weight_decay: AdamW weight decay.
         focal_gamma: focusing exponent of the focal loss (0 gives plain BCE).
         dice_weight: weight of the Dice term relative to the focal term (0 disables it).
         score_top_fraction: share of the highest anomaly-map pixels averaged into the image score
             (0 uses the maximum).
-        pre_processor: anomalib pre-processor, or True for ``Resize(256, 256)`` (no ImageNet
-            normalisation: the network is trained from scratch).
+        pre_processor: anomalib pre-processor, or True for ImageNet normalisation at native resolution
+            (no resize; none at all for the from-scratch U-Net).
         post_processor: anomalib post-processor, or True for thresholds without normalisation.
         evaluator: anomalib evaluator, or True for anomalib's default metrics.
         visualizer: anomalib visualizer, or True for the default one.
 
     Example:
-        >>> model = DefectSegmenter(pre_processor=DefectSegmenter.configure_pre_processor((128, 128)))
-        >>> Engine(max_epochs=10).fit(model, datamodule=SyntheticAnomalyDataModule(folder, generator))
+        >>> from anomaly_synth_aug.data.transforms import native_crop_augmentations
+        >>> folder = Folder(..., train_augmentations=native_crop_augmentations(256), eval_batch_size=1)
+        >>> model = DefectSegmenter()  # pretrained EfficientNet-Lite0 U-Net, whole images at test time
+        >>> Engine(max_steps=600).fit(model, datamodule=SyntheticAnomalyDataModule(folder, generator))
     """
 
     def __init__(
         self,
+        encoder: str | None = "efficientnet_lite0",
+        pretrained: bool = True,
+        frozen_stages: int = 2,
+        decoder_channels: Sequence[int] = (128, 64, 32, 16, 8),
         base_width: int = 16,
         learning_rate: float = 1e-3,
+        encoder_lr_scale: float = 0.1,
         weight_decay: float = 1e-5,
         focal_gamma: float = 2.0,
         dice_weight: float = 1.0,
@@ -112,14 +199,28 @@ class DefectSegmenter(AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         _check_args(base_width, learning_rate, focal_gamma, dice_weight, score_top_fraction)
+        if encoder_lr_scale < 0:
+            raise InvalidInputError(f"encoder_lr_scale must be >= 0, got {encoder_lr_scale}", fix="use e.g. 0.1")
+        if frozen_stages < 0:
+            raise InvalidInputError(f"frozen_stages must be >= 0, got {frozen_stages}", fix="use e.g. 2, or 0")
+        if pre_processor is True:  # the default depends on the network: ImageNet statistics or none
+            pre_processor = self.configure_pre_processor(imagenet_normalization=encoder is not None)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = SegmenterModel(base_width=base_width, score_top_fraction=score_top_fraction)
+        self.model = SegmenterModel(
+            encoder=encoder,
+            pretrained=pretrained,
+            frozen_stages=frozen_stages,
+            decoder_channels=decoder_channels,
+            base_width=base_width,
+            score_top_fraction=score_top_fraction,
+        )
         self.learning_rate = learning_rate
+        self.encoder_lr_scale = encoder_lr_scale
         self.weight_decay = weight_decay
         self.focal_gamma = focal_gamma
         self.dice_weight = dice_weight
@@ -154,7 +255,14 @@ class DefectSegmenter(AnomalibModule):
         return batch.update(**predictions._asdict())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        """AdamW; the pretrained encoder learns at ``encoder_lr_scale`` times the decoder's rate."""
+        encoder = self.model.encoder_parameters()
+        encoder_ids = {id(p) for p in encoder}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+        groups = [{"params": rest, "lr": self.learning_rate}]
+        if encoder:
+            groups.append({"params": encoder, "lr": self.learning_rate * self.encoder_lr_scale})
+        return torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     # ---------------------------------------------------------- anomalib hooks
     @property
@@ -172,9 +280,18 @@ class DefectSegmenter(AnomalibModule):
         return {"num_sanity_val_steps": 0}
 
     @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Resize only: ImageNet statistics mean nothing to a network trained from scratch."""
-        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+    def configure_pre_processor(
+        cls, image_size: tuple[int, int] | None = None, *, imagenet_normalization: bool = True
+    ) -> PreProcessor:
+        """ImageNet normalisation for the pretrained encoder; a resize only when ``image_size`` is given.
+
+        Without ``image_size`` the network sees images at native resolution (it pads them itself).
+        ImageNet statistics mean nothing to the from-scratch U-Net, so it gets ``imagenet_normalization=False``.
+        """
+        steps = [Resize(image_size, antialias=True)] if image_size is not None else []
+        if imagenet_normalization:
+            steps.append(Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD))
+        return PreProcessor(transform=Compose(steps) if steps else None)
 
     def configure_post_processor(self) -> PostProcessor:
         """Thresholds from the validation set applied to the raw probabilities (``RawScorePostProcessor``).

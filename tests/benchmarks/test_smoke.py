@@ -19,6 +19,7 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     ]  # fmt: skip
     assert downstream.main(argv) == 0
 
+    out = out / "tiny"  # one results folder per dataset
     results = json.loads((out / "downstream_smoke.json").read_text())
     assert [(r["generator"], r["detector"], r["seed"]) for r in results["runs"]] == [
         ("none", "segmenter", 0),
@@ -28,6 +29,7 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert 0.0 <= perlin["metrics"]["image_AUROC"] <= 1.0 and perlin["thresholds"]["image"] is not None
     assert results["runs"][0]["metrics"]["image_F1Score"] is None  # "none" has no validation threshold
     assert perlin["labels_at_validation_threshold"] is True  # F1 used the validation threshold
+    assert perlin["detector_steps"] == 2 and perlin["validation_history"][-1]["step"] == 2  # a step budget
     assert perlin["data"]["shots"] == 4 and perlin["data"]["test_anomalies"] == 8  # shots left the test set
     (quality,) = results["quality"]
     assert quality["generator"] == "perlin" and 0.0 <= quality["c2st_auroc"] <= 1.0
@@ -37,6 +39,7 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert all(value > 0 for value in quality["contrast_by_type"]["generated"].values())
     table = (out / "downstream_smoke.md").read_text()
     assert "| perlin | 1 |" in table and "Δ image AUROC vs none" in table
+    assert "| segmenter | perlin | 1 |" in table  # the headline table
     assert (out / "downstream_smoke_gains.png").stat().st_size > 0
     assert (out / "samples" / "smoke" / "perlin.png").stat().st_size > 0
 
@@ -59,8 +62,8 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
 def test_downstream_refuses_to_mix_datasets(tiny_mvtec: Path, tmp_path: Path) -> None:
     downstream = load_script("downstream")
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "downstream_smoke.json").write_text(
+    (out / "tiny").mkdir(parents=True)
+    (out / "tiny" / "downstream_smoke.json").write_text(
         json.dumps({"meta": {"data": "/elsewhere"}, "runs": [{"preset": "smoke"}], "quality": []})
     )
     with pytest.raises(ValueError, match="another dataset or preset"):
@@ -120,14 +123,14 @@ def test_quality_record_counts_the_diffusion_training_steps(tiny_mvtec: Path, tm
 
 
 def test_a_capped_fit_does_not_count_as_meeting_the_fine_tune_target() -> None:
-    """A 1-minute quick fit is trivially under 10 minutes; reporting it as "met" would be a false claim."""
+    """A 60-step quick fit is trivially under 10 minutes; reporting it as "met" would be a false claim."""
     speed = load_script("speed")
     generators = {"diffusion": {"fit_s": 62.0, "images_per_s": 6.0}}
-    capped = speed.targets_report(generators, None, fit_minutes=1.0)["diffusion fine-tune <= 10 min"]
-    assert capped["met"] is None and capped["capped_at_minutes"] == 1.0
-    full = speed.targets_report(generators, None, fit_minutes=None)["diffusion fine-tune <= 10 min"]
+    capped = speed.targets_report(generators, None, fit_steps=60)["diffusion fine-tune <= 10 min"]
+    assert capped["met"] is None and capped["capped_at_steps"] == 60
+    full = speed.targets_report(generators, None, fit_steps=None)["diffusion fine-tune <= 10 min"]
     assert full["met"] is True
-    assert "not judged" in speed.markdown(_report(speed.targets_report(generators, None, fit_minutes=1.0)))
+    assert "not judged" in speed.markdown(_report(speed.targets_report(generators, None, fit_steps=60)))
 
 
 def _report(targets: dict) -> dict:
@@ -171,25 +174,39 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
         script.main([str(saved), f"--data={tiny_mvtec}", "--images=2", "--set", "margin=1"])
 
 
-def test_full_preset_runs_the_slow_detectors_on_the_core_generators_only() -> None:
-    script = load_script("downstream")
-    everything = ["segmenter", "draem", "supersimplenet", "padim"]
-    assert script.detectors_for("diffusion", "full", None, "all") == everything
-    assert script.detectors_for("diffusion_no_filter", "full", None, "all") == ["segmenter"]
-    assert script.detectors_for("diffusion_no_filter", "full", ["padim"], "all") == ["padim"]
-    assert script.detectors_for("cutpaste", "quick", None) == ["segmenter"]
-
-
 def test_full_preset_defaults_to_the_core_matrix() -> None:
-    """Without --matrix the full preset fits a few hours: every baseline on the segmenter, PaDiM on the core ones."""
+    """Without --matrix: the anchors and the pretrained segmenter for the shots, pasted shots and diffusion."""
     script = load_script("downstream")
     assert script.parse_args([]).matrix is None
-    assert script.generators_for("full", None) == ["none", "perlin", "cutpaste", "poisson", "real_paste", "diffusion"]
-    assert script.detectors_for("diffusion", "full", None) == ["segmenter", "padim"]
-    assert script.detectors_for("cutpaste", "full", None) == ["segmenter"]
-    assert "diffusion_no_filter" in script.generators_for("full", None, "all")
-    assert script.generators_for("full", ["perlin"], "all") == ["perlin"]
-    assert script.generators_for("quick", None) == script.CLASSIC
+    core = script.matrix_pairs("full", None, None)
+    assert ("real_paste", "patchcore") in core and ("real_paste", "padim") in core
+    assert {g for g, d in core if d == "segmenter"} == {"shots_only", "real_paste", "diffusion"}
+    everything = script.matrix_pairs("full", None, None, "all")
+    assert set(core) < set(everything)
+    every_source = {(g, "segmenter") for g in ("none", "perlin", "cutpaste", "poisson", "diffusion_no_filter")}
+    assert every_source <= set(everything)
+    assert ("none", "segmenter_scratch") in everything  # the from-scratch network is the ablation row
+
+
+def test_generators_and_detectors_limit_the_matrix_or_cross() -> None:
+    script = load_script("downstream")
+    assert script.matrix_pairs("full", ["real_paste"], None) == [("real_paste", "patchcore"), ("real_paste", "padim"), ("real_paste", "segmenter")]
+    assert script.matrix_pairs("full", None, ["padim"]) == [("real_paste", "padim")]
+    assert script.matrix_pairs("quick", ["cutpaste"], ["segmenter", "padim"]) == [
+        ("cutpaste", "segmenter"),
+        ("cutpaste", "padim"),
+    ]
+    assert script.DEFAULT_SEEDS["full"] == [0, 1, 2]
+
+
+def test_default_datasets_are_both_shared_ones_or_a_clear_error(monkeypatch, tmp_path: Path) -> None:
+    script = load_script("downstream")
+    monkeypatch.setattr(script, "DEFAULT_DATASETS", [tmp_path / "absent_a", tmp_path / "absent_b"])
+    with pytest.raises(InvalidInputError, match="--data"):
+        script.default_datasets()
+    (tmp_path / "absent_b").mkdir()
+    assert script.default_datasets() == [tmp_path / "absent_b"]
+    assert [p.name for p in load_script("downstream").DEFAULT_DATASETS] == ["magnetic_tile", "mvtec_screw"]
 
 
 def test_matrix_is_refused_outside_the_full_preset(tmp_path: Path) -> None:

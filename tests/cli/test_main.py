@@ -155,3 +155,13 @@ def test_generate_changes_sampling_options_of_the_saved_generator(
     status = run_cli("generate", *common, "--cache_dir", tmp_path / "d", "--sampling", '{"patch_size": 32}')
     assert status == EXIT_BAD_INPUT
     assert "cannot change ['patch_size'] on load" in capsys.readouterr().err
+
+
+def test_backbone_prints_a_name_anomalib_loads_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbone", f"--cache_dir={tmp_path}"]) == 0
+    name = capsys.readouterr().out.strip().splitlines()[-1]  # after the package's own log lines
+    assert name.startswith("local-dir:") and str(tmp_path) in name
+    from anomalib.models import Padim
+
+    model = Padim(backbone=name, layers=["blocks.2"], pre_trained=True, n_features=10)
+    assert model.model.feature_extractor.out_dims == [40]

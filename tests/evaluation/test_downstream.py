@@ -106,20 +106,20 @@ def test_a_stored_preset_without_newer_fields_still_matches() -> None:
     from anomaly_synth_aug.evaluation.downstream import preset_record, same_preset
 
     stored = preset_record("quick")
-    for newer in ("train_mode", "samples_per_type"):
+    for newer in ("train_mode", "coreset_ratio"):  # at their defaults in the quick preset
         del stored[newer]
     assert same_preset(stored, "quick")
-    assert not same_preset({**stored, "max_epochs": 99}, "quick")
+    assert not same_preset({**stored, "max_steps": 99}, "quick")
     assert not same_preset({**preset_record("full"), "train_mode": "online"}, "full")
 
 
 def test_supersimplenet_trains_from_the_cached_pool_as_in_the_full_preset(tiny_mvtec: Path) -> None:
-    """The full preset's SuperSimpleNet path (128 px, cached pool) end to end on a tiny dataset."""
+    """The full preset's SuperSimpleNet path (pretrained backbone, 128 px crops, cached pool) on a tiny dataset."""
     import dataclasses
 
     from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
 
-    preset = dataclasses.replace(PRESETS["smoke"], image_size=128, train_mode="cached", samples_per_type=2)
+    preset = dataclasses.replace(PRESETS["smoke"], crop_size=128, train_mode="cached", samples_per_type=2)
     record = run_experiment(tiny_mvtec, "perlin", "supersimplenet", 0, preset)
     assert record["detector"] == "supersimplenet" and record["preset"] == "smoke"
     assert 0.0 <= record["metrics"]["image_AUROC"] <= 1.0 and 0.0 <= record["metrics"]["pixel_AUPRO"] <= 1.0

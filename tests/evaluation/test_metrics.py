@@ -1,10 +1,12 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from anomaly_synth_aug.evaluation.metrics import (
     CHECKPOINT_MONITOR,
+    NativeSizeAUPRO,
     benchmark_evaluator,
     compute_detection_metrics,
     metric_value,
@@ -62,3 +64,47 @@ def test_benchmark_evaluator_names() -> None:
 def test_metric_value() -> None:
     assert metric_value(torch.tensor(0.5)) == 0.5
     assert metric_value(None) is None and metric_value(math.nan) is None
+
+
+def test_native_size_aupro_equals_anomalib_on_one_size_and_accepts_mixed_sizes() -> None:
+    """anomalib's AUPRO concatenates all masks, which fails once test images differ in size (native resolution)."""
+    from anomalib.metrics import AUPRO
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.zeros(6, 40, 50, dtype=torch.bool)
+    for index in range(6):
+        masks[index, 5 + index : 15 + index, 10 : 20 + index] = True
+        masks[index, 30:35, 30 + index : 40] = index % 2 == 0
+    maps = torch.rand(6, 40, 50, generator=generator) + masks * 0.5 * torch.rand(6, 1, 1, generator=generator)
+    ours, theirs = NativeSizeAUPRO(fields=["anomaly_map", "gt_mask"]), AUPRO(fields=["anomaly_map", "gt_mask"])
+    for start in range(0, 6, 2):
+        batch = SimpleNamespace(anomaly_map=maps[start : start + 2], gt_mask=masks[start : start + 2])
+        ours.update(batch)
+        theirs.update(batch)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), abs=1e-6)
+
+    mixed, anomalib_mixed = NativeSizeAUPRO(fields=["anomaly_map", "gt_mask"]), AUPRO(fields=["anomaly_map", "gt_mask"])
+    for metric in (mixed, anomalib_mixed):
+        metric.update(SimpleNamespace(anomaly_map=maps[:1], gt_mask=masks[:1]))
+        metric.update(SimpleNamespace(anomaly_map=maps[1:2, :30], gt_mask=masks[1:2, :30]))
+    assert 0.0 < float(mixed.compute()) < 1.0
+    with pytest.raises(RuntimeError):
+        anomalib_mixed.compute()
+    mixed.reset()
+    mixed.update(SimpleNamespace(anomaly_map=masks[:1].float(), gt_mask=masks[:1]))
+    assert float(mixed.compute()) == pytest.approx(1.0)  # reset clears the region count too
+
+
+def test_raw_scores_above_one_are_ranked_as_they_are() -> None:
+    """torchmetrics squashed scores outside [0, 1] with a sigmoid, which saturates in float32: PaDiM's raw
+    scores (2 to 50) tied at 1.0 and its AUROC fell towards 0.5."""
+    scores = torch.tensor([20.0, 21.0, 30.0, 40.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    masks = labels[:, None, None].expand(-1, 4, 4).bool()
+    results = compute_detection_metrics(scores, labels, scores[:, None, None].expand(-1, 4, 4), masks)
+    for name in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR"):
+        assert results[name] == pytest.approx(1.0), name
+    evaluator = benchmark_evaluator()
+    validation_auroc = next(m for m in evaluator.val_metrics if m.name == "val_image_AUROC")
+    validation_auroc.update(SimpleNamespace(pred_score=scores, gt_label=labels))
+    assert float(validation_auroc.compute()) == pytest.approx(1.0)

@@ -20,19 +20,19 @@ def test_anomalib_fit_with_example_config(magnetic_tile_root: Path, tmp_path: Pa
         "from anomalib.cli.cli import main; main()",  # the `anomalib` console script, in this interpreter
         "fit",
         f"--config={CONFIG}",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
         "--trainer.limit_val_batches=2",  # an integer count: "1" would parse as the fraction 1.0
         "--trainer.enable_progress_bar=false",
         f"--default_root_dir={tmp_path}",
         "--data.init_args.datamodule.init_args.train_batch_size=4",
-        "--data.init_args.datamodule.init_args.eval_batch_size=4",
+        "--data.init_args.datamodule.init_args.train_augmentations.init_args.size=128",
         "--data.init_args.datamodule.init_args.num_workers=0",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     completed = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    checkpoints = list(tmp_path.glob("SupervisedSupersimplenet/magnetic_tile/**/*.ckpt"))
+    checkpoints = list(tmp_path.glob("DefectSegmenter/magnetic_tile/**/*.ckpt"))
     assert checkpoints, f"no checkpoint under {tmp_path}: {completed.stderr[-2000:]}"
-    saved_config = next(tmp_path.glob("SupervisedSupersimplenet/magnetic_tile/**/config.yaml")).read_text()
+    saved_config = next(tmp_path.glob("DefectSegmenter/magnetic_tile/**/config.yaml")).read_text()
     assert "SyntheticAnomalyDataModule" in saved_config and "RealShotPasteGenerator" in saved_config

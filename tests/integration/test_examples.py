@@ -19,9 +19,10 @@ def test_train_folder_example_fits_and_tests(magnetic_tile_root: Path, tmp_path:
     results = example.main(
         [
             f"--root={magnetic_tile_root}",
-            "--max-epochs=1",
+            "--max-steps=2",
+            "--val-every=1",
             "--limit-batches=2",
-            "--image-size=128",
+            "--crop-size=128",
             "--batch-size=4",
             f"--output={tmp_path}",
         ]

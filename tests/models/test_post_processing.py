@@ -5,7 +5,7 @@ import torch
 from anomalib.data import ImageBatch
 
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.evaluation.downstream import PRESETS, build_detector
+from anomaly_synth_aug.evaluation.downstream import DETECTORS, PRESETS
 from anomaly_synth_aug.models import RawScorePostProcessor
 from anomaly_synth_aug.models.segmenter import DefectSegmenter
 
@@ -45,8 +45,8 @@ def test_refuses_to_normalise() -> None:
 
 def test_benchmark_detectors_and_the_segmenter_use_it() -> None:
     """Before the fix the benchmark's PaDiM labelled every test image anomalous (raw scores > 0.5)."""
-    assert isinstance(DefectSegmenter(base_width=2).post_processor, RawScorePostProcessor)
-    padim = build_detector("padim", PRESETS["smoke"], None, datamodule=None)
+    assert isinstance(DefectSegmenter(encoder=None, base_width=2).post_processor, RawScorePostProcessor)
+    padim = DETECTORS["padim"].build(PRESETS["smoke"], None)
     _learn_thresholds(padim.post_processor)
     test = _batch([2.5, 9.0])
     padim.post_processor.post_process_batch(test)

@@ -25,7 +25,7 @@ def toy_batch(count: int, generator: torch.Generator) -> SimpleNamespace:
 def test_learns_a_trivially_separable_task() -> None:
     torch.manual_seed(0)
     rng = torch.Generator().manual_seed(0)
-    model = DefectSegmenter(base_width=4, learning_rate=1e-2, evaluator=False, visualizer=False)
+    model = DefectSegmenter(encoder=None, base_width=4, learning_rate=1e-2, evaluator=False, visualizer=False)
     model.log = lambda *args, **kwargs: None  # no trainer attached
     optimizer = model.configure_optimizers()
     model.train()
@@ -53,27 +53,39 @@ def test_learns_a_trivially_separable_task() -> None:
 def test_image_score_is_top_fraction_mean() -> None:
     anomaly_map = torch.zeros(2, 10, 10)
     anomaly_map[0, 0, :5] = 1.0  # 5 hot pixels of 100
-    assert SegmenterModel(base_width=2, score_top_fraction=0.0).image_score(anomaly_map).tolist() == [1.0, 0.0]
-    assert SegmenterModel(base_width=2, score_top_fraction=0.1).image_score(anomaly_map).tolist() == [0.5, 0.0]
+    assert SegmenterModel(encoder=None, base_width=2, score_top_fraction=0.0).image_score(anomaly_map).tolist() == [1.0, 0.0]
+    assert SegmenterModel(encoder=None, base_width=2, score_top_fraction=0.1).image_score(anomaly_map).tolist() == [0.5, 0.0]
 
 
-def test_rejects_bad_sizes_and_arguments() -> None:
-    model = SegmenterModel(base_width=2).eval()
-    with pytest.raises(InvalidInputError, match="multiples of 32"):
-        model(torch.rand(1, 3, 48, 64))
+@pytest.mark.parametrize("encoder", [None, "efficientnet_lite0"])
+def test_predicts_whole_images_of_any_size(encoder: str | None) -> None:
+    """Inputs are padded to a multiple of 32 and the map cropped back: native resolution, fully convolutional."""
+    model = SegmenterModel(encoder=encoder, pretrained=False, base_width=2).eval()
+    with torch.no_grad():
+        predictions = model(torch.rand(2, 3, 47, 101))
+    assert predictions.anomaly_map.shape == (2, 47, 101) and predictions.pred_score.shape == (2,)
+    assert model.train()(torch.rand(1, 3, 33, 40)).shape == (1, 1, 33, 40)
+
+
+def test_rejects_bad_arguments() -> None:
     with pytest.raises(InvalidInputError, match="score_top_fraction"):
         DefectSegmenter(score_top_fraction=1.0)
-    segmenter = DefectSegmenter(base_width=2, evaluator=False, visualizer=False)
+    segmenter = DefectSegmenter(encoder=None, base_width=2, evaluator=False, visualizer=False)
     with pytest.raises(InvalidInputError, match="gt_mask"):
         segmenter.training_step(SimpleNamespace(image=torch.rand(1, 3, 32, 32), gt_mask=None))
 
 
 def test_anomalib_components_and_hparams() -> None:
-    model = DefectSegmenter(base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 96)))
+    model = DefectSegmenter(encoder=None, base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 96)))
     assert model.learning_type == LearningType.ONE_CLASS  # anomalib 2.7 has no supervised type
     assert tuple(model.input_size) == (64, 96)
     assert not model.post_processor.enable_normalization and model.post_processor.enable_thresholding
     assert set(model.hparams) == {
+        "encoder",
+        "pretrained",
+        "frozen_stages",
+        "decoder_channels",
+        "encoder_lr_scale",
         "base_width",
         "learning_rate",
         "weight_decay",
@@ -87,7 +99,7 @@ def test_anomalib_components_and_hparams() -> None:
 def test_engine_fit_and_test_on_tiny_dataset(tiny_folder, fake_generator, tmp_path: Path) -> None:
     datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
     model = DefectSegmenter(
-        base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 64)), visualizer=False
+        encoder=None, base_width=4, pre_processor=DefectSegmenter.configure_pre_processor((64, 64)), visualizer=False
     )
     engine = Engine(
         max_epochs=2,

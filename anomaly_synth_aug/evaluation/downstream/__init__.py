@@ -1,0 +1,71 @@
+"""The downstream benchmark: which source of defects makes the best detector of *real* ones?
+
+One concern per module:
+
+* ``presets``: sizes and step budgets of a run;
+* ``generator_table``: the sources of training defects by name (none, the shots, classic, diffusion);
+* ``detectors``: each detector's network, training images and budget;
+* ``datamodules``: the few-shot data path and the generator's fit-or-load;
+* ``runner``: ``run_experiment``, one (source, detector, seed) run end to end;
+* ``quality``: realism, diversity and background fidelity of a fitted generator.
+
+``benchmarks/downstream.py`` runs the matrix and writes the reports.
+"""
+
+from anomaly_synth_aug.evaluation.downstream.datamodules import (
+    IMAGE_EXTENSIONS,
+    fit_generator,
+    folder_datamodule,
+    synthetic_datamodule,
+)
+from anomaly_synth_aug.evaluation.downstream.detectors import DETECTORS, DetectorSpec, detector_spec
+from anomaly_synth_aug.evaluation.downstream.generator_table import (
+    ABLATIONS,
+    GENERATORS,
+    SHARES_FIT_WITH,
+    TRAIN_MODE_OVERRIDES,
+    build_generator,
+    fit_name,
+    generates,
+)
+from anomaly_synth_aug.evaluation.downstream.presets import (
+    PRESETS,
+    Preset,
+    preset_record,
+    resolve_preset,
+    same_preset,
+)
+from anomaly_synth_aug.evaluation.downstream.quality import (
+    GeneratedSamples,
+    generate_samples,
+    measure_generation_quality,
+)
+from anomaly_synth_aug.evaluation.downstream.runner import run_experiment, split_sizes, training_steps
+
+__all__ = [
+    "ABLATIONS",
+    "DETECTORS",
+    "GENERATORS",
+    "IMAGE_EXTENSIONS",
+    "PRESETS",
+    "SHARES_FIT_WITH",
+    "TRAIN_MODE_OVERRIDES",
+    "DetectorSpec",
+    "GeneratedSamples",
+    "Preset",
+    "build_generator",
+    "detector_spec",
+    "fit_generator",
+    "fit_name",
+    "folder_datamodule",
+    "generate_samples",
+    "generates",
+    "measure_generation_quality",
+    "preset_record",
+    "resolve_preset",
+    "run_experiment",
+    "same_preset",
+    "split_sizes",
+    "synthetic_datamodule",
+    "training_steps",
+]

@@ -1,0 +1,128 @@
+"""The benchmark's data path: an MVTec-layout folder, the few-shot protocol, and the fitted generator.
+
+``synthetic_datamodule`` builds what a user would: anomalib's ``Folder`` wrapped in
+``SyntheticAnomalyDataModule`` (the first third of each defect type become the generator's shots
+and leave evaluation; held-back train normals with fixed synthetic defects form the validation
+set). ``fit_generator`` fits the generator once per seed and saves it for the other detectors.
+
+Example:
+    >>> datamodule = synthetic_datamodule(root, generator, preset, seed=0, inject=True)
+    >>> seconds, loaded = fit_generator(datamodule, generator_dir="runs/generators/perlin-seed0")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from anomalib.data import Folder
+from torchvision.transforms.v2 import Transform
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream.presets import Preset
+from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".png")
+NORMAL_DIR = "good"
+
+
+def folder_datamodule(
+    data_root: str | Path, preset: Preset, *, train_augmentations: Transform | None = None
+) -> Folder:
+    """anomalib ``Folder`` over an MVTec-layout category: every ``test/<type>`` is a defect type."""
+    root = Path(data_root)
+    test_dir = root / "test"
+    if not test_dir.is_dir() or not (root / "train" / NORMAL_DIR).is_dir():
+        raise InvalidInputError(
+            "not an MVTec-layout category folder (needs train/good and test/<type>)",
+            path=root,
+            fix="point --data at a folder with train/good, test/good, test/<defect>, ground_truth/<defect>",
+        )
+    defect_types = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name != NORMAL_DIR)
+    return Folder(
+        name=root.name,
+        root=root,
+        normal_dir=f"train/{NORMAL_DIR}",
+        abnormal_dir=[f"test/{t}" for t in defect_types],
+        normal_test_dir=f"test/{NORMAL_DIR}",
+        mask_dir=[f"ground_truth/{t}" for t in defect_types],
+        extensions=IMAGE_EXTENSIONS,
+        val_split_mode="none",  # validation comes from held-back train normals, never from test
+        train_batch_size=preset.train_batch_size,
+        eval_batch_size=preset.eval_batch_size,
+        num_workers=preset.num_workers,
+        train_augmentations=train_augmentations,
+    )
+
+
+def synthetic_datamodule(
+    data_root: str | Path,
+    generator: AnomalyGenerator | None,
+    preset: Preset,
+    seed: int,
+    *,
+    inject: bool,
+    cache_dir: str | Path | None = None,
+    train_mode: str | None = None,
+    train_augmentations: Transform | None = None,
+) -> SyntheticAnomalyDataModule:
+    """The wrapped datamodule; ``inject`` puts defects into the training batches.
+
+    Args:
+        train_mode: the datamodule's mode; default the preset's (``"cached"`` draws injected
+            defects from a pool in ``cache_dir``). ``"shots"`` trains on the real shots.
+        train_augmentations: applied to every training image (crops, resizes).
+    """
+    injecting = inject and generator is not None
+    mode = train_mode or preset.train_mode
+    if not injecting:
+        mode = "online"  # nothing is injected: no pool to fill
+    if mode == "cached" and cache_dir is None:
+        raise InvalidInputError(
+            f"preset {preset.name!r} trains from a cached pool but no cache_dir was given",
+            fix="pass cache_dir (run_experiment uses a temporary one when work_dir is None)",
+        )
+    return SyntheticAnomalyDataModule(
+        folder_datamodule(data_root, preset, train_augmentations=train_augmentations),
+        generator=generator,
+        anomaly_ratio=preset.anomaly_ratio if injecting else 0.0,
+        mode=mode,
+        cache_dir=cache_dir if mode == "cached" else None,
+        samples_per_type=preset.samples_per_type,
+        val_split="synthetic" if generator is not None else "none",
+        val_split_ratio=preset.val_split_ratio,
+        max_fit_normals=preset.max_fit_normals,
+        seed=seed,
+    )
+
+
+def fit_generator(
+    datamodule: SyntheticAnomalyDataModule, generator_dir: str | Path | None = None
+) -> tuple[float, bool]:
+    """Fit the datamodule's generator (or load it from ``generator_dir``); returns (seconds, loaded).
+
+    The fit depends only on data, seed and preset, so a fitted generator saved in
+    ``generator_dir`` is reused by every detector of the same generator and seed, with this
+    run's sampling options. One fitted with other training settings is fitted again.
+    """
+    generator = datamodule.generator
+    saved = Path(generator_dir) if generator_dir is not None else None
+    if saved is not None and generator.requires_fit:
+        reused = AnomalyGenerator.load_reusable(saved, generator)
+        if reused is not None:
+            datamodule.generator = reused
+            datamodule.setup()
+            return 0.0, True
+        if (saved / CONFIG_FILE).is_file():
+            logger.warning("%s holds a generator fitted with other settings: fitting again", saved)
+    start = time.perf_counter()
+    datamodule.setup()
+    datamodule.prepare_generator()
+    seconds = time.perf_counter() - start
+    if saved is not None and generator.requires_fit:
+        generator.save(saved)
+    return seconds, False

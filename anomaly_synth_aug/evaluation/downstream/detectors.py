@@ -1,0 +1,189 @@
+"""The benchmark's detectors: how each is built, what its training images look like, how long it trains.
+
+* ``segmenter``: ``DefectSegmenter``, a U-Net over EfficientNet-Lite0 with offline ImageNet weights,
+  trained on defect-centred crops at native resolution and run on whole images (the product's
+  supervised detector);
+* ``segmenter_scratch``: the same protocol with DRÆM's U-Net trained from scratch (ablation);
+* ``supersimplenet``: SuperSimpleNet in supervised mode on the pretrained backbone (its paper's setting);
+* ``draem``: anomalib DRÆM with its augmenter replaced by the generator;
+* ``padim``, ``patchcore``: one-class detectors on the pretrained backbone, trained on normals only.
+  They are the anchor of every table: what a user runs without generating anything.
+
+Every detector gets the benchmark's evaluator and ``RawScorePostProcessor`` (no normalisation;
+thresholds from the synthetic validation set). Fixed-input detectors see images resized to
+``preset.image_size`` through ``NativeResolutionPreProcessor``, which resizes their maps back, so
+all pixel metrics are computed at native resolution.
+
+Example:
+    >>> spec = DETECTORS["segmenter"]
+    >>> model = spec.build(preset, generator)
+    >>> Engine(**spec.engine_arguments(preset)).fit(model, datamodule=datamodule)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anomalib.models import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from torchvision.transforms.v2 import Compose, Normalize, Resize, Transform
+
+from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
+from anomaly_synth_aug.data.transforms import native_crop_augmentations
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream.presets import Preset
+from anomaly_synth_aug.evaluation.metrics import benchmark_evaluator
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.models.native_resolution import NativeResolutionPreProcessor
+from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
+
+#: Backbone layers per detector, mapped from each paper's ResNet choice onto EfficientNet-Lite0 by
+#: stride: PaDiM's first three stages (strides 4, 8, 16), PatchCore's and SuperSimpleNet's
+#: layer2 + layer3 (strides 8, 16).
+PADIM_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
+PATCHCORE_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
+SUPERSIMPLENET_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
+
+Builder = Callable[[Preset, AnomalyGenerator | None], AnomalibModule]
+
+
+def _components() -> dict[str, Any]:
+    return {"post_processor": RawScorePostProcessor(), "evaluator": benchmark_evaluator(), "visualizer": False}
+
+
+def _square(preset: Preset) -> tuple[int, int]:
+    return (preset.image_size, preset.image_size)
+
+
+def _segmenter(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    del generator  # learns from the datamodule's masks
+    return DefectSegmenter(encoder=preset.backbone, pretrained=True, **_components())
+
+
+def _segmenter_scratch(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    del generator
+    return DefectSegmenter(encoder=None, base_width=preset.segmenter_width, **_components())
+
+
+def _supersimplenet(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.backbones import offline_backbone
+    from anomaly_synth_aug.models.supersimplenet import SupervisedSupersimplenet
+
+    del generator
+    return SupervisedSupersimplenet(
+        backbone=offline_backbone(preset.backbone),
+        layers=SUPERSIMPLENET_LAYERS,
+        pre_trained=True,
+        # fully convolutional: trains on crops, predicts on whole native images
+        pre_processor=PreProcessor(transform=Compose([Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])),
+        **_components(),
+    )
+
+
+def _draem(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.generators.perlin import PerlinGenerator
+    from anomaly_synth_aug.models.draem import GeneratorDraem
+
+    # "none": the augmenter never fires, so DRÆM sees no anomalies at all
+    return GeneratorDraem(
+        generator if generator is not None else PerlinGenerator(),
+        probability=0.5 if generator is not None else 0.0,
+        base_width=preset.draem_width,
+        pre_processor=NativeResolutionPreProcessor(_square(preset), imagenet_normalization=False),  # from scratch, on [0, 1]
+        **_components(),
+    )
+
+
+def _padim(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomalib.models import Padim
+
+    from anomaly_synth_aug.backbones import offline_backbone
+
+    del generator  # one-class: normals only
+    return Padim(
+        backbone=offline_backbone(preset.backbone),
+        layers=list(PADIM_LAYERS),
+        pre_trained=True,
+        n_features=preset.padim_features,
+        pre_processor=NativeResolutionPreProcessor(_square(preset)),
+        **_components(),
+    )
+
+
+def _patchcore(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.backbones import offline_backbone
+    from anomaly_synth_aug.models.patchcore import OfflinePatchcore
+
+    del generator  # one-class: normals only
+    return OfflinePatchcore(
+        backbone=offline_backbone(preset.backbone),
+        layers=list(PATCHCORE_LAYERS),
+        pre_trained=True,
+        coreset_sampling_ratio=preset.coreset_ratio,
+        pre_processor=NativeResolutionPreProcessor(_square(preset)),
+        **_components(),
+    )
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """One detector of the benchmark.
+
+    Args:
+        build: ``(preset, generator) -> AnomalibModule`` (the generator matters only to DRÆM's augmenter).
+        supervised: learns from the datamodule's (synthetic or shot) masks.
+        native_crops: trains on defect-centred crops at native resolution (else on images resized
+            to ``preset.image_size``).
+        one_class: fits in one pass over the normals (PaDiM, PatchCore), not by optimiser steps.
+        description: how the README names it.
+    """
+
+    build: Builder
+    supervised: bool
+    native_crops: bool
+    one_class: bool
+    description: str
+
+    def train_augmentations(self, preset: Preset) -> Transform:
+        """What every training image goes through before batching."""
+        if self.native_crops:
+            return native_crop_augmentations(preset.crop_size)
+        return Resize(_square(preset), antialias=True)
+
+    def engine_arguments(self, preset: Preset) -> dict[str, Any]:
+        """``Engine`` budget: steps with periodic validation, or one epoch for one-class detectors."""
+        if self.one_class:
+            return {"max_epochs": 1}
+        return {
+            "max_steps": preset.max_steps,
+            "max_epochs": -1,
+            "val_check_interval": preset.val_every_steps,
+            "check_val_every_n_epoch": None,
+        }
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    "segmenter": DetectorSpec(_segmenter, True, True, False, "U-Net on pretrained EfficientNet-Lite0, native resolution"),
+    "segmenter_scratch": DetectorSpec(
+        _segmenter_scratch, True, True, False, "DRÆM's U-Net from scratch, native resolution (ablation)"
+    ),
+    "supersimplenet": DetectorSpec(
+        _supersimplenet, True, True, False, "SuperSimpleNet, supervised, on pretrained EfficientNet-Lite0"
+    ),
+    "draem": DetectorSpec(_draem, False, False, False, "DRÆM (width 16) with the generator as its augmenter"),
+    "padim": DetectorSpec(_padim, False, False, True, "PaDiM on pretrained EfficientNet-Lite0 (one-class)"),
+    "patchcore": DetectorSpec(_patchcore, False, False, True, "PatchCore on pretrained EfficientNet-Lite0 (one-class)"),
+}
+
+
+def detector_spec(name: str) -> DetectorSpec:
+    """The spec of ``name``, or a clear error listing the detectors."""
+    if name not in DETECTORS:
+        raise InvalidInputError(f"unknown detector {name!r}", fix=f"use one of {list(DETECTORS)}")
+    return DETECTORS[name]

@@ -1,0 +1,95 @@
+"""The benchmark's sources of training defects, by name: none, the real shots, classic and diffusion.
+
+``"none"`` trains on normals only. ``"shots_only"`` trains on the augmented real shots themselves
+(``SyntheticAnomalyDataModule(mode="shots")``): what anyone with a few labelled defects tries
+first. Every other name is a generator. ``"diffusion"`` has every mechanism on; each ablation
+switches exactly one off.
+
+Example:
+    >>> generator = build_generator("perlin", "full", "magnetic_tile")
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+GeneratorFactory = Callable[[Preset, str], AnomalyGenerator]
+
+
+def _diffusion(**overrides: object) -> GeneratorFactory:
+    def build(preset: Preset, category: str) -> AnomalyGenerator:
+        from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator  # heavy import
+
+        options = {"progress": False, **preset.diffusion, **overrides}  # product defaults otherwise
+        return DiffusionAnomalyGenerator(category=category, **options)
+
+    return build
+
+
+def _classic(module: str, class_name: str) -> GeneratorFactory:
+    def build(preset: Preset, category: str) -> AnomalyGenerator:
+        del preset, category  # classic generators have no budget and no category state
+        return getattr(importlib.import_module(module), class_name)()
+
+    return build
+
+
+_REAL_PASTE = _classic("anomaly_synth_aug.generators.real_paste", "RealShotPasteGenerator")
+
+#: Benchmark name -> factory(preset, category); None: no defects at all.
+GENERATORS: dict[str, GeneratorFactory | None] = {
+    "none": None,
+    # trains on the shots; the real-shot paste generator only makes its synthetic validation set
+    "shots_only": _REAL_PASTE,
+    "perlin": _classic("anomaly_synth_aug.generators.perlin", "PerlinGenerator"),
+    "cutpaste": _classic("anomaly_synth_aug.generators.cutpaste", "CutPasteGenerator"),
+    "poisson": _classic("anomaly_synth_aug.generators.poisson", "PoissonBlendGenerator"),
+    "real_paste": _REAL_PASTE,
+    "diffusion": _diffusion(),
+    "diffusion_no_disentangle": _diffusion(background_disentangle=False),
+    "diffusion_no_inversion": _diffusion(mode="repaint"),
+    "diffusion_no_filter": _diffusion(quality_filter=False),
+    "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
+    "diffusion_7_steps": _diffusion(num_inference_steps=7),
+}
+#: Sources whose training items are not generated: the datamodule mode they train in.
+TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
+#: Ablations that switch off a sampling option only: they reuse the main generator's fitted model
+#: (``fit_name``), so each differs from it in exactly that switch, not also in a second training run.
+SHARES_FIT_WITH: dict[str, str] = {
+    "diffusion_no_inversion": "diffusion",
+    "diffusion_no_filter": "diffusion",
+    "diffusion_no_guidance": "diffusion",
+    "diffusion_7_steps": "diffusion",
+}
+#: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "diffusion_no_disentangle": ("diffusion", "background-disentanglement loss (fitted without it)"),
+    "diffusion_no_inversion": ("diffusion", "DDIM inversion of the target (RePaint-style sampling)"),
+    "diffusion_no_filter": ("diffusion", "quality filter (first draw kept)"),
+    "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1)"),
+    "diffusion_7_steps": ("diffusion", "3 of the 10 DDIM steps (7: 21 UNet passes per image, not 30)"),
+}
+
+
+def fit_name(generator_name: str) -> str:
+    """Whose fitted model ``generator_name`` uses (itself unless it is a sampling-only ablation)."""
+    return SHARES_FIT_WITH.get(generator_name, generator_name)
+
+
+def generates(generator_name: str) -> bool:
+    """Whether the source's training defects come from its generator (not ``none``, not the shots)."""
+    return GENERATORS.get(generator_name) is not None and generator_name not in TRAIN_MODE_OVERRIDES
+
+
+def build_generator(name: str, preset: str | Preset, category: str) -> AnomalyGenerator | None:
+    """A fresh (unfitted) generator by benchmark name; None for ``"none"``."""
+    if name not in GENERATORS:
+        raise InvalidInputError(f"unknown generator {name!r}", fix=f"use one of {list(GENERATORS)}")
+    factory = GENERATORS[name]
+    return None if factory is None else factory(resolve_preset(preset), category)

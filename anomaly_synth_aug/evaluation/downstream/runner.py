@@ -1,0 +1,192 @@
+"""One downstream experiment: does training on a source's defects help a detector find real ones?
+
+``run_experiment`` builds the whole pipeline the way a user would, from anomalib parts:
+
+1. ``Folder`` finds the files of an MVTec-layout category (``.jpg``/``.png``);
+2. ``SyntheticAnomalyDataModule`` applies the few-shot protocol: the first third of each defect
+   type (by file name) are the shots and leave evaluation; a share of the train normals is held
+   back and, with fixed synthetic defects, forms the validation set;
+3. the generator is fitted on train normals and the shots (optionally saved and reused);
+4. the detector trains for the preset's steps: supervised detectors on defect-centred crops at
+   native resolution with generated defects (or the shots themselves, ``shots_only``), DRÆM
+   through its augmenter, PaDiM and PatchCore on normals only;
+5. ``ModelCheckpoint`` keeps the checkpoint with the best *validation* pixel AP and the
+   ``PostProcessor`` picks its thresholds on the same synthetic validation set: test data are
+   never used for any choice;
+6. ``Engine.test`` scores the held-out real anomalies plus all test normals, on whole images,
+   against native-resolution masks.
+
+``"none"`` means no defects at all: training on normals only, no validation set, the last
+checkpoint, and no thresholds (threshold metrics are reported as None).
+
+Example:
+    >>> record = run_experiment("../shared/data/magnetic_tile", "perlin", "segmenter", seed=0, preset="full")
+    >>> record["metrics"]["pixel_AUPR"]
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from anomalib.callbacks import ModelCheckpoint
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
+from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
+from anomaly_synth_aug.evaluation.downstream.generator_table import TRAIN_MODE_OVERRIDES, build_generator
+from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
+from anomaly_synth_aug.evaluation.metrics import CHECKPOINT_MONITOR, LABELS_AT_THRESHOLD, THRESHOLD_METRICS, metric_value
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+
+class ValidationHistory(Callback):
+    """Records the validation metrics at every validation: the run's learning curve.
+
+    ``on_validation_end`` runs after every callback's ``on_validation_epoch_end``, so the
+    evaluator's metrics are logged by then.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float | int | None]] = []
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module  # unused
+        if trainer.sanity_checking:
+            return
+        logged = {name: metric_value(value) for name, value in trainer.callback_metrics.items() if name.startswith("val_")}
+        self.history.append({"step": trainer.global_step, **logged})
+
+
+def run_experiment(
+    data_root: str | Path,
+    generator_name: str,
+    detector_name: str,
+    seed: int,
+    preset: str | Preset = "quick",
+    *,
+    generator_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train ``detector_name`` on ``generator_name``'s defects and test it on held-out real ones.
+
+    Args:
+        data_root: MVTec-layout category folder (train/good, test/<type>, ground_truth/<type>).
+        generator_name: a key of ``GENERATORS``.
+        detector_name: a key of ``DETECTORS``.
+        seed: fixes the validation hold-out, the generated defects, the crops and the initialisation.
+        preset: a ``PRESETS`` name or a ``Preset``.
+        generator_dir: where the fitted generator is saved and reused (None: fit every time).
+        work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
+        cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
+            same generator and seed (None: a temporary one).
+
+    Returns:
+        A JSON-able record: names, seed, preset, ``metrics`` (test), ``timings`` (seconds),
+        ``steps`` (optimiser steps of the detector and of the generator's fit), ``data`` (split
+        sizes) and the thresholds picked on validation.
+    """
+    preset = resolve_preset(preset)
+    spec = detector_spec(detector_name)
+    seed_everything(seed, workers=True)
+    generator = build_generator(generator_name, preset, Path(data_root).name)
+    with tempfile.TemporaryDirectory(prefix="downstream_") as scratch:
+        root = Path(work_dir) if work_dir is not None else Path(scratch)
+        datamodule = synthetic_datamodule(
+            data_root,
+            generator,
+            preset,
+            seed,
+            inject=spec.supervised,
+            cache_dir=cache_dir if cache_dir is not None else root / "cache",
+            train_mode=TRAIN_MODE_OVERRIDES.get(generator_name),
+            train_augmentations=spec.train_augmentations(preset),
+        )
+        start = time.perf_counter()
+        fit_seconds, generator_loaded = fit_generator(datamodule, generator_dir) if generator else (0.0, False)
+        prepare_seconds = time.perf_counter() - start  # the fit, or the load, plus any cached pool
+        generator = datamodule.generator if generator else None  # the loaded one, when it was reused
+        model = spec.build(preset, generator)
+        checkpoint = ModelCheckpoint(
+            dirpath=root / "checkpoints",
+            filename="best-step{step}",
+            auto_insert_metric_name=False,
+            monitor=CHECKPOINT_MONITOR if generator is not None else None,
+            mode="max",
+        )
+        history = ValidationHistory()
+        engine = Engine(
+            callbacks=[history, checkpoint],
+            accelerator="cpu",
+            devices=1,
+            default_root_dir=root,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **spec.engine_arguments(preset),
+        )
+        start = time.perf_counter()
+        engine.fit(model, datamodule=datamodule)
+        train_seconds = time.perf_counter() - start
+        detector_steps = engine.trainer.global_step
+        best_path = checkpoint.best_model_path or None
+        best_step = int(re.findall(r"\d+", Path(best_path).stem)[-1]) if best_path else None
+        start = time.perf_counter()
+        (test_results,) = engine.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        test_seconds = time.perf_counter() - start
+
+    thresholds = {
+        "image": metric_value(model.post_processor.image_threshold),
+        "pixel": metric_value(model.post_processor.pixel_threshold),
+    }
+    metrics = {name: metric_value(value) for name, value in sorted(test_results.items())}
+    if thresholds["image"] is None:
+        for name in THRESHOLD_METRICS:  # no validation threshold: the labels mean nothing
+            metrics[name] = None
+    return {
+        "generator": generator_name,
+        "detector": detector_name,
+        "seed": seed,
+        "preset": preset.name,
+        "generator_config": generator.get_config() if generator is not None else None,
+        "generator_training_steps": training_steps(generator) if generator is not None else None,
+        "detector_steps": detector_steps,
+        "detector_parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": metrics,
+        "thresholds": thresholds,
+        LABELS_AT_THRESHOLD: True,
+        "best_step": best_step,
+        "validation_history": history.history,
+        "timings": {
+            "generator_fit_s": fit_seconds,
+            "generator_loaded": generator_loaded,
+            "prepare_s": prepare_seconds,
+            "train_s": train_seconds,
+            "test_s": test_seconds,
+        },
+        "data": split_sizes(datamodule),
+    }
+
+
+def split_sizes(datamodule: SyntheticAnomalyDataModule) -> dict[str, int]:
+    """Shots, training normals, validation images and test images of one run."""
+    test_labels = datamodule.test_data.samples.label_index
+    return {
+        "shots": len(datamodule.shot_records),
+        "train_normals": len(datamodule.train_data),
+        "val_images": len(datamodule.val_data) if getattr(datamodule, "val_data", None) is not None else 0,
+        "test_anomalies": int((test_labels == 1).sum()),
+        "test_normals": int((test_labels == 0).sum()),
+    }
+
+
+def training_steps(generator: AnomalyGenerator) -> int | None:
+    """Optimiser steps of a learned generator's fit, also when loaded from disk (None: classic generators)."""
+    report = getattr(generator, "training_report", None)
+    return getattr(report, "steps", None)
