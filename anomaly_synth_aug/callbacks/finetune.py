@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
-from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
+from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator, read_generator_meta, verify_state_files
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def read_checkpoint_key(directory: Path) -> CheckpointKey | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        return CheckpointKey(**{name: meta[name] for name in CheckpointKey.__dataclass_fields__})
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return CheckpointKey(**{name: str(meta[name]) for name in CheckpointKey.__dataclass_fields__})
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise CheckpointMismatchError(
             f"{meta_path}: unreadable fine-tuning metadata ({exc}). "
             "Fix: delete this folder so the generator is fitted again."
@@ -168,6 +168,7 @@ def restore_into(generator: AnomalyGenerator, directory: Path) -> None:
     In place (rather than ``AnomalyGenerator.load``, which builds a new object) because the
     datamodule's datasets already hold a reference to this generator.
     """
+    verify_state_files(directory, read_generator_meta(directory))  # version and checksums, as load() checks
     generator._load_state(directory)  # noqa: SLF001 -- the in-place half of AnomalyGenerator.load
     generator._fitted = True  # noqa: SLF001
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback, OnMismatch, checkpoint_key, save_checkpoint
-from anomaly_synth_aug.cli.datasets import synthetic_datamodule
+from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 
@@ -34,7 +34,7 @@ def fit_generator(
         seed: fixes the choice of normals and the fitting.
         on_mismatch: an existing OUTPUT/<category> for other data or settings: "error" or "retrain" (replace it).
     """
-    datamodule = synthetic_datamodule(
+    datamodule = mvtec_datamodule(
         data, generator, shot_fraction=shot_fraction, max_fit_normals=max_fit_normals, seed=seed
     )
     callback = GeneratorFineTuneCallback(output, on_mismatch=on_mismatch)

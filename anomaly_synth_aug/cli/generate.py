@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import json
 from pathlib import Path
 from typing import Any
 
-from anomaly_synth_aug import generators
 from anomaly_synth_aug.cache import generate_cache
-from anomaly_synth_aug.callbacks.finetune import CHECKPOINT_META_FILE
-from anomaly_synth_aug.cli.datasets import synthetic_datamodule
+from anomaly_synth_aug.callbacks.finetune import read_checkpoint_key
+from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.errors import CheckpointMismatchError
-from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
+from anomaly_synth_aug.generators.base import AnomalyGenerator
 
 
 def load_generator(directory: Path, **overrides: Any) -> AnomalyGenerator:
-    """Load a saved generator of any class shipped with the package (``overrides``: its sampling options).
-
-    The registry only knows imported classes, so the generator modules are imported
-    first -- only when the saved class is not registered yet (the diffusion one is heavy).
-    """
-    saved_class = json.loads((directory / CONFIG_FILE).read_text()).get("class") if (directory / CONFIG_FILE).is_file() else None
-    if saved_class not in AnomalyGenerator._registry:  # noqa: SLF001 -- read-only look-up
-        for module in pkgutil.walk_packages(generators.__path__, prefix=f"{generators.__name__}."):
-            importlib.import_module(module.name)
+    """Load a saved generator of any class shipped with the package (``overrides``: its sampling options)."""
     return AnomalyGenerator.load(directory, **overrides)
 
 
 def check_category(generator_dir: Path, category: str) -> None:
     """Refuse a generator fitted on another category (its ``finetune.json`` says which)."""
-    meta_path = generator_dir / CHECKPOINT_META_FILE
-    if not meta_path.is_file():
-        return
-    fitted_on = json.loads(meta_path.read_text()).get("category")
-    if fitted_on != category:
+    saved = read_checkpoint_key(generator_dir)
+    if saved is not None and saved.category != category:
         raise CheckpointMismatchError(
-            f"{generator_dir} holds a generator fitted on category {fitted_on!r}, but --data is {category!r}. "
+            f"{generator_dir} holds a generator fitted on category {saved.category!r}, but --data is {category!r}. "
             f"Fix: pass the generator folder of {category!r} (e.g. <fit-generator output>/{category})."
         )
 
@@ -75,7 +60,7 @@ def generate(
             e.g. ``--sampling '{"guidance_scale": 3}'``.
     """
     generator = load_generator(generator_dir, **(sampling or {}))
-    datamodule = synthetic_datamodule(data, generator, seed=seed)
+    datamodule = mvtec_datamodule(data, generator, seed=seed)
     check_category(generator_dir, datamodule.category or datamodule.name)
     entries = generate_cache(
         cache_dir,

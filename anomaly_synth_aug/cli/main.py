@@ -7,30 +7,81 @@ from ``--generator <class_path> --generator.<arg> <value>``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from jsonargparse import auto_cli
-from rich.logging import RichHandler
-
-from anomaly_synth_aug.cli.backbone import backbone
-from anomaly_synth_aug.cli.benchmark import benchmark
-from anomaly_synth_aug.cli.demo import demo
-from anomaly_synth_aug.cli.fit_generator import fit_generator
-from anomaly_synth_aug.cli.generate import generate
-from anomaly_synth_aug.cli.verify import verify_cache
 from anomaly_synth_aug.errors import AnomalySynthError
 
-SUBCOMMANDS: dict[str, Callable[..., int]] = {
-    "fit-generator": fit_generator,
-    "generate": generate,
-    "verify": verify_cache,
-    "benchmark": benchmark,
-    "demo": demo,
-    "backbone": backbone,
+
+@dataclass(frozen=True)
+class Subcommand:
+    """Where a subcommand's function lives, imported only when that subcommand runs.
+
+    The functions import anomalib, Lightning and diffusers, which take seconds; ``--help`` and a
+    mistyped subcommand must answer at once.
+    """
+
+    module: str
+    function: str
+    summary: str
+    #: Takes a ``--generator``: every packaged generator is imported first, so short class names
+    #: (``--generator DiffusionAnomalyGenerator``) resolve and ``--help`` lists them all.
+    takes_generator: bool = False
+
+    def load(self) -> Callable[..., int]:
+        return getattr(importlib.import_module(self.module), self.function)
+
+
+DESCRIPTION = "Few-shot synthetic defects for anomalib: fit a generator, fill and check a sample cache, benchmark."
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "fit-generator": Subcommand(
+        "anomaly_synth_aug.cli.fit_generator", "fit_generator", "fit a generator on a category's few shots and save it", True
+    ),
+    "generate": Subcommand("anomaly_synth_aug.cli.generate", "generate", "fill a sample cache from a saved generator"),
+    "verify": Subcommand("anomaly_synth_aug.cli.verify", "verify_cache", "check a sample cache against its manifest"),
+    "benchmark": Subcommand("anomaly_synth_aug.cli.benchmark", "benchmark", "train and test detectors on each source"),
+    "demo": Subcommand("anomaly_synth_aug.cli.demo", "demo", "the whole workflow on one category, offline"),
+    "backbone": Subcommand("anomaly_synth_aug.cli.backbone", "backbone", "print an offline pretrained backbone name"),
 }
+
+
+def top_level_help() -> str:
+    """``anomaly-synth-aug --help``: the subcommands, without importing any of them."""
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "usage: anomaly-synth-aug SUBCOMMAND [--help] [--config CONFIG] [--print_config] ...",
+        "",
+        DESCRIPTION,
+        "",
+        "subcommands:",
+        *(f"  {name.ljust(width)}  {command.summary}" for name, command in SUBCOMMANDS.items()),
+        "",
+        "Run 'anomaly-synth-aug SUBCOMMAND --help' for its options.",
+    ]
+    return "\n".join(lines)
+
+
+def _normalise_arguments(argv: list[str]) -> list[str]:
+    """``verify <cache_dir>`` as documented: a positional cache folder becomes ``--cache_dir``."""
+    if len(argv) >= 2 and argv[0] == "verify" and not argv[1].startswith("-"):
+        return [argv[0], "--cache_dir", argv[1], *argv[2:]]
+    return argv
+
+
+def import_packaged_generators() -> None:
+    """Import every generator class the package exports (they register as ``AnomalyGenerator`` subclasses)."""
+    import anomaly_synth_aug
+    from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+    for name in anomaly_synth_aug.__all__:
+        if name.endswith("Generator") and name != AnomalyGenerator.__name__:
+            getattr(anomaly_synth_aug, name)  # the lazy export imports the class's module
+
 
 #: Exit status of a run stopped by bad input (argparse uses 2 for bad arguments too).
 EXIT_BAD_INPUT = 2
@@ -38,6 +89,8 @@ EXIT_BAD_INPUT = 2
 
 def _show_package_logs() -> None:
     """Progress messages of the package (fitting, loading, caching) at INFO, without touching the root logger."""
+    from rich.logging import RichHandler
+
     package_logger = logging.getLogger("anomaly_synth_aug")
     if not package_logger.handlers:
         package_logger.addHandler(RichHandler(show_path=False, show_time=False))
@@ -62,11 +115,27 @@ def _quiet_third_party_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns its exit status. Bad input prints one clear line, not a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_level_help())
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        print(f"anomaly-synth-aug: error: unknown subcommand {argv[0]!r}; use one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _show_package_logs()
     _quiet_third_party_warnings()
+    command = SUBCOMMANDS[argv[0]]
+    from jsonargparse import auto_cli  # after the fast paths above
+
     try:
+        if command.takes_generator:
+            import_packaged_generators()
         status = auto_cli(
-            SUBCOMMANDS, args=argv, as_positional=False, prog="anomaly-synth-aug", description=__doc__.split("\n\n")[0]
+            {argv[0]: command.load()},
+            args=_normalise_arguments(argv),
+            as_positional=False,
+            prog="anomaly-synth-aug",
+            description=DESCRIPTION,
         )
     except AnomalySynthError as exc:
         print(f"anomaly-synth-aug: error: {exc}", file=sys.stderr)

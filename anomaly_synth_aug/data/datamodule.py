@@ -40,12 +40,12 @@ from anomaly_synth_aug.data.dataset import (
     mixed_seed,
     row_mask_path,
 )
-from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
-from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
+from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
+from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.utils.random import make_generator
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
 
     Args:
         datamodule: the anomalib datamodule that finds the files (its own splits are kept).
-        generator: the anomaly generator; default ``PerlinGenerator()``.
+        generator: the anomaly generator, or a packaged generator's class name (built with its defaults);
+            default ``PerlinGenerator()``.
         anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].
             Use 0 with models that synthesise their own anomalies (Draem, Glass adapters).
         mode: ``"online"`` generates in the DataLoader workers; ``"cached"`` generates
@@ -107,7 +108,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     def __init__(
         self,
         datamodule: AnomalibDataModule,
-        generator: AnomalyGenerator | None = None,
+        generator: AnomalyGenerator | str | None = None,
         anomaly_ratio: float = 0.5,
         mode: TrainMode = "online",
         shot_fraction: float = DEFAULT_SHOT_FRACTION,
@@ -150,7 +151,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             seed=seed,
         )
         self.datamodule = datamodule
-        self.generator = generator if generator is not None else _default_generator()
+        self.generator = resolve_generator(generator) if generator is not None else _default_generator()
         self.anomaly_ratio = anomaly_ratio
         self.mode = mode
         self.shot_fraction = shot_fraction
@@ -192,6 +193,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         shot_paths = {_resolved(record.image_path) for record in self.shot_records}
 
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
+        if not getattr(self, "_checked_test_masks", False):
+            self._checked_test_masks = True
+            self._warn_empty_test_masks(self.test_data)
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":
             train_normals, val_normals = random_split(train_normals, self.val_split_ratio, seed=self.seed)
@@ -208,6 +212,31 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             self.val_data = self._evaluation_dataset(wrapped_val, shot_paths)
         self._train_normals = train_normals
         self.train_data = self._build_train_dataset(train_normals)
+
+    def _warn_empty_test_masks(self, dataset: Dataset) -> None:
+        """Count held-out defect images whose binarised mask is empty, and say so once.
+
+        Such an image counts as anomalous at the image level but holds no defect pixel, so it
+        lowers no pixel metric and no detector can localise it; users should know how many there are.
+        """
+        samples = getattr(dataset, "samples", None)
+        if samples is None or "mask_path" not in samples:
+            return
+        empty = [
+            Path(row.image_path).name
+            for row in samples.itertuples()
+            if int(row.label_index) == ANOMALOUS_LABEL
+            and (mask_path := row_mask_path(row)) is not None
+            and not bool(load_mask(mask_path, threshold=self.mask_threshold).any())
+        ]
+        if empty:
+            logger.warning(
+                "%d of the held-out defect images have an empty mask (after binarising at > %d): %s. They count "
+                "as anomalous images with no defect pixels.",
+                len(empty),
+                self.mask_threshold,
+                ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
+            )
 
     def _create_test_split(self) -> None:
         """No-op: the wrapped datamodule already made its test split."""

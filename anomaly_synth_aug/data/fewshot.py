@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from anomaly_synth_aug.data.io import IMAGE_EXTENSIONS, MASK_THRESHOLD, load_sample
-from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
+from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 
 logger = logging.getLogger(__name__)
@@ -126,45 +126,27 @@ def load_defect_records(
     return samples
 
 
-def _images_in(folder: Path, extensions: Sequence[str]) -> list[Path]:
-    exts = {e.lower() for e in extensions}
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
-
-
 def few_shot_split(
     root: str | Path,
     shot_fraction: float = DEFAULT_SHOT_FRACTION,
     *,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
-    normal_dir: str = NORMAL_TYPE,
-    mask_suffix: str = "_mask",
 ) -> FewShotSplit:
     """Split an MVTec-layout folder (``train/good``, ``test/<type>``, ``ground_truth/<type>``).
 
-    Masks are looked up as ``ground_truth/<type>/<stem><mask_suffix>.*``; a defect image
-    without one is recorded with ``mask_path=None`` (an error only if it becomes a loaded shot).
+    The files are found by ``scan_mvtec_folder`` (masks: ``ground_truth/<type>/<stem>_mask.*``); a
+    defect image without a mask is recorded with ``mask_path=None`` (an error only if it becomes a
+    loaded shot).
     """
-    root = Path(root)
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        raise InvalidInputError(
-            "no test/ folder", path=root, fix="point to an MVTec-layout category folder (train/, test/, ground_truth/)"
-        )
-    records: list[DefectRecord] = []
-    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != normal_dir):
-        gt_dir = root / "ground_truth" / type_dir.name
-        masks = {}
-        if gt_dir.is_dir():
-            for m in _images_in(gt_dir, extensions):
-                masks[m.stem] = m
-        for image in _images_in(type_dir, extensions):
-            records.append(DefectRecord(image, masks.get(image.stem + mask_suffix), type_dir.name))
-    if not records:
-        raise InvalidInputError(
-            "no defect images under test/<defect_type>/", path=test_dir, fix="check the dataset layout and extensions"
-        )
+    from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder  # imports anomalib: only when splitting
+
+    layout = scan_mvtec_folder(root, extensions=extensions, require_masks=False, decode=False)
+    records = [
+        DefectRecord(image, mask, defect_type)
+        for defect_type, pairs in layout.defects.items()
+        for image, mask in pairs
+    ]
     shots, held_out = split_records(records, shot_fraction)
-    eval_normals = _images_in(test_dir / normal_dir, extensions) if (test_dir / normal_dir).is_dir() else []
-    train_dir = root / "train" / normal_dir
-    train_normals = _images_in(train_dir, extensions) if train_dir.is_dir() else []
-    return FewShotSplit(shots=shots, eval_anomalies=held_out, eval_normals=eval_normals, train_normals=train_normals)
+    return FewShotSplit(
+        shots=shots, eval_anomalies=held_out, eval_normals=layout.test_normals, train_normals=layout.train_normals
+    )

@@ -3,11 +3,16 @@
 Masks are binarised here with a documented threshold (``MASK_THRESHOLD``, i.e.
 pixel > 127 of 255) because real datasets ship soft, anti-aliased masks and
 anomalib's own reader turns every non-zero pixel into "defect", which inflates
-defect regions at the edges.
+defect regions at the edges. Two encodings would be misread by that rule, so they
+are recognised first: masks that hold only 0 and 1 (what many labelling tools
+write; read as 1 = defect, with a warning once per folder), and 16-bit files,
+whose values are scaled to 8 bits instead of being clipped (a 16-bit grayscale
+photo would otherwise come out all white).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +26,30 @@ from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MaskEr
 MASK_THRESHOLD = 127
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Pillow modes of single-channel images with more than 8 bits per pixel.
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+logger = logging.getLogger(__name__)
+_warned_binary_folders: set[Path] = set()
 
 
-def _open(path: Path, mode: str) -> np.ndarray:
+def _open(path: Path, mode: str, *, raw_gray: bool = False) -> np.ndarray:
+    """Decode ``path`` into ``mode`` (8 bits per channel).
+
+    16-bit grayscale is scaled to 8 bits (Pillow's ``convert`` would clip it to 255). With
+    ``raw_gray`` a 16-bit grayscale file is returned as its own ``uint16`` values instead.
+    """
     if not path.is_file():
         raise InvalidInputError("file not found", path=path, fix="check the path and the dataset layout")
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in _WIDE_GRAY_MODES:
+                wide = np.asarray(img).astype(np.int64)
+                if raw_gray:
+                    return wide.clip(0, 65535).astype(np.uint16)
+                scaled = np.round(wide.clip(0, 65535) / 257.0).astype(np.uint8)  # 65535 -> 255
+                return np.asarray(Image.fromarray(scaled, mode="L").convert(mode))
             return np.asarray(img.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise CorruptFileError(
@@ -38,10 +59,45 @@ def _open(path: Path, mode: str) -> np.ndarray:
         ) from exc
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file, after decoding all of it (a truncated or corrupt file is an error naming it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError("file not found", path=path, fix="check the path and the dataset layout")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return (img.height, img.width)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CorruptFileError(
+            f"cannot decode image ({exc.__class__.__name__}: {exc})",
+            path=path,
+            fix="re-export or remove the corrupt file",
+        ) from exc
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read an image as float ``[3, H, W]`` in ``[0, 1]`` (grayscale promoted to RGB)."""
+    """Read an image as float ``[3, H, W]`` in ``[0, 1]`` (grayscale promoted to RGB, 16-bit scaled)."""
     array = _open(Path(path), "RGB")
     return to_rgb_float(torch.from_numpy(array.copy()).permute(2, 0, 1), name=path)
+
+
+def _binarise(array: np.ndarray, threshold: int, path: Path) -> np.ndarray:
+    """Defect pixels of a mask array: 0/1 masks read as 1 = defect, others at ``> threshold`` (of 255)."""
+    values = np.unique(array)
+    if values.max(initial=0) == 1 and set(values.tolist()) <= {0, 1}:
+        folder = path.parent.resolve()
+        if folder not in _warned_binary_folders:
+            _warned_binary_folders.add(folder)
+            logger.warning(
+                "%s holds 0/1 masks (e.g. %s): reading 1 as defect. Save masks as 0/255 to silence this.",
+                folder,
+                path.name,
+            )
+        return array == 1
+    if array.dtype == np.uint16:
+        return np.round(array / 257.0) > threshold
+    return array > threshold
 
 
 def load_mask(
@@ -53,6 +109,9 @@ def load_mask(
 ) -> torch.Tensor:
     """Read a mask as bool ``[H, W]``: pixel > ``threshold`` (of 255) is defect.
 
+    A mask whose only values are 0 and 1 is a 0/1 mask: 1 is defect (warned once per folder).
+    16-bit masks are compared on the 8-bit scale (65535 -> 255).
+
     Args:
         path: mask file (any single- or multi-channel image; converted to 8-bit gray).
         threshold: binarisation threshold; soft masks are binarised, never passed on soft.
@@ -60,8 +119,7 @@ def load_mask(
         require_defect: raise when the binarised mask is empty (a defect shot needs pixels).
     """
     path = Path(path)
-    array = _open(path, "L")
-    mask = torch.from_numpy(array > threshold)
+    mask = torch.from_numpy(_binarise(_open(path, "L", raw_gray=True), threshold, path))
     if expected_size is not None and tuple(mask.shape) != tuple(expected_size):
         raise MaskError(
             f"mask size {tuple(mask.shape)} (H, W) differs from its image size {tuple(expected_size)}",

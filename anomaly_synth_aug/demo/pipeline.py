@@ -27,7 +27,7 @@ from rich.table import Table
 
 from anomaly_synth_aug.cache import CacheLayout, ManifestEntry, generate_cache
 from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback
-from anomaly_synth_aug.cli.datasets import synthetic_datamodule
+from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.demo.textures import build_texture_dataset
 from anomaly_synth_aug.demo.timing import StageTimer
@@ -176,7 +176,7 @@ def run_demo(
 
     with timer.stage("2/4 fine-tune the diffusion generator"):
         generator = DiffusionAnomalyGenerator(category=root.name, **settings.diffusion)
-        datamodule = synthetic_datamodule(  # the split and fit settings the detector runs use
+        datamodule = mvtec_datamodule(  # the split and fit settings the detector runs use
             root,
             generator,
             seed=seed,

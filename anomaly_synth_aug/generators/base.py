@@ -16,6 +16,7 @@ Learned generators (diffusion) override ``fit``; classic baselines need no fit.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ import torch
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample, to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import (
     CheckpointMismatchError,
+    CorruptFileError,
     InvalidInputError,
     MaskError,
     NotFittedError,
@@ -319,7 +321,7 @@ class AnomalyGenerator(ABC):
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``generator.json`` and the learned state into ``directory``."""
+        """Write the learned state and ``generator.json`` (config, fingerprint, a sha256 per state file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_state(directory)
@@ -329,6 +331,7 @@ class AnomalyGenerator(ABC):
             "config": self.get_config(),
             "fitted": self.is_fitted,
             "fingerprint": self.fingerprint(),
+            "checksums": state_checksums(directory),
         }
         tmp = directory / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -350,22 +353,7 @@ class AnomalyGenerator(ABC):
         """
         directory = Path(directory)
         meta_path = directory / CONFIG_FILE
-        if not meta_path.is_file():
-            raise InvalidInputError(
-                f"no {CONFIG_FILE} here", path=directory, fix="pass a folder written by AnomalyGenerator.save()"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(
-                f"unreadable generator config ({exc})", path=meta_path, fix="re-save the generator"
-            ) from exc
-        version = meta.get("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointMismatchError(
-                f"{meta_path}: saved with format version {version!r}; this anomaly_synth_aug reads "
-                f"versions up to {FORMAT_VERSION}. Fix: upgrade anomaly_synth_aug, or re-fit and save the generator."
-            )
+        meta = read_generator_meta(directory)
         name = meta.get("class")
         target = AnomalyGenerator._registry.get(name) or _import_packaged_generator(name)
         if target is None:
@@ -389,6 +377,7 @@ class AnomalyGenerator(ABC):
                 fix="fit a new generator with those settings",
             )
         instance = target(**{**meta.get("config", {}), **overrides})
+        verify_state_files(directory, meta)
         instance._load_state(directory)
         instance._fitted = bool(meta.get("fitted", True))
         return instance
@@ -401,13 +390,9 @@ class AnomalyGenerator(ABC):
         is one of its ``sampling_options`` (those take ``wanted``'s values). A generator fitted with
         other training settings, or none saved at all, gives None: fit ``wanted`` instead.
         """
-        meta_path = Path(directory) / CONFIG_FILE
-        if not meta_path.is_file():
+        if not (Path(directory) / CONFIG_FILE).is_file():
             return None
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            return None
+        meta = read_generator_meta(directory)
         if meta.get("class") != type(wanted).__name__:
             return None
         saved, config = meta.get("config", {}), wanted.get_config()
@@ -419,6 +404,104 @@ class AnomalyGenerator(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def read_generator_meta(directory: str | Path) -> dict[str, Any]:
+    """``generator.json`` of a saved generator, checked: valid JSON, an object, a format version this code reads."""
+    meta_path = Path(directory) / CONFIG_FILE
+    if not meta_path.is_file():
+        raise InvalidInputError(
+            f"no {CONFIG_FILE} here", path=directory, fix="pass a folder written by AnomalyGenerator.save()"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(
+            f"not valid JSON ({exc})", path=meta_path, fix="restore the file, or re-fit and save the generator"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise CorruptFileError(
+            f"expected a JSON object, found a {type(meta).__name__}",
+            path=meta_path,
+            fix="restore the file, or re-fit and save the generator",
+        )
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointMismatchError(
+            f"{meta_path}: format version {version!r}; this anomaly_synth_aug reads versions 1 to {FORMAT_VERSION}. "
+            "Fix: upgrade anomaly_synth_aug for a newer folder, or re-fit and save the generator."
+        )
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_checksums(directory: Path) -> dict[str, str]:
+    """sha256 of every file a generator's ``_save_state`` wrote into ``directory`` (relative paths)."""
+    return {
+        path.relative_to(directory).as_posix(): _sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != CONFIG_FILE and not path.name.endswith(".tmp")
+    }
+
+
+def verify_state_files(directory: str | Path, meta: dict[str, Any]) -> None:
+    """Check the saved state against the checksums in ``generator.json``; a changed or missing file is named.
+
+    Folders saved before checksums were recorded carry none and are not checked.
+    """
+    directory = Path(directory)
+    recorded = meta.get("checksums")
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise CorruptFileError(
+            "the checksums in generator.json are not a mapping", path=directory / CONFIG_FILE, fix="re-fit and save"
+        )
+    for name, expected in sorted(recorded.items()):
+        path = directory / name
+        if not path.is_file():
+            raise CorruptFileError(
+                "a file of the saved generator is missing", path=path, fix="restore it, or re-fit and save the generator"
+            )
+        if _sha256(path) != expected:
+            raise CorruptFileError(
+                "the file's checksum differs from the one saved in generator.json: it was changed or damaged after saving",
+                path=path,
+                fix="restore it from a backup, or re-fit and save the generator",
+            )
+
+
+def resolve_generator(value: AnomalyGenerator | str) -> AnomalyGenerator:
+    """A generator instance from an instance, a class name (``"RealShotPasteGenerator"``) or a dotted path.
+
+    A name builds the class with its defaults; anything else is a clear error listing the names.
+    """
+    if isinstance(value, AnomalyGenerator):
+        return value
+    if isinstance(value, str):
+        target = AnomalyGenerator._registry.get(value) or _import_packaged_generator(value)
+        if target is None and "." in value:
+            module, _, name = value.rpartition(".")
+            try:
+                target = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                target = None
+        if isinstance(target, type) and issubclass(target, AnomalyGenerator) and not inspect.isabstract(target):
+            return target()
+    import anomaly_synth_aug
+
+    known = sorted(n for n in anomaly_synth_aug.__all__ if n.endswith("Generator") and n != "AnomalyGenerator")
+    raise InvalidInputError(
+        f"cannot make a generator from {value!r} ({type(value).__name__})",
+        fix=f"pass a generator instance, e.g. RealShotPasteGenerator(), or one of the names {known}",
+    )
 
 
 def _import_packaged_generator(name: object) -> type[AnomalyGenerator] | None:

@@ -156,3 +156,26 @@ def test_needs_the_synthetic_datamodule(tmp_path: Path) -> None:
 def test_rejects_unknown_mismatch_policy(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="on_mismatch"):
         GeneratorFineTuneCallback(tmp_path, on_mismatch="ignore")
+
+
+def test_a_checkpoint_of_a_newer_format_or_tampered_state_is_not_reported_as_loaded(tmp_path: Path) -> None:
+    """``fit-generator`` over such a folder used to say "loaded": restore_into skipped the checks load() makes."""
+    from anomaly_synth_aug.callbacks.finetune import restore_into
+    from anomaly_synth_aug.data.sample import AnomalySample
+    from anomaly_synth_aug.errors import CheckpointMismatchError, CorruptFileError
+    from anomaly_synth_aug.generators.base import CONFIG_FILE
+
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 2:5] = True
+    shot = AnomalySample(image=torch.rand(3, 8, 8), mask=mask, label=1, defect_type="square")
+    folder = CountingLearnedGenerator().fit([torch.rand(3, 8, 8)], [shot]).save(tmp_path / "gen")
+    restore_into(CountingLearnedGenerator(), folder)
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointMismatchError, match="format version 99"):
+        restore_into(CountingLearnedGenerator(), folder)
+    (folder / CONFIG_FILE).write_text(json.dumps(meta))
+    state_file = next(name for name in meta["checksums"])
+    (folder / state_file).write_bytes(b"tampered")
+    with pytest.raises(CorruptFileError, match="checksum differs"):
+        restore_into(CountingLearnedGenerator(), folder)

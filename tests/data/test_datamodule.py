@@ -153,3 +153,33 @@ def test_builds_from_anomalib_cli_style_arguments(tiny_mvtec: Path) -> None:
     assert isinstance(datamodule, SyntheticAnomalyDataModule)
     assert isinstance(datamodule.generator, FakeSquareGenerator) and datamodule.anomaly_ratio == 0.25
     assert datamodule.datamodule.name == "tiny"
+
+
+def test_held_out_defects_with_empty_masks_are_counted_once(tiny_mvtec: Path, fake_generator, caplog) -> None:
+    """Magnetic tile has 4 entirely empty 'uneven' masks: they used to go unnoticed."""
+    import numpy as np
+    from PIL import Image
+
+    masks = sorted((tiny_mvtec / "ground_truth" / "blob").glob("*_mask.png"))
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(masks[-1])  # the last one is held out, not a shot
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
+    with caplog.at_level("WARNING"):
+        datamodule.setup()
+        datamodule.setup()
+    warnings = [r.message for r in caplog.records if "empty mask" in r.message]
+    assert len(warnings) == 1 and warnings[0].startswith("1 of the held-out defect images")
+    assert masks[-1].name.replace("_mask", "") in warnings[0]
+
+
+def test_a_generator_given_by_name_is_built_and_a_bad_one_is_named(tiny_folder) -> None:
+    """``generator="RealShotPasteGenerator"`` ended in "'str' object has no attribute 'requires_fit'"."""
+    from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator
+
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator="RealShotPasteGenerator")
+    assert isinstance(datamodule.generator, RealShotPasteGenerator)
+    dotted = SyntheticAnomalyDataModule(tiny_folder, generator="anomaly_synth_aug.generators.perlin.PerlinGenerator")
+    assert type(dotted.generator).__name__ == "PerlinGenerator"
+    with pytest.raises(InvalidInputError, match="RealShotPasteGenerator"):
+        SyntheticAnomalyDataModule(tiny_folder, generator="RealShotPaste")
+    with pytest.raises(InvalidInputError, match="cannot make a generator"):
+        SyntheticAnomalyDataModule(tiny_folder, generator=42)

@@ -57,5 +57,5 @@ def test_empty_mask_shot_skipped_or_error(tiny_mvtec: Path) -> None:
 
 
 def test_missing_test_folder_is_named(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="no test/ folder"):
+    with pytest.raises(InvalidInputError, match="not an MVTec-layout category folder"):
         few_shot_split(tmp_path)

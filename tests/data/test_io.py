@@ -55,3 +55,28 @@ def test_sample_to_image_item_has_bool_mask() -> None:
     assert int(item.gt_label) == 0 and item.image_path is None
     with pytest.raises(MaskError, match="differs from image size"):
         AnomalySample(image=torch.rand(3, 6, 6), mask=torch.ones(5, 6, dtype=torch.bool))
+
+
+def test_zero_one_masks_are_read_as_defects_with_one_warning(tmp_path: Path, caplog) -> None:
+    """Labelling tools often write 0/1 masks; the > 127 rule used to make every one of them empty."""
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.array([[0, 1, 1, 0]], np.uint8)).save(tmp_path / name)
+    with caplog.at_level("WARNING", logger="anomaly_synth_aug.data.io"):
+        first = load_mask(tmp_path / "a.png")
+        second = load_mask(tmp_path / "b.png")
+    assert first.tolist() == second.tolist() == [[False, True, True, False]]
+    assert len([r for r in caplog.records if "0/1 masks" in r.message]) == 1  # once per folder
+    Image.fromarray(np.array([[0, 100, 100, 1]], np.uint8)).save(tmp_path / "soft.png")
+    assert not load_mask(tmp_path / "soft.png").any()  # a faint soft mask is not a 0/1 mask
+
+
+def test_sixteen_bit_grayscale_images_and_masks_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """Pillow clipped 16-bit values to 255: a 16-bit photo came out all white."""
+    values = np.array([[0, 16384, 32768, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png")
+    assert image[0, 0].tolist() == pytest.approx([0.0, 64 / 255, 128 / 255, 1.0], abs=1 / 255)
+    Image.fromarray(np.array([[0, 65535, 30000, 0]], np.uint16)).save(tmp_path / "mask16.png")
+    assert load_mask(tmp_path / "mask16.png").tolist() == [[False, True, False, False]]
+    Image.fromarray(np.array([[0, 1, 0, 1]], np.uint16)).save(tmp_path / "mask01_16.png")
+    assert load_mask(tmp_path / "mask01_16.png").tolist() == [[False, True, False, True]]

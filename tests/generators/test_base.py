@@ -11,6 +11,7 @@ import torch
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import (
     CheckpointMismatchError,
+    CorruptFileError,
     InvalidInputError,
     MaskError,
     NotFittedError,
@@ -244,7 +245,7 @@ def test_load_errors_name_the_folder_and_fix(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=f"no {CONFIG_FILE} here.*Fix:"):
         AnomalyGenerator.load(tmp_path)
     (tmp_path / CONFIG_FILE).write_text("{not json")
-    with pytest.raises(InvalidInputError, match="unreadable generator config"):
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
         AnomalyGenerator.load(tmp_path)
     (tmp_path / CONFIG_FILE).write_text(json.dumps({"class": "NoSuchGenerator", "config": {}}))
     with pytest.raises(InvalidInputError, match="unknown generator class 'NoSuchGenerator'"):
@@ -286,3 +287,33 @@ def test_base_load_finds_a_packaged_generator_whose_module_was_never_imported(tm
     out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "DiffusionAnomalyGenerator"
+
+
+def test_a_tampered_state_file_is_refused_naming_it(tmp_path: Path) -> None:
+    """Flipped bytes in a saved state used to load silently (the saved fingerprint was never checked)."""
+    folder = LearnedStampGenerator().fit(_images(1), [_shot()]).save(tmp_path / "gen")
+    assert set(json.loads((folder / CONFIG_FILE).read_text())["checksums"]) == {"state.json"}
+    AnomalyGenerator.load(folder)  # intact: loads
+    (folder / "state.json").write_text(json.dumps({"learned": 13.2}))
+    with pytest.raises(CorruptFileError, match=r"state\.json: the file's checksum differs"):
+        AnomalyGenerator.load(folder)
+    (folder / "state.json").unlink()
+    with pytest.raises(CorruptFileError, match=r"state\.json: a file of the saved generator is missing"):
+        AnomalyGenerator.load(folder)
+
+
+@pytest.mark.parametrize("version", [-7, 0, "1", True])
+def test_impossible_format_versions_are_refused(tmp_path: Path, version) -> None:
+    folder = StampGenerator().save(tmp_path / "stamp")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**meta, "format_version": version}))
+    with pytest.raises(CheckpointMismatchError, match="format version"):
+        AnomalyGenerator.load(folder)
+
+
+def test_a_json_list_is_refused_with_the_file_named(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text("[1, 2]")
+    with pytest.raises(CorruptFileError, match=f"{CONFIG_FILE}: expected a JSON object, found a list"):
+        AnomalyGenerator.load(tmp_path)
+    with pytest.raises(CorruptFileError, match="expected a JSON object"):
+        AnomalyGenerator.load_reusable(tmp_path, StampGenerator())

@@ -12,12 +12,7 @@ One concern per module:
 ``benchmarks/downstream.py`` runs the matrix and writes the reports.
 """
 
-from anomaly_synth_aug.evaluation.downstream.datamodules import (
-    IMAGE_EXTENSIONS,
-    fit_generator,
-    folder_datamodule,
-    synthetic_datamodule,
-)
+from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, folder_datamodule, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.detectors import DETECTORS, DetectorSpec, detector_spec
 from anomaly_synth_aug.evaluation.downstream.generator_table import (
     ABLATIONS,
@@ -46,7 +41,6 @@ __all__ = [
     "ABLATIONS",
     "DETECTORS",
     "GENERATORS",
-    "IMAGE_EXTENSIONS",
     "PRESETS",
     "SHARES_FIT_WITH",
     "TRAIN_MODE_OVERRIDES",

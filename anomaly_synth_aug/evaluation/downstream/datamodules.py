@@ -14,44 +14,32 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from anomalib.data import Folder
 from torchvision.transforms.v2 import Transform
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, mvtec_folder, scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream.presets import Preset
 from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".png")
-NORMAL_DIR = "good"
+@lru_cache(maxsize=8)
+def _scanned(root: Path) -> MvtecLayout:
+    """The validated layout of ``root``, scanned once per process (every run of a benchmark reads it)."""
+    return scan_mvtec_folder(root)
 
 
 def folder_datamodule(
     data_root: str | Path, preset: Preset, *, train_augmentations: Transform | None = None
 ) -> Folder:
-    """anomalib ``Folder`` over an MVTec-layout category: every ``test/<type>`` is a defect type."""
-    root = Path(data_root)
-    test_dir = root / "test"
-    if not test_dir.is_dir() or not (root / "train" / NORMAL_DIR).is_dir():
-        raise InvalidInputError(
-            "not an MVTec-layout category folder (needs train/good and test/<type>)",
-            path=root,
-            fix="point --data at a folder with train/good, test/good, test/<defect>, ground_truth/<defect>",
-        )
-    defect_types = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name != NORMAL_DIR)
-    return Folder(
-        name=root.name,
-        root=root,
-        normal_dir=f"train/{NORMAL_DIR}",
-        abnormal_dir=[f"test/{t}" for t in defect_types],
-        normal_test_dir=f"test/{NORMAL_DIR}",
-        mask_dir=[f"ground_truth/{t}" for t in defect_types],
-        extensions=IMAGE_EXTENSIONS,
-        val_split_mode="none",  # validation comes from held-back train normals, never from test
+    """anomalib ``Folder`` over an MVTec-layout category (scanned and validated up front, once per process)."""
+    return mvtec_folder(
+        _scanned(Path(data_root).resolve()),
         train_batch_size=preset.train_batch_size,
         eval_batch_size=preset.eval_batch_size,
         num_workers=preset.num_workers,

@@ -1,0 +1,229 @@
+"""One loader for MVTec-layout category folders: scanned and validated up front, then anomalib's ``Folder``.
+
+The layout is ``train/good/``, ``test/good/``, ``test/<defect_type>/`` and
+``ground_truth/<defect_type>/<stem>_mask.<ext>``. ``scan_mvtec_folder`` finds every file with one
+extension list and checks, before anything is fitted or trained, what would otherwise fail minutes
+later or, worse, silently:
+
+* every defect image has its mask (anomalib's ``Folder`` otherwise fails inside pandas with
+  "cannot assign 5 input values to the 6 output values" and names no file);
+* masks sort in the same order as their images (``Folder`` pairs them by sorted order, so
+  ``a.png`` with ``a1_mask.png`` would silently swap masks);
+* every image and mask decodes, and each mask has its image's size.
+
+``mvtec_folder`` then builds the ``Folder`` datamodule, and ``mvtec_datamodule`` wraps it in
+``SyntheticAnomalyDataModule``: the CLI, the demo, the benchmark and the few-shot split all read
+MVTec-layout folders through this module.
+
+Example:
+    >>> layout = scan_mvtec_folder("../shared/data/magnetic_tile")
+    >>> layout.defect_types
+    ['blowhole', 'break', 'crack', 'fray', 'uneven']
+    >>> folder = mvtec_folder(layout, train_batch_size=8)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from anomalib.data import Folder
+from torchvision.transforms.v2 import Transform
+from tqdm.auto import tqdm
+
+from anomaly_synth_aug.data.io import IMAGE_EXTENSIONS, image_size
+from anomaly_synth_aug.data.sample import NORMAL_TYPE
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+if TYPE_CHECKING:
+    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+    from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+logger = logging.getLogger(__name__)
+
+#: ``ground_truth/<type>/<stem><MASK_SUFFIX>.<ext>`` (MVTec AD's convention); ``<stem>.<ext>`` also works.
+MASK_SUFFIX = "_mask"
+_LAYOUT_FIX = "use an MVTec-layout folder: train/good/, test/good/, test/<defect>/, ground_truth/<defect>/<stem>_mask.png"
+
+
+@dataclass(frozen=True)
+class MvtecLayout:
+    """The files of one MVTec-layout category, as found by ``scan_mvtec_folder``.
+
+    ``defects`` maps each defect type to its (image, mask) pairs, sorted by image name; a mask is
+    None only when the scan was told not to require masks.
+    """
+
+    root: Path
+    train_normals: list[Path]
+    test_normals: list[Path]
+    defects: dict[str, list[tuple[Path, Path | None]]]
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted(self.defects)
+
+    def count(self) -> int:
+        """All image files of the category."""
+        return len(self.train_normals) + len(self.test_normals) + sum(len(v) for v in self.defects.values())
+
+
+def images_in(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files directly in ``folder`` (by extension, case-insensitive), sorted by name."""
+    wanted = {extension.lower() for extension in extensions}
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
+
+
+def _mask_of(image: Path, masks: dict[str, Path]) -> Path | None:
+    return masks.get(image.stem + MASK_SUFFIX) or masks.get(image.stem)
+
+
+def scan_mvtec_folder(
+    root: str | Path,
+    *,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    require_masks: bool = True,
+    decode: bool = True,
+) -> MvtecLayout:
+    """Find and validate the files of an MVTec-layout category.
+
+    Args:
+        root: the category folder.
+        extensions: image file extensions, for images and masks alike.
+        require_masks: a defect image without a mask is an error naming it (False: recorded as None).
+        decode: open every image and mask (a corrupt or truncated file is an error naming it) and
+            check that each mask has its image's size.
+    """
+    root = Path(root)
+    train_dir, test_dir = root / "train" / NORMAL_TYPE, root / "test"
+    if not root.is_dir():
+        raise InvalidInputError("data folder not found", path=root, fix=_LAYOUT_FIX)
+    if not train_dir.is_dir() or not test_dir.is_dir():
+        raise InvalidInputError("not an MVTec-layout category folder (needs train/good/ and test/)", path=root, fix=_LAYOUT_FIX)
+    train_normals = images_in(train_dir, extensions)
+    if not train_normals:
+        raise InvalidInputError(
+            f"no images with extensions {sorted(extensions)} in train/good/", path=train_dir, fix=_LAYOUT_FIX
+        )
+    test_normals = images_in(test_dir / NORMAL_TYPE, extensions) if (test_dir / NORMAL_TYPE).is_dir() else []
+    defects: dict[str, list[tuple[Path, Path | None]]] = {}
+    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != NORMAL_TYPE):
+        gt_dir = root / "ground_truth" / type_dir.name
+        masks = {m.stem: m for m in images_in(gt_dir, extensions)} if gt_dir.is_dir() else {}
+        pairs = [(image, _mask_of(image, masks)) for image in images_in(type_dir, extensions)]
+        if require_masks:
+            for image, mask in pairs:
+                if mask is None:
+                    raise MaskError(
+                        "this defect image has no mask",
+                        path=image,
+                        fix=f"add {gt_dir / (image.stem + MASK_SUFFIX + '.png')}, or move the image out of test/",
+                    )
+            _check_sorted_pairing(pairs)
+        if pairs:
+            defects[type_dir.name] = pairs
+    if not defects:
+        raise InvalidInputError("no defect images under test/<defect_type>/", path=test_dir, fix=_LAYOUT_FIX)
+    layout = MvtecLayout(root=root, train_normals=train_normals, test_normals=test_normals, defects=defects)
+    if decode:
+        _check_files(layout)
+    return layout
+
+
+def _check_sorted_pairing(pairs: list[tuple[Path, Path | None]]) -> None:
+    """anomalib's ``Folder`` pairs the sorted images with the sorted masks: the two orders must agree."""
+    masks_in_order = sorted(mask for _, mask in pairs if mask is not None)
+    for (image, mask), by_sorting in zip(pairs, masks_in_order, strict=True):
+        if mask != by_sorting:
+            raise MaskError(
+                f"anomalib's Folder pairs masks with images by sorted file name and would give this image "
+                f"{by_sorting.name} instead of {mask.name}",
+                path=image,
+                fix="name every mask <image stem>_mask.png, with image stems that sort the same way as the masks",
+            )
+
+
+def _check_files(layout: MvtecLayout) -> None:
+    """Decode every file once (a corrupt one is named) and compare each mask's size with its image's."""
+    checks: list[tuple[Path, Path | None]] = [(path, None) for path in (*layout.train_normals, *layout.test_normals)]
+    checks += [pair for pairs in layout.defects.values() for pair in pairs]
+    for image, mask in tqdm(checks, desc=f"checking {layout.name}", unit="image", disable=len(checks) < 200, leave=False):
+        size = image_size(image)
+        if mask is not None and image_size(mask) != size:
+            raise MaskError(
+                f"mask size {image_size(mask)} (H, W) differs from its image's {size}",
+                path=mask,
+                fix="save the mask at the image's resolution",
+            )
+
+
+def mvtec_folder(
+    layout: MvtecLayout | str | Path,
+    *,
+    train_batch_size: int = 8,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
+    train_augmentations: Transform | None = None,
+) -> Folder:
+    """anomalib's ``Folder`` over a scanned MVTec-layout category, named after its folder.
+
+    anomalib's own validation split is off: ``SyntheticAnomalyDataModule`` builds validation itself.
+    """
+    if not isinstance(layout, MvtecLayout):
+        layout = scan_mvtec_folder(layout)
+    files = [*layout.train_normals, *layout.test_normals]
+    files += [path for pairs in layout.defects.values() for pair in pairs for path in pair if path is not None]
+    extensions = sorted({path.suffix.lower() for path in files})  # Folder filters the mask folders with them too
+    types = layout.defect_types
+    return Folder(
+        name=layout.name,
+        root=layout.root,
+        normal_dir=f"train/{NORMAL_TYPE}",
+        abnormal_dir=[f"test/{t}" for t in types],
+        normal_test_dir=f"test/{NORMAL_TYPE}" if layout.test_normals else None,
+        mask_dir=[f"ground_truth/{t}" for t in types],
+        extensions=tuple(extensions),
+        val_split_mode="none",  # validation comes from held-back train normals, never from test
+        train_batch_size=train_batch_size,
+        eval_batch_size=train_batch_size if eval_batch_size is None else eval_batch_size,
+        num_workers=num_workers,
+        train_augmentations=train_augmentations,
+    )
+
+
+
+
+def mvtec_datamodule(
+    root: str | Path,
+    generator: AnomalyGenerator | None,
+    *,
+    train_batch_size: int = 8,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
+    train_augmentations: Transform | None = None,
+    **wrapper_kwargs: Any,
+) -> SyntheticAnomalyDataModule:
+    """``SyntheticAnomalyDataModule`` over a scanned MVTec-layout folder (its few-shot split, its checkpoint key).
+
+    ``wrapper_kwargs`` go to ``SyntheticAnomalyDataModule`` (``anomaly_ratio``, ``mode``, ``seed``, ...).
+    """
+    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule  # the wrapper imports this module's layer
+
+    folder = mvtec_folder(
+        root,
+        train_batch_size=train_batch_size,
+        eval_batch_size=eval_batch_size,
+        num_workers=num_workers,
+        train_augmentations=train_augmentations,
+    )
+    return SyntheticAnomalyDataModule(folder, generator=generator, **wrapper_kwargs)
+
+
+__all__ = ["MASK_SUFFIX", "MvtecLayout", "images_in", "mvtec_datamodule", "mvtec_folder", "scan_mvtec_folder"]

@@ -1,0 +1,64 @@
+"""The one MVTec-folder loader: bad layouts are named up front, before any fit or training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from shared_fixtures import make_mvtec_layout
+
+from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule, mvtec_folder, scan_mvtec_folder
+from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MaskError
+
+
+def test_scan_finds_every_file_and_the_folder_reads_them(tiny_mvtec: Path) -> None:
+    layout = scan_mvtec_folder(tiny_mvtec)
+    assert layout.defect_types == ["blob", "scratch"] and len(layout.train_normals) == 12
+    assert all(mask is not None and mask.stem == image.stem + "_mask" for pairs in layout.defects.values() for image, mask in pairs)
+    folder = mvtec_folder(layout, train_batch_size=2)
+    folder.setup()
+    assert len(folder.test_data) == len(layout.test_normals) + 12
+
+
+def test_a_defect_image_without_its_mask_is_named(tiny_mvtec: Path) -> None:
+    """anomalib's Folder failed inside pandas ("cannot assign 5 input values ...") and named no file."""
+    mask = next((tiny_mvtec / "ground_truth" / "blob").glob("*_mask.png"))
+    mask.unlink()
+    image_name = mask.name.replace("_mask", "")
+    with pytest.raises(MaskError, match=f"{image_name}: this defect image has no mask"):
+        scan_mvtec_folder(tiny_mvtec)
+    with pytest.raises(MaskError, match="no mask"):
+        mvtec_datamodule(tiny_mvtec, None)
+
+
+def test_masks_that_sort_differently_from_their_images_are_refused(tmp_path: Path) -> None:
+    """Folder pairs sorted images with sorted masks: 'a.png'/'a1.png' against 'a1_mask'/'a_mask' would swap them."""
+    root = make_mvtec_layout(tmp_path / "swap", defects={"blob": 0})
+    (root / "test" / "blob").mkdir(exist_ok=True)
+    (root / "ground_truth" / "blob").mkdir(parents=True, exist_ok=True)
+    for stem in ("a", "a1"):
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "test" / "blob" / f"{stem}.png")
+        Image.fromarray(np.full((48, 64), 255, np.uint8)).save(root / "ground_truth" / "blob" / f"{stem}_mask.png")
+    with pytest.raises(MaskError, match="pairs masks with images by sorted file name"):
+        scan_mvtec_folder(root)
+
+
+def test_a_corrupt_test_image_is_found_before_anything_runs(tiny_mvtec: Path) -> None:
+    broken = next((tiny_mvtec / "test" / "good").iterdir())
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    with pytest.raises(CorruptFileError, match=broken.name):
+        scan_mvtec_folder(tiny_mvtec)
+    assert scan_mvtec_folder(tiny_mvtec, decode=False).test_normals  # the quick scan does not decode
+
+
+def test_a_mask_of_another_size_and_a_wrong_layout_are_named(tiny_mvtec: Path, tmp_path: Path) -> None:
+    mask = next((tiny_mvtec / "ground_truth" / "scratch").glob("*_mask.png"))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
+    with pytest.raises(MaskError, match=f"{mask.name}: mask size"):
+        scan_mvtec_folder(tiny_mvtec)
+    with pytest.raises(InvalidInputError, match="not an MVTec-layout"):
+        scan_mvtec_folder(tmp_path)
+    with pytest.raises(InvalidInputError, match="data folder not found"):
+        scan_mvtec_folder(tmp_path / "absent")
