@@ -258,7 +258,7 @@ def generate_cache(
             f"defect types {unknown} are not produced by {type(generator).__name__} ({generator.defect_types})",
             fix="pass defect_types=None to cache all of the generator's types",
         )
-    root = Path(cache_dir)
+    root = Path(cache_dir).resolve()  # one lock per real folder, however it is reached (symlinks)
     cache = SampleCache(root)
     jobs = plan_jobs(source_paths, types, samples_per_type, seed)
     header = make_header(

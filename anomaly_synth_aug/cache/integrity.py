@@ -60,6 +60,30 @@ class VerifyReport:
         return not self.problems
 
     @property
+    def is_cache(self) -> bool:
+        """Whether the folder holds this package's cache files at all (a header or a manifest)."""
+        return (self.cache_dir / HEADER_FILE).is_file() or (self.cache_dir / MANIFEST_FILE).is_file()
+
+    @property
+    def interrupted_only(self) -> bool:
+        """Every problem is what an interrupted generation leaves (temp files, unfinished sample files),
+        which resuming the generation repairs; nothing committed is damaged."""
+        owned = ("images/", "ground_truth/", "shards/")
+        return (
+            self.is_cache
+            and set(self.problems) <= {"leftover temp files", "unlisted files"}
+            and all(name.startswith(owned) for name in self.unlisted)
+        )
+
+    def fix(self) -> str:
+        """What to do about the problems found, depending on what kind they are."""
+        if not self.is_cache:
+            return "point at a sample cache folder (one holding cache.json and manifest.jsonl); nothing here was changed"
+        if self.interrupted_only:
+            return "resume the generation (run the same generate command or training again): it removes these files"
+        return "delete the cache folder to regenerate it, or restore the listed files"
+
+    @property
     def expected(self) -> int | None:
         return self.header.expected_count if self.header is not None else None
 
@@ -69,7 +93,15 @@ class VerifyReport:
 
     def __str__(self) -> str:
         count = f"{len(self.entries)}/{self.expected}" if self.expected is not None else str(len(self.entries))
-        state = "complete" if self.complete else "intact but incomplete" if self.ok else "PROBLEMS FOUND"
+        state = (
+            "complete"
+            if self.complete
+            else "intact but incomplete"
+            if self.ok
+            else "interrupted (resumable)"
+            if self.interrupted_only
+            else "PROBLEMS FOUND"
+        )
         lines = [f"Sample cache {self.cache_dir}: {count} samples, {state}"]
         for kind, items in self.problems.items():
             lines.append(f"  {kind} ({len(items)}):")
@@ -82,17 +114,13 @@ class VerifyReport:
                 "generating again resumes it"
             )
         if not self.ok:
-            lines.append("  Fix: delete the cache folder to regenerate it, or restore the listed files.")
+            lines.append(f"  Fix: {self.fix()}.")
         return "\n".join(lines)
 
     def raise_if_not_ok(self) -> None:
         """Raise ``CorruptFileError`` with this report when any problem was found."""
         if not self.ok:
-            raise CorruptFileError(
-                f"the sample cache is damaged:\n{self}",
-                path=self.cache_dir,
-                fix="delete the cache folder to regenerate it, or restore the listed files",
-            )
+            raise CorruptFileError(f"the sample cache is damaged:\n{self}", path=self.cache_dir, fix=self.fix())
 
 
 def _check_plan(entry: ManifestEntry, header: CacheHeader) -> str | None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,11 @@ class SampleCache:
         self.recover()
 
     def _move_aside(self) -> Path:
+        """Rename the invalidated cache to ``<name>.stale-<time>``, deleting older stale copies (logged)."""
+        for old in self.root.parent.glob(f"{self.root.name}.stale-*"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+                logger.info("Deleted the older invalidated copy %s (one is kept).", old)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         stale = self.root.with_name(f"{self.root.name}.stale-{stamp}")
         suffix = 1
@@ -103,6 +109,11 @@ class SampleCache:
             logger.info("Dropped a torn last line from %s (interrupted write).", self.layout.manifest)
         self.commit()
         report = verify(self.root, check_hashes=False)
+        damage = {kind for kind in report.problems if kind not in ("leftover temp files", "unlisted files")}
+        if damage:
+            # a malformed or escaping manifest line hides the files it should list: deleting "unlisted" files
+            # now would destroy real samples before the error is even raised
+            report.raise_if_not_ok()
         leftovers = report.temp_files + [name for name in report.unlisted if name.split("/", 1)[0] in _OWNED_DIRS]
         for name in leftovers:
             (self.root / name).unlink(missing_ok=True)

@@ -155,8 +155,9 @@ class SyntheticAnomalyDataset(AnomalibDatasetWrapper):
 
     Which items are turned anomalous is a pure function of ``(seed, epoch, index)``, so a run is
     reproducible and each epoch draws a fresh selection (``set_epoch``; Lightning reaches it via
-    ``EpochRandomSampler``). A batch's generator seed mixes ``seed``, the epoch and the batch's
-    indices. Synthetic items keep the source normal's ``image_path``; their ``mask_path`` is None.
+    ``EpochRandomSampler``). Each generated defect has its own seed, mixed from ``seed``, the epoch
+    and the item's index, so the datamodule's ``seed`` fixes every defect whatever the global RNG
+    (which orders the batches) does. Synthetic items keep the source normal's ``image_path``; their ``mask_path`` is None.
     """
 
     #: Separates the random streams of subclasses that share a seed.
@@ -210,10 +211,12 @@ class SyntheticAnomalyDataset(AnomalibDatasetWrapper):
         chosen = [position for position, index in enumerate(indices) if self.is_synthetic(index)]
         if not chosen:
             return samples
-        rng = torch.Generator().manual_seed(
-            mixed_seed(self.seed, self.stream, self.epoch, *(indices[p] for p in chosen))
-        )
-        generated = self.generator.generate([samples[p].image for p in chosen], generator=rng)
+        # One stream per item, from (seed, epoch, index) alone: a defect does not depend on which other
+        # items the (globally seeded) sampler put in its batch.
+        streams = [
+            torch.Generator().manual_seed(mixed_seed(self.seed, self.stream, self.epoch, indices[p])) for p in chosen
+        ]
+        generated = self.generator.generate([samples[p].image for p in chosen], generator=streams)
         for position, image, mask, defect_type in zip(
             chosen, generated.images, generated.masks, generated.defect_types, strict=True
         ):

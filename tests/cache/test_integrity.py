@@ -144,3 +144,22 @@ def test_command_line_exit_status(filled_cache: SampleCache, capsys: pytest.Capt
     (filled_cache.root / first_entry(filled_cache).image).write_bytes(b"edited")
     assert main([str(filled_cache.root)]) == 1
     assert "PROBLEMS FOUND" in capsys.readouterr().out
+
+
+def test_a_folder_that_is_not_a_cache_is_not_advised_to_be_deleted(tmp_path: Path) -> None:
+    """verify on a user's own images/ folder advised "delete the cache folder"."""
+    (tmp_path / "photo.png").write_bytes(b"x")
+    text = str(verify(tmp_path))
+    assert "delete" not in text and "point at a sample cache folder" in text
+
+
+def test_an_interrupted_cache_is_reported_as_resumable(filled_cache: SampleCache) -> None:
+    """Orphan files of an interrupted write were "PROBLEMS FOUND ... delete", although resuming repairs them."""
+    (filled_cache.root / "images" / "dent" / "000099.png").write_bytes(b"half a sample")
+    (filled_cache.root / "images" / "dent" / f"{TEMP_PREFIX}x{TEMP_SUFFIX}").write_bytes(b"")
+    report = verify(filled_cache.root)
+    assert not report.ok and report.interrupted_only
+    text = str(report)
+    assert "interrupted (resumable)" in text and "resume the generation" in text and "delete" not in text
+    (filled_cache.root / "notes.txt").write_text("mine")  # not something a generation writes
+    assert "delete the cache folder" in str(verify(filled_cache.root))

@@ -245,3 +245,51 @@ def test_commit_skips_tampered_and_already_committed_records(
     assert f"Not committing {uncommitted.id}" in caplog.text
     assert read_manifest(filled_cache.layout).entries == kept
     assert not filled_cache.layout.shards_dir.exists()
+
+
+def test_an_escaping_manifest_line_deletes_nothing_before_the_error(filled_cache: SampleCache, header: CacheHeader) -> None:
+    """A '../../etc/passwd' line made the sample's real files "unlisted": they were deleted, then the error came."""
+    text = filled_cache.layout.manifest.read_text()
+    filled_cache.layout.manifest.write_text(text.replace('"images/dent/000001.png"', '"../../etc/passwd"', 1))
+    before = all_files(filled_cache.root)
+    with pytest.raises(CorruptFileError, match="escaping the cache"):
+        filled_cache.prepare(header)
+    assert all_files(filled_cache.root).keys() == before.keys()  # nothing was touched
+
+
+def test_only_one_invalidated_copy_is_kept(
+    filled_cache: SampleCache, sources: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each invalidation left a full <cache>.stale-<ts> copy: 4 changes, 4 copies."""
+    for size in (5, 6, 7):
+        header = make_header(TwoTypeGenerator(size=size), sources, samples_per_type=1, seed=0, defect_types=["dent"])
+        with caplog.at_level(logging.INFO):
+            filled_cache.prepare(header)
+    stale = [p for p in filled_cache.root.parent.iterdir() if p.name.startswith("cache.stale-")]
+    assert len(stale) == 1
+    assert "Deleted the older invalidated copy" in caplog.text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symlinks")
+def test_writers_through_a_symlink_share_one_lock(tmp_path: Path, sources: list[Path], monkeypatch) -> None:
+    """Two writers reaching one cache through a symlink took two locks and deleted each other's files."""
+    from contextlib import contextmanager
+
+    from anomaly_synth_aug.cache import generation
+
+    real = tmp_path / "real"
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    locked: list[Path] = []
+    original = generation.generation_lock
+
+    @contextmanager
+    def recording(root: Path):
+        locked.append(root)
+        with original(root):
+            yield
+
+    monkeypatch.setattr(generation, "generation_lock", recording)
+    for root in (real, link):
+        generation.generate_cache(root, TwoTypeGenerator(), sources, samples_per_type=1, trainer_kwargs={"logger": False})
+    assert locked == [real.resolve(), real.resolve()]

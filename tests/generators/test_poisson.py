@@ -66,7 +66,7 @@ def test_saved_pool_makes_the_dataset_unnecessary(tmp_path: Path) -> None:
     loaded = AnomalyGenerator.load(folder)
     assert len(loaded.generate([surface(40, 56, seed=3)], generator=_seed(3))) == 1
     (folder / POOL_FILE).unlink()
-    with pytest.raises(InvalidInputError, match="generator state file not found"):
+    with pytest.raises(InvalidInputError, match="a file of the saved generator is missing"):
         AnomalyGenerator.load(folder)
 
 
