@@ -76,7 +76,7 @@ def test_saved_shots_make_the_dataset_unnecessary(tmp_path: Path) -> None:
     loaded = AnomalyGenerator.load(folder)
     assert loaded.defect_types == original.defect_types and loaded.fingerprint() == original.fingerprint()
     (folder / SHOTS_FILE).write_bytes(b"not a safetensors file")
-    with pytest.raises(CorruptFileError, match=f"{SHOTS_FILE}: checksum differs"):
+    with pytest.raises(CorruptFileError, match=f"{SHOTS_FILE}: the file.s checksum differs"):
         AnomalyGenerator.load(folder)
 
 
