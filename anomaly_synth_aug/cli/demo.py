@@ -35,7 +35,8 @@ def demo(
     """
     from anomaly_synth_aug.demo.pipeline import DemoSettings, run_demo  # heavy: diffusers, anomalib engine
 
-    for chatty in ("lightning.pytorch", "lightning.fabric"):  # device and seed banners of every Trainer
+    # device banners, tips and seed messages of every Trainer (Lightning logs under both package names)
+    for chatty in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
     settings = DemoSettings.quick() if quick else DemoSettings()

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -34,7 +33,8 @@ from anomaly_synth_aug.demo.timing import StageTimer
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import Preset, run_experiment
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
-from anomaly_synth_aug.visualization.grid import render_sample_grid, save_grid
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.visualization.type_sheet import TypeRow, save_type_sheet
 
 #: Metrics shown in the table: anomalib metric name -> column title.
 TABLE_METRICS: dict[str, str] = {
@@ -42,6 +42,7 @@ TABLE_METRICS: dict[str, str] = {
     "image_AUPR": "image AP",
     "pixel_AUROC": "pixel AUROC",
     "pixel_AUPR": "pixel AP",
+    "pixel_AUPRO": "pixel AUPRO",
 }
 ARM_TITLES: dict[str, str] = {"none": "normals only", "diffusion": "+ diffusion defects (few-shot)"}
 
@@ -61,7 +62,7 @@ class DemoSettings:
         n_per_defect: DEMO images per defect type (a third become shots, the rest are test anomalies).
         diffusion: ``DiffusionAnomalyGenerator`` arguments (model size, training budget, sampling).
         samples_per_type: cached samples generated per defect type.
-        grid_samples: samples shown in the grid PNG.
+        grid_samples: generated samples per defect type shown in the sample sheet (beside two real shots).
         classic_baseline: benchmark name of the classic generator to compare with (None: skip).
         detector: the ``DefectSegmenter`` runs' preset (size, epochs, batches).
     """
@@ -82,7 +83,7 @@ class DemoSettings:
         }
     )
     samples_per_type: int = 12
-    grid_samples: int = 12
+    grid_samples: int = 3
     classic_baseline: str | None = "real_paste"
     detector: Preset = field(
         default_factory=lambda: Preset(
@@ -116,7 +117,7 @@ class DemoSettings:
                 "max_retries": 0,
             },
             samples_per_type=2,
-            grid_samples=4,
+            grid_samples=2,
             detector=Preset(
                 name="demo-quick",
                 crop_size=64,
@@ -196,10 +197,14 @@ def run_demo(
             datamodule.train_normal_paths(),
             samples_per_type=settings.samples_per_type,
             seed=seed,
-            trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
+            trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": True},
         )
-        grid_path = save_grid(_grid(cache_dir, entries, settings.grid_samples), output / f"samples_{root.name}.png")
-        console.print(f"{len(entries)} samples in {cache_dir}; grid: {grid_path}")
+        grid_path = save_type_sheet(
+            _sheet_rows(cache_dir, entries, datamodule.load_shots(), settings.grid_samples),
+            output / f"samples_{root.name}.png",
+            title=f"{root.name}: real shots and diffusion defects, per defect type",
+        )
+        console.print(f"{len(entries)} samples in {cache_dir}; sample sheet: {grid_path}")
 
     records: dict[str, dict[str, Any]] = {}
     arms = ["none", "diffusion"] + ([settings.classic_baseline] if settings.classic_baseline else [])
@@ -215,6 +220,7 @@ def run_demo(
                 preset,
                 generator_dir=generator_dir if arm == "diffusion" else None,
                 work_dir=output / "detectors" / arm,
+                progress=True,
             )
 
     console.print(results_table(records, title=_title(root, is_demo)))
@@ -260,13 +266,22 @@ def _dataset(
     return root, True
 
 
-def _grid(cache_dir: Path, entries: list[ManifestEntry], count: int) -> torch.Tensor:
-    """A grid of ``count`` cached samples spread evenly over the (type-sorted) cache."""
+def _sheet_rows(
+    cache_dir: Path, entries: list[ManifestEntry], shots: list[AnomalySample], per_type: int
+) -> list[TypeRow]:
+    """Per defect type: two of its real shots and up to ``per_type`` cached generated samples."""
     layout = CacheLayout(cache_dir)
-    picked = entries[:: max(1, len(entries) // count)][:count]
-    images = [load_image(layout.resolve(entry.image)) for entry in picked]
-    masks = [load_mask(layout.resolve(entry.mask)) for entry in picked]
-    return render_sample_grid(images, masks, pairs_per_row=min(4, len(picked)))
+    rows = []
+    for defect_type in sorted({entry.defect_type for entry in entries}):
+        generated = [e for e in entries if e.defect_type == defect_type][:per_type]
+        rows.append(
+            TypeRow(
+                defect_type,
+                shots=[(s.image, s.mask) for s in shots if s.defect_type == defect_type][:2],
+                generated=[(load_image(layout.resolve(e.image)), load_mask(layout.resolve(e.mask))) for e in generated],
+            )
+        )
+    return rows
 
 
 def _title(root: Path, is_demo: bool) -> str:
@@ -280,8 +295,13 @@ def arm_title(arm: str) -> str:
 
 
 def results_table(records: dict[str, dict[str, Any]], title: str) -> Table:
-    """AUROC/AP per training arm (test set: held-out real defects and all test normals)."""
-    table = Table(title=title)
+    """AUROC/AP/AUPRO per training arm, captioned with the test set's size (held-out defects, test normals)."""
+    sizes = next(iter(records.values()))["data"] if records else {}
+    caption = (
+        f"test set: {sizes.get('test_anomalies', '?')} held-out defect images and {sizes.get('test_normals', '?')} "
+        f"normal images; the {sizes.get('shots', '?')} shots are never tested on"
+    )
+    table = Table(title=title, caption=caption)
     table.add_column("trained on")
     for column in TABLE_METRICS.values():
         table.add_column(column, justify="right")

@@ -20,7 +20,8 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_generator(
     output = tmp_path / "demo"
     assert main(["demo", "--quick", "true", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "DEMO DATASET" in printed and "image AUROC" in printed and "total" in printed
+    assert "DEMO DATASET" in printed and "AUROC" in printed and "AUPRO" in printed and "total" in printed
+    assert "6 held-out defect images and 4 normal images" in " ".join(printed.split())  # the test set's size
 
     results = json.loads((output / "results.json").read_text())
     assert results["demo_dataset"] is True

@@ -73,6 +73,7 @@ def run_experiment(
     generator_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``detector_name`` on ``generator_name``'s defects and test it on held-out real ones.
 
@@ -86,6 +87,7 @@ def run_experiment(
         work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
         cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
             same generator and seed (None: a temporary one).
+        progress: show Lightning's progress bars (the demo does; the benchmark's logs do not want them).
 
     Returns:
         A JSON-able record: names, seed, preset, ``metrics`` (test), ``timings`` (seconds),
@@ -127,7 +129,7 @@ def run_experiment(
             devices=1,
             default_root_dir=root,
             logger=False,
-            enable_progress_bar=False,
+            enable_progress_bar=progress,
             enable_model_summary=False,
             **spec.engine_arguments(preset),
         )
