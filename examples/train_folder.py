@@ -10,22 +10,29 @@ from those masks on defect-centred crops at native resolution and predicts on wh
 Run from the project root::
 
     python examples/train_folder.py --max-steps 600
+    # on a fresh clone without ../shared, on the demo's dataset (run `anomaly-synth-aug demo` first):
+    python examples/train_folder.py --root results/demo/data/DEMO_textures_brick --defect-types blob crack scratch
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for remote weights
+warnings.filterwarnings("ignore", message=r"Importing from timm.models.layers is deprecated")  # anomalib's imports
+warnings.filterwarnings("ignore", message=r"The anomalib.models.components.dinov2 package is deprecated")
 
 from anomalib.data import Folder  # noqa: E402
 from anomalib.engine import Engine  # noqa: E402
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule  # noqa: E402
+from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder  # noqa: E402
 from anomaly_synth_aug.data.transforms import native_crop_augmentations  # noqa: E402
 from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator  # noqa: E402
+from anomaly_synth_aug.errors import AnomalySynthError  # noqa: E402
 from anomaly_synth_aug.models import DefectSegmenter  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
+    scan_mvtec_folder(args.root)  # a missing or broken dataset fails here, naming the file, before any training
     datamodule = build_datamodule(args.root, tuple(args.defect_types), args.batch_size, args.crop_size)
     model = DefectSegmenter()
     engine = Engine(
@@ -85,4 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AnomalySynthError as error:  # bad input (e.g. no ../shared on a fresh clone): one clear line
+        raise SystemExit(f"train_folder.py: error: {error}") from None

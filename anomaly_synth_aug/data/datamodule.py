@@ -184,6 +184,13 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         return self.datamodule.task
 
     def prepare_data(self) -> None:
+        root = getattr(self.datamodule, "root", None)
+        if isinstance(root, str | Path) and not Path(root).is_dir():  # before anomalib fails deep in its file search
+            raise InvalidInputError(
+                f"the {type(self.datamodule).__name__} datamodule's data folder does not exist",
+                path=root,
+                fix="point its root at an existing dataset folder (e.g. the demo's results/demo/data/DEMO_textures_brick)",
+            )
         self.datamodule.prepare_data()
 
     # ------------------------------------------------------------------ setup

@@ -183,3 +183,11 @@ def test_a_generator_given_by_name_is_built_and_a_bad_one_is_named(tiny_folder) 
         SyntheticAnomalyDataModule(tiny_folder, generator="RealShotPaste")
     with pytest.raises(InvalidInputError, match="cannot make a generator"):
         SyntheticAnomalyDataModule(tiny_folder, generator=42)
+
+
+def test_a_missing_data_folder_is_named_before_anomalib_searches_it(tmp_path: Path, fake_generator) -> None:
+    """On a fresh clone the examples' ../shared is absent: anomalib's own error was a 245-line traceback."""
+    folder = make_folder_datamodule(tmp_path / "absent")
+    datamodule = SyntheticAnomalyDataModule(folder, generator=fake_generator)
+    with pytest.raises(InvalidInputError, match="absent: the Folder datamodule's data folder does not exist"):
+        datamodule.prepare_data()
