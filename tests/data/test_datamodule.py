@@ -187,7 +187,9 @@ def test_a_generator_given_by_name_is_built_and_a_bad_one_is_named(tiny_folder) 
 
 def test_a_missing_data_folder_is_named_before_anomalib_searches_it(tmp_path: Path, fake_generator) -> None:
     """On a fresh clone the examples' ../shared is absent: anomalib's own error was a 245-line traceback."""
-    folder = make_folder_datamodule(tmp_path / "absent")
+    from anomalib.data import Folder
+
+    folder = Folder(name="absent", root=tmp_path / "absent", normal_dir="train/good", abnormal_dir="test/crack")
     datamodule = SyntheticAnomalyDataModule(folder, generator=fake_generator)
     with pytest.raises(InvalidInputError, match="absent: the Folder datamodule's data folder does not exist"):
         datamodule.prepare_data()
