@@ -116,7 +116,9 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def imagenet_state_dict(name: str = "efficientnet_lite0", cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+def imagenet_state_dict(
+    name: str = "efficientnet_lite0", cache_dir: str | Path | None = None
+) -> dict[str, torch.Tensor]:
     """ImageNet weights of timm's ``name``, with timm's key names, read offline.
 
     Args:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback, OnMismatch, checkpoint_key, save_checkpoint
-from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION
+from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 
 

@@ -42,8 +42,8 @@ from anomaly_synth_aug.data.dataset import (
 )
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
-from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
+from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.utils.random import make_generator

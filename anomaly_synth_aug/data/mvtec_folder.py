@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: ``ground_truth/<type>/<stem><MASK_SUFFIX>.<ext>`` (MVTec AD's convention); ``<stem>.<ext>`` also works.
 MASK_SUFFIX = "_mask"
-_LAYOUT_FIX = "use an MVTec-layout folder: train/good/, test/good/, test/<defect>/, ground_truth/<defect>/<stem>_mask.png"
+_LAYOUT_FIX = (
+    "use an MVTec-layout folder: train/good/, test/good/, test/<defect>/, ground_truth/<defect>/<stem>_mask.png"
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ def scan_mvtec_folder(
     if not root.is_dir():
         raise InvalidInputError("data folder not found", path=root, fix=_LAYOUT_FIX)
     if not train_dir.is_dir() or not test_dir.is_dir():
-        raise InvalidInputError("not an MVTec-layout category folder (needs train/good/ and test/)", path=root, fix=_LAYOUT_FIX)
+        raise InvalidInputError(
+            "not an MVTec-layout category folder (needs train/good/ and test/)", path=root, fix=_LAYOUT_FIX
+        )
     train_normals = images_in(train_dir, extensions)
     if not train_normals:
         raise InvalidInputError(
@@ -154,7 +158,9 @@ def _check_files(layout: MvtecLayout) -> None:
     """Decode every file once (a corrupt one is named) and compare each mask's size with its image's."""
     checks: list[tuple[Path, Path | None]] = [(path, None) for path in (*layout.train_normals, *layout.test_normals)]
     checks += [pair for pairs in layout.defects.values() for pair in pairs]
-    for image, mask in tqdm(checks, desc=f"checking {layout.name}", unit="image", disable=len(checks) < 200, leave=False):
+    for image, mask in tqdm(
+        checks, desc=f"checking {layout.name}", unit="image", disable=len(checks) < 200, leave=False
+    ):
         size = image_size(image)
         if mask is not None and image_size(mask) != size:
             raise MaskError(
@@ -196,8 +202,6 @@ def mvtec_folder(
         num_workers=num_workers,
         train_augmentations=train_augmentations,
     )
-
-
 
 
 def mvtec_datamodule(

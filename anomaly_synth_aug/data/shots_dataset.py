@@ -82,7 +82,9 @@ class ShotsTrainDataset(SyntheticAnomalyDataset):
         """The augmented real shot that stands in for item ``index`` this epoch (a pure function of seed, epoch, index)."""
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, int(index), self.pick_stream])
         shot = self.shots[int(rng.integers(len(self.shots)))]
-        augmentation_seed = torch.Generator().manual_seed(mixed_seed(self.seed, self.epoch, int(index), self.pick_stream))
+        augmentation_seed = torch.Generator().manual_seed(
+            mixed_seed(self.seed, self.epoch, int(index), self.pick_stream)
+        )
         with seeded_global_rng(augmentation_seed):  # torchvision draws from the global RNG
             image, mask = self.shot_transform(tv_tensors.Image(shot.image), tv_tensors.Mask(shot.mask))
         return AnomalySample(

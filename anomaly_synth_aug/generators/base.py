@@ -21,7 +21,6 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -29,80 +28,22 @@ import torch
 
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample, to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import (
-    CheckpointMismatchError,
-    CorruptFileError,
     InvalidInputError,
     MaskError,
     NotFittedError,
     UnknownDefectTypeError,
 )
+from anomaly_synth_aug.generators.batch import GeneratedBatch
+from anomaly_synth_aug.generators.persistence import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    read_generator_meta,
+    state_checksums,
+    verify_state_files,
+)
 from anomaly_synth_aug.utils.random import as_torch_generator
 
-CONFIG_FILE = "generator.json"
-FORMAT_VERSION = 1
 _MISSING = object()
-
-
-@dataclass
-class GeneratedBatch:
-    """Output of ``AnomalyGenerator.generate``: one entry per input image.
-
-    ``images`` float [3, H, W] in [0, 1]; ``masks`` bool [H, W]; sizes follow the inputs.
-    ``stats`` carries generator-specific counters (e.g. quality-filter rejections).
-    """
-
-    images: list[torch.Tensor]
-    masks: list[torch.Tensor]
-    defect_types: list[str]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def samples(self) -> list[AnomalySample]:
-        """The batch as ``AnomalySample`` objects (label 1)."""
-        return [
-            AnomalySample(image=img, mask=msk, label=1, defect_type=dt)
-            for img, msk, dt in zip(self.images, self.masks, self.defect_types, strict=True)
-        ]
-
-    @classmethod
-    def concat(cls, batches: Sequence[GeneratedBatch]) -> GeneratedBatch:
-        """One batch of all ``batches`` in order; numeric ``stats`` (also inside dicts) are summed."""
-        stats: dict[str, Any] = {}
-        for batch in batches:
-            for key, value in batch.stats.items():
-                stats[key] = _add_stats(stats.get(key), value)
-        return cls(
-            images=[image for batch in batches for image in batch.images],
-            masks=[mask for batch in batches for mask in batch.masks],
-            defect_types=[name for batch in batches for name in batch.defect_types],
-            stats=stats,
-        )
-
-    def stack(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``[B, 3, H, W]`` and masks ``[B, H, W]``; all inputs must share one size."""
-        sizes = {tuple(img.shape) for img in self.images}
-        if len(sizes) > 1:
-            raise InvalidInputError(
-                f"cannot stack images of different sizes {sorted(sizes)}",
-                fix="resize the inputs to one size first, or iterate over .images",
-            )
-        return torch.stack(self.images), torch.stack(self.masks)
-
-
-def _add_stats(total: Any, value: Any) -> Any:
-    """``total + value`` for counters: numbers add, dicts add key by key, anything else keeps the latest."""
-    if total is None:
-        return dict(value) if isinstance(value, dict) else value
-    if isinstance(total, dict) and isinstance(value, dict):
-        merged = dict(total)
-        for key, item in value.items():
-            merged[key] = _add_stats(merged.get(key), item)
-        return merged
-    if isinstance(total, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return total + value
-    return value
 
 
 ImagesLike = torch.Tensor | Sequence[torch.Tensor]
@@ -404,78 +345,6 @@ class AnomalyGenerator(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def read_generator_meta(directory: str | Path) -> dict[str, Any]:
-    """``generator.json`` of a saved generator, checked: valid JSON, an object, a format version this code reads."""
-    meta_path = Path(directory) / CONFIG_FILE
-    if not meta_path.is_file():
-        raise InvalidInputError(
-            f"no {CONFIG_FILE} here", path=directory, fix="pass a folder written by AnomalyGenerator.save()"
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(
-            f"not valid JSON ({exc})", path=meta_path, fix="restore the file, or re-fit and save the generator"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise CorruptFileError(
-            f"expected a JSON object, found a {type(meta).__name__}",
-            path=meta_path,
-            fix="restore the file, or re-fit and save the generator",
-        )
-    version = meta.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointMismatchError(
-            f"{meta_path}: format version {version!r}; this anomaly_synth_aug reads versions 1 to {FORMAT_VERSION}. "
-            "Fix: upgrade anomaly_synth_aug for a newer folder, or re-fit and save the generator."
-        )
-    return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def state_checksums(directory: Path) -> dict[str, str]:
-    """sha256 of every file a generator's ``_save_state`` wrote into ``directory`` (relative paths)."""
-    return {
-        path.relative_to(directory).as_posix(): _sha256(path)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != CONFIG_FILE and not path.name.endswith(".tmp")
-    }
-
-
-def verify_state_files(directory: str | Path, meta: dict[str, Any]) -> None:
-    """Check the saved state against the checksums in ``generator.json``; a changed or missing file is named.
-
-    Folders saved before checksums were recorded carry none and are not checked.
-    """
-    directory = Path(directory)
-    recorded = meta.get("checksums")
-    if recorded is None:
-        return
-    if not isinstance(recorded, dict):
-        raise CorruptFileError(
-            "the checksums in generator.json are not a mapping", path=directory / CONFIG_FILE, fix="re-fit and save"
-        )
-    for name, expected in sorted(recorded.items()):
-        path = directory / name
-        if not path.is_file():
-            raise CorruptFileError(
-                "a file of the saved generator is missing", path=path, fix="restore it, or re-fit and save the generator"
-            )
-        if _sha256(path) != expected:
-            raise CorruptFileError(
-                "the file's checksum differs from the one saved in generator.json: it was changed or damaged after saving",
-                path=path,
-                fix="restore it from a backup, or re-fit and save the generator",
-            )
 
 
 def resolve_generator(value: AnomalyGenerator | str) -> AnomalyGenerator:

@@ -67,7 +67,10 @@ class NativeResolutionPreProcessor(PreProcessor):
         if native is None or anomaly_map is None:
             return
         restored = torch.nn.functional.interpolate(
-            anomaly_map.reshape(-1, 1, *anomaly_map.shape[-2:]).float(), size=native, mode="bilinear", align_corners=False
+            anomaly_map.reshape(-1, 1, *anomaly_map.shape[-2:]).float(),
+            size=native,
+            mode="bilinear",
+            align_corners=False,
         )
         outputs.anomaly_map = restored.reshape(*anomaly_map.shape[:-2], *native)
 

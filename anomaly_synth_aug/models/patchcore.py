@@ -29,9 +29,7 @@ from anomaly_synth_aug.errors import InvalidInputError
 PROJECTION_DIM = 128
 
 
-def greedy_coreset(
-    embedding: torch.Tensor, size: int, *, projection_dim: int | None = PROJECTION_DIM
-) -> torch.Tensor:
+def greedy_coreset(embedding: torch.Tensor, size: int, *, projection_dim: int | None = PROJECTION_DIM) -> torch.Tensor:
     """Indices of a greedy k-center coreset of ``embedding`` ``[N, D]`` (``size`` of them, in selection order).
 
     Each step adds the point farthest from the points selected so far. Distances are computed in a

@@ -72,7 +72,9 @@ def save_type_sheet(
                     spine.set_visible(False)
                 if pair is not None:
                     image, mask = pair
-                    shown = overlay_mask(image, mask) if with_mask else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+                    shown = (
+                        overlay_mask(image, mask) if with_mask else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+                    )
                     axis.imshow(shown.permute(1, 2, 0).cpu().numpy())
                 if row_index == 0:
                     axis.set_title(headers[2 * pair_index + offset], fontsize=8)

@@ -16,7 +16,11 @@ from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MaskEr
 def test_scan_finds_every_file_and_the_folder_reads_them(tiny_mvtec: Path) -> None:
     layout = scan_mvtec_folder(tiny_mvtec)
     assert layout.defect_types == ["blob", "scratch"] and len(layout.train_normals) == 12
-    assert all(mask is not None and mask.stem == image.stem + "_mask" for pairs in layout.defects.values() for image, mask in pairs)
+    assert all(
+        mask is not None and mask.stem == image.stem + "_mask"
+        for pairs in layout.defects.values()
+        for image, mask in pairs
+    )
     folder = mvtec_folder(layout, train_batch_size=2)
     folder.setup()
     assert len(folder.test_data) == len(layout.test_normals) + 12

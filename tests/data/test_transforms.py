@@ -20,12 +20,16 @@ def _plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.as_subclass(torch.Tensor)
 
 
-def _image_and_mask(height: int, width: int, box: tuple[int, int, int, int]) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+def _image_and_mask(
+    height: int, width: int, box: tuple[int, int, int, int]
+) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     image = tv_tensors.Image(torch.rand(3, height, width))
     mask = torch.zeros(height, width, dtype=torch.bool)
     top, left, bottom, right = box
     mask[top:bottom, left:right] = True
-    image = tv_tensors.Image(torch.where(mask, 1.0, _plain(image)))  # the defect is bright, so image and mask must move together
+    image = tv_tensors.Image(
+        torch.where(mask, 1.0, _plain(image))
+    )  # the defect is bright, so image and mask must move together
     return image, tv_tensors.Mask(mask)
 
 

@@ -28,15 +28,14 @@ from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
 
 logger = logging.getLogger(__name__)
 
+
 @lru_cache(maxsize=8)
 def _scanned(root: Path) -> MvtecLayout:
     """The validated layout of ``root``, scanned once per process (every run of a benchmark reads it)."""
     return scan_mvtec_folder(root)
 
 
-def folder_datamodule(
-    data_root: str | Path, preset: Preset, *, train_augmentations: Transform | None = None
-) -> Folder:
+def folder_datamodule(data_root: str | Path, preset: Preset, *, train_augmentations: Transform | None = None) -> Folder:
     """anomalib ``Folder`` over an MVTec-layout category (scanned and validated up front, once per process)."""
     return mvtec_folder(
         _scanned(Path(data_root).resolve()),

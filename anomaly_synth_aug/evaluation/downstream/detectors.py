@@ -95,7 +95,9 @@ def _draem(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule
         generator if generator is not None else PerlinGenerator(),
         probability=0.5 if generator is not None else 0.0,
         base_width=preset.draem_width,
-        pre_processor=NativeResolutionPreProcessor(_square(preset), imagenet_normalization=False),  # from scratch, on [0, 1]
+        pre_processor=NativeResolutionPreProcessor(
+            _square(preset), imagenet_normalization=False
+        ),  # from scratch, on [0, 1]
         **_components(),
     )
 
@@ -169,7 +171,9 @@ class DetectorSpec:
 
 
 DETECTORS: dict[str, DetectorSpec] = {
-    "segmenter": DetectorSpec(_segmenter, True, True, False, "U-Net on pretrained EfficientNet-Lite0, native resolution"),
+    "segmenter": DetectorSpec(
+        _segmenter, True, True, False, "U-Net on pretrained EfficientNet-Lite0, native resolution"
+    ),
     "segmenter_scratch": DetectorSpec(
         _segmenter_scratch, True, True, False, "DRÆM's U-Net from scratch, native resolution (ablation)"
     ),

@@ -46,9 +46,7 @@ class GeneratedSamples:
     seconds: float
 
 
-def generate_samples(
-    datamodule: SyntheticAnomalyDataModule, count: int, seed: int
-) -> GeneratedSamples:
+def generate_samples(datamodule: SyntheticAnomalyDataModule, count: int, seed: int) -> GeneratedSamples:
     """Put defects on ``count`` seeded train normals at native resolution, timed."""
     paths = datamodule.train_normal_paths()
     order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:count]

@@ -41,7 +41,12 @@ from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, s
 from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
 from anomaly_synth_aug.evaluation.downstream.generator_table import TRAIN_MODE_OVERRIDES, build_generator
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
-from anomaly_synth_aug.evaluation.metrics import CHECKPOINT_MONITOR, LABELS_AT_THRESHOLD, THRESHOLD_METRICS, metric_value
+from anomaly_synth_aug.evaluation.metrics import (
+    CHECKPOINT_MONITOR,
+    LABELS_AT_THRESHOLD,
+    THRESHOLD_METRICS,
+    metric_value,
+)
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 
 
@@ -59,7 +64,9 @@ class ValidationHistory(Callback):
         del pl_module  # unused
         if trainer.sanity_checking:
             return
-        logged = {name: metric_value(value) for name, value in trainer.callback_metrics.items() if name.startswith("val_")}
+        logged = {
+            name: metric_value(value) for name, value in trainer.callback_metrics.items() if name.startswith("val_")
+        }
         self.history.append({"step": trainer.global_step, **logged})
 
 
