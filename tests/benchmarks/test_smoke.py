@@ -10,6 +10,7 @@ from shared_fixtures import load_script
 from anomaly_synth_aug.errors import InvalidInputError
 
 
+@pytest.mark.slow
 def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path, monkeypatch) -> None:
     downstream = load_script("downstream")
     out = tmp_path / "out"

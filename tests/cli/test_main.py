@@ -32,6 +32,7 @@ def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
     assert "unknown subcommand 'fit-generatr'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_top_level_help_imports_no_subcommand() -> None:
     """``--help`` took 9-23 s because it imported anomalib, Lightning and diffusers for every subcommand."""
     code = (
@@ -139,6 +140,7 @@ def test_bad_data_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.Captur
     assert str(tmp_path) in err and "MVTec-layout" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "anomaly_synth_aug.cli.main", "verify", "--help"],

@@ -14,6 +14,7 @@ ARMS = ["none", "diffusion", "real_paste"]
 RANKING_METRICS = ["image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR"]
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_reuses_its_generator(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

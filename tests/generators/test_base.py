@@ -265,6 +265,7 @@ def test_load_refuses_a_newer_format_version(tmp_path: Path) -> None:
         AnomalyGenerator.load(folder)
 
 
+@pytest.mark.slow
 def test_base_load_finds_a_packaged_generator_whose_module_was_never_imported(tmp_path: Path) -> None:
     """The diffusion generator is imported lazily; loading a saved one through the base class must still work."""
     import subprocess

@@ -13,6 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = PROJECT_ROOT / "examples" / "magnetic_tile.yaml"
 
 
+@pytest.mark.slow
 def test_anomalib_fit_with_example_config(magnetic_tile_root: Path, tmp_path: Path) -> None:
     command = [
         sys.executable,

@@ -25,6 +25,7 @@ class BatchLabelRecorder(Callback):
         self.labels.append(batch.gt_label.cpu())
 
 
+@pytest.mark.slow
 def test_fit_and_test_supersimplenet_on_injected_defects(magnetic_tile_root: Path, tmp_path: Path) -> None:
     # One defect type keeps the run short; its held-out images sort before test/good, so the
     # limited test batches still hold both classes.

@@ -18,6 +18,7 @@ def _load_example():
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_train_folder_example_fits_and_tests(magnetic_tile_root: Path, tmp_path: Path) -> None:
     example = _load_example()
     results = example.main(
@@ -45,6 +46,7 @@ def test_train_folder_runs_on_any_mvtec_folder_without_shared_data(tiny_mvtec: P
     assert "image_AUROC" in results
 
 
+@pytest.mark.slow
 def test_train_folder_without_its_data_fails_in_one_clear_line(tmp_path: Path) -> None:
     """It used to print a 245-line FileNotFoundError traceback."""
     import subprocess
