@@ -164,3 +164,19 @@ def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None,
         mask_dir=[f"ground_truth/{t}" for t in defect_types],
         **options,
     )
+
+
+#: The metrics every benchmark run reports on test (``benchmark_evaluator``'s test metrics).
+TEST_METRICS = frozenset(
+    {"image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "pixel_AUPRO", "image_F1Score", "pixel_F1Score"}
+)
+
+
+def assert_ranking_metrics(metrics: dict, names=("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR")) -> None:
+    """Each named metric is present and a real number in [0, 1]: a missing, renamed or NaN metric fails."""
+    import math
+
+    for name in names:
+        value = metrics.get(name)
+        assert value is not None, f"{name} missing from {sorted(metrics)}"
+        assert math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0, f"{name} = {value}"

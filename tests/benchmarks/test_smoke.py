@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from shared_fixtures import load_script
+from shared_fixtures import TEST_METRICS, assert_ranking_metrics, load_script
 
 from anomaly_synth_aug.errors import InvalidInputError
 
@@ -27,7 +27,8 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
         ("perlin", "segmenter", 0),
     ]
     perlin = results["runs"][1]
-    assert 0.0 <= perlin["metrics"]["image_AUROC"] <= 1.0 and perlin["thresholds"]["image"] is not None
+    assert set(perlin["metrics"]) == TEST_METRICS and perlin["thresholds"]["image"] is not None
+    assert_ranking_metrics(perlin["metrics"])
     assert results["runs"][0]["metrics"]["image_F1Score"] is None  # "none" has no validation threshold
     assert perlin["labels_at_validation_threshold"] is True  # F1 used the validation threshold
     assert perlin["detector_steps"] == 2 and perlin["validation_history"][-1]["step"] == 2  # a step budget

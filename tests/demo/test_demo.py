@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_fixtures import assert_ranking_metrics
 
 from anomaly_synth_aug.cache import verify
 from anomaly_synth_aug.cli.main import EXIT_BAD_INPUT, main
@@ -31,8 +32,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_generator(
     for arm in ARMS:
         record = results["records"][arm]
         assert record["detector"] == "segmenter" and record["generator"] == arm
-        for name in RANKING_METRICS:
-            assert 0.0 <= record["metrics"][name] <= 1.0
+        assert_ranking_metrics(record["metrics"], RANKING_METRICS)
         assert record["data"]["test_anomalies"] == 6  # two held-out drawn defects per type; shots excluded
     assert results["records"]["diffusion"]["timings"]["generator_loaded"] is True  # the fine-tuned one
     assert set(results["stage_seconds"]) == {
