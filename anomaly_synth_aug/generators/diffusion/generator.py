@@ -51,7 +51,8 @@ from anomaly_synth_aug.errors import (
     UnknownDefectTypeError,
 )
 from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch, ImagesLike, as_image_list
-from anomaly_synth_aug.generators.diffusion.masks import MaskPrior, ShotMaskBank, foreground_region, place_mask
+from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
+from anomaly_synth_aug.generators.diffusion.masks import ShotMaskBank, foreground_region, place_mask
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import (
     CropBox,
