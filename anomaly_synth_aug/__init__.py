@@ -43,6 +43,14 @@ _EXPORTS: dict[str, str] = {
     "RealShotPasteGenerator": "anomaly_synth_aug.generators.real_paste",
     "DiffusionAnomalyGenerator": "anomaly_synth_aug.generators.diffusion.generator",
     "StableDiffusionInpaintGenerator": "anomaly_synth_aug.generators.diffusion.pretrained",
+    # MVTec-layout folders and native-resolution training
+    "scan_mvtec_folder": "anomaly_synth_aug.data.mvtec_folder",
+    "mvtec_datamodule": "anomaly_synth_aug.data.mvtec_folder",
+    "DefectCentredRandomCrop": "anomaly_synth_aug.data.transforms",
+    "native_crop_augmentations": "anomaly_synth_aug.data.transforms",
+    # pretrained backbones that load offline
+    "offline_backbone": "anomaly_synth_aug.backbones.timm_folder",
+    "pretrained_timm_model": "anomaly_synth_aug.backbones.imagenet_weights",
     # datamodule and datasets
     "SyntheticAnomalyDataModule": "anomaly_synth_aug.data.datamodule",
     "SyntheticAnomalyDataset": "anomaly_synth_aug.data.dataset",
@@ -63,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "SupervisedSupersimplenet": "anomaly_synth_aug.models.supersimplenet",
     "DefectSegmenter": "anomaly_synth_aug.models.segmenter",
     "RawScorePostProcessor": "anomaly_synth_aug.models.post_processing",
+    "NativeResolutionPreProcessor": "anomaly_synth_aug.models.native_resolution",
+    "OfflinePatchcore": "anomaly_synth_aug.models.patchcore",
     # Lightning callbacks and pictures
     "GeneratorFineTuneCallback": "anomaly_synth_aug.callbacks.finetune",
     "SyntheticSampleLogger": "anomaly_synth_aug.callbacks.sample_logger",
@@ -87,7 +97,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
+    from anomaly_synth_aug.backbones.imagenet_weights import pretrained_timm_model
+    from anomaly_synth_aug.backbones.timm_folder import offline_backbone
     from anomaly_synth_aug.data.fewshot import DefectRecord, FewShotSplit, few_shot_split
+    from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule, scan_mvtec_folder
+    from anomaly_synth_aug.data.transforms import DefectCentredRandomCrop, native_crop_augmentations
     from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask, load_sample
     from anomaly_synth_aug.data.sample import AnomalySample
     from anomaly_synth_aug.errors import (
@@ -124,6 +138,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.models.augmenter import GeneratorAugmenter
     from anomaly_synth_aug.models.draem import GeneratorDraem
     from anomaly_synth_aug.models.glass import GeneratorGlass
+    from anomaly_synth_aug.models.native_resolution import NativeResolutionPreProcessor
+    from anomaly_synth_aug.models.patchcore import OfflinePatchcore
     from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
     from anomaly_synth_aug.models.segmenter import DefectSegmenter
     from anomaly_synth_aug.models.supersimplenet import SupervisedSupersimplenet
