@@ -13,7 +13,8 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
-    python benchmarks/downstream.py --matrix all                      # + cutpaste, poisson, ablations, ...
+    python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson
+    python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
     python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
 """
@@ -72,17 +73,22 @@ SOURCES = ["none", "shots_only", "perlin", "cutpaste", "poisson", "real_paste", 
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
 #: fewest runs: does the diffusion generator make the segmenter better than the anchors, than the real
-#: shots themselves and than pasting them? ``all`` adds every other source, the diffusion ablations,
-#: the from-scratch segmenter and more validation sources for the anchors.
+#: shots themselves and than pasting them? ``sources`` adds every other source of defects (none and the
+#: classic generators): the whole comparison table. ``all`` adds the diffusion ablations, the detector
+#: ablations (the segmenter without its normal memory, the from-scratch U-Net) and SuperSimpleNet.
+CORE_SOURCES = ("shots_only", "real_paste", "diffusion")
 FULL_MATRICES: dict[str, list[Pair]] = {
-    "core": [*ANCHORS, *((source, "segmenter") for source in ("shots_only", "real_paste", "diffusion"))],
+    "core": [*ANCHORS, *((source, "segmenter") for source in CORE_SOURCES)],
 }
-FULL_MATRICES["all"] = [
+FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
     *((source, "segmenter") for source in ("none", "perlin", "cutpaste", "poisson")),
+]
+FULL_MATRICES["all"] = [
+    *FULL_MATRICES["sources"],
     *((name, "segmenter") for name in ABLATIONS),
-    *((source, "segmenter_scratch") for source in ("none", "perlin", "real_paste", "diffusion")),
-    *((source, detector) for source in ("perlin", "diffusion") for detector in ("patchcore", "padim")),
+    *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in CORE_SOURCES),
+    *((source, "supersimplenet") for source in CORE_SOURCES),
 ]
 #: What the other presets run.
 PRESET_MATRICES: dict[str, list[Pair]] = {
@@ -110,8 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--matrix",
         choices=list(FULL_MATRICES),
-        help="full preset only: core (the default) or all (adds CutPaste, Poisson, the diffusion ablations, "
-        "the from-scratch segmenter and more anchor validation sources)",
+        help="full preset only: core (the default: the anchors, the shots, pasted shots and diffusion), "
+        "sources (adds none, Perlin, CutPaste and Poisson) or all (adds the diffusion ablations, the detector "
+        "ablations and SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")

@@ -2,16 +2,18 @@
 
 The practitioner's detector for the synthetic-defect workflow: train it on normals plus
 generated anomalies (``SyntheticAnomalyDataModule`` puts a pixel mask in every training
-item) and it predicts a per-pixel defect probability. Two networks:
+item) and it predicts a per-pixel defect probability. The network (``segmenter_network.py``):
 
 * ``encoder="efficientnet_lite0"`` (the default): a ``segmentation_models_pytorch`` U-Net decoder
   over an EfficientNet-Lite0 encoder with ImageNet weights that install offline
   (``anomaly_synth_aug.backbones``); the stem and first stages stay frozen, so a few hundred
-  steps adapt the rest;
+  steps adapt the rest. Its decoder also sees PatchCore's distance to the nearest normal patch
+  (``normal_memory``), built from the training normals before the first step, so a defect unlike
+  any training defect still stands out as unlike any normal surface;
 * ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
   trained from scratch, kept as an option and as an ablation.
 
-Both are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
+All are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
 the prediction cropped back, so it trains on crops and predicts on whole images of any size.
 
 It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor``, ``PostProcessor``
@@ -20,130 +22,28 @@ It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor``, ``PostP
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch, InferenceBatch
+from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
-from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
-from anomaly_synth_aug.data.transforms import pad_to_multiple
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
+from anomaly_synth_aug.models.segmenter_network import SegmenterModel
 
-#: The U-Nets halve the resolution five times; inputs are padded to a multiple of this.
-SIZE_MULTIPLE = 32
-#: Encoder modules frozen by ``frozen_stages=k``: the stem, then the first k blocks.
-_STEM = ("conv_stem", "bn1")
-
-
-def build_unet(
-    encoder: str, pretrained: bool, decoder_channels: Sequence[int]
-) -> nn.Module:
-    """An ``smp.Unet`` over timm's ``encoder``, with offline ImageNet weights when ``pretrained``."""
-    import segmentation_models_pytorch as smp  # heavy: only for the pretrained U-Net
-
-    name = encoder
-    if pretrained:
-        from anomaly_synth_aug.backbones.timm_folder import offline_backbone
-
-        name = offline_backbone(encoder)
-    return smp.Unet(
-        encoder_name=f"tu-{name}",
-        encoder_weights=True if pretrained else None,  # smp: the weights come with the timm name
-        decoder_channels=tuple(decoder_channels),
-        classes=1,
-    )
-
-
-class SegmenterModel(nn.Module):
-    """The torch network: image ``[B, 3, H, W]`` (any size) to defect logits ``[B, 1, H, W]``.
-
-    In training mode ``forward`` returns the logits (for the loss); in eval mode it returns an
-    ``InferenceBatch`` whose ``anomaly_map`` ``[B, H, W]`` is the defect probability and whose ``pred_score`` is
-    the mean of the map's highest ``score_top_fraction`` of pixels (the maximum when 0).
-
-    Args:
-        encoder: timm name of the U-Net encoder, or None for DRÆM's from-scratch U-Net.
-        pretrained: load the encoder's offline ImageNet weights.
-        frozen_stages: encoder stages kept fixed (weights and batch-norm statistics): 0 trains all,
-            k freezes the stem and the first k blocks.
-        decoder_channels: widths of the five decoder stages (pretrained U-Net).
-        base_width: channels of the first level (from-scratch U-Net; DRÆM uses 64).
-        score_top_fraction: share of the anomaly map averaged into the image score, in [0, 1).
-    """
-
-    def __init__(
-        self,
-        encoder: str | None = "efficientnet_lite0",
-        pretrained: bool = True,
-        frozen_stages: int = 2,
-        decoder_channels: Sequence[int] = (128, 64, 32, 16, 8),
-        base_width: int = 16,
-        score_top_fraction: float = 0.001,
-    ) -> None:
-        super().__init__()
-        if encoder is None:
-            self.network: nn.Module = DiscriminativeSubNetwork(in_channels=3, out_channels=1, base_width=base_width)
-            self._frozen: list[nn.Module] = []
-        else:
-            self.network = build_unet(encoder, pretrained, decoder_channels)
-            self._frozen = self._freeze(frozen_stages)
-        # The EfficientNet U-Net's depthwise convolutions run much faster on CPU in channels_last
-        # (benchmarks/README.md); the from-scratch U-Net does not gain, so it stays contiguous.
-        self.channels_last = encoder is not None
-        if self.channels_last:
-            self.network.to(memory_format=torch.channels_last)
-        self.score_top_fraction = score_top_fraction
-
-    def _freeze(self, stages: int) -> list[nn.Module]:
-        body = self.network.encoder.model
-        names = [*_STEM, *(f"blocks.{index}" for index in range(stages))] if stages > 0 else []
-        modules = [body.get_submodule(name) for name in names]
-        for module in modules:
-            module.requires_grad_(False)
-        return modules
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        """Trainable encoder parameters (empty for the from-scratch U-Net)."""
-        if not hasattr(self.network, "encoder"):
-            return []
-        return [p for p in self.network.encoder.parameters() if p.requires_grad]
-
-    def train(self, mode: bool = True) -> SegmenterModel:
-        """As ``nn.Module.train``, but frozen stages keep their ImageNet batch-norm statistics."""
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        padded, (height, width) = pad_to_multiple(images, SIZE_MULTIPLE)
-        if self.channels_last:
-            padded = padded.contiguous(memory_format=torch.channels_last)
-        logits = self.network(padded)[..., :height, :width].contiguous()
-        if self.training:
-            return logits
-        anomaly_map = torch.sigmoid(logits).squeeze(1)
-        return InferenceBatch(pred_score=self.image_score(anomaly_map), anomaly_map=anomaly_map)
-
-    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
-        """Mean of the top ``score_top_fraction`` pixels per image: as sharp as the max, less noisy."""
-        flat = anomaly_map.flatten(1)
-        k = max(1, math.ceil(flat.shape[1] * self.score_top_fraction))
-        return flat.topk(k, dim=1).values.mean(dim=1)
+logger = logging.getLogger(__name__)
 
 
 class DefectSegmenter(AnomalibModule):
@@ -167,6 +67,11 @@ class DefectSegmenter(AnomalibModule):
         dice_weight: weight of the Dice term relative to the focal term (0 disables it).
         score_top_fraction: share of the highest anomaly-map pixels averaged into the image score
             (0 uses the maximum).
+        normal_memory: give the decoder PatchCore's distance to the nearest normal patch, built from
+            the training loader's normals when training starts. None: on with an encoder, off for the
+            from-scratch U-Net.
+        memory_images: normal training images (crops) the memory is built from.
+        memory_size: patches kept in the memory (a greedy k-center coreset of the collected ones).
         pre_processor: anomalib pre-processor, or True for ImageNet normalisation at native resolution
             (no resize; none at all for the from-scratch U-Net).
         post_processor: anomalib post-processor, or True for thresholds without normalisation.
@@ -193,6 +98,9 @@ class DefectSegmenter(AnomalibModule):
         focal_gamma: float = 2.0,
         dice_weight: float = 1.0,
         score_top_fraction: float = 0.001,
+        normal_memory: bool | None = None,
+        memory_images: int = 128,
+        memory_size: int = 4096,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -218,7 +126,10 @@ class DefectSegmenter(AnomalibModule):
             decoder_channels=decoder_channels,
             base_width=base_width,
             score_top_fraction=score_top_fraction,
+            normal_memory=normal_memory,
         )
+        self.memory_images = memory_images
+        self.memory_size = memory_size
         self.learning_rate = learning_rate
         self.encoder_lr_scale = encoder_lr_scale
         self.weight_decay = weight_decay
@@ -226,6 +137,29 @@ class DefectSegmenter(AnomalibModule):
         self.dice_weight = dice_weight
 
     # ----------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        """Build the normal memory from the training loader's normal images, before the first step."""
+        memory = self.model.memory
+        if memory is None or memory.is_built:
+            return
+        collected = 0
+        for batch in self.trainer.train_dataloader:
+            labels = batch.gt_label if batch.gt_label is not None else torch.zeros(len(batch.image))
+            normal = labels == 0
+            if not bool(normal.any()):
+                continue
+            images = batch.image[normal].to(self.device)
+            if self.pre_processor is not None and self.pre_processor.transform is not None:
+                images = self.pre_processor.transform(images)
+            memory.collect(self.model.memory_features(images))
+            collected += len(images)
+            if collected >= self.memory_images:
+                break
+        memory.build(self.memory_size)
+        logger.info(
+            "Normal memory: %d patches kept from %d normal training images.", len(memory.memory_bank), collected
+        )
+
     def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Focal loss plus ``dice_weight`` times the soft Dice loss, for logits and float masks ``[B, 1, H, W]``."""
         focal = sigmoid_focal_loss(logits, target, alpha=-1, gamma=self.focal_gamma, reduction="mean")

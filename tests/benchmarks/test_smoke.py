@@ -183,11 +183,14 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     core = script.matrix_pairs("full", None, None)
     assert ("real_paste", "patchcore") in core and ("real_paste", "padim") in core
     assert {g for g, d in core if d == "segmenter"} == {"shots_only", "real_paste", "diffusion"}
+    sources = script.matrix_pairs("full", None, None, "sources")
+    assert set(core) < set(sources)
+    assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
     everything = script.matrix_pairs("full", None, None, "all")
-    assert set(core) < set(everything)
-    every_source = {(g, "segmenter") for g in ("none", "perlin", "cutpaste", "poisson", "diffusion_no_filter")}
-    assert every_source <= set(everything)
-    assert ("none", "segmenter_scratch") in everything  # the from-scratch network is the ablation row
+    assert set(sources) < set(everything)
+    assert ("diffusion_no_filter", "segmenter") in everything
+    assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
+    assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row
 
 
 def test_generators_and_detectors_limit_the_matrix_or_cross() -> None:

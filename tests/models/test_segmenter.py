@@ -62,6 +62,9 @@ def test_image_score_is_top_fraction_mean() -> None:
 def test_predicts_whole_images_of_any_size(encoder: str | None) -> None:
     """Inputs are padded to a multiple of 32 and the map cropped back: native resolution, fully convolutional."""
     model = SegmenterModel(encoder=encoder, pretrained=False, base_width=2).eval()
+    if model.memory is not None:
+        model.memory.collect(model.memory_features(torch.rand(2, 3, 64, 64)))
+        model.memory.build(size=16)
     with torch.no_grad():
         predictions = model(torch.rand(2, 3, 47, 101))
     assert predictions.anomaly_map.shape == (2, 47, 101) and predictions.pred_score.shape == (2,)
@@ -93,6 +96,9 @@ def test_anomalib_components_and_hparams() -> None:
         "focal_gamma",
         "dice_weight",
         "score_top_fraction",
+        "normal_memory",
+        "memory_images",
+        "memory_size",
     }
     assert isinstance(DefectSegmenter(**model.hparams), DefectSegmenter)  # as load_from_checkpoint does
 
@@ -116,3 +122,69 @@ def test_engine_fit_and_test_on_tiny_dataset(tiny_folder, fake_generator, tmp_pa
     assert Path(engine.best_model_path).is_file()
     reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
     assert reloaded.hparams["base_width"] == 4
+
+
+def test_normal_memory_is_on_with_an_encoder_and_refused_without_one() -> None:
+    assert SegmenterModel(encoder="efficientnet_lite0", pretrained=False).memory is not None
+    assert SegmenterModel(encoder=None, base_width=2).memory is None
+    assert SegmenterModel(encoder="efficientnet_lite0", pretrained=False, normal_memory=False).memory is None
+    with pytest.raises(InvalidInputError, match="pretrained encoder"):
+        SegmenterModel(encoder=None, normal_memory=True)
+    with pytest.raises(InvalidInputError, match="frozen_stages >= 2"):
+        SegmenterModel(encoder="efficientnet_lite0", pretrained=False, frozen_stages=1)
+
+
+def test_memory_stages_stay_imagenet_while_the_encoder_fine_tunes() -> None:
+    """The memory's stages are frozen copies: a training step moves the encoder's blocks.2, not theirs."""
+    torch.manual_seed(0)
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False)
+    model.memory.collect(model.memory_features(torch.rand(2, 3, 64, 64)))
+    model.memory.build(size=32)
+    copy_before = [p.clone() for p in model._memory_stages.parameters()]
+    encoder_block = model.network.encoder.model.get_submodule("blocks.2")
+    encoder_before = [p.clone() for p in encoder_block.parameters()]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model.train()(torch.rand(2, 3, 64, 64)).mean().backward()
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(copy_before, model._memory_stages.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, encoder_block.parameters(), strict=True))
+
+
+def test_the_decoder_sees_the_memory_distance() -> None:
+    """Same image, different memories: a memory built on that very image gives other logits than a foreign one."""
+    torch.manual_seed(0)
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False).eval()
+    image = torch.rand(1, 3, 64, 64)
+    model.memory.collect(model.memory_features(image))
+    model.memory.build(size=10_000)  # every patch of the image: distance 0 everywhere
+    assert model.memory.distance_map(model.memory_features(image)).abs().max() < 1e-2
+    with torch.no_grad():
+        familiar = model(image).anomaly_map
+    model.memory.collect(model.memory_features(torch.zeros(1, 3, 64, 64)))
+    model.memory.build(size=10_000)
+    with torch.no_grad():
+        foreign = model(image).anomaly_map
+    assert not torch.allclose(familiar, foreign)
+
+
+def test_engine_builds_the_memory_from_training_normals(tiny_folder, fake_generator, tmp_path: Path) -> None:
+    """``fit`` fills the memory before the first step; the checkpoint carries it into a fresh model."""
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, visualizer=False)
+    assert not model.model.memory.is_built
+    engine = Engine(max_steps=2, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    assert model.model.memory.memory_bank.shape[0] == 64
+    reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
+    assert torch.equal(reloaded.model.memory.memory_bank, model.model.memory.memory_bank)
+    assert reloaded.model.memory.is_built
+
+
+def test_filling_the_memory_moves_no_batch_norm_statistics() -> None:
+    """Memory features are read in eval mode: one small image in training mode neither fails nor updates a BN."""
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    model.memory_features(torch.rand(1, 3, 32, 32))  # stride 32: 1 x 1 maps, a batch of one
+    after = model.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+    assert model.training

@@ -1,8 +1,9 @@
 """The benchmark's detectors: how each is built, what its training images look like, how long it trains.
 
-* ``segmenter``: ``DefectSegmenter``, a U-Net over EfficientNet-Lite0 with offline ImageNet weights,
-  trained on defect-centred crops at native resolution and run on whole images (the product's
-  supervised detector);
+* ``segmenter``: ``DefectSegmenter``, a U-Net over frozen EfficientNet-Lite0 features (offline ImageNet
+  weights) that also sees PatchCore's distance to the nearest normal patch, trained on defect-centred
+  crops at native resolution and run on whole images (the product's supervised detector);
+* ``segmenter_image_only``: the same U-Net without the normal memory (ablation: what the memory adds);
 * ``segmenter_scratch``: the same protocol with DRÆM's U-Net trained from scratch (ablation);
 * ``supersimplenet``: SuperSimpleNet in supervised mode on the pretrained backbone (its paper's setting);
 * ``draem``: anomalib DRÆM with its augmenter replaced by the generator;
@@ -62,6 +63,13 @@ def _segmenter(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibMo
 
     del generator  # learns from the datamodule's masks
     return DefectSegmenter(encoder=preset.backbone, pretrained=True, **_components())
+
+
+def _segmenter_image_only(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    del generator
+    return DefectSegmenter(encoder=preset.backbone, pretrained=True, normal_memory=False, **_components())
 
 
 def _segmenter_scratch(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
@@ -172,7 +180,14 @@ class DetectorSpec:
 
 DETECTORS: dict[str, DetectorSpec] = {
     "segmenter": DetectorSpec(
-        _segmenter, True, True, False, "U-Net on pretrained EfficientNet-Lite0, native resolution"
+        _segmenter,
+        True,
+        True,
+        False,
+        "U-Net on pretrained EfficientNet-Lite0 plus PatchCore's normal-patch distances, native resolution",
+    ),
+    "segmenter_image_only": DetectorSpec(
+        _segmenter_image_only, True, True, False, "the same U-Net without the normal memory (ablation)"
     ),
     "segmenter_scratch": DetectorSpec(
         _segmenter_scratch, True, True, False, "DRÆM's U-Net from scratch, native resolution (ablation)"

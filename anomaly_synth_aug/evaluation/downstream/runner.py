@@ -32,9 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from anomalib.callbacks import ModelCheckpoint
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from torchmetrics.functional.classification import binary_auroc
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
@@ -68,6 +70,42 @@ class ValidationHistory(Callback):
             name: metric_value(value) for name, value in trainer.callback_metrics.items() if name.startswith("val_")
         }
         self.history.append({"step": trainer.global_step, **logged})
+
+
+class PerTypeImageScores(Callback):
+    """Collects each test image's score with its defect type (its folder): which types a detector finds.
+
+    ``per_type_auroc`` gives, per defect type, the image AUROC of that type's images against the
+    test normals, so a table can show that a detector finds breaks but not uneven surfaces.
+    """
+
+    def __init__(self) -> None:
+        self.scores: list[tuple[str, int, float]] = []
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        del trainer, pl_module, batch, batch_idx, dataloader_idx  # unused
+        for path, label, score in zip(outputs.image_path, outputs.gt_label, outputs.pred_score, strict=True):
+            self.scores.append((Path(path).parent.name, int(label), float(score)))
+
+    def per_type_auroc(self) -> dict[str, float]:
+        """Image AUROC of each defect type against the normal test images (types with no images are left out)."""
+        normals = torch.tensor([s for _, label, s in self.scores if label == 0])
+        result: dict[str, float] = {}
+        for name in sorted({t for t, label, _ in self.scores if label == 1}):
+            anomalous = torch.tensor([s for t, label, s in self.scores if label == 1 and t == name])
+            if len(normals) and len(anomalous):
+                scores = torch.cat([anomalous, normals])
+                labels = torch.cat([torch.ones(len(anomalous)), torch.zeros(len(normals))]).long()
+                result[name] = float(binary_auroc(scores, labels))
+        return result
 
 
 def run_experiment(
@@ -130,8 +168,9 @@ def run_experiment(
             mode="max",
         )
         history = ValidationHistory()
+        per_type = PerTypeImageScores()
         engine = Engine(
-            callbacks=[history, checkpoint],
+            callbacks=[history, per_type, checkpoint],
             accelerator="cpu",
             devices=1,
             default_root_dir=root,
@@ -168,6 +207,7 @@ def run_experiment(
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
+        "image_AUROC_by_type": per_type.per_type_auroc(),
         "thresholds": thresholds,
         LABELS_AT_THRESHOLD: True,
         "best_step": best_step,

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
+from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
+
+
+def feature_maps(seed: int, batch: int = 2) -> list[torch.Tensor]:
+    """A stride-8 and a stride-16 map of a 64 px image, as an encoder would give them."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 4, 8, 8, generator=generator), torch.randn(batch, 6, 4, 4, generator=generator)]
+
+
+def test_embedding_concatenates_pooled_maps_at_the_finest_stride() -> None:
+    embedding = NormalPatchMemory().embed(feature_maps(0))
+    assert embedding.shape == (2, 10, 8, 8)
+
+
+def test_patches_it_remembers_are_at_distance_zero_and_others_are_not() -> None:
+    memory = NormalPatchMemory()
+    normal = feature_maps(0)
+    memory.collect(normal)
+    memory.build(size=10_000)  # keeps every collected patch
+    assert memory.memory_bank.shape == (2 * 8 * 8, 10)
+    assert memory.distance_map(normal).abs().max() < 1e-2  # cdist rounding, in units of the spacing
+    foreign = [f + 5.0 for f in feature_maps(1)]
+    assert memory.distance_map(foreign).min() > 1.0  # in units of the normal patches' mean distance
+
+
+def test_coreset_size_and_scale() -> None:
+    torch.manual_seed(0)
+    memory = NormalPatchMemory()
+    for seed in range(3):
+        memory.collect(feature_maps(seed))
+    memory.build(size=20)
+    assert memory.memory_bank.shape == (20, 10)
+    assert memory.scale > 0  # the mean spacing of the kept patches
+    assert not memory._store  # the collected patches are let go
+
+
+def test_empty_memory_says_what_to_do() -> None:
+    memory = NormalPatchMemory()
+    with pytest.raises(NotFittedError, match="build"):
+        memory.distance_map(feature_maps(0))
+    with pytest.raises(InvalidInputError, match="no normal images"):
+        memory.build(size=4)
+
+
+def test_a_fresh_memory_loads_a_saved_bank_of_any_size() -> None:
+    memory = NormalPatchMemory()
+    memory.collect(feature_maps(0))
+    memory.build(size=7)
+    fresh = NormalPatchMemory()
+    fresh.load_state_dict(memory.state_dict())
+    assert fresh.is_built and torch.equal(fresh.memory_bank, memory.memory_bank)
+    assert torch.equal(fresh.scale, memory.scale)
