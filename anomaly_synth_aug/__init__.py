@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "CutPasteGenerator": "anomaly_synth_aug.generators.cutpaste",
     "PoissonBlendGenerator": "anomaly_synth_aug.generators.poisson",
     "RealShotPasteGenerator": "anomaly_synth_aug.generators.real_paste",
+    "MixtureGenerator": "anomaly_synth_aug.generators.mixture",
     "DiffusionAnomalyGenerator": "anomaly_synth_aug.generators.diffusion.generator",
     "StableDiffusionInpaintGenerator": "anomaly_synth_aug.generators.diffusion.pretrained",
     # MVTec-layout folders and native-resolution training
@@ -70,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "GeneratorGlass": "anomaly_synth_aug.models.glass",
     "SupervisedSupersimplenet": "anomaly_synth_aug.models.supersimplenet",
     "DefectSegmenter": "anomaly_synth_aug.models.segmenter",
+    "NormalPatchMemory": "anomaly_synth_aug.models.normal_memory",
     "RawScorePostProcessor": "anomaly_synth_aug.models.post_processing",
     "NativeResolutionPreProcessor": "anomaly_synth_aug.models.native_resolution",
     "OfflinePatchcore": "anomaly_synth_aug.models.patchcore",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
     from anomaly_synth_aug.generators.classic import ClassicGenerator
     from anomaly_synth_aug.generators.cutpaste import CutPasteGenerator
+    from anomaly_synth_aug.generators.mixture import MixtureGenerator
     from anomaly_synth_aug.generators.diffusion.generator import DiffusionAnomalyGenerator
     from anomaly_synth_aug.generators.diffusion.pretrained import StableDiffusionInpaintGenerator
     from anomaly_synth_aug.generators.perlin import PerlinGenerator
@@ -139,6 +142,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.models.draem import GeneratorDraem
     from anomaly_synth_aug.models.glass import GeneratorGlass
     from anomaly_synth_aug.models.native_resolution import NativeResolutionPreProcessor
+    from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
     from anomaly_synth_aug.models.patchcore import OfflinePatchcore
     from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
     from anomaly_synth_aug.models.segmenter import DefectSegmenter

@@ -13,6 +13,7 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators import (
     AnomalyGenerator,
     CutPasteGenerator,
+    MixtureGenerator,
     PerlinGenerator,
     PoissonBlendGenerator,
     RealShotPasteGenerator,
@@ -33,6 +34,10 @@ FACTORIES: dict[str, Callable[[], AnomalyGenerator]] = {
     "poisson_normal": lambda: _fitted(PoissonBlendGenerator("normal")),
     "real_paste_alpha": lambda: _fitted(RealShotPasteGenerator()),
     "real_paste_poisson": lambda: _fitted(RealShotPasteGenerator(blend="poisson")),
+    # components that share their defect types: the whole contract holds (typed requests included)
+    "mixture": lambda: _fitted(
+        MixtureGenerator([RealShotPasteGenerator(), RealShotPasteGenerator(blend="poisson")], weights=[1, 2])
+    ),
 }
 
 

@@ -1,0 +1,80 @@
+"""``MixtureGenerator`` beyond the shared contract (``test_contract.py`` runs that on a mixture too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from classic_helpers import normals, shots, surface
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.generators import (
+    AnomalyGenerator,
+    CutPasteGenerator,
+    MixtureGenerator,
+    PerlinGenerator,
+    RealShotPasteGenerator,
+)
+
+
+def _mixture(weights: list[float]) -> MixtureGenerator:
+    mixture = MixtureGenerator([RealShotPasteGenerator(), PerlinGenerator()], weights=weights)
+    return mixture.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
+
+
+def _images(count: int) -> list[torch.Tensor]:
+    return [surface(40, 48, seed=i) for i in range(count)]
+
+
+def test_weights_set_the_share_of_each_component_whatever_the_requested_types() -> None:
+    mixture = _mixture([3, 1])
+    shot_types = set(RealShotPasteGenerator().fit(normals(), shots()).defect_types)
+    batch = mixture.generate(_images(80), defect_types="perlin", generator=0)  # a type only Perlin knows
+    pasted = sum(name in shot_types for name in batch.defect_types)
+    assert 45 <= pasted <= 75  # about 3/4 of 80, although every request asked for "perlin"
+    assert batch.stats["components"] == {"RealShotPasteGenerator": pasted, "PerlinGenerator": 80 - pasted}
+    only_perlin = _mixture([0, 1]).generate(_images(6), generator=0)
+    assert only_perlin.defect_types == ["perlin"] * 6
+
+
+def test_a_component_that_knows_the_requested_type_makes_it() -> None:
+    mixture = _mixture([1, 1])
+    wanted = mixture.defect_types[0]  # a shot type: Perlin does not know it
+    batch = mixture.generate(_images(20), defect_types=wanted, generator=1)
+    assert set(batch.defect_types) == {wanted, "perlin"}
+    assert mixture.defect_types == [*RealShotPasteGenerator().fit(normals(), shots()).defect_types, "perlin"]
+
+
+def test_only_unfitted_components_are_fitted() -> None:
+    paste = RealShotPasteGenerator().fit(normals(), shots())
+    fingerprint = paste.fingerprint()
+    mixture = MixtureGenerator([paste, CutPasteGenerator()])
+    assert mixture.requires_fit and mixture.is_fitted  # its one learned component is already fitted
+    mixture.fit(normals(), shots()[:1])  # would change the paste generator if it were refitted
+    assert mixture.components[0].fingerprint() == fingerprint
+    assert not MixtureGenerator([CutPasteGenerator()]).requires_fit
+
+
+def test_save_load_keeps_components_and_weights_change_on_load(tmp_path: Path) -> None:
+    mixture = _mixture([1, 1])
+    folder = mixture.save(tmp_path / "mixture")
+    assert (folder / "component_0" / "generator.json").is_file()
+    loaded = AnomalyGenerator.load(folder, weights=[0, 1])
+    assert isinstance(loaded, MixtureGenerator) and loaded.weights == [0.0, 1.0]
+    assert [type(c) for c in loaded.components] == [RealShotPasteGenerator, PerlinGenerator]
+    assert loaded.generate(_images(3), generator=0).defect_types == ["perlin"] * 3
+    with pytest.raises(InvalidInputError, match="cannot change"):
+        AnomalyGenerator.load(folder, generators=["PerlinGenerator"])
+
+
+def test_components_by_name_and_bad_arguments() -> None:
+    assert isinstance(MixtureGenerator(["PerlinGenerator", "CutPasteGenerator"]).components[1], CutPasteGenerator)
+    with pytest.raises(InvalidInputError, match="at least one"):
+        MixtureGenerator([])
+    with pytest.raises(InvalidInputError, match="weight"):
+        MixtureGenerator(["PerlinGenerator"], weights=[-1])
+    with pytest.raises(InvalidInputError, match="weight"):
+        MixtureGenerator(["PerlinGenerator", "CutPasteGenerator"], weights=[1])
+    with pytest.raises(InvalidInputError, match="cannot make a generator"):
+        MixtureGenerator(["NoSuchGenerator"])
