@@ -46,7 +46,6 @@ from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
 from anomaly_synth_aug.errors import (
     CheckpointMismatchError,
     InvalidInputError,
-    MaskError,
     NotFittedError,
     UnknownDefectTypeError,
 )
@@ -66,6 +65,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     uncrop_patch,
 )
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter, QualityVerdict, composite, refine_mask
+from anomaly_synth_aug.generators.diffusion.realism import ShotRealism, calibrate_guidance
 from anomaly_synth_aug.generators.diffusion.sampling import SAMPLING_MODES, PatchSampler, check_guidance_scale
 from anomaly_synth_aug.generators.diffusion.training import (
     LossSwitches,
@@ -87,6 +87,11 @@ STATE_FILE = "diffusion_state.json"
 FEW_SHOTS_WARNING = 3
 #: Fresh-noise share added per retry in inversion mode (see ``DiffusionAnomalyGenerator._sampler``).
 RETRY_INVERSION_NOISE = 0.5
+#: ``guidance_scale`` value that chooses the scale per fit (``realism.calibrate_guidance``).
+AUTO = "auto"
+#: The scale used by an ``"auto"`` generator saved before calibration existed.
+FALLBACK_GUIDANCE = 5.0
+REALISM_FILE = "realism.safetensors"
 
 
 @contextmanager
@@ -145,8 +150,14 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             inversion fills a mask the caller fixes the same way for every seed (the seed still draws sampled
             masks); raise it, or use RePaint, for several variants on one mask.
         guidance_scale: normal-token guidance (``sampling.py``): > 1 strengthens what sets the defect apart
-            from normal surface; 1 turns it off (one UNet pass per step instead of two). The default 5 made
-            generated defects as contrasted as the shots on magnetic tile (``benchmarks/defect_contrast.py``).
+            from normal surface; 1 turns it off (one UNet pass per step instead of two). ``"auto"`` (the
+            default) picks, at the end of ``fit``, the scale of ``guidance_candidates`` whose samples on the
+            training normals lie closest to the shots in pretrained feature space (``realism.py``): a rule
+            that needs no test data and follows how strongly each fit draws its defects.
+        guidance_candidates: the scales ``"auto"`` chooses from.
+        calibration_samples: defects per type generated per candidate scale to choose it.
+        realism_filter: reject (and regenerate) defects that lie farther from every real shot of their type,
+            in pretrained feature space, than the loneliest shot lies from the others (``realism.py``).
         mask_source: ``"bank"`` (augmented shot masks) or ``"prior"`` (learned mask VAE).
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
         restrict_to_foreground: place sampled masks on the estimated foreground only.
@@ -173,6 +184,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             "mode",
             "inversion_noise",
             "guidance_scale",
+            "realism_filter",
             "restrict_to_foreground",
             "refine_masks",
             "refine_dilation",
@@ -206,7 +218,10 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         num_inference_steps: int = 10,
         mode: Literal["repaint", "inversion"] = "inversion",
         inversion_noise: float = 0.0,
-        guidance_scale: float = 5.0,
+        guidance_scale: float | Literal["auto"] = "auto",
+        guidance_candidates: Sequence[float] = (1.0, 2.0, 3.0, 5.0),
+        calibration_samples: int = 8,
+        realism_filter: bool = True,
         mask_source: Literal["bank", "prior"] = "bank",
         mask_prior_steps: int = 400,
         restrict_to_foreground: bool = True,
@@ -226,7 +241,14 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             raise InvalidInputError(f"unknown mode {mode!r}", fix=f"use one of {SAMPLING_MODES}")
         if mask_source not in ("bank", "prior"):
             raise InvalidInputError(f"unknown mask_source {mask_source!r}", fix="use 'bank' or 'prior'")
-        check_guidance_scale(guidance_scale)  # at construction, not first at generate()
+        if guidance_scale != AUTO:
+            check_guidance_scale(float(guidance_scale))  # at construction, not first at generate()
+        for candidate in guidance_candidates:
+            check_guidance_scale(float(candidate))
+        if calibration_samples < 1:
+            raise InvalidInputError(
+                f"calibration_samples must be >= 1, got {calibration_samples}", fix="use e.g. 8 defects per type"
+            )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
         self.category = category
@@ -248,6 +270,9 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self.mode = mode
         self.inversion_noise = inversion_noise
         self.guidance_scale = guidance_scale
+        self.guidance_candidates = tuple(float(c) for c in guidance_candidates)
+        self.calibration_samples = calibration_samples
+        self.realism_filter = realism_filter
         self.mask_source = mask_source
         self.mask_prior_steps = mask_prior_steps
         self.restrict_to_foreground = restrict_to_foreground
@@ -270,6 +295,10 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         self._image_channels = 3
         self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
         self.training_report: TrainingReport | None = None
+        self._realism: ShotRealism | None = None
+        #: ``guidance_scale="auto"``: the scale chosen at the end of ``fit``, and each candidate's mean realism ratio.
+        self.calibrated_guidance: float | None = None
+        self.guidance_calibration: dict[float, float] = {}
 
     # ------------------------------------------------------------------ types
     @property
@@ -328,6 +357,53 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
                 generator=generator,
                 identity=self._identity(),
             )
+            self._realism = ShotRealism().fit(shots)
+            if self.guidance_scale == AUTO:
+                self._calibrate_guidance(normal_images or [shot.image for shot in shots], generator)
+
+    def _calibrate_guidance(self, targets: list[torch.Tensor], generator: torch.Generator) -> None:
+        """Choose the guidance scale for ``"auto"``: the candidate whose defects lie closest to the shots.
+
+        Every candidate draws the same placements on the same target images (``calibration_samples`` per
+        type, first draws, no filter), so the candidates differ in their scale alone.
+        """
+        seed = derive_seed(generator)
+
+        def sample(scale: float) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+            rng = torch.Generator().manual_seed(seed)
+            jobs = []
+            for index, name in enumerate(self._defect_types):
+                token = self.denoiser.token(index + 1)[0].detach()
+                for _ in range(self.calibration_samples):
+                    image = targets[int(torch.randint(len(targets), (), generator=rng))]
+                    stream = torch.Generator().manual_seed(derive_seed(rng))
+                    jobs.append(self._job(image, None, name, token, name, stream, check_quality=False))
+            batch = self._synthesise(jobs, guidance=scale, judge_realism=False)
+            return batch.images, batch.masks, batch.defect_types
+
+        if self._realism is None:
+            raise NotFittedError("the realism reference is built from the shots in fit()")
+        with torch_threads(self.num_threads):
+            self.calibrated_guidance, self.guidance_calibration = calibrate_guidance(
+                sample, self._realism, self.guidance_candidates
+            )
+        logger.info(
+            "Guidance scale %s chosen on the shots (mean distance to the nearest shot per candidate: %s).",
+            self.calibrated_guidance,
+            {scale: round(value, 3) for scale, value in self.guidance_calibration.items()},
+        )
+
+    def effective_guidance_scale(self) -> float:
+        """The scale sampling uses: ``guidance_scale``, or the one ``"auto"`` chose at fit time."""
+        if self.guidance_scale != AUTO:
+            return float(self.guidance_scale)
+        if self.calibrated_guidance is None:
+            logger.warning(
+                "This generator was saved without a calibrated guidance scale: using %s (fit again to calibrate).",
+                FALLBACK_GUIDANCE,
+            )
+            return FALLBACK_GUIDANCE
+        return self.calibrated_guidance
 
     def _check_training_data(self, normal_images: list[torch.Tensor], shots: list[AnomalySample]) -> list[str]:
         if not shots:
@@ -497,8 +573,15 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         return place_mask(crop, tuple(image.shape[-2:]), region, rng)
 
     @torch.no_grad()
-    def _synthesise(self, jobs: list[_Job], guided: bool = True) -> GeneratedBatch:
-        """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times."""
+    def _synthesise(
+        self, jobs: list[_Job], guided: bool = True, *, guidance: float | None = None, judge_realism: bool = True
+    ) -> GeneratedBatch:
+        """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times.
+
+        A job that checks quality is rejected when its pixels fail the ``QualityFilter`` or, with
+        ``realism_filter``, when its defect lies too far from the shots (``ShotRealism.judge``).
+        ``guidance`` overrides the scale (calibration); ``guided=False`` samples without guidance.
+        """
         if not jobs:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
         channels = self.denoiser.config.image_channels
@@ -510,29 +593,39 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         reasons: Counter[str] = Counter()
         attempts = exhausted = 0
         pending = list(range(len(jobs)))
+        scale = 1.0 if not guided else guidance if guidance is not None else self.effective_guidance_scale()
+        realism = self._realism if self.realism_filter and judge_realism else None
         with torch_threads(self.num_threads):
             for attempt in range(self.max_retries + 1):
                 if not pending:
                     break
-                patches = self._sample_patches(self._sampler(attempt, guided), jobs, pending, known, patch_masks)
+                patches = self._sample_patches(self._sampler(attempt, scale), jobs, pending, known, patch_masks)
                 attempts += len(pending)
-                retry = []
+                last = attempt == self.max_retries
+                candidates: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+                rejected: dict[int, str] = {}
                 for index, patch in zip(pending, patches, strict=True):
                     job = jobs[index]
                     restored = uncrop_patch(patch, job.box).expand(job.image.shape[0], -1, -1)
                     region = self._paste_region(job, restored)
+                    full_region = torch.zeros_like(job.mask)
+                    full_region[job.box.slices()] = region
+                    candidates[index] = (paste_patch(job.image, restored, job.box, full_region), full_region)
                     if job.check_quality:
                         verdict = self._assess(job, restored, region)
                         if not verdict.accepted:
-                            reasons[verdict.reason] += 1
-                            if attempt < self.max_retries:
-                                retry.append(index)
-                                continue
-                            exhausted += 1
-                    full_region = torch.zeros_like(job.mask)
-                    full_region[job.box.slices()] = region
-                    results[index] = (paste_patch(job.image, restored, job.box, full_region), full_region)
-                pending = retry
+                            rejected[index] = verdict.reason
+                judged = [i for i in candidates if jobs[i].check_quality and i not in rejected]
+                if realism is not None and judged:
+                    images = [candidates[i][0] for i in judged]
+                    masks = [candidates[i][1] for i in judged]
+                    _, realistic = realism.judge(images, masks, [jobs[i].label for i in judged])
+                    verdicts = zip(judged, realistic.tolist(), strict=True)
+                    rejected.update({i: "unrealistic" for i, ok in verdicts if not ok})
+                reasons.update(rejected.values())
+                exhausted += len(rejected) if last else 0
+                results.update({i: c for i, c in candidates.items() if i not in rejected or last})
+                pending = [] if last else sorted(rejected)
         images = [results[i][0] for i in range(len(jobs))]
         out_masks = [results[i][1] for i in range(len(jobs))]
         stats = {
@@ -543,8 +636,8 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
         }
         return GeneratedBatch(images=images, masks=out_masks, defect_types=[j.label for j in jobs], stats=stats)
 
-    def _sampler(self, attempt: int, guided: bool = True) -> PatchSampler:
-        """The sampler for retry ``attempt`` (0 = first try), with normal-token guidance when ``guided``.
+    def _sampler(self, attempt: int, guidance_scale: float) -> PatchSampler:
+        """The sampler for retry ``attempt`` (0 = first try), with normal-token guidance ``guidance_scale``.
 
         Pure DDIM inversion is deterministic: retrying it with the same placement would redraw the
         very patch the quality filter just rejected. Each retry therefore mixes more fresh noise
@@ -560,7 +653,7 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             num_inference_steps=self.num_inference_steps,
             mode=self.mode,
             inversion_noise=noise,
-            guidance_scale=self.guidance_scale if guided else 1.0,
+            guidance_scale=guidance_scale,
         )
 
     def _sample_patches(
@@ -653,11 +746,15 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             for index, crop in enumerate(self._mask_bank.masks(name))
         }
         save_file(shot_masks, directory / SHOT_MASKS_FILE)
+        if self._realism is not None:
+            save_file(self._realism.state_tensors(), directory / REALISM_FILE)
         state = {
             "category": self.category,
             "defect_types": self._defect_types,
             "patch_size": self.patch_size,
             "training": asdict(self.training_report) if self.training_report is not None else None,
+            "calibrated_guidance": self.calibrated_guidance,
+            "guidance_calibration": {str(k): v for k, v in self.guidance_calibration.items()},
         }
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -687,6 +784,10 @@ class DiffusionAnomalyGenerator(AnomalyGenerator):
             self.training_report = TrainingReport(**state["training"])
         if (directory / MASK_PRIOR_DIR).is_dir():
             self._mask_prior = MaskPrior.from_pretrained(directory / MASK_PRIOR_DIR).eval()
+        if (directory / REALISM_FILE).is_file():
+            self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
+        self.calibrated_guidance = state.get("calibrated_guidance")
+        self.guidance_calibration = {float(k): float(v) for k, v in (state.get("guidance_calibration") or {}).items()}
         masks_by_type: dict[str, list[torch.Tensor]] = {name: [] for name in self._defect_types}
         for key, crop in sorted(load_file(directory / SHOT_MASKS_FILE).items(), key=lambda kv: _mask_key(kv[0])):
             masks_by_type[key.rsplit("/", 1)[0]].append(crop.bool())
