@@ -212,6 +212,8 @@ def main() -> None:
         "image_channels": generator.denoiser.config.image_channels,
         "ddim_steps": generator.num_inference_steps,
         "guidance_scale": generator.guidance_scale,
+        "calibrated_guidance": generator.calibrated_guidance,
+        "guidance_calibration": {str(k): round(v, 4) for k, v in generator.guidance_calibration.items()},
         "grid_mode": generator.mode,
         "generation": speed,
         "grid_quality": grid_stats,

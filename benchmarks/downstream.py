@@ -41,7 +41,6 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     DETECTORS,
     GENERATORS,
     Preset,
-    fit_name,
     generates,
     measure_generation_quality,
     preset_record,
@@ -50,6 +49,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     same_preset,
 )
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD  # noqa: E402
+from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     ablation_markdown,
@@ -282,14 +282,14 @@ def run_dataset(
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     failures: list[str] = []
+    store = FitStore(work / "generators")
     for seed in seeds:
         for generator, detector in pairs:
-            generator_dir = work / "generators" / f"{fit_name(generator)}-seed{seed}"
             if generates(generator) and not args.no_quality and not store.has_quality(preset.name, generator, seed):
                 logger.info("%s quality: %s seed %d", data.name, generator, seed)
                 try:
                     record, samples = measure_generation_quality(
-                        data, generator, seed, preset, generator_dir=generator_dir
+                        data, generator, seed, preset, fit_store=store
                     )
                 except Exception as exc:  # one broken generator must not stop the benchmark
                     logger.exception("quality %s seed %d failed", generator, seed)
@@ -311,7 +311,7 @@ def run_dataset(
                     detector,
                     seed,
                     preset,
-                    generator_dir=generator_dir,
+                    fit_store=store,
                     cache_dir=work / "cache" / f"{generator}-seed{seed}",
                 )
             except Exception as exc:  # recorded as failed, retried on the next invocation

@@ -43,7 +43,6 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     Preset,
     build_generator,
     fit_generator,
-    fit_name,
     folder_datamodule,
     resolve_preset,
 )
@@ -54,6 +53,7 @@ from anomaly_synth_aug.evaluation.speed import (  # noqa: E402
     peak_rss_mb,
     train_epoch_seconds,
 )
+from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.models.segmenter import DefectSegmenter  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 
@@ -93,30 +93,24 @@ def measure_generators(args: argparse.Namespace, preset: Preset, settings: dict[
     """Fit (timed) and generation throughput per generator; returns (records, fitted generators)."""
     records: dict[str, dict[str, Any]] = {}
     fitted = {}
+    store = FitStore(args.work_dir / "fits")
     for name in args.generators:
         logger.info("generator %s: fit and throughput", name)
         generator = build_generator(name, preset, args.data.name)
         datamodule = SyntheticAnomalyDataModule(
             folder_datamodule(args.data, preset), generator=generator, val_split="none", seed=0
         )
-        # a sampling variant (e.g. fewer steps) runs on the fitted model it shares: no second fit
-        base = fit_name(name)
-        shared = base if base != name and base in fitted else None
-        fit_dir = None if shared is None else fitted[shared].save(args.work_dir / "fits" / shared)
-        fit_seconds, reused = fit_generator(datamodule, fit_dir)
-        if shared is not None and not reused:
-            raise InvalidInputError(
-                f"{name} differs from {shared} in more than sampling options",
-                fix=f"remove {name} from SHARES_FIT_WITH",
-            )
+        # a sampling variant (e.g. fewer steps) loads the fit it shares from the store: no second fit
+        fit_seconds, reused = fit_generator(datamodule, store)
+        shared = reused and generator.requires_fit
         generator = datamodule.generator
         paths = datamodule.train_normal_paths()
         order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0))[: settings["images"]]
         normals = [load_image(paths[i]) for i in order.tolist()]
         throughput = generation_throughput(generator, normals, batch_size=preset.train_batch_size)
         records[name] = {
-            "fit_s": fit_seconds if generator.requires_fit and shared is None else None,
-            "fit_shared_with": shared,
+            "fit_s": fit_seconds if generator.requires_fit and not shared else None,
+            "fit_reused": shared,
             "images_per_s": throughput.images_per_s,
             "images": throughput.count,
             "mean_pixels_per_image": throughput.pixels_per_image,
@@ -219,7 +213,9 @@ def markdown(report: dict[str, Any]) -> str:
         return "n/a" if value is None else fmt.format(value)
 
     def fit_cell(record: dict[str, Any]) -> str:
-        shared = record.get("fit_shared_with")
+        if record.get("fit_reused"):
+            return "a shared fit"
+        shared = record.get("fit_shared_with")  # records written before the fit store
         return f"{shared}'s fit" if shared else number(record["fit_s"], "{:.1f}")
 
     lines = [

@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import numpy as np
 import torch
 from anomalib.data import Folder
 from PIL import Image
+
+from safetensors.torch import load_file, save_file
 
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
@@ -145,6 +148,35 @@ class FakeLearnedGenerator(FakeSquareGenerator):
     ) -> None:
         self.fit_normals = len(normal_images)
         self.fit_shot_paths = [shot.image_path for shot in shots]
+
+
+class CountingLearnedGenerator(AnomalyGenerator):
+    """Learns one brightness from the shots (saved with safetensors) and counts its ``fit`` calls."""
+
+    requires_fit = True
+    fit_calls: ClassVar[int] = 0
+
+    def __init__(self, side: int = 6) -> None:
+        super().__init__()
+        self.side = side
+        self.brightness = torch.zeros(1)
+
+    @property
+    def defect_types(self) -> list[str]:
+        return ["square"]
+
+    def _fit(self, normal_images, shots, generator) -> None:
+        type(self).fit_calls += 1
+        self.brightness = torch.stack([shot.image[:, shot.mask].mean() for shot in shots]).mean().reshape(1)
+
+    def _save_state(self, directory: Path) -> None:
+        save_file({"brightness": self.brightness}, directory / "state.safetensors")
+
+    def _load_state(self, directory: Path) -> None:
+        self.brightness = load_file(directory / "state.safetensors")["brightness"]
+
+    def _generate(self, images, masks, defect_types, generator) -> GeneratedBatch:
+        return paint_squares(images, self.side, self.brightness, generator)
 
 
 def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None, **kwargs) -> Folder:

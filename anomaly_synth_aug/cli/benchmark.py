@@ -42,7 +42,7 @@ def benchmark(
                         detector,
                         seed,
                         preset,
-                        generator_dir=output / "generators" / f"{generator}-seed{seed}",
+                        fit_store=output / "generators",
                     )
                     record["preset_values"] = preset_record(preset)
                     sink.write(json.dumps(record) + "\n")

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_synth_aug.cache import generate_cache
-from anomaly_synth_aug.callbacks.finetune import read_checkpoint_key
 from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.errors import CheckpointMismatchError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.fit_store import read_fit_record
 
 
 def load_generator(directory: Path, **overrides: Any) -> AnomalyGenerator:
@@ -18,12 +18,12 @@ def load_generator(directory: Path, **overrides: Any) -> AnomalyGenerator:
 
 
 def check_category(generator_dir: Path, category: str) -> None:
-    """Refuse a generator fitted on another category (its ``finetune.json`` says which)."""
-    saved = read_checkpoint_key(generator_dir)
-    if saved is not None and saved.category != category:
+    """Refuse a generator fitted on another category (the fit store's ``fit.json`` says which)."""
+    saved = read_fit_record(generator_dir)
+    if saved is not None and saved.get("category") != category:
         raise CheckpointMismatchError(
-            f"{generator_dir} holds a generator fitted on category {saved.category!r}, but --data is {category!r}. "
-            f"Fix: pass the generator folder of {category!r} (e.g. <fit-generator output>/{category})."
+            f"{generator_dir} holds a generator fitted on category {saved.get('category')!r}, but --data is "
+            f"{category!r}. Fix: pass a generator folder of {category!r} (fit-generator prints it)."
         )
 
 
@@ -46,7 +46,7 @@ def generate(
     Work is spread over processes/GPUs by Lightning (``--devices 2 --strategy ddp``).
 
     Args:
-        generator_dir: a folder written by ``fit-generator`` (OUTPUT/<category>).
+        generator_dir: a folder written by ``fit-generator`` (the one it prints) or by ``AnomalyGenerator.save``.
         data: the MVTec-layout category folder whose training normals receive the defects.
         cache_dir: the cache folder to create or complete.
         samples_per_type: how many samples per defect type.

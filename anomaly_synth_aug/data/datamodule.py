@@ -46,6 +46,7 @@ from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
+from anomaly_synth_aug.generators.fit_store import FitData
 from anomaly_synth_aug.utils.random import make_generator
 
 if TYPE_CHECKING:
@@ -339,19 +340,39 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self._ensure_setup()
         return load_defect_records(self.shot_records, threshold=self.mask_threshold)
 
+    def fit_normal_paths(self) -> list[Path]:
+        """The train normals a learned generator is fitted on: up to ``max_fit_normals``, drawn with ``seed``."""
+        paths = self.train_normal_paths()
+        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(mixed_seed(self.seed, 2)))
+        return [paths[i] for i in order[: self.max_fit_normals].tolist()]
+
+    def fit_data(self) -> FitData:
+        """What the generator is fitted on (``FitStore`` keys its fits by it): the fit normals, the shots, the seed."""
+        normal_paths = self.fit_normal_paths()
+
+        def load() -> tuple[list[torch.Tensor], list[AnomalySample]]:
+            return [load_image(path) for path in normal_paths], self.load_shots()
+
+        return FitData(
+            category=self.category or self.name,
+            normal_paths=normal_paths,
+            shots=[(r.defect_type, r.image_path, r.mask_path) for r in self.shot_records],
+            seed=self.seed,
+            load=load,
+            settings={"mask_threshold": self.mask_threshold},
+        )
+
     def prepare_generator(self) -> None:
         """Fit a learned generator on up to ``max_fit_normals`` train normals and the shots, once.
 
-        Called lazily by the dataloaders; a callback may have fitted or loaded it before.
+        Called lazily by the dataloaders; a callback or a ``FitStore`` may have fitted or loaded it before.
         """
         if not self.generator.requires_fit or self.generator.is_fitted:
             return
-        paths = self.train_normal_paths()
-        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(mixed_seed(self.seed, 2)))
-        normals = [load_image(paths[i]) for i in order[: self.max_fit_normals].tolist()]
-        shots = self.load_shots()
+        data = self.fit_data()
+        normals, shots = data.load()
         logger.info("Fitting %s on %d normals and %d shots.", type(self.generator).__name__, len(normals), len(shots))
-        self.generator.fit(normals, shots, generator=make_generator(self.seed))
+        self.generator.fit(normals, shots, generator=make_generator(data.seed))
 
     # ------------------------------------------------------------ dataloaders
     def train_dataloader(self) -> TRAIN_DATALOADERS:

@@ -2,8 +2,8 @@
 
 1. data: a given MVTec-layout folder, or the embedded DEMO dataset (scikit-image textures
    with drawn defects, see ``textures.py``), built offline;
-2. fine-tune the diffusion generator on the few-shot split (short time budget; the checkpoint
-   is reused by the next run on the same data, through ``GeneratorFineTuneCallback``);
+2. fine-tune the diffusion generator on the few-shot split (a step budget; the fit is kept in a
+   ``FitStore``, the one ``GeneratorFineTuneCallback`` uses, and reused by the next run on the same data);
 3. generate a sample cache from it and save a grid of samples with their masks;
 4. train the ``DefectSegmenter`` on normals only, with the diffusion defects, and with a
    classic baseline, each through the benchmark's ``run_experiment``, and test each on the
@@ -25,13 +25,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from anomaly_synth_aug.cache import CacheLayout, ManifestEntry, generate_cache
-from anomaly_synth_aug.callbacks.finetune import GeneratorFineTuneCallback
 from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
 from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.demo.textures import build_texture_dataset
 from anomaly_synth_aug.demo.timing import StageTimer
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import Preset, run_experiment
+from anomaly_synth_aug.generators.fit_store import FitStore
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.visualization.type_sheet import TypeRow, save_type_sheet
@@ -184,9 +184,10 @@ def run_demo(
             max_fit_normals=settings.detector.max_fit_normals,
             val_split_ratio=settings.detector.val_split_ratio,
         )
-        callback = GeneratorFineTuneCallback(output / "generators", on_mismatch="retrain")
-        action = callback.prepare(datamodule)
-        generator_dir = callback.checkpoint_path(root.name)
+        store = FitStore(output / "generators")
+        fit_data = datamodule.fit_data()
+        action = store.fit_or_load(generator, fit_data)
+        generator_dir = store.folder_for(generator, fit_data)
         console.print(f"generator {action} ({len(datamodule.shot_records)} shots): {generator_dir}")
 
     with timer.stage("3/4 generate samples"):
@@ -218,7 +219,7 @@ def run_demo(
                 "segmenter",
                 seed,
                 preset,
-                generator_dir=generator_dir if arm == "diffusion" else None,
+                fit_store=store,
                 work_dir=output / "detectors" / arm,
                 progress=True,
             )

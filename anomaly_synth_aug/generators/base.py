@@ -323,24 +323,37 @@ class AnomalyGenerator(ABC):
         instance._fitted = bool(meta.get("fitted", True))
         return instance
 
-    @classmethod
-    def load_reusable(cls, directory: str | Path, wanted: AnomalyGenerator) -> AnomalyGenerator | None:
-        """The generator saved in ``directory`` set up like ``wanted``, or None when it cannot be.
+    def load_state(self, directory: str | Path) -> Self:
+        """Load a saved fit into *this* generator, in place (datasets that hold it see the fitted state).
 
-        Reusable means: same class, and every constructor argument that differs from ``wanted``'s
-        is one of its ``sampling_options`` (those take ``wanted``'s values). A generator fitted with
-        other training settings, or none saved at all, gives None: fit ``wanted`` instead.
+        The folder must hold this class, fitted with this generator's configuration up to its
+        ``sampling_options`` (which keep this generator's values); its files are checked against
+        their checksums first.
         """
-        if not (Path(directory) / CONFIG_FILE).is_file():
-            return None
+        directory = Path(directory)
         meta = read_generator_meta(directory)
-        if meta.get("class") != type(wanted).__name__:
-            return None
-        saved, config = meta.get("config", {}), wanted.get_config()
-        changed = {name for name in saved.keys() | config.keys() if saved.get(name, _MISSING) != config.get(name)}
-        if changed - wanted.sampling_options:
-            return None
-        return cls.load(directory, **{name: getattr(wanted, name) for name in changed})
+        if meta.get("class") != type(self).__name__:
+            raise InvalidInputError(
+                f"this folder holds a {meta.get('class')}, not a {type(self).__name__}",
+                path=directory / CONFIG_FILE,
+                fix=f"load it with AnomalyGenerator.load(), or point at a saved {type(self).__name__}",
+            )
+        saved, config = meta.get("config", {}), self.get_config()
+        changed = sorted(
+            name
+            for name in saved.keys() | config.keys()
+            if name not in self.sampling_options and saved.get(name, _MISSING) != config.get(name, _MISSING)
+        )
+        if changed:
+            raise InvalidInputError(
+                f"the saved {type(self).__name__} was fitted with other settings: {changed}",
+                path=directory / CONFIG_FILE,
+                fix="fit this generator instead, or load the saved one with AnomalyGenerator.load()",
+            )
+        verify_state_files(directory, meta)
+        self._load_state(directory)
+        self._fitted = True
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

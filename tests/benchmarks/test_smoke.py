@@ -102,25 +102,25 @@ def test_speed_measures_a_sampling_variant_on_the_fit_it_shares(tiny_mvtec: Path
     )  # fmt: skip
     preset = speed.resolve_preset("smoke")
     records, fitted = speed.measure_generators(args, preset, speed.SETTINGS["smoke"])
-    assert records["diffusion"]["fit_s"] > 0 and records["diffusion"]["fit_shared_with"] is None
+    assert records["diffusion"]["fit_s"] > 0 and not records["diffusion"]["fit_reused"]
     variant = records["diffusion_7_steps"]
-    assert variant["fit_s"] is None and variant["fit_shared_with"] == "diffusion" and variant["images_per_s"] > 0
+    assert variant["fit_s"] is None and variant["fit_reused"] and variant["images_per_s"] > 0
     assert fitted["diffusion_7_steps"].num_inference_steps == 7
     assert fitted["diffusion_7_steps"].denoiser is not fitted["diffusion"].denoiser  # loaded, not aliased
     assert torch.equal(
         fitted["diffusion_7_steps"].denoiser.tokens.weight, fitted["diffusion"].denoiser.tokens.weight
     )
     report = {**_report({}), "generators": records}
-    assert "| diffusion_7_steps | diffusion's fit |" in speed.markdown(report)
+    assert "| diffusion_7_steps | a shared fit |" in speed.markdown(report)
 
 
 def test_quality_record_counts_the_diffusion_training_steps(tiny_mvtec: Path, tmp_path: Path) -> None:
     """A time-budgeted fit must say how far it got, or the quality numbers cannot be interpreted."""
     from anomaly_synth_aug.evaluation.downstream import measure_generation_quality
 
-    record, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
+    record, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", fit_store=tmp_path / "gen")
     assert record["generator_training_steps"] == 2  # the smoke preset's max_steps
-    reloaded, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", generator_dir=tmp_path / "gen")
+    reloaded, _ = measure_generation_quality(tiny_mvtec, "diffusion", 0, "smoke", fit_store=tmp_path / "gen")
     assert reloaded["generator_loaded"] and reloaded["generator_training_steps"] == 2  # kept with the saved model
 
 

@@ -1,46 +1,15 @@
-"""Helpers for the callback tests: a learned toy generator with real saved state, a tiny model, a tiny Trainer."""
+"""Helpers for the callback tests: a tiny model and a tiny Trainer (the learned toy generator is in shared_fixtures)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 import lightning.pytorch as pl
 import torch
-from shared_fixtures import make_folder_datamodule, paint_squares
-from safetensors.torch import load_file, save_file
+from shared_fixtures import CountingLearnedGenerator, make_folder_datamodule  # noqa: F401 (re-exported to the tests)
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
-from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
-
-
-class CountingLearnedGenerator(AnomalyGenerator):
-    """Learns one brightness from the shots (saved with safetensors) and counts its ``fit`` calls."""
-
-    requires_fit = True
-    fit_calls: ClassVar[int] = 0
-
-    def __init__(self, side: int = 6) -> None:
-        super().__init__()
-        self.side = side
-        self.brightness = torch.zeros(1)
-
-    @property
-    def defect_types(self) -> list[str]:
-        return ["square"]
-
-    def _fit(self, normal_images, shots, generator) -> None:
-        type(self).fit_calls += 1
-        self.brightness = torch.stack([shot.image[:, shot.mask].mean() for shot in shots]).mean().reshape(1)
-
-    def _save_state(self, directory: Path) -> None:
-        save_file({"brightness": self.brightness}, directory / "state.safetensors")
-
-    def _load_state(self, directory: Path) -> None:
-        self.brightness = load_file(directory / "state.safetensors")["brightness"]
-
-    def _generate(self, images, masks, defect_types, generator) -> GeneratedBatch:
-        return paint_squares(images, self.side, self.brightness, generator)
+from anomaly_synth_aug.generators.base import AnomalyGenerator
 
 
 class TinyModule(pl.LightningModule):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anomaly_synth_aug.callbacks.finetune import CHECKPOINT_META_FILE
+from anomaly_synth_aug.generators.fit_store import FIT_FILE
 from anomaly_synth_aug.cli.main import EXIT_BAD_INPUT, SUBCOMMANDS, main
 from anomaly_synth_aug.generators.base import CONFIG_FILE
 
@@ -93,21 +93,23 @@ def test_print_config_round_trips_through_a_yaml_config(
     config_file = tmp_path / "fit.yaml"
     config_file.write_text(yaml.safe_dump(config))
     assert run_cli("fit-generator", "--config", config_file) == 0
-    saved = json.loads((output / "tiny" / CONFIG_FILE).read_text())
+    saved = json.loads((saved_folder(capsys) / CONFIG_FILE).read_text())
     assert saved["class"] == "PerlinGenerator" and saved["config"]["dual_mask"] is True
 
 
 def test_fit_generate_verify(tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     generators, cache = tmp_path / "generators", tmp_path / "cache"
     assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", generators) == 0
-    assert "trained" in capsys.readouterr().out
-    assert json.loads((generators / "tiny" / CHECKPOINT_META_FILE).read_text())["category"] == "tiny"
+    out = capsys.readouterr().out
+    assert "fitted" in out
+    folder = Path(out.split("saved in ")[-1].strip())
+    assert folder.parent == generators / "tiny" and json.loads((folder / FIT_FILE).read_text())["category"] == "tiny"
     assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", generators) == 0
-    assert "loaded" in capsys.readouterr().out  # same data and config: the saved generator is reused
+    assert "loaded" in capsys.readouterr().out  # same data and config: the stored fit is reused
 
     assert (
         run_cli(
-            "generate", "--generator_dir", generators / "tiny", "--data", tiny_mvtec, "--cache_dir", cache,
+            "generate", "--generator_dir", folder, "--data", tiny_mvtec, "--cache_dir", cache,
             "--samples_per_type", 2, "--accelerator", "cpu", "--devices", 1,
         )  # fmt: skip
         == 0
@@ -127,10 +129,16 @@ def test_generate_refuses_a_generator_of_another_category(
     tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", PERLIN, "--output", tmp_path / "g") == 0
+    folder = saved_folder(capsys)
     other = tiny_mvtec.rename(tiny_mvtec.with_name("other"))
-    status = run_cli("generate", "--generator_dir", tmp_path / "g" / "tiny", "--data", other, "--cache_dir", tmp_path / "c")
+    status = run_cli("generate", "--generator_dir", folder, "--data", other, "--cache_dir", tmp_path / "c")
     assert status == EXIT_BAD_INPUT
     assert "fitted on category 'tiny'" in capsys.readouterr().err
+
+
+def saved_folder(capsys: pytest.CaptureFixture[str]) -> Path:
+    """The store folder ``fit-generator`` printed."""
+    return Path(capsys.readouterr().out.split("saved in ")[-1].strip())
 
 
 def test_bad_data_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

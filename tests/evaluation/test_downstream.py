@@ -1,4 +1,4 @@
-"""The downstream experiment's generator reuse: a saved fit serves later runs only if it was fitted the same way."""
+"""The downstream experiment's generator reuse: a stored fit serves later runs only if it was fitted the same way."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from shared_fixtures import FakeLearnedGenerator, TEST_METRICS, assert_ranking_m
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import (
+    ABLATIONS,
     GENERATORS,
-    SHARES_FIT_WITH,
     build_generator,
     fit_generator,
-    fit_name,
     resolve_preset,
     synthetic_datamodule,
 )
-from anomaly_synth_aug.generators.base import CONFIG_FILE
+from anomaly_synth_aug.generators.fit_store import FitKey, FitStore, config_fingerprint
 
 
 class TwoKnobGenerator(FakeLearnedGenerator):
@@ -31,9 +30,9 @@ class TwoKnobGenerator(FakeLearnedGenerator):
         self.capacity = capacity
 
 
-def _fit(root: Path, generator: TwoKnobGenerator, saved: Path) -> tuple[TwoKnobGenerator, bool]:
+def _fit(root: Path, generator: TwoKnobGenerator, store: Path) -> tuple[TwoKnobGenerator, bool]:
     datamodule = synthetic_datamodule(root, generator, resolve_preset("smoke"), seed=0, inject=True)
-    _, loaded = fit_generator(datamodule, saved)
+    _, loaded = fit_generator(datamodule, FitStore(store))
     return datamodule.generator, loaded
 
 
@@ -47,20 +46,23 @@ def test_saved_fit_is_reused_with_this_runs_sampling_options(tiny_mvtec: Path, t
 
 
 def test_saved_fit_with_other_training_settings_is_fitted_again(tiny_mvtec: Path, tmp_path: Path) -> None:
-    saved = tmp_path / "generator"
+    saved = tmp_path / "generators"
     _fit(tiny_mvtec, TwoKnobGenerator(capacity=1), saved)
     refitted, loaded = _fit(tiny_mvtec, TwoKnobGenerator(capacity=2), saved)
     assert not loaded and refitted.capacity == 2
-    assert json.loads((saved / CONFIG_FILE).read_text())["config"]["capacity"] == 2
+    assert len(list((saved / "tiny").iterdir())) == 2  # both fits kept, each under its own key
 
 
-def test_ablations_that_share_a_fit_differ_from_it_only_in_sampling_options() -> None:
-    assert fit_name("diffusion") == "diffusion" and fit_name("perlin") == "perlin"
-    for ablation, base in SHARES_FIT_WITH.items():
-        assert ablation in GENERATORS and fit_name(ablation) == base
-        ours, theirs = (build_generator(name, "smoke", "tile") for name in (ablation, base))
-        changed = {k for k, v in ours.get_config().items() if theirs.get_config()[k] != v}
-        assert changed and changed <= theirs.sampling_options, (ablation, changed)
+def test_sampling_ablations_share_the_diffusion_fit_and_training_ablations_do_not() -> None:
+    """Every ablation switches one mechanism off; only a training switch may cost a second fit."""
+    base = build_generator("diffusion", "smoke", "tile")
+    for ablation, (compared_with, _) in ABLATIONS.items():
+        assert ablation in GENERATORS and compared_with == "diffusion"
+        ours = build_generator(ablation, "smoke", "tile")
+        changed = {k for k, v in ours.get_config().items() if base.get_config()[k] != v}
+        assert len(changed) == 1, (ablation, changed)
+        shares_fit = config_fingerprint(ours) == config_fingerprint(base)
+        assert shares_fit == changed.isdisjoint({"background_disentangle"}), ablation
 
 
 @pytest.mark.parametrize("preset", ["full", "quick"])

@@ -226,14 +226,15 @@ def test_load_overrides_sampling_options_only(tmp_path: Path) -> None:
         AnomalyGenerator.load(folder, size=(1, 1))
 
 
-def test_load_reusable_refuses_other_training_settings(tmp_path: Path) -> None:
-    """A saved fit is reused only when nothing but sampling options differ (it once was reused blindly)."""
+def test_load_state_refuses_other_training_settings(tmp_path: Path) -> None:
+    """A saved fit is loaded in place only when nothing but sampling options differ (it once was reused blindly)."""
     folder = TunableStampGenerator(value=0.25, size=(2, 3)).fit(_images(1), [_shot()]).save(tmp_path / "fit")
-    reused = AnomalyGenerator.load_reusable(folder, TunableStampGenerator(value=0.5, size=(2, 3)))
-    assert isinstance(reused, TunableStampGenerator) and reused.value == 0.5 and reused.is_fitted
-    assert AnomalyGenerator.load_reusable(folder, TunableStampGenerator(value=0.25, size=(4, 4))) is None
-    assert AnomalyGenerator.load_reusable(folder, LearnedStampGenerator(value=0.25)) is None
-    assert AnomalyGenerator.load_reusable(tmp_path / "nothing", TunableStampGenerator()) is None
+    reused = TunableStampGenerator(value=0.5, size=(2, 3)).load_state(folder)
+    assert reused.value == 0.5 and reused.is_fitted
+    with pytest.raises(InvalidInputError, match=r"other settings: \['size'\]"):
+        TunableStampGenerator(value=0.25, size=(4, 4)).load_state(folder)
+    with pytest.raises(InvalidInputError, match="holds a TunableStampGenerator"):
+        LearnedStampGenerator(value=0.25).load_state(folder)
 
 
 def test_fingerprint_follows_config() -> None:
@@ -317,4 +318,4 @@ def test_a_json_list_is_refused_with_the_file_named(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError, match=f"{CONFIG_FILE}: expected a JSON object, found a list"):
         AnomalyGenerator.load(tmp_path)
     with pytest.raises(CorruptFileError, match="expected a JSON object"):
-        AnomalyGenerator.load_reusable(tmp_path, StampGenerator())
+        StampGenerator().load_state(tmp_path)

@@ -17,10 +17,8 @@ from anomaly_synth_aug.evaluation.downstream.detectors import DETECTORS, Detecto
 from anomaly_synth_aug.evaluation.downstream.generator_table import (
     ABLATIONS,
     GENERATORS,
-    SHARES_FIT_WITH,
     TRAIN_MODE_OVERRIDES,
     build_generator,
-    fit_name,
     generates,
 )
 from anomaly_synth_aug.evaluation.downstream.presets import (
@@ -42,7 +40,6 @@ __all__ = [
     "DETECTORS",
     "GENERATORS",
     "PRESETS",
-    "SHARES_FIT_WITH",
     "TRAIN_MODE_OVERRIDES",
     "DetectorSpec",
     "GeneratedSamples",
@@ -50,7 +47,6 @@ __all__ = [
     "build_generator",
     "detector_spec",
     "fit_generator",
-    "fit_name",
     "folder_datamodule",
     "generate_samples",
     "generates",

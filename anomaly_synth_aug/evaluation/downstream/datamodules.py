@@ -3,16 +3,16 @@
 ``synthetic_datamodule`` builds what a user would: anomalib's ``Folder`` wrapped in
 ``SyntheticAnomalyDataModule`` (the first third of each defect type become the generator's shots
 and leave evaluation; held-back train normals with fixed synthetic defects form the validation
-set). ``fit_generator`` fits the generator once per seed and saves it for the other detectors.
+set). ``fit_generator`` fits the generator once per seed and keeps the fit in a ``FitStore`` for the
+other detectors and sampling variants.
 
 Example:
     >>> datamodule = synthetic_datamodule(root, generator, preset, seed=0, inject=True)
-    >>> seconds, loaded = fit_generator(datamodule, generator_dir="runs/generators/perlin-seed0")
+    >>> seconds, loaded = fit_generator(datamodule, FitStore("runs/generators"))
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -24,10 +24,8 @@ from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, mvtec_folder, scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream.presets import Preset
-from anomaly_synth_aug.generators.base import CONFIG_FILE, AnomalyGenerator
-
-logger = logging.getLogger(__name__)
-
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.fit_store import FitStore
 
 @lru_cache(maxsize=8)
 def _scanned(root: Path) -> MvtecLayout:
@@ -87,29 +85,17 @@ def synthetic_datamodule(
     )
 
 
-def fit_generator(
-    datamodule: SyntheticAnomalyDataModule, generator_dir: str | Path | None = None
-) -> tuple[float, bool]:
-    """Fit the datamodule's generator (or load it from ``generator_dir``); returns (seconds, loaded).
+def fit_generator(datamodule: SyntheticAnomalyDataModule, store: FitStore | None = None) -> tuple[float, bool]:
+    """Fit the datamodule's generator, or load its fit from ``store``; returns (seconds, loaded).
 
-    The fit depends only on data, seed and preset, so a fitted generator saved in
-    ``generator_dir`` is reused by every detector of the same generator and seed, with this
-    run's sampling options. One fitted with other training settings is fitted again.
+    A fit depends only on the generator's training settings, the data and the seed, so the store
+    hands it to every detector of the same generator and seed, and to every variant that differs in
+    sampling options alone (each with its own options).
     """
-    generator = datamodule.generator
-    saved = Path(generator_dir) if generator_dir is not None else None
-    if saved is not None and generator.requires_fit:
-        reused = AnomalyGenerator.load_reusable(saved, generator)
-        if reused is not None:
-            datamodule.generator = reused
-            datamodule.setup()
-            return 0.0, True
-        if (saved / CONFIG_FILE).is_file():
-            logger.warning("%s holds a generator fitted with other settings: fitting again", saved)
     start = time.perf_counter()
     datamodule.setup()
-    datamodule.prepare_generator()
-    seconds = time.perf_counter() - start
-    if saved is not None and generator.requires_fit:
-        generator.save(saved)
-    return seconds, False
+    if store is None:
+        datamodule.prepare_generator()
+        return time.perf_counter() - start, False
+    action = store.fit_or_load(datamodule.generator, datamodule.fit_data())
+    return (0.0, True) if action == "loaded" else (time.perf_counter() - start, False)

@@ -2,8 +2,11 @@
 
 ``"none"`` trains on normals only. ``"shots_only"`` trains on the augmented real shots themselves
 (``SyntheticAnomalyDataModule(mode="shots")``): what anyone with a few labelled defects tries
-first. Every other name is a generator. ``"diffusion"`` has every mechanism on; each ablation
-switches exactly one off.
+first. Every other name is a generator. ``"diffusion"`` is the product's default diffusion
+generator; each ablation switches exactly one mechanism off. ``"diffusion_perlin"`` mixes its
+defects half and half with Perlin's. Variants that change only sampling options share the fit of
+``"diffusion"`` through the ``FitStore`` (its key leaves sampling options out), so each differs
+from it in exactly that switch, not also in a second training run.
 
 Example:
     >>> generator = build_generator("perlin", "full", "magnetic_tile")
@@ -39,47 +42,49 @@ def _classic(module: str, class_name: str) -> GeneratorFactory:
     return build
 
 
+def _mixture(first: GeneratorFactory, second: GeneratorFactory, weights: tuple[float, float]) -> GeneratorFactory:
+    def build(preset: Preset, category: str) -> AnomalyGenerator:
+        from anomaly_synth_aug.generators.mixture import MixtureGenerator
+
+        return MixtureGenerator([first(preset, category), second(preset, category)], weights=list(weights))
+
+    return build
+
+
 _REAL_PASTE = _classic("anomaly_synth_aug.generators.real_paste", "RealShotPasteGenerator")
+_PERLIN = _classic("anomaly_synth_aug.generators.perlin", "PerlinGenerator")
 
 #: Benchmark name -> factory(preset, category); None: no defects at all.
 GENERATORS: dict[str, GeneratorFactory | None] = {
     "none": None,
     # trains on the shots; the real-shot paste generator only makes its synthetic validation set
     "shots_only": _REAL_PASTE,
-    "perlin": _classic("anomaly_synth_aug.generators.perlin", "PerlinGenerator"),
+    "perlin": _PERLIN,
     "cutpaste": _classic("anomaly_synth_aug.generators.cutpaste", "CutPasteGenerator"),
     "poisson": _classic("anomaly_synth_aug.generators.poisson", "PoissonBlendGenerator"),
     "real_paste": _REAL_PASTE,
     "diffusion": _diffusion(),
+    "diffusion_perlin": _mixture(_diffusion(), _PERLIN, (0.5, 0.5)),
     "diffusion_no_disentangle": _diffusion(background_disentangle=False),
     "diffusion_no_inversion": _diffusion(mode="repaint"),
     "diffusion_no_filter": _diffusion(quality_filter=False),
+    "diffusion_no_realism": _diffusion(realism_filter=False),
     "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
+    "diffusion_guidance_5": _diffusion(guidance_scale=5.0),
     "diffusion_7_steps": _diffusion(num_inference_steps=7),
 }
 #: Sources whose training items are not generated: the datamodule mode they train in.
 TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
-#: Ablations that switch off a sampling option only: they reuse the main generator's fitted model
-#: (``fit_name``), so each differs from it in exactly that switch, not also in a second training run.
-SHARES_FIT_WITH: dict[str, str] = {
-    "diffusion_no_inversion": "diffusion",
-    "diffusion_no_filter": "diffusion",
-    "diffusion_no_guidance": "diffusion",
-    "diffusion_7_steps": "diffusion",
-}
 #: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
 ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_no_disentangle": ("diffusion", "background-disentanglement loss (fitted without it)"),
     "diffusion_no_inversion": ("diffusion", "DDIM inversion of the target (RePaint-style sampling)"),
-    "diffusion_no_filter": ("diffusion", "quality filter (first draw kept)"),
-    "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1)"),
+    "diffusion_no_filter": ("diffusion", "quality filter, pixel and realism checks (first draw kept)"),
+    "diffusion_no_realism": ("diffusion", "realism filter in ImageNet feature space"),
+    "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1 instead of the calibrated scale)"),
+    "diffusion_guidance_5": ("diffusion", "guidance calibrated on the shots (fixed scale 5, the old default)"),
     "diffusion_7_steps": ("diffusion", "3 of the 10 DDIM steps (7: 21 UNet passes per image, not 30)"),
 }
-
-
-def fit_name(generator_name: str) -> str:
-    """Whose fitted model ``generator_name`` uses (itself unless it is a sampling-only ablation)."""
-    return SHARES_FIT_WITH.get(generator_name, generator_name)
 
 
 def generates(generator_name: str) -> bool:

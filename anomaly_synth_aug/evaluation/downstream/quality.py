@@ -5,7 +5,7 @@ feed the benchmark's sample grids.
 
 Example:
     >>> record, samples = measure_generation_quality(root, "diffusion", seed=0, preset="full",
-    ...                                              generator_dir="runs/generators/diffusion-seed0")
+    ...                                              fit_store="runs/generators")
     >>> record["c2st_auroc"]
 """
 
@@ -34,6 +34,7 @@ from anomaly_synth_aug.evaluation.generation_quality import (
     diversity_by_type,
 )
 from anomaly_synth_aug.generators.base import GeneratedBatch
+from anomaly_synth_aug.generators.fit_store import FitStore
 from anomaly_synth_aug.utils.random import make_generator
 
 
@@ -62,7 +63,7 @@ def measure_generation_quality(
     seed: int,
     preset: str | Preset = "quick",
     *,
-    generator_dir: str | Path | None = None,
+    fit_store: FitStore | str | Path | None = None,
 ) -> tuple[dict[str, Any], GeneratedSamples]:
     """Realism (C2ST AUROC), diversity and background fidelity of one fitted generator.
 
@@ -75,7 +76,8 @@ def measure_generation_quality(
         raise InvalidInputError("generator 'none' generates nothing to measure", fix="pick a real generator")
     # no injection: only the fitted generator and the split are needed, not a training set (or pool)
     datamodule = synthetic_datamodule(data_root, generator, preset, seed, inject=False)
-    fit_seconds, loaded = fit_generator(datamodule, generator_dir)
+    store = fit_store if isinstance(fit_store, FitStore) or fit_store is None else FitStore(fit_store)
+    fit_seconds, loaded = fit_generator(datamodule, store)
     samples = generate_samples(datamodule, preset.quality_samples, seed)
     generated = samples.batch
     real = load_defect_records(few_shot_split(data_root).eval_anomalies, on_empty_mask="skip")

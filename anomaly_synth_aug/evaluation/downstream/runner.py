@@ -50,6 +50,7 @@ from anomaly_synth_aug.evaluation.metrics import (
     metric_value,
 )
 from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.fit_store import FitStore
 
 
 class ValidationHistory(Callback):
@@ -115,7 +116,7 @@ def run_experiment(
     seed: int,
     preset: str | Preset = "quick",
     *,
-    generator_dir: str | Path | None = None,
+    fit_store: FitStore | str | Path | None = None,
     work_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = False,
@@ -128,7 +129,7 @@ def run_experiment(
         detector_name: a key of ``DETECTORS``.
         seed: fixes the validation hold-out, the generated defects, the crops and the initialisation.
         preset: a ``PRESETS`` name or a ``Preset``.
-        generator_dir: where the fitted generator is saved and reused (None: fit every time).
+        fit_store: where fitted generators are kept and reused (``FitStore`` or its folder; None: fit every time).
         work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
         cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
             same generator and seed (None: a temporary one).
@@ -156,7 +157,8 @@ def run_experiment(
             train_augmentations=spec.train_augmentations(preset),
         )
         start = time.perf_counter()
-        fit_seconds, generator_loaded = fit_generator(datamodule, generator_dir) if generator else (0.0, False)
+        store = fit_store if isinstance(fit_store, FitStore) or fit_store is None else FitStore(fit_store)
+        fit_seconds, generator_loaded = fit_generator(datamodule, store) if generator else (0.0, False)
         prepare_seconds = time.perf_counter() - start  # the fit, or the load, plus any cached pool
         generator = datamodule.generator if generator else None  # the loaded one, when it was reused
         model = spec.build(preset, generator)
@@ -236,6 +238,12 @@ def split_sizes(datamodule: SyntheticAnomalyDataModule) -> dict[str, int]:
 
 
 def training_steps(generator: AnomalyGenerator) -> int | None:
-    """Optimiser steps of a learned generator's fit, also when loaded from disk (None: classic generators)."""
+    """Optimiser steps of a learned generator's fit, also when loaded from disk (None: classic generators).
+
+    A mixture reports its learned component's steps.
+    """
     report = getattr(generator, "training_report", None)
-    return getattr(report, "steps", None)
+    steps = getattr(report, "steps", None)
+    for component in getattr(generator, "components", []):
+        steps = steps if steps is not None else training_steps(component)
+    return steps

@@ -1,0 +1,259 @@
+"""``FitStore``: fit a learned generator once per configuration and data, and reuse the fit everywhere.
+
+Fitting the diffusion generator is the slow step of a run, and what it learns depends only on the
+generator's class, its configuration *without* its sampling options, and the data it learns from
+(the contents of the training normals and of the shots, plus the seed). ``FitKey`` is exactly
+that, and the store keeps one folder per key: ``<root>/<category>/<Class>-<key>/``. So
+
+* a second run on the same data loads instead of fitting;
+* variants that differ only in sampling options (guidance, sampling mode, filters) share one fit
+  and each gets its own sampling options on load;
+* a ``MixtureGenerator`` fits (or loads) each learned component under the component's own key, so
+  a mixture reuses the fit of its diffusion component made for a plain diffusion run.
+
+A fit is written to a temporary sibling folder and renamed into place, so an interrupted run never
+leaves a half-written fit that a later run would load; the saved state is checksummed and verified
+on load (``AnomalyGenerator.load_state``).
+
+Example:
+    >>> store = FitStore("runs/generators")
+    >>> action = store.fit_or_load(generator, datamodule.fit_data())  # "fitted", "loaded" or "not_needed"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.persistence import CONFIG_FILE
+
+logger = logging.getLogger(__name__)
+
+#: What a stored fit records beside the generator's own files.
+FIT_FILE = "fit.json"
+Action = Literal["loaded", "fitted", "not_needed"]
+ShotRecord = tuple[str, Path, Path | None]  # (defect type, image path, mask path)
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a generator is fitted on: file paths for the key, and a loader for the fit itself.
+
+    Args:
+        category: the dataset category (the store's first folder level).
+        normal_paths: the normal images the fit uses, in the order it uses them.
+        shots: ``(defect type, image path, mask path)`` of every shot.
+        seed: the fit's random seed.
+        settings: anything else that shapes the fit's inputs (e.g. the mask threshold).
+        load: returns the normal images and the shots as the fit takes them (called only to fit).
+    """
+
+    category: str
+    normal_paths: Sequence[Path]
+    shots: Sequence[ShotRecord]
+    seed: int
+    load: Callable[[], tuple[list[torch.Tensor], list[AnomalySample]]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """sha256 of the files' *contents* (and names), the seed and the settings.
+
+        Contents rather than paths: a moved dataset keeps its fits, an edited mask invalidates them.
+        """
+        digest = hashlib.sha256(json.dumps({"seed": self.seed, **self.settings}, sort_keys=True).encode())
+        for path in self.normal_paths:
+            _update_with_file(digest, Path(path))
+        for defect_type, image_path, mask_path in sorted(self.shots, key=lambda s: (s[0], Path(s[1]).name)):
+            digest.update(defect_type.encode())
+            _update_with_file(digest, Path(image_path))
+            if mask_path is not None:
+                _update_with_file(digest, Path(mask_path))
+        return digest.hexdigest()
+
+
+def _update_with_file(digest: Any, path: Path) -> None:
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InvalidInputError("a file the generator learns from is missing", path=path, fix="restore it") from exc
+    digest.update(path.name.encode())
+    digest.update(hashlib.sha256(content).digest())
+
+
+def config_fingerprint(generator: AnomalyGenerator) -> str:
+    """sha256 of the class and of the constructor config that shapes fitting (sampling options left out)."""
+    config = {k: v for k, v in generator.get_config().items() if k not in generator.sampling_options}
+    payload = json.dumps({"class": type(generator).__name__, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FitKey:
+    """What a fitted generator depends on; a stored fit is reused only when all of it matches."""
+
+    category: str
+    generator_class: str
+    config_fingerprint: str
+    data_fingerprint: str
+
+    @classmethod
+    def of(cls, generator: AnomalyGenerator, data: FitData, data_fingerprint: str | None = None) -> FitKey:
+        return cls(
+            category=data.category,
+            generator_class=type(generator).__name__,
+            config_fingerprint=config_fingerprint(generator),
+            data_fingerprint=data_fingerprint or data.fingerprint(),
+        )
+
+    @property
+    def digest(self) -> str:
+        payload = json.dumps([self.generator_class, self.config_fingerprint, self.data_fingerprint])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "category": self.category,
+            "generator_class": self.generator_class,
+            "config_fingerprint": self.config_fingerprint,
+            "data_fingerprint": self.data_fingerprint,
+        }
+
+
+class FitStore:
+    """Fitted generators under ``root``, one folder per ``FitKey``.
+
+    Args:
+        root: the store's folder (created on the first fit).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, key: FitKey) -> Path:
+        """Where the fit of ``key`` lives."""
+        return self.root / _check_name(key.category) / f"{key.generator_class}-{key.digest}"
+
+    def fit_or_load(self, generator: AnomalyGenerator, data: FitData, *, keep: bool = False) -> Action:
+        """Make ``generator`` fitted on ``data``, in place: load its stored fit, or fit it and store the fit.
+
+        In place because datasets may already hold this generator object. A generator with
+        ``components`` (``MixtureGenerator``) has each learned component fitted or loaded by its own
+        key. ``keep`` also stores generators that learn nothing themselves (classic ones, mixtures)
+        under their key, so that one folder holds everything ``AnomalyGenerator.load`` needs.
+        """
+        components = getattr(generator, "components", None)
+        if components is not None:
+            fingerprint = data.fingerprint()
+            actions = [self._fit_or_load_one(c, data, fingerprint) for c in components if c.requires_fit]
+            action: Action = "fitted" if "fitted" in actions else "loaded" if actions else "not_needed"
+        elif generator.requires_fit:
+            return self._fit_or_load_one(generator, data, None)
+        else:
+            action = "not_needed"
+        if keep:
+            key = FitKey.of(generator, data)
+            if not self._stored(key, self.folder(key)):
+                self._save(generator, key, self.folder(key))
+        return action
+
+    def folder_for(self, generator: AnomalyGenerator, data: FitData) -> Path:
+        """The folder of ``generator``'s fit on ``data`` (whether it exists yet or not)."""
+        return self.folder(FitKey.of(generator, data))
+
+    def _fit_or_load_one(self, generator: AnomalyGenerator, data: FitData, fingerprint: str | None) -> Action:
+        key = FitKey.of(generator, data, fingerprint)
+        folder = self.folder(key)
+        if self._stored(key, folder):
+            generator.load_state(folder)
+            logger.info("Loaded the fitted %s for %r from %s.", key.generator_class, key.category, folder)
+            return "loaded"
+        if generator.is_fitted:
+            raise InvalidInputError(
+                f"the {key.generator_class} arrived already fitted, on data the store cannot identify",
+                path=folder,
+                fix="pass an unfitted generator, so that its stored fit records what it learned from",
+            )
+        logger.info("Fitting the %s for %r.", key.generator_class, key.category)
+        normals, shots = data.load()
+        start = time.perf_counter()
+        generator.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
+        seconds = time.perf_counter() - start
+        self._save(generator, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
+        logger.info("Fitted the %s for %r in %.1f s; stored in %s.", key.generator_class, key.category, seconds, folder)
+        return "fitted"
+
+    @staticmethod
+    def _stored(key: FitKey, folder: Path) -> bool:
+        """Whether ``folder`` holds a complete fit of ``key`` (a different key there is a store error)."""
+        saved = read_fit_record(folder) if (folder / CONFIG_FILE).is_file() else None
+        if saved is None:
+            return False
+        if {k: saved.get(k) for k in key.to_dict()} != key.to_dict():
+            raise CheckpointMismatchError(
+                f"{folder / FIT_FILE} records another fit than its folder name says. "
+                "Fix: delete this folder so the generator is fitted again."
+            )
+        return True
+
+    @staticmethod
+    def _save(generator: AnomalyGenerator, key: FitKey, folder: Path, **extra: Any) -> Path:
+        """Save into a temporary sibling, then rename into place (an interrupted save leaves no half fit)."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            generator.save(staging)
+            record = {**key.to_dict(), **extra}
+            (staging / FIT_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+            if folder.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+                folder.replace(retired / folder.name)
+                staging.replace(folder)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                staging.replace(folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+
+def read_fit_record(folder: str | Path) -> dict[str, Any] | None:
+    """The ``fit.json`` of a stored fit (its key and fit statistics), or None when the folder has none."""
+    path = Path(folder) / FIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointMismatchError(
+            f"{path}: unreadable fit record ({exc}). Fix: delete this folder so the generator is fitted again."
+        ) from exc
+    if not isinstance(record, dict):
+        raise CheckpointMismatchError(
+            f"{path}: the fit record is not a JSON object. Fix: delete this folder so the generator is fitted again."
+        )
+    return record
+
+
+def _check_name(name: str) -> str:
+    if not name or Path(name).name != name or name.startswith("."):
+        raise InvalidInputError(
+            f"cannot use {name!r} as a folder name of the fit store",
+            fix="give the dataset a plain category or name (e.g. Folder(name='magnetic_tile'))",
+        )
+    return name
+
+
+__all__ = ["FIT_FILE", "FitData", "FitKey", "FitStore", "config_fingerprint", "read_fit_record"]

@@ -1,0 +1,151 @@
+"""``FitStore``: one fit per generator configuration and data contents, reused by every caller."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from shared_fixtures import CountingLearnedGenerator, FakeSquareGenerator, make_folder_datamodule
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.errors import CheckpointMismatchError, CorruptFileError, InvalidInputError
+from anomaly_synth_aug.generators.base import AnomalyGenerator
+from anomaly_synth_aug.generators.fit_store import FIT_FILE, FitKey, FitStore
+from anomaly_synth_aug.generators.mixture import MixtureGenerator
+
+
+class SamplingSideGenerator(CountingLearnedGenerator):
+    """``side`` only changes how samples are drawn: a changed side must not force a refit."""
+
+    sampling_options = frozenset({"side"})
+
+
+@pytest.fixture(autouse=True)
+def _reset_counters() -> None:
+    CountingLearnedGenerator.fit_calls = 0
+    SamplingSideGenerator.fit_calls = 0
+
+
+def fit_data(root: Path, generator: AnomalyGenerator, seed: int = 0):
+    return SyntheticAnomalyDataModule(make_folder_datamodule(root), generator=generator, seed=seed).fit_data()
+
+
+def test_fits_once_then_loads_in_place(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    first = CountingLearnedGenerator()
+    assert store.fit_or_load(first, fit_data(tiny_mvtec, first)) == "fitted"
+    second = CountingLearnedGenerator()
+    assert store.fit_or_load(second, fit_data(tiny_mvtec, second)) == "loaded"
+    assert CountingLearnedGenerator.fit_calls == 1
+    assert second.is_fitted and torch.equal(second.brightness, first.brightness)  # the same object, now fitted
+    folder = store.folder_for(second, fit_data(tiny_mvtec, second))
+    assert folder.parent == tmp_path / "fits" / "tiny" and folder.name.startswith("CountingLearnedGenerator-")
+    record = json.loads((folder / FIT_FILE).read_text())
+    assert record["category"] == "tiny" and record["normals"] > 0 and record["shots"] > 0
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging leftovers
+
+
+def test_sampling_options_share_a_fit_training_settings_do_not(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    store.fit_or_load(SamplingSideGenerator(side=6), fit_data(tiny_mvtec, SamplingSideGenerator()))
+    variant = SamplingSideGenerator(side=4)
+    assert store.fit_or_load(variant, fit_data(tiny_mvtec, variant)) == "loaded"
+    assert variant.side == 4 and SamplingSideGenerator.fit_calls == 1  # its own sampling option, the shared fit
+    other = CountingLearnedGenerator(side=4)  # side shapes CountingLearnedGenerator's fit
+    assert store.fit_or_load(other, fit_data(tiny_mvtec, other)) == "fitted"
+    fresh = CountingLearnedGenerator(side=4)
+    assert store.fit_or_load(fresh, fit_data(tiny_mvtec, fresh, seed=1)) == "fitted"  # another seed, another fit
+
+
+def test_the_key_is_the_files_contents_not_their_place(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    store.fit_or_load(CountingLearnedGenerator(), fit_data(tiny_mvtec, CountingLearnedGenerator()))
+    moved = shutil.copytree(tiny_mvtec, tmp_path / "elsewhere" / "tiny")
+    assert store.fit_or_load(CountingLearnedGenerator(), fit_data(moved, CountingLearnedGenerator())) == "loaded"
+    mask_path = moved / "ground_truth" / "blob" / "000_mask.png"  # the first blob is a shot
+    mask = Image.open(mask_path)
+    mask.putpixel((0, 0), 255)
+    mask.save(mask_path)
+    assert store.fit_or_load(CountingLearnedGenerator(), fit_data(moved, CountingLearnedGenerator())) == "fitted"
+
+
+def test_a_mixture_reuses_the_fit_of_its_learned_component(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    alone = CountingLearnedGenerator()
+    store.fit_or_load(alone, fit_data(tiny_mvtec, alone))
+    mixture = MixtureGenerator([CountingLearnedGenerator(), FakeSquareGenerator()])
+    assert store.fit_or_load(mixture, fit_data(tiny_mvtec, mixture)) == "loaded"
+    assert CountingLearnedGenerator.fit_calls == 1 and mixture.is_fitted
+    assert torch.equal(mixture.components[0].brightness, alone.brightness)
+
+
+def test_keep_stores_generators_that_learn_nothing(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    classic = FakeSquareGenerator(side=3)
+    assert store.fit_or_load(classic, fit_data(tiny_mvtec, classic)) == "not_needed"
+    assert not (tmp_path / "fits").exists()
+    assert store.fit_or_load(classic, fit_data(tiny_mvtec, classic), keep=True) == "not_needed"
+    loaded = AnomalyGenerator.load(store.folder_for(classic, fit_data(tiny_mvtec, classic)))
+    assert isinstance(loaded, FakeSquareGenerator) and loaded.side == 3
+
+
+def test_an_interrupted_save_keeps_the_previous_fit(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    data = fit_data(tiny_mvtec, CountingLearnedGenerator())
+    store.fit_or_load(CountingLearnedGenerator(), data)
+    key = FitKey.of(CountingLearnedGenerator(), data)
+    before = (store.folder(key) / FIT_FILE).read_text()
+
+    class BrokenDisk(CountingLearnedGenerator):
+        def _save_state(self, directory: Path) -> None:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        FitStore._save(BrokenDisk(), key, store.folder(key))
+    assert (store.folder(key) / FIT_FILE).read_text() == before
+    assert [p.name for p in store.folder(key).parent.iterdir()] == [store.folder(key).name]
+
+
+def test_damaged_records_and_state_are_named_not_loaded(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    data = fit_data(tiny_mvtec, CountingLearnedGenerator())
+    store.fit_or_load(CountingLearnedGenerator(), data)
+    folder = store.folder_for(CountingLearnedGenerator(), data)
+    record = (folder / FIT_FILE).read_text()
+    (folder / FIT_FILE).write_text("{not json")
+    with pytest.raises(CheckpointMismatchError, match="unreadable fit record.*delete this folder"):
+        store.fit_or_load(CountingLearnedGenerator(), data)
+    (folder / FIT_FILE).write_text(json.dumps({**json.loads(record), "data_fingerprint": "other"}))
+    with pytest.raises(CheckpointMismatchError, match="another fit"):
+        store.fit_or_load(CountingLearnedGenerator(), data)
+    (folder / FIT_FILE).write_text(record)
+    meta = json.loads((folder / "generator.json").read_text())
+    (folder / "generator.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointMismatchError, match="format version 99"):  # never reported as "loaded"
+        store.fit_or_load(CountingLearnedGenerator(), data)
+    (folder / "generator.json").write_text(json.dumps(meta))
+    (folder / "state.safetensors").write_bytes(b"tampered")
+    with pytest.raises(CorruptFileError, match="checksum differs"):
+        store.fit_or_load(CountingLearnedGenerator(), data)
+
+
+def test_a_generator_fitted_elsewhere_is_refused(tmp_path: Path, tiny_mvtec: Path) -> None:
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=CountingLearnedGenerator())
+    datamodule.prepare_generator()  # fitted outside the store: the store cannot tell on what
+    with pytest.raises(InvalidInputError, match="already fitted"):
+        FitStore(tmp_path / "fits").fit_or_load(datamodule.generator, datamodule.fit_data())
+
+
+def test_load_state_checks_class_and_training_settings(tmp_path: Path, tiny_mvtec: Path) -> None:
+    store = FitStore(tmp_path / "fits")
+    data = fit_data(tiny_mvtec, CountingLearnedGenerator())
+    store.fit_or_load(CountingLearnedGenerator(side=6), data)
+    folder = store.folder_for(CountingLearnedGenerator(side=6), data)
+    with pytest.raises(InvalidInputError, match=r"other settings: \['side'\]"):
+        CountingLearnedGenerator(side=4).load_state(folder)
+    with pytest.raises(InvalidInputError, match="holds a CountingLearnedGenerator"):
+        FakeSquareGenerator().load_state(folder)
