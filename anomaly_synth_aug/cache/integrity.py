@@ -170,7 +170,8 @@ def verify(cache_dir: str | Path, *, check_hashes: bool = True) -> VerifyReport:
     layout = CacheLayout(Path(cache_dir))
     report = VerifyReport(cache_dir=layout.root)
     if not layout.root.is_dir():
-        report.header_problem = "the cache folder does not exist"
+        exists = layout.root.exists()
+        report.header_problem = "this is a file, not a cache folder" if exists else "the cache folder does not exist"
         return report
     if not layout.header.is_file():
         report.header_problem = f"no {HEADER_FILE}: this folder is not a sample cache"

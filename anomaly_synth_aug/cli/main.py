@@ -83,6 +83,23 @@ def import_packaged_generators() -> None:
             getattr(anomaly_synth_aug, name)  # the lazy export imports the class's module
 
 
+def check_generator_names(argv: list[str]) -> None:
+    """A ``--generator`` that is neither a packaged class name nor a dotted path is an error listing the names.
+
+    jsonargparse would answer a misspelt name with its usage text and "Expected a dot import path string".
+    """
+    import anomaly_synth_aug
+    from anomaly_synth_aug.errors import InvalidInputError
+
+    names = sorted(n for n in anomaly_synth_aug.__all__ if n.endswith("Generator") and n != "AnomalyGenerator")
+    for index, argument in enumerate(argv):
+        value = argv[index + 1] if argument == "--generator" and index + 1 < len(argv) else None
+        if argument.startswith("--generator="):
+            value = argument.split("=", 1)[1]
+        if value and "." not in value and not value.startswith("{") and value not in names:
+            raise InvalidInputError(f"unknown generator {value!r}", fix=f"use one of {', '.join(names)}")
+
+
 #: Exit status of a run stopped by bad input (argparse uses 2 for bad arguments too).
 EXIT_BAD_INPUT = 2
 
@@ -104,13 +121,19 @@ QUIET_WARNINGS: tuple[str, ...] = (
     r"You called `self.log\(.*` but have no logger configured",  # runs that deliberately log nowhere
     r"Importing from timm.models.layers is deprecated",  # anomalib importing timm
     r"The anomalib.models.components.dinov2 package is deprecated",  # anomalib importing itself
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # frozen pretrained stages, on purpose
 )
+#: Library loggers whose warnings say nothing actionable here: timm lists the ImageNet head's keys that
+#: a feature extractor does not load; anomalib says a one-class run's validation set has no anomalies.
+QUIET_LOGGERS: tuple[str, ...] = ("timm.models._builder", "anomalib.metrics.threshold.f1_adaptive_threshold")
 
 
 def _quiet_third_party_warnings() -> None:
     """Silence only ``QUIET_WARNINGS`` for this process; every other warning still shows."""
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command.takes_generator:
             import_packaged_generators()
+            check_generator_names(argv)
         status = auto_cli(
             {argv[0]: command.load()},
             args=_normalise_arguments(argv),

@@ -42,6 +42,7 @@ from anomaly_synth_aug.data.dataset import (
 )
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
+from anomaly_synth_aug.data.mvtec_folder import check_folder_masks
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
@@ -196,6 +197,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
 
     # ------------------------------------------------------------------ setup
     def _setup(self, _stage: str | None = None) -> None:
+        check_folder_masks(self.datamodule)  # before anomalib pairs them and fails without naming a file
         self.datamodule.setup(_stage)
         self.shot_records, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
         shot_paths = {_resolved(record.image_path) for record in self.shot_records}
@@ -231,7 +233,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         if samples is None or "mask_path" not in samples:
             return
         empty = [
-            Path(row.image_path).name
+            "/".join(Path(row.image_path).parts[-2:])  # defect type folder and file name
             for row in samples.itertuples()
             if int(row.label_index) == ANOMALOUS_LABEL
             and (mask_path := row_mask_path(row)) is not None

@@ -59,7 +59,26 @@ def split_records(
         k = shot_count(len(ordered), shot_fraction)
         shots.extend(ordered[:k])
         held_out.extend(ordered[k:])
+        if k == len(ordered):
+            _warn_nothing_held_out(defect_type, len(ordered))
     return shots, held_out
+
+
+_warned_types: set[tuple[str, int]] = set()
+
+
+def _warn_nothing_held_out(defect_type: str, count: int) -> None:
+    """Once per type: a type whose every image is a shot is never tested (its detection goes unmeasured)."""
+    if (defect_type, count) in _warned_types:
+        return
+    _warned_types.add((defect_type, count))
+    logger.warning(
+        "Defect type %r has %d image(s): all of them are generator shots and none is held out, so no test "
+        "measures this type. Add more images of it to test/%s/ to evaluate it.",
+        defect_type,
+        count,
+        defect_type,
+    )
 
 
 @dataclass

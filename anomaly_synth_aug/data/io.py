@@ -3,11 +3,12 @@
 Masks are binarised here with a documented threshold (``MASK_THRESHOLD``, i.e.
 pixel > 127 of 255) because real datasets ship soft, anti-aliased masks and
 anomalib's own reader turns every non-zero pixel into "defect", which inflates
-defect regions at the edges. Two encodings would be misread by that rule, so they
-are recognised first: masks that hold only 0 and 1 (what many labelling tools
-write; read as 1 = defect, with a warning once per folder), and 16-bit files,
-whose values are scaled to 8 bits instead of being clipped (a 16-bit grayscale
-photo would otherwise come out all white).
+defect regions at the edges. Masks that never reach the threshold but are not
+empty would be misread by that rule, so they are recognised first: 0/1 masks (what
+many labelling tools write), palette masks whose defect colour turns dark in
+gray, 16-bit masks holding 0/255. Their non-zero pixels are read as defect, with a
+warning once per folder. 16-bit files are scaled to 8 bits instead of being
+clipped (a 16-bit grayscale photo would otherwise come out all white).
 """
 
 from __future__ import annotations
@@ -83,21 +84,29 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 
 def _binarise(array: np.ndarray, threshold: int, path: Path) -> np.ndarray:
-    """Defect pixels of a mask array: 0/1 masks read as 1 = defect, others at ``> threshold`` (of 255)."""
-    values = np.unique(array)
-    if values.max(initial=0) == 1 and set(values.tolist()) <= {0, 1}:
+    """Defect pixels of a mask array: ``> threshold`` (of 255), or non-zero when no pixel reaches it.
+
+    A mask whose largest value is above 0 but not above ``threshold`` marks its defect with small
+    values (0/1 labels, a palette index, 16-bit 0/255); thresholding would empty it, so its non-zero
+    pixels are the defect, with a warning once per folder.
+    """
+    scaled = np.round(array / 257.0) if array.dtype == np.uint16 else array
+    largest = int(array.max(initial=0))
+    if largest > 0 and scaled.max(initial=0) <= threshold:
         folder = path.parent.resolve()
         if folder not in _warned_binary_folders:
             _warned_binary_folders.add(folder)
             logger.warning(
-                "%s holds 0/1 masks (e.g. %s): reading 1 as defect. Save masks as 0/255 to silence this.",
+                "%s holds masks whose largest value (%d in %s) does not reach the threshold %d: reading every "
+                "non-zero pixel as defect (0/1 labels, palette indices or 16-bit 0/255 masks). Save masks as "
+                "0/255 to silence this.",
                 folder,
+                largest,
                 path.name,
+                threshold,
             )
-        return array == 1
-    if array.dtype == np.uint16:
-        return np.round(array / 257.0) > threshold
-    return array > threshold
+        return array > 0
+    return scaled > threshold
 
 
 def load_mask(
@@ -109,8 +118,9 @@ def load_mask(
 ) -> torch.Tensor:
     """Read a mask as bool ``[H, W]``: pixel > ``threshold`` (of 255) is defect.
 
-    A mask whose only values are 0 and 1 is a 0/1 mask: 1 is defect (warned once per folder).
-    16-bit masks are compared on the 8-bit scale (65535 -> 255).
+    A mask that is not empty but never exceeds ``threshold`` (0/1 labels, palette indices, 16-bit
+    0/255) is read as non-zero = defect (warned once per folder). 16-bit masks are compared on the
+    8-bit scale (65535 -> 255).
 
     Args:
         path: mask file (any single- or multi-channel image; converted to 8-bit gray).

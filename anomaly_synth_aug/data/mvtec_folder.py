@@ -170,6 +170,59 @@ def _check_files(layout: MvtecLayout) -> None:
             )
 
 
+def _as_dirs(root: Path | None, value: object) -> list[Path]:
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str | Path) else list(value)  # type: ignore[call-overload]
+    return [Path(v) if root is None or Path(v).is_absolute() else root / v for v in values]
+
+
+def check_folder_masks(folder: object) -> None:
+    """Name the first defect image of an anomalib ``Folder`` that its mask pairing would get wrong.
+
+    anomalib sorts every abnormal image and every mask file and pairs them in that order; a missing
+    mask ends in a NumPy error ("cannot assign 5 input values to the 6 output values") that names no
+    file. This repeats the pairing up front and says which image lacks its mask, or which one would
+    be given another image's mask. Datamodules without ``abnormal_dir`` and ``mask_dir`` pass.
+    """
+    root = getattr(folder, "root", None)
+    root = Path(root) if root is not None else None
+    extensions = tuple(e.lower() for e in (getattr(folder, "extensions", None) or IMAGE_EXTENSIONS))
+    abnormal = _as_dirs(root, getattr(folder, "abnormal_dir", None))
+    mask_dirs = _as_dirs(root, getattr(folder, "mask_dir", None))
+    if not abnormal or not mask_dirs or not all(d.is_dir() for d in (*abnormal, *mask_dirs)):
+        return  # nothing to pair, or anomalib names the missing folder itself
+
+    def files(dirs: list[Path]) -> list[Path]:
+        found = (f for d in dirs for f in d.glob("**/*") if f.is_file() and f.suffix.lower() in extensions)
+        return sorted(f for f in found if not any(part.startswith(".") for part in f.parts))
+
+    pairs = list(zip(abnormal, mask_dirs, strict=True)) if len(abnormal) == len(mask_dirs) else [(None, None)]
+    for image_dir, mask_dir in pairs:  # abnormal_dir[i] goes with mask_dir[i]: stems repeat across types
+        stems = {m.stem for m in files([mask_dir] if mask_dir else mask_dirs)}
+        for image in files([image_dir] if image_dir else abnormal):
+            if image.stem + MASK_SUFFIX not in stems and image.stem not in stems:
+                raise MaskError(
+                    f"this defect image has no mask in {mask_dir or 'the mask_dir'}",
+                    path=image,
+                    fix=f"add a mask named {image.stem}{MASK_SUFFIX}.png (or {image.stem}.png), or move the image out",
+                )
+    images, masks = files(abnormal), files(mask_dirs)
+    for image, mask in zip(images, masks, strict=False):
+        if image.stem not in mask.stem:
+            raise MaskError(
+                f"anomalib's Folder pairs masks with images by sorted path and would give this image {mask.name}",
+                path=image,
+                fix="list mask_dir in the same order as abnormal_dir, and name masks <image stem>_mask.png",
+            )
+    if len(masks) > len(images):
+        raise MaskError(
+            f"mask_dir holds {len(masks)} masks for {len(images)} defect images (e.g. {masks[len(images)].name})",
+            path=mask_dirs[0],
+            fix="remove the masks that have no image, so that anomalib pairs the rest correctly",
+        )
+
+
 def mvtec_folder(
     layout: MvtecLayout | str | Path,
     *,

@@ -163,3 +163,12 @@ def test_an_interrupted_cache_is_reported_as_resumable(filled_cache: SampleCache
     assert "interrupted (resumable)" in text and "resume the generation" in text and "delete" not in text
     (filled_cache.root / "notes.txt").write_text("mine")  # not something a generation writes
     assert "delete the cache folder" in str(verify(filled_cache.root))
+
+
+def test_a_file_given_as_the_cache_is_called_a_file(tmp_path) -> None:
+    """``verify`` on a file said "the cache folder does not exist", although the path existed."""
+    from anomaly_synth_aug.cache.integrity import verify
+
+    (tmp_path / "notes.txt").write_text("hello")
+    assert verify(tmp_path / "notes.txt").header_problem == "this is a file, not a cache folder"
+    assert verify(tmp_path / "missing").header_problem == "the cache folder does not exist"

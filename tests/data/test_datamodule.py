@@ -168,7 +168,7 @@ def test_held_out_defects_with_empty_masks_are_counted_once(tiny_mvtec: Path, fa
         datamodule.setup()
     warnings = [r.message for r in caplog.records if "empty mask" in r.message]
     assert len(warnings) == 1 and warnings[0].startswith("1 of the held-out defect images")
-    assert masks[-1].name.replace("_mask", "") in warnings[0]
+    assert "blob/" + masks[-1].name.replace("_mask", "") in warnings[0]  # with its type: names repeat across types
 
 
 def test_a_generator_given_by_name_is_built_and_a_bad_one_is_named(tiny_folder) -> None:
@@ -193,3 +193,15 @@ def test_a_missing_data_folder_is_named_before_anomalib_searches_it(tmp_path: Pa
     datamodule = SyntheticAnomalyDataModule(folder, generator=fake_generator)
     with pytest.raises(InvalidInputError, match="absent: the Folder datamodule's data folder does not exist"):
         datamodule.prepare_data()
+
+
+def test_a_wrapped_folder_whose_defect_image_lacks_its_mask_is_named(tiny_mvtec: Path, fake_generator) -> None:
+    """From Python, anomalib's Folder ended in a NumPy 'cannot assign 5 input values to the 6 output values'."""
+    from anomaly_synth_aug.errors import MaskError
+
+    masks = sorted((tiny_mvtec / "ground_truth" / "scratch").glob("*_mask.png"))
+    masks[1].unlink()
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
+    image = tiny_mvtec / "test" / "scratch" / masks[1].name.replace("_mask", "")
+    with pytest.raises(MaskError, match=f"{image}: this defect image has no mask.*{masks[1].name}"):
+        datamodule.setup()

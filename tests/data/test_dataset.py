@@ -1,3 +1,4 @@
+import json
 import pickle
 from pathlib import Path
 
@@ -163,3 +164,25 @@ def test_the_datamodule_seed_fixes_every_defect_whatever_the_global_rng(tiny_fol
     first, second = first_epoch(1), first_epoch(2)
     assert first and first.keys() == second.keys()
     assert all(torch.equal(first[path], second[path]) for path in first)
+
+
+def test_the_datamodule_seed_fixes_the_cached_pool_whatever_the_global_rng(tiny_mvtec, tmp_path) -> None:
+    """The cached mode draws its pool from the datamodule's seed too: two global seeds, one pool."""
+    from shared_fixtures import make_folder_datamodule
+
+    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+    from anomaly_synth_aug.generators.perlin import PerlinGenerator
+
+    def pool(global_seed: int, cache: str) -> dict[str, str]:
+        torch.manual_seed(global_seed)
+        datamodule = SyntheticAnomalyDataModule(
+            make_folder_datamodule(tiny_mvtec), generator=PerlinGenerator(), mode="cached",
+            cache_dir=tmp_path / cache, samples_per_type=3, seed=3,
+            cache_trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
+        )  # fmt: skip
+        datamodule.setup()
+        manifest = (tmp_path / cache / "manifest.jsonl").read_text().splitlines()
+        return {json.loads(line)["image"]: json.loads(line)["image_sha256"] for line in manifest}
+
+    first, second = pool(1, "a"), pool(2, "b")
+    assert len(first) == 3 and first == second

@@ -59,3 +59,16 @@ def test_empty_mask_shot_skipped_or_error(tiny_mvtec: Path) -> None:
 def test_missing_test_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="not an MVTec-layout category folder"):
         few_shot_split(tmp_path)
+
+
+def test_a_type_with_every_image_a_shot_is_warned_about(caplog) -> None:
+    """One image of a type became a shot, and the type silently had no test image at all."""
+    from anomaly_synth_aug.data.fewshot import DefectRecord, split_records
+
+    records = [DefectRecord(Path(f"/d/dent/{i}.png"), Path(f"/d/m/{i}.png"), "dent") for i in range(3)]
+    records.append(DefectRecord(Path("/d/rare/0.png"), Path("/d/m/r0.png"), "rare"))
+    with caplog.at_level("WARNING", logger="anomaly_synth_aug.data.fewshot"):
+        shots, held_out = split_records(records)
+    assert {r.defect_type for r in held_out} == {"dent"}
+    warned = [r.message for r in caplog.records if "none is held out" in r.message]
+    assert len(warned) == 1 and "'rare'" in warned[0]

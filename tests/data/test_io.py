@@ -43,7 +43,7 @@ def test_mask_size_mismatch(tmp_path: Path) -> None:
 
 def test_empty_mask_required(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "i.png")
-    Image.fromarray(np.full((4, 4), 100, np.uint8)).save(tmp_path / "m.png")  # soft, below threshold
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "m.png")
     with pytest.raises(MaskError, match="empty after binarising"):
         load_sample(tmp_path / "i.png", tmp_path / "m.png", "x", require_defect=True)
 
@@ -65,9 +65,23 @@ def test_zero_one_masks_are_read_as_defects_with_one_warning(tmp_path: Path, cap
         first = load_mask(tmp_path / "a.png")
         second = load_mask(tmp_path / "b.png")
     assert first.tolist() == second.tolist() == [[False, True, True, False]]
-    assert len([r for r in caplog.records if "0/1 masks" in r.message]) == 1  # once per folder
-    Image.fromarray(np.array([[0, 100, 100, 1]], np.uint8)).save(tmp_path / "soft.png")
-    assert not load_mask(tmp_path / "soft.png").any()  # a faint soft mask is not a 0/1 mask
+    assert len([r for r in caplog.records if "does not reach the threshold" in r.message]) == 1  # once per folder
+    Image.fromarray(np.array([[0, 200, 100, 0]], np.uint8)).save(tmp_path / "soft.png")
+    assert load_mask(tmp_path / "soft.png").tolist() == [[False, True, False, False]]  # it reaches 127: thresholded
+
+
+def test_masks_that_never_reach_the_threshold_mark_their_defect_with_small_values(tmp_path: Path) -> None:
+    """Palette masks (defect colour dark in gray), 16-bit 0/255 masks and faint masks all came out empty."""
+    palette = Image.fromarray(np.array([[0, 1, 1, 0]], np.uint8), mode="P")
+    palette.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)  # index 1 = dark red: gray 38
+    palette.save(tmp_path / "palette.png")
+    assert load_mask(tmp_path / "palette.png").tolist() == [[False, True, True, False]]
+    Image.fromarray(np.array([[0, 255, 0, 255]], np.uint16)).save(tmp_path / "wide_0_255.png")
+    assert load_mask(tmp_path / "wide_0_255.png").tolist() == [[False, True, False, True]]
+    Image.fromarray(np.array([[0, 100, 127, 0]], np.uint8)).save(tmp_path / "faint.png")
+    assert load_mask(tmp_path / "faint.png").tolist() == [[False, True, True, False]]
+    Image.fromarray(np.zeros((1, 4), np.uint8)).save(tmp_path / "empty.png")
+    assert not load_mask(tmp_path / "empty.png").any()
 
 
 def test_sixteen_bit_grayscale_images_and_masks_are_scaled_not_clipped(tmp_path: Path) -> None:
