@@ -28,7 +28,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from anomaly_synth_aug.cache.atomic import check_writable
-from anomaly_synth_aug.cache.fingerprint import config_fingerprint, data_fingerprint
 from anomaly_synth_aug.cache.integrity import verify
 from anomaly_synth_aug.cache.jobs import GenerationJob, plan_jobs
 from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry
@@ -37,6 +36,7 @@ from anomaly_synth_aug.data.io import load_image
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.utils.random import make_generator
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def make_header(
         generator_class=type(generator).__name__,
         generator_fingerprint=generator.fingerprint(),
         config_fingerprint=config_fingerprint(config),
-        data_fingerprint=data_fingerprint(source_paths),
+        data_fingerprint=files_fingerprint(source_paths),
         samples_per_type=samples_per_type,
         defect_types=tuple(sorted(set(defect_types))),
         seed=seed,

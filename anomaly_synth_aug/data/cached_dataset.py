@@ -117,8 +117,9 @@ def build_cached_train_dataset(
 ) -> CachedAnomalyDataset:
     """Fill (or reuse, or resume) the cache from ``train_dataset``'s normals and train from it.
 
-    The data fingerprint is computed from the normals' paths, sizes and mtimes; ``config`` is what
-    else shaped the samples (e.g. the category). See ``generate_cache`` for the other arguments.
+    The data fingerprint is computed from the normals' names and contents; ``config`` is anything else
+    that shaped the samples (none for the datamodule: the generator's fingerprint and the data say it
+    all, so a cache made by ``anomaly-synth-aug generate`` is reused). See ``generate_cache`` for the rest.
     """
     entries = generate_cache(
         cache_dir,

@@ -285,7 +285,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             samples_per_type=self.samples_per_type,
             anomaly_ratio=self.anomaly_ratio,
             seed=self.seed,
-            config={"name": self.name, "category": self.category, "mask_threshold": self.mask_threshold},
             trainer_kwargs=self.cache_trainer_kwargs,
             batch_size=self.cache_batch_size,
             mask_threshold=self.mask_threshold,

@@ -39,6 +39,7 @@ from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.persistence import CONFIG_FILE
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -69,35 +70,31 @@ class FitData:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """sha256 of the files' *contents* (and names), the seed and the settings.
+        """sha256 of the files' *contents* (and names), the seed and the settings (``utils.fingerprint``).
 
         Contents rather than paths: a moved dataset keeps its fits, an edited mask invalidates them.
         """
-        digest = hashlib.sha256(json.dumps({"seed": self.seed, **self.settings}, sort_keys=True).encode())
-        for path in self.normal_paths:
-            _update_with_file(digest, Path(path))
-        for defect_type, image_path, mask_path in sorted(self.shots, key=lambda s: (s[0], Path(s[1]).name)):
-            digest.update(defect_type.encode())
-            _update_with_file(digest, Path(image_path))
-            if mask_path is not None:
-                _update_with_file(digest, Path(mask_path))
-        return digest.hexdigest()
+        shot_files = [
+            path
+            for _, image_path, mask_path in sorted(self.shots, key=lambda s: (s[0], Path(s[1]).name))
+            for path in (image_path, mask_path)
+            if path is not None
+        ]
+        return config_fingerprint(
+            {
+                "seed": self.seed,
+                "settings": self.settings,
+                "normals": files_fingerprint(self.normal_paths, ordered=True),
+                "shot_types": sorted(s[0] for s in self.shots),
+                "shots": files_fingerprint(shot_files, ordered=True),
+            }
+        )
 
 
-def _update_with_file(digest: Any, path: Path) -> None:
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InvalidInputError("a file the generator learns from is missing", path=path, fix="restore it") from exc
-    digest.update(path.name.encode())
-    digest.update(hashlib.sha256(content).digest())
-
-
-def config_fingerprint(generator: AnomalyGenerator) -> str:
+def training_fingerprint(generator: AnomalyGenerator) -> str:
     """sha256 of the class and of the constructor config that shapes fitting (sampling options left out)."""
     config = {k: v for k, v in generator.get_config().items() if k not in generator.sampling_options}
-    payload = json.dumps({"class": type(generator).__name__, "config": config}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return config_fingerprint({"class": type(generator).__name__, "config": config})
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ class FitKey:
         return cls(
             category=data.category,
             generator_class=type(generator).__name__,
-            config_fingerprint=config_fingerprint(generator),
+            config_fingerprint=training_fingerprint(generator),
             data_fingerprint=data_fingerprint or data.fingerprint(),
         )
 
@@ -256,4 +253,4 @@ def _check_name(name: str) -> str:
     return name
 
 
-__all__ = ["FIT_FILE", "FitData", "FitKey", "FitStore", "config_fingerprint", "read_fit_record"]
+__all__ = ["FIT_FILE", "FitData", "FitKey", "FitStore", "read_fit_record", "training_fingerprint"]

@@ -231,3 +231,27 @@ def test_backbone_prints_a_name_anomalib_loads_offline(tmp_path: Path, capsys: p
 
     model = Padim(backbone=name, layers=["blocks.2"], pre_trained=True, n_features=10)
     assert model.model.feature_extractor.out_dims == [40]
+
+
+def test_a_cache_made_by_generate_is_reused_by_the_cached_datamodule(
+    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``generate`` recorded config ``{}`` and the datamodule ``{name, category, mask_threshold}``: training
+    moved the CLI's cache aside and generated it all again."""
+    from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
+    from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", tmp_path / "g") == 0
+    folder = saved_folder(capsys)
+    cache = tmp_path / "cache"
+    common = ("--samples_per_type", 2, "--accelerator", "cpu", "--devices", 1)
+    assert run_cli("generate", "--generator_dir", folder, "--data", tiny_mvtec, "--cache_dir", cache, *common) == 0
+    manifest = (cache / "manifest.jsonl").read_text()
+    datamodule = mvtec_datamodule(
+        tiny_mvtec, AnomalyGenerator.load(folder), mode="cached", cache_dir=cache, samples_per_type=2
+    )
+    with caplog.at_level("INFO", logger="anomaly_synth_aug.cache.generation"):
+        datamodule.setup()
+    assert "Reusing the complete sample cache" in caplog.text
+    assert (cache / "manifest.jsonl").read_text() == manifest
+    assert not list(tmp_path.glob("cache.stale-*"))  # nothing was moved aside

@@ -1,0 +1,41 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
+
+
+@pytest.fixture
+def sources(tiny_mvtec: Path) -> list[Path]:
+    return sorted((tiny_mvtec / "train" / "good").glob("*.png"))
+
+
+def test_files_fingerprint_sees_contents_and_the_set_not_order_place_or_mtime(sources: list[Path], tmp_path: Path) -> None:
+    base = files_fingerprint(sources)
+    assert files_fingerprint(list(reversed(sources))) == base
+    assert files_fingerprint(sources[:-1]) != base
+    stat = sources[0].stat()
+    os.utime(sources[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert files_fingerprint(sources) == base  # touched, not changed
+    moved = [Path(shutil.copy(path, tmp_path / path.name)) for path in sources]
+    assert files_fingerprint(moved) == base  # a dataset on another disk keeps its fits and caches
+    with sources[1].open("ab") as handle:
+        handle.write(b"\0")
+    assert files_fingerprint(sources) != base
+
+
+def test_ordered_fingerprint_follows_the_order(sources: list[Path]) -> None:
+    assert files_fingerprint(sources, ordered=True) != files_fingerprint(list(reversed(sources)), ordered=True)
+
+
+def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"gone\.png: a source file is missing"):
+        files_fingerprint([tmp_path / "gone.png"])
+
+
+def test_config_fingerprint_is_key_order_independent() -> None:
+    assert config_fingerprint({"a": 1, "b": Path("x")}) == config_fingerprint({"b": "x", "a": 1})
+    assert config_fingerprint({"a": 1}) != config_fingerprint({"a": 2})
