@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import torch
 from anomalib import TaskType
@@ -48,6 +49,7 @@ from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.generators.fit_store import FitData
+from anomaly_synth_aug.utils.choices import parse_choice
 from anomaly_synth_aug.utils.random import make_generator
 
 if TYPE_CHECKING:
@@ -56,10 +58,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TrainMode = Literal["online", "cached", "shots"]
-ValSplit = Literal["synthetic", "wrapped", "none"]
-TRAIN_MODES: tuple[str, ...] = ("online", "cached", "shots")
-VAL_SPLITS: tuple[str, ...] = ("synthetic", "wrapped", "none")
+class TrainMode(StrEnum):
+    """Where the training defects come from (see ``SyntheticAnomalyDataModule``'s ``mode``)."""
+
+    online = "online"
+    cached = "cached"
+    shots = "shots"
+
+
+class ValSplit(StrEnum):
+    """What the validation set is (see ``SyntheticAnomalyDataModule``'s ``val_split``)."""
+
+    synthetic = "synthetic"
+    wrapped = "wrapped"
+    none = "none"
 
 #: Validation modes of the wrapped datamodule whose val set holds real (test) images, so its
 #: anomalies take part in the few-shot split; other modes hold train normals or anomalib's own
@@ -112,9 +124,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         datamodule: AnomalibDataModule,
         generator: AnomalyGenerator | str | None = None,
         anomaly_ratio: float = 0.5,
-        mode: TrainMode = "online",
+        mode: TrainMode = TrainMode.online,
         shot_fraction: float = DEFAULT_SHOT_FRACTION,
-        val_split: ValSplit = "synthetic",
+        val_split: ValSplit = ValSplit.synthetic,
         val_split_ratio: float = 0.2,
         mask_threshold: int = MASK_THRESHOLD,
         max_fit_normals: int = 64,
@@ -155,9 +167,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.datamodule = datamodule
         self.generator = resolve_generator(generator) if generator is not None else _default_generator()
         self.anomaly_ratio = anomaly_ratio
-        self.mode = mode
+        self.mode = parse_choice(TrainMode, mode, "mode")
         self.shot_fraction = shot_fraction
-        self.val_split = val_split
+        self.val_split = parse_choice(ValSplit, val_split, "val_split")
         self.val_split_ratio = val_split_ratio
         self.mask_threshold = mask_threshold
         self.max_fit_normals = max_fit_normals
@@ -410,15 +422,13 @@ def _check_init_args(
             f"anomaly_ratio must be in [0, 1], got {anomaly_ratio}",
             fix="use e.g. 0.5 (half of the training normals get a synthetic defect), or 0 to disable",
         )
-    if mode not in TRAIN_MODES:
-        raise InvalidInputError(f"unknown mode {mode!r}", fix=f"use one of {list(TRAIN_MODES)}")
+    parse_choice(TrainMode, mode, "mode")
     if not 0.0 < shot_fraction < 1.0:
         raise InvalidInputError(
             f"shot_fraction must be in (0, 1), got {shot_fraction}",
             fix="use e.g. 1/3: the first third of each defect type trains the generator",
         )
-    if val_split not in VAL_SPLITS:
-        raise InvalidInputError(f"unknown val_split {val_split!r}", fix=f"use one of {list(VAL_SPLITS)}")
+    parse_choice(ValSplit, val_split, "val_split")
     if not 0.0 < val_split_ratio < 1.0:
         raise InvalidInputError(
             f"val_split_ratio must be in (0, 1), got {val_split_ratio}",

@@ -17,7 +17,7 @@ from anomaly_synth_aug.evaluation.downstream import (
     resolve_preset,
     synthetic_datamodule,
 )
-from anomaly_synth_aug.generators.fit_store import FitKey, FitStore, config_fingerprint
+from anomaly_synth_aug.generators.fit_store import FitStore, training_fingerprint
 
 
 class TwoKnobGenerator(FakeLearnedGenerator):
@@ -61,7 +61,7 @@ def test_sampling_ablations_share_the_diffusion_fit_and_training_ablations_do_no
         ours = build_generator(ablation, "smoke", "tile")
         changed = {k for k, v in ours.get_config().items() if base.get_config()[k] != v}
         assert len(changed) == 1, (ablation, changed)
-        shares_fit = config_fingerprint(ours) == config_fingerprint(base)
+        shares_fit = training_fingerprint(ours) == training_fingerprint(base)
         assert shares_fit == changed.isdisjoint({"background_disentangle"}), ablation
 
 

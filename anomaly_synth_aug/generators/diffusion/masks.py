@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -29,8 +30,17 @@ from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask, to_rgb_fl
 from anomaly_synth_aug.errors import InvalidInputError, MaskError, UnknownDefectTypeError
 from anomaly_synth_aug.generators.diffusion.mask_crops import resize_crop, tight_crop
 
+
+class MaskSource(StrEnum):
+    """Where sampled placements come from: the augmented shot masks, or the learned mask prior."""
+
+    bank = "bank"
+    prior = "prior"
+
+
 __all__ = [
     "MaskAugmentation",
+    "MaskSource",
     "ShotMaskBank",
     "foreground_region",
     "place_mask",

@@ -9,8 +9,8 @@ other shot of the type. A generated defect's ``ratio`` is its distance to the ne
 type in units of that spacing, and it is unrealistic when it lies farther from every shot than
 the loneliest shot lies from the others (the type's largest leave-one-out distance).
 
-The ratio also calibrates sampling: ``calibrate_guidance`` picks the guidance scale whose samples
-come closest to the shots (``DiffusionAnomalyGenerator(guidance_scale="auto")``).
+The ratio also calibrates sampling: ``calibrate_guidance`` picks, per defect type, the guidance scale
+whose samples come closest to the shots (``DiffusionAnomalyGenerator(guidance_scale="auto")``).
 
 Example:
     >>> realism = ShotRealism().fit(shots)
@@ -182,21 +182,26 @@ def calibrate_guidance(
     sample: Callable[[float], tuple[list[torch.Tensor], list[torch.Tensor], list[str]]],
     realism: ShotRealism,
     candidates: Sequence[float],
-) -> tuple[float, dict[float, float]]:
-    """The candidate guidance scale whose samples lie closest to the shots (lowest mean ratio), and every mean.
+) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
+    """Per defect type, the candidate guidance scale whose samples lie closest to the shots (lowest mean ratio).
 
     ``sample(scale)`` returns generated images, their masks and types; it should draw the same
-    placements for every scale, so that only the scale differs.
+    placements for every scale, so that only the scale differs. Returns the chosen scale per type and
+    every type's mean ratio per candidate (types that are not judged get the first candidate).
     """
     if not candidates:
         raise InvalidInputError("no guidance scales to choose from", fix="pass e.g. guidance_candidates=(1, 2, 3, 5)")
-    means: dict[float, float] = {}
+    means: dict[str, dict[float, float]] = {}
     for scale in candidates:
-        ratios = realism.ratios(*sample(float(scale)))
-        judged = ratios[~torch.isnan(ratios)]
-        means[float(scale)] = float(judged.mean()) if judged.numel() else float("nan")
-    finite = {scale: mean for scale, mean in means.items() if mean == mean}
-    best = min(finite, key=finite.__getitem__) if finite else float(candidates[0])
+        images, masks, types = sample(float(scale))
+        ratios = realism.ratios(images, masks, types)
+        for name in sorted(set(types)):
+            judged = torch.tensor([r for r, t in zip(ratios.tolist(), types, strict=True) if t == name and r == r])
+            means.setdefault(name, {})[float(scale)] = float(judged.mean()) if judged.numel() else float("nan")
+    best: dict[str, float] = {}
+    for name, by_scale in means.items():
+        finite = {scale: mean for scale, mean in by_scale.items() if mean == mean}
+        best[name] = min(finite, key=finite.__getitem__) if finite else float(candidates[0])
     return best, means
 
 

@@ -30,17 +30,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from enum import StrEnum
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
-from anomaly_synth_aug.generators.diffusion.training import masked_context, to_model_space
+from anomaly_synth_aug.generators.diffusion.training import (
+    masked_context,
+    to_model_space,
+)
+from anomaly_synth_aug.utils.choices import parse_choice
 
-SamplingMode = Literal["repaint", "inversion"]
-SAMPLING_MODES: tuple[str, ...] = ("repaint", "inversion")
+
+class SamplingMode(StrEnum):
+    """How the known background is kept while the defect is drawn (module docstring)."""
+
+    repaint = "repaint"
+    inversion = "inversion"
+
+
+#: The modes' values, in order (for messages and loops).
+SAMPLING_MODES: tuple[str, ...] = tuple(mode.value for mode in SamplingMode)
 
 
 def check_guidance_scale(guidance_scale: float) -> None:
@@ -80,7 +92,8 @@ class PatchSampler:
         mode: ``"repaint"`` or ``"inversion"`` (see module docstring).
         inversion_noise: fraction of fresh noise variance mixed into the inverted latent inside the
             mask (0 = pure inversion; > 0 gives more varied defects at the cost of fidelity to the image).
-        guidance_scale: normal-token guidance strength (1 = plain conditional sampling, no extra pass).
+        guidance_scale: normal-token guidance strength (1 = plain conditional sampling, no extra pass);
+            ``sample(..., guidance=...)`` may give each patch its own.
     """
 
     def __init__(
@@ -89,12 +102,11 @@ class PatchSampler:
         noise_scheduler: DDPMScheduler,
         *,
         num_inference_steps: int = 20,
-        mode: SamplingMode = "repaint",
+        mode: SamplingMode | str = SamplingMode.repaint,
         inversion_noise: float = 0.0,
         guidance_scale: float = 1.0,
     ) -> None:
-        if mode not in SAMPLING_MODES:
-            raise InvalidInputError(f"unknown sampling mode {mode!r}", fix=f"use one of {SAMPLING_MODES}")
+        mode = parse_choice(SamplingMode, mode, "sampling mode")
         if num_inference_steps < 1:
             raise InvalidInputError(f"num_inference_steps must be >= 1, got {num_inference_steps}", fix="use e.g. 20")
         if not 0.0 <= inversion_noise <= 1.0:
@@ -117,6 +129,7 @@ class PatchSampler:
         masks: torch.Tensor,
         tokens: torch.Tensor,
         generators: Sequence[torch.Generator | None],
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generate inside ``masks`` of ``known`` patches.
 
@@ -125,14 +138,21 @@ class PatchSampler:
             masks: ``[B, 1, p, p]`` bool, where to draw.
             tokens: ``[B, D]`` token vectors (type, mixed or normal).
             generators: one per sample (or None entries for unseeded draws).
+            guidance: ``[B]`` guidance scale per patch (default: ``guidance_scale`` for all).
 
         Returns:
             The model's final clean patch ``[B, C, p, p]`` in [0, 1] over the *whole* patch
             (not blended): inside the mask it is the defect, outside it shows how well the model
             agreed with the background (what the quality filter checks).
         """
+        scales = torch.full((known.shape[0],), float(self.guidance_scale)) if guidance is None else guidance.float()
+        if scales.shape != (known.shape[0],) or bool((scales < 1.0).any()):
+            raise InvalidInputError(
+                f"guidance must hold one scale >= 1 per patch, got {tuple(scales.shape)} for {known.shape[0]} patches",
+                fix="pass e.g. torch.full((batch,), 3.0)",
+            )
         with channels_last(self.model):
-            return self._sample(to_model_space(known), masks, tokens, generators).contiguous()
+            return self._sample(to_model_space(known), masks, tokens, generators, scales).contiguous()
 
     def _sample(
         self,
@@ -140,6 +160,7 @@ class PatchSampler:
         masks: torch.Tensor,
         tokens: torch.Tensor,
         generators: Sequence[torch.Generator | None],
+        scales: torch.Tensor,
     ) -> torch.Tensor:
         x0 = x0.contiguous(memory_format=torch.channels_last)
         mask = masks.to(x0.dtype).contiguous(memory_format=torch.channels_last)
@@ -155,7 +176,7 @@ class PatchSampler:
         else:
             start = per_sample_noise(x0.shape[1:], generators)
             known_at = None
-        return self._denoise(start, x0, context, mask, tokens, generators, known_at)
+        return self._denoise(start, x0, context, mask, tokens, generators, known_at, scales)
 
     def _denoise(
         self,
@@ -166,10 +187,11 @@ class PatchSampler:
         tokens: torch.Tensor,
         generators: Sequence[torch.Generator | None],
         known_at: list[torch.Tensor] | None,
+        scales: torch.Tensor,
     ) -> torch.Tensor:
         timesteps = self.scheduler.timesteps
         for index, timestep in enumerate(timesteps):
-            noise_pred = self._predict_noise(latents, context, mask, timestep, tokens)
+            noise_pred = self._predict_noise(latents, context, mask, timestep, tokens, scales)
             latents = self.scheduler.step(noise_pred, int(timestep), latents).prev_sample
             if index == len(timesteps) - 1:
                 break  # the final clean estimate is returned unblended
@@ -189,9 +211,12 @@ class PatchSampler:
         mask: torch.Tensor,
         timestep: torch.Tensor,
         tokens: torch.Tensor,
+        scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The token's noise prediction, guided away from the normal token when ``guidance_scale > 1``."""
-        if self.guidance_scale == 1.0:
+        """The token's noise prediction, guided away from the normal token by ``scales`` (one per patch, > 1)."""
+        if scales is None:
+            scales = torch.full((latents.shape[0],), float(self.guidance_scale))
+        if bool((scales == 1.0).all()):
             return self.model(latents, context, mask, timestep, tokens)
         normal = self.model.token(torch.full((latents.shape[0],), NORMAL_TOKEN, dtype=torch.long))
         both = self.model(
@@ -202,7 +227,7 @@ class PatchSampler:
             torch.cat([tokens, normal]),
         )
         conditional, unconditional = both.chunk(2)
-        return unconditional + self.guidance_scale * (conditional - unconditional)
+        return unconditional + scales.to(both.dtype).view(-1, 1, 1, 1) * (conditional - unconditional)
 
     def invert(self, x0: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """DDIM inversion of ``x0`` with the normal token: latents at each inverse timestep (last = most noisy)."""

@@ -13,7 +13,7 @@ from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError, UnknownDefectTypeError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
-from anomaly_synth_aug.generators.diffusion import generator as generator_module
+from anomaly_synth_aug.generators.diffusion import synthesis as synthesis_module
 
 FAST = {**TINY, "max_steps": 4, "max_minutes": None, "batch_size": 4, "num_inference_steps": 3, "progress": False}
 
@@ -69,14 +69,16 @@ def test_a_given_mask_is_filled_by_inversion_alone_unless_noise_is_asked_for(
     fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pure DDIM inversion (the default) starts from the target's own inverted noise: on a mask the caller
-    fixes, the seed has nothing left to vary. ``inversion_noise`` and RePaint give variants again."""
+    fixes, the seed has nothing left to vary in a first draw (a retry of a rejected draw adds fresh noise).
+    ``inversion_noise`` and RePaint give variants again."""
     inputs, placements, types = [surface(1)], [_placement()], ["dent"]
+    monkeypatch.setattr(fitted, "quality_filter", False)  # first draws only: no retries
     pure = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
     assert fitted.mode == "inversion" and torch.equal(*pure)
     for name, value in (("inversion_noise", 0.5), ("mode", "repaint")):
-        monkeypatch.setattr(fitted, name, value)  # the fixture is shared by the module: undone below
-        varied = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:  # the fixture is shared by the module: undone after
+            patch.setattr(fitted, name, value)
+            varied = [fitted.generate(inputs, placements, types, generator=_seed(s)).images[0] for s in (5, 6)]
         assert not torch.equal(*varied), name
 
 
@@ -108,7 +110,8 @@ def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:
         fitted.generate_mixed([surface(1)], ("dent", "scratch", 0.5))
 
 
-def test_mixed_tokens_make_a_third_appearance(fitted: DiffusionAnomalyGenerator) -> None:
+def test_mixed_tokens_make_a_third_appearance(fitted: DiffusionAnomalyGenerator, monkeypatch) -> None:
+    monkeypatch.setattr(fitted, "realism_filter", False)  # mixed types have no shots to be judged against
     image, placement = [surface(7)], [_placement()]
     mixed = fitted.generate_mixed(image, ("dent", "streak", 0.5), placement, generator=_seed(3))
     assert mixed.defect_types == ["dent+streak"]
@@ -153,7 +156,7 @@ def test_output_mask_is_the_refined_mask(fitted: DiffusionAnomalyGenerator, monk
         refined[rows[0]] = mask[rows[0]]
         return refined
 
-    monkeypatch.setattr(generator_module, "refine_mask", first_row_only)
+    monkeypatch.setattr(synthesis_module, "refine_mask", first_row_only)
     monkeypatch.setattr(fitted, "refine_masks", True)
     placement = _placement()
     batch = fitted.generate([surface(9)], [placement], ["dent"], generator=_seed(2))
@@ -173,7 +176,7 @@ def test_without_refinement_the_output_mask_is_the_placement(fitted: DiffusionAn
 def test_sampled_masks_stay_on_the_foreground(fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
     region = torch.zeros(40, 48, dtype=torch.bool)
     region[:, :24] = True
-    monkeypatch.setattr(generator_module, "foreground_region", lambda image: region)
+    monkeypatch.setattr(synthesis_module, "foreground_region", lambda image: region)
     batch = fitted.generate([surface(i) for i in range(4)], generator=_seed(3))
     for mask in batch.masks:
         assert not bool(mask[:, 27:].any())  # left half only (refinement may grow 3 px)
@@ -262,14 +265,14 @@ def test_inversion_retries_draw_a_different_patch(monkeypatch: pytest.MonkeyPatc
     strict = DiffusionAnomalyGenerator(**FAST, mode="inversion", min_inside_change=1.0, max_retries=2)
     strict.fit(normals(), shots(), generator=_seed(0))
     drawn: list[tuple[float, torch.Tensor]] = []
-    original = generator_module.PatchSampler.sample
+    original = synthesis_module.PatchSampler.sample
 
-    def recording(self, known, masks, tokens, generators):  # noqa: ANN001, ANN202
-        out = original(self, known, masks, tokens, generators)
+    def recording(self, known, masks, tokens, generators, guidance=None):  # noqa: ANN001, ANN202
+        out = original(self, known, masks, tokens, generators, guidance)
         drawn.append((self.inversion_noise, out.clone()))
         return out
 
-    monkeypatch.setattr(generator_module.PatchSampler, "sample", recording)
+    monkeypatch.setattr(synthesis_module.PatchSampler, "sample", recording)
     strict.generate([surface(1)], [_placement()], ["dent"], generator=_seed(1))
     assert [noise for noise, _ in drawn] == [0.0, 0.5, 1.0]
     assert not torch.equal(drawn[0][1], drawn[1][1]) and not torch.equal(drawn[1][1], drawn[2][1])
@@ -283,17 +286,17 @@ def test_guidance_scale_reaches_the_sampler_and_survives_save_load(
     guided.save(tmp_path)
     loaded = AnomalyGenerator.load(tmp_path)
     scales: list[float] = []
-    original = generator_module.PatchSampler.sample
+    original = synthesis_module.PatchSampler.sample
 
-    def recording(self, known, masks, tokens, generators):  # noqa: ANN001, ANN202
-        scales.append(self.guidance_scale)
-        return original(self, known, masks, tokens, generators)
+    def recording(self, known, masks, tokens, generators, guidance=None):  # noqa: ANN001, ANN202
+        scales.extend(guidance.tolist())
+        return original(self, known, masks, tokens, generators, guidance)
 
-    monkeypatch.setattr(generator_module.PatchSampler, "sample", recording)
+    monkeypatch.setattr(synthesis_module.PatchSampler, "sample", recording)
     inputs = [surface(1), surface(2)]
     batch = loaded.generate(inputs, generator=_seed(1))
     _assert_contract(inputs, batch)
     assert scales and set(scales) == {3.0}
     scales.clear()
     loaded.generate_normal(inputs, generator=_seed(1))  # guiding the normal token away from itself is a no-op
-    assert scales == [1.0]
+    assert scales == [1.0, 1.0]

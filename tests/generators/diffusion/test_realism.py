@@ -57,18 +57,21 @@ def test_references_round_trip_through_tensors(realism: ShotRealism) -> None:
     assert torch.allclose(restored.ratios([dent.image], [dent.mask], ["dent"]), expected)
 
 
-def test_calibration_picks_the_scale_whose_samples_lie_closest_to_the_shots(realism: ShotRealism) -> None:
+def test_calibration_picks_per_type_the_scale_whose_samples_lie_closest_to_the_shots(realism: ShotRealism) -> None:
     dent, streak = defect_shot(1, "dent"), defect_shot(2, "streak")
-    far = surface(3).clone()
-    far[:, dent.mask] = 1.0  # a bright "dent": the wrong look
+    bright_dent, dark_streak = surface(3).clone(), surface(4).clone()
+    bright_dent[:, dent.mask] = 1.0  # a bright "dent": the wrong look
+    dark_streak[:, streak.mask] = 0.0  # a dark "streak": the wrong look too
 
     def sample(scale: float) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
-        image = dent.image if scale == 2.0 else far
-        return [image, streak.image], [dent.mask, streak.mask], ["dent", "streak"]
+        dents = dent.image if scale == 2.0 else bright_dent  # dents look right at 2 only
+        streaks = streak.image if scale == 5.0 else dark_streak  # streaks at 5 only
+        return [dents, streaks], [dent.mask, streak.mask], ["dent", "streak"]
 
     best, means = calibrate_guidance(sample, realism, [1.0, 2.0, 5.0])
-    assert best == 2.0 and set(means) == {1.0, 2.0, 5.0}
-    assert means[2.0] < means[1.0] == means[5.0]
+    assert best == {"dent": 2.0, "streak": 5.0}
+    assert set(means["dent"]) == {1.0, 2.0, 5.0}
+    assert means["dent"][2.0] < means["dent"][1.0] == means["dent"][5.0]
 
 
 def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
@@ -76,16 +79,20 @@ def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
         category="tiles", guidance_candidates=(1.0, 3.0), calibration_samples=2, **FAST
     )
     generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
-    assert generator.guidance_scale == "auto" and generator.calibrated_guidance in (1.0, 3.0)
-    assert set(generator.guidance_calibration) == {1.0, 3.0}
-    assert generator.effective_guidance_scale() == generator.calibrated_guidance
+    assert generator.guidance_scale == "auto"
+    assert set(generator.calibrated_guidance) == {"dent", "streak"}
+    assert set(generator.calibrated_guidance.values()) <= {1.0, 3.0}
+    assert set(generator.guidance_calibration["dent"]) == {1.0, 3.0}
+    assert generator.guidance_for("dent") == generator.calibrated_guidance["dent"]
+    mixed = (generator.calibrated_guidance["dent"] + generator.calibrated_guidance["streak"]) / 2
+    assert generator.guidance_for("dent+streak") == mixed and generator.guidance_for("good") == 1.0
     loaded = AnomalyGenerator.load(generator.save(tmp_path / "gen"))
     assert loaded.calibrated_guidance == generator.calibrated_guidance
     assert loaded.guidance_calibration == generator.guidance_calibration
-    assert AnomalyGenerator.load(tmp_path / "gen", guidance_scale=2.0).effective_guidance_scale() == 2.0
+    assert AnomalyGenerator.load(tmp_path / "gen", guidance_scale=2.0).guidance_for("dent") == 2.0
     fixed = DiffusionAnomalyGenerator(category="tiles", guidance_scale=2.0, **FAST)
     fixed.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
-    assert fixed.calibrated_guidance is None and not fixed.guidance_calibration  # a fixed scale is not searched
+    assert not fixed.calibrated_guidance and not fixed.guidance_calibration  # a fixed scale is not searched
 
 
 def test_unrealistic_defects_are_regenerated_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
