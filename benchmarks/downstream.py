@@ -69,12 +69,12 @@ DEFAULT_DATASETS = [SHARED_DATA / "magnetic_tile", SHARED_DATA / "mvtec_screw"]
 #: The one-class anchors: what a user runs without generating anything. Their thresholds come from a
 #: synthetic validation set of pasted real shots (no synthesis), their ranking metrics from normals only.
 ANCHORS: list[tuple[str, str]] = [("real_paste", "patchcore"), ("real_paste", "padim")]
-SOURCES = ["none", "shots_only", "perlin", "cutpaste", "poisson", "real_paste", "diffusion"]
+SOURCES = ["none", "shots_only", "perlin", "cutpaste", "poisson", "real_paste", "diffusion", "diffusion_perlin"]
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
 #: fewest runs: does the diffusion generator make the segmenter better than the anchors, than the real
-#: shots themselves and than pasting them? ``sources`` adds every other source of defects (none and the
-#: classic generators): the whole comparison table. ``all`` adds the diffusion ablations, the detector
+#: shots themselves and than pasting them? ``sources`` adds every other source of defects (the diffusion
+#: and Perlin mixture, none and the classic generators): the whole comparison table. ``all`` adds the diffusion ablations, the detector
 #: ablations (the segmenter without its normal memory, the from-scratch U-Net) and SuperSimpleNet.
 CORE_SOURCES = ("shots_only", "real_paste", "diffusion")
 FULL_MATRICES: dict[str, list[Pair]] = {
@@ -82,7 +82,7 @@ FULL_MATRICES: dict[str, list[Pair]] = {
 }
 FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
-    *((source, "segmenter") for source in ("none", "perlin", "cutpaste", "poisson")),
+    *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
 ]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],
