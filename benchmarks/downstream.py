@@ -282,14 +282,14 @@ def run_dataset(
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     failures: list[str] = []
-    store = FitStore(work / "generators")
+    fits = FitStore(work / "generators")
     for seed in seeds:
         for generator, detector in pairs:
             if generates(generator) and not args.no_quality and not store.has_quality(preset.name, generator, seed):
                 logger.info("%s quality: %s seed %d", data.name, generator, seed)
                 try:
                     record, samples = measure_generation_quality(
-                        data, generator, seed, preset, fit_store=store
+                        data, generator, seed, preset, fit_store=fits
                     )
                 except Exception as exc:  # one broken generator must not stop the benchmark
                     logger.exception("quality %s seed %d failed", generator, seed)
@@ -311,7 +311,7 @@ def run_dataset(
                     detector,
                     seed,
                     preset,
-                    fit_store=store,
+                    fit_store=fits,
                     cache_dir=work / "cache" / f"{generator}-seed{seed}",
                 )
             except Exception as exc:  # recorded as failed, retried on the next invocation
