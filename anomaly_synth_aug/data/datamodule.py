@@ -147,6 +147,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         _check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
+        if _is_cached(mode) and cache_dir is None:
+            raise InvalidInputError(
+                "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
+            )
         if cache_batch_size < 1:
             raise InvalidInputError(
                 f"cache_batch_size must be >= 1, got {cache_batch_size}", fix="use e.g. 32 images per generator call"
@@ -233,7 +237,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
                 )
             self.val_data = self._evaluation_dataset(wrapped_val, shot_paths)
         self._train_normals = train_normals
-        self.train_data = self._build_train_dataset(train_normals)
+        # the cached mode's pool needs a fitted generator: it is built with the loader, not while splitting
+        self.train_data = None if self.mode == TrainMode.cached else self._build_train_dataset(train_normals)
 
     def _warn_empty_test_masks(self, dataset: Dataset) -> None:
         """Count held-out defect images whose binarised mask is empty, and say so once.
@@ -285,11 +290,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
                 seed=self.seed,
                 mask_threshold=self.mask_threshold,
             )
-        if self.cache_dir is None:
-            raise InvalidInputError(
-                "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
-            )
-        self.prepare_generator()  # a learned generator's fingerprint needs its fitted state
         return build_cached_train_dataset(
             train_normals,
             self.generator,
@@ -387,15 +387,28 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         logger.info("Fitting %s on %d normals and %d shots.", type(self.generator).__name__, len(normals), len(shots))
         self.generator.fit(normals, shots, generator=make_generator(data.seed))
 
+    def prepare_train_data(self) -> Dataset:
+        """Fit the generator if it is not fitted yet, and build the training set.
+
+        ``setup`` only splits the data; the cached mode fills (or reuses, or resumes) its pool here,
+        because the pool is keyed by the fitted generator. ``train_dataloader`` calls this.
+        """
+        self._ensure_setup()
+        self.prepare_generator()
+        if self.train_data is None:
+            self.train_data = self._build_train_dataset(self._train_normals)
+            self._update_augmentations()  # what anomalib's setup does for the datasets it saw
+        return self.train_data
+
     # ------------------------------------------------------------ dataloaders
     def train_dataloader(self) -> TRAIN_DATALOADERS:
-        self.prepare_generator()
+        dataset = self.prepare_train_data()
         return DataLoader(
-            dataset=self.train_data,
-            sampler=EpochRandomSampler(self.train_data),
+            dataset=dataset,
+            sampler=EpochRandomSampler(dataset),
             batch_size=self.train_batch_size,
             num_workers=self.num_workers,
-            collate_fn=self.external_collate_fn or self.train_data.collate_fn,
+            collate_fn=self.external_collate_fn or dataset.collate_fn,
         )
 
     def val_dataloader(self) -> EVAL_DATALOADERS:
@@ -404,6 +417,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         if self.val_split == "synthetic":
             self.prepare_generator()
         return super().val_dataloader()
+
+
+def _is_cached(mode: object) -> bool:
+    return parse_choice(TrainMode, mode, "mode") == TrainMode.cached
 
 
 def _check_init_args(

@@ -251,7 +251,7 @@ def test_a_cache_made_by_generate_is_reused_by_the_cached_datamodule(
         tiny_mvtec, AnomalyGenerator.load(folder), mode="cached", cache_dir=cache, samples_per_type=2
     )
     with caplog.at_level("INFO", logger="anomaly_synth_aug.cache.generation"):
-        datamodule.setup()
+        datamodule.prepare_train_data()
     assert "Reusing the complete sample cache" in caplog.text
     assert (cache / "manifest.jsonl").read_text() == manifest
     assert not list(tmp_path.glob("cache.stale-*"))  # nothing was moved aside

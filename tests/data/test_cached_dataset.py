@@ -111,7 +111,9 @@ def test_datamodule_wiring_trains_from_the_cache(tiny_folder, tmp_path: Path) ->
         samples_per_type=3,
         cache_trainer_kwargs=CPU,
     )
-    datamodule.setup()
+    datamodule.setup()  # splits only: no fit, no pool
+    assert datamodule.train_data is None and not generator.is_fitted
+    datamodule.prepare_train_data()
     assert isinstance(datamodule.train_data, CachedAnomalyDataset) and generator.is_fitted
     sources = {str(Path(p).resolve()) for p in datamodule.train_data.samples.image_path}
     assert {entry.source for entry in datamodule.train_data.entries} <= sources  # never the validation hold-out
@@ -131,7 +133,7 @@ def test_cache_is_filled_in_batches_of_cache_batch_size(tiny_folder, tmp_path: P
         cache_batch_size=2,
         cache_trainer_kwargs=CPU,
     )
-    datamodule.setup()
+    datamodule.prepare_train_data()
     assert sorted(generator.calls, reverse=True) == [2, 2, 1]
     with pytest.raises(InvalidInputError, match="cache_batch_size"):
-        SyntheticAnomalyDataModule(tiny_folder, generator=generator, mode="cached", cache_batch_size=0)
+        SyntheticAnomalyDataModule(tiny_folder, generator=generator, mode="cached", cache_dir=tmp_path, cache_batch_size=0)

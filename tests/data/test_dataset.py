@@ -180,7 +180,7 @@ def test_the_datamodule_seed_fixes_the_cached_pool_whatever_the_global_rng(tiny_
             cache_dir=tmp_path / cache, samples_per_type=3, seed=3,
             cache_trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
         )  # fmt: skip
-        datamodule.setup()
+        datamodule.prepare_train_data()
         manifest = (tmp_path / cache / "manifest.jsonl").read_text().splitlines()
         return {json.loads(line)["image"]: json.loads(line)["image_sha256"] for line in manifest}
 

@@ -128,3 +128,16 @@ def test_supersimplenet_trains_from_the_cached_pool_as_in_the_full_preset(tiny_m
     assert set(record["metrics"]) == TEST_METRICS
     assert_ranking_metrics(record["metrics"], ("image_AUROC", "pixel_AUPRO"))
     assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
+
+
+def test_a_cached_run_fits_through_the_store_and_the_next_run_loads(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """``setup`` used to fit the generator for the cached pool, so the store then met an already fitted one."""
+    import dataclasses
+
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+
+    preset = dataclasses.replace(PRESETS["smoke"], train_mode="cached", samples_per_type=2)
+    common = {"fit_store": tmp_path / "fits", "cache_dir": tmp_path / "pool"}
+    first = run_experiment(tiny_mvtec, "real_paste", "segmenter", 0, preset, **common)
+    second = run_experiment(tiny_mvtec, "real_paste", "segmenter", 0, preset, **common)
+    assert not first["timings"]["generator_loaded"] and second["timings"]["generator_loaded"]

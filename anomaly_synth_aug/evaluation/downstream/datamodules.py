@@ -94,8 +94,9 @@ def fit_generator(datamodule: SyntheticAnomalyDataModule, store: FitStore | None
     """
     start = time.perf_counter()
     datamodule.setup()
-    if store is None:
-        datamodule.prepare_generator()
-        return time.perf_counter() - start, False
-    action = store.fit_or_load(datamodule.generator, datamodule.fit_data())
-    return (0.0, True) if action == "loaded" else (time.perf_counter() - start, False)
+    action = store.fit_or_load(datamodule.generator, datamodule.fit_data()) if store is not None else "fitted"
+    datamodule.prepare_generator()  # without a store (or for a generator that needs no fit)
+    seconds = time.perf_counter() - start
+    if datamodule.mode == "cached" and datamodule.generator is not None:
+        datamodule.prepare_train_data()  # the pool: generated once per generator and seed, then reused
+    return (0.0, True) if action == "loaded" else (seconds, False)

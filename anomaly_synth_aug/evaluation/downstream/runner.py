@@ -230,7 +230,7 @@ def split_sizes(datamodule: SyntheticAnomalyDataModule) -> dict[str, int]:
     test_labels = datamodule.test_data.samples.label_index
     return {
         "shots": len(datamodule.shot_records),
-        "train_normals": len(datamodule.train_data),
+        "train_normals": len(datamodule.train_normal_paths()),
         "val_images": len(datamodule.val_data) if getattr(datamodule, "val_data", None) is not None else 0,
         "test_anomalies": int((test_labels == 1).sum()),
         "test_normals": int((test_labels == 0).sum()),
