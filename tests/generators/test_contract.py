@@ -1,4 +1,10 @@
-"""One conformance suite for every classic generator: the ``AnomalyGenerator`` contract, checked bit for bit."""
+"""One conformance suite for every packaged generator: the ``AnomalyGenerator`` contract.
+
+Classic generators are checked bit for bit. The diffusion generator is held to the same contract
+with two documented tolerances (``EXACT``): its returned mask may hold pixels the defect left
+unchanged (the image changes only inside it), and a batch matches per-image calls up to float
+rounding in the UNet kernels, which differ by batch size.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import torch
 from classic_helpers import normals, shots, surface
 
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators import (
     AnomalyGenerator,
     CutPasteGenerator,
@@ -23,6 +30,17 @@ from anomaly_synth_aug.generators import (
 def _fitted(generator: AnomalyGenerator) -> AnomalyGenerator:
     return generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
 
+
+TINY_DIFFUSION = {
+    "patch_size": 16,
+    "block_out_channels": (8, 16),
+    "max_steps": 4,
+    "batch_size": 4,
+    "num_inference_steps": 3,
+    "guidance_candidates": (1.0, 3.0),
+    "calibration_samples": 1,
+    "progress": False,
+}
 
 FACTORIES: dict[str, Callable[[], AnomalyGenerator]] = {
     "perlin": PerlinGenerator,
@@ -38,12 +56,12 @@ FACTORIES: dict[str, Callable[[], AnomalyGenerator]] = {
     "mixture": lambda: _fitted(
         MixtureGenerator([RealShotPasteGenerator(), RealShotPasteGenerator(blend="poisson")], weights=[1, 2])
     ),
+    # a tiny diffusion model with the product's sampling defaults (inversion, calibrated guidance, filters)
+    "diffusion": lambda: _fitted(DiffusionAnomalyGenerator(**TINY_DIFFUSION)),
+    "diffusion_repaint": lambda: _fitted(DiffusionAnomalyGenerator(**TINY_DIFFUSION, mode="repaint")),
 }
-
-
-@pytest.fixture(params=sorted(FACTORIES), scope="module")
-def generator(request: pytest.FixtureRequest) -> AnomalyGenerator:
-    return FACTORIES[request.param]()
+#: Generators whose output is checked bit for bit (see the module docstring for the others).
+EXACT = {name for name in FACTORIES if not name.startswith("diffusion")}
 
 
 def _inputs() -> list[torch.Tensor]:
@@ -61,6 +79,19 @@ def _assert_same(first, second) -> None:
         assert torch.equal(a, b)
 
 
+def _name(generator: AnomalyGenerator) -> str:
+    return next(name for name, factory in _BUILT.items() if factory is generator)
+
+
+_BUILT: dict[str, AnomalyGenerator] = {}
+
+
+@pytest.fixture(params=sorted(FACTORIES), scope="module")
+def generator(request: pytest.FixtureRequest) -> AnomalyGenerator:
+    _BUILT[request.param] = FACTORIES[request.param]()
+    return _BUILT[request.param]
+
+
 def test_changes_exactly_inside_returned_mask(generator: AnomalyGenerator) -> None:
     images = _inputs()
     originals = [img.clone() for img in images]
@@ -72,7 +103,11 @@ def test_changes_exactly_inside_returned_mask(generator: AnomalyGenerator) -> No
             assert mask.shape == image.shape[-2:] and mask.dtype == torch.bool
             assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
             assert bool(mask.any())
-            assert torch.equal((out != image).any(dim=0), mask)
+            changed = (out != image).any(dim=0)
+            if _name(generator) in EXACT:
+                assert torch.equal(changed, mask)
+            else:
+                assert not bool((changed & ~mask).any()), "pixels outside the returned mask changed"
             assert defect_type in generator.defect_types
     assert all(torch.equal(a, b) for a, b in zip(images, originals, strict=True)), "inputs were modified"
 
@@ -98,8 +133,11 @@ def test_batch_equals_per_image_calls(generator: AnomalyGenerator) -> None:
     sequential = _seed(3)
     for index, image in enumerate(images):
         single = generator.generate([image], generator=sequential)
-        assert torch.equal(single.images[0], batch.images[index])
         assert torch.equal(single.masks[0], batch.masks[index])
+        if _name(generator) in EXACT:
+            assert torch.equal(single.images[0], batch.images[index])
+        else:  # 5e-4 is an eighth of an 8-bit grey level
+            assert torch.allclose(single.images[0], batch.images[index], atol=5e-4)
 
 
 def test_placement_mask_is_respected(generator: AnomalyGenerator) -> None:

@@ -48,21 +48,12 @@ def test_fit_records_types_and_grey_model(fitted: DiffusionAnomalyGenerator) -> 
     assert fitted.training_report is not None and fitted.training_report.steps == 4
 
 
-def test_generate_honours_the_contract_for_mixed_sizes(fitted: DiffusionAnomalyGenerator) -> None:
+def test_generation_stats_count_attempts_and_rejections(fitted: DiffusionAnomalyGenerator) -> None:
+    """The shared contract (``tests/generators/test_contract.py``) covers outputs; these are the filter's counts."""
     inputs = [surface(1), surface(2, (36, 60)), surface(3, (52, 44))]
     batch = fitted.generate(inputs, generator=_seed(1))
-    _assert_contract(inputs, batch)
-    assert set(batch.defect_types) <= {"dent", "streak"}
     assert {"attempts", "rejected", "reasons", "exhausted"} <= set(batch.stats)
-
-
-def test_same_seed_same_output_and_batch_independence(fitted: DiffusionAnomalyGenerator) -> None:
-    inputs = [surface(1), surface(2)]
-    first = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(5))
-    again = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(5))
-    assert all(torch.equal(a, b) for a, b in zip(first.images, again.images, strict=True))
-    other = fitted.generate(inputs, [_placement(), None], ["dent", "streak"], generator=_seed(6))
-    assert not torch.equal(first.images[1], other.images[1])  # the seed draws the mask and what fills it
+    assert batch.stats["attempts"] >= len(inputs) and batch.stats["exhausted"] <= batch.stats["rejected"]
 
 
 def test_a_given_mask_is_filled_by_inversion_alone_unless_noise_is_asked_for(
@@ -87,20 +78,6 @@ def test_given_mask_bounds_the_change(fitted: DiffusionAnomalyGenerator) -> None
     batch = fitted.generate([surface(4)], [placement], ["dent"], generator=_seed(2))
     dilated = torch.nn.functional.max_pool2d(placement[None, None].float(), 7, 1, 3)[0, 0] > 0
     assert not bool((batch.masks[0] & ~dilated).any())  # refinement stays within the dilated placement
-
-
-def test_per_image_seed_streams_batch_like_single_calls(fitted: DiffusionAnomalyGenerator) -> None:
-    """The cache fills batches of jobs, each with its own seed: batching must not change a sample."""
-    inputs = [surface(1), surface(2), surface(3)]
-    batched = fitted.generate(inputs, defect_types=["dent", "streak", "dent"], generator=[_seed(s) for s in (7, 8, 9)])
-    names, seeds = ["dent", "streak", "dent"], (7, 8, 9)
-    for image, name, seed, out, mask in zip(inputs, names, seeds, batched.images, batched.masks, strict=True):
-        alone = fitted.generate([image], defect_types=[name], generator=_seed(seed))
-        assert torch.equal(mask, alone.masks[0])
-        # Kernels differ by batch size in the last float bits, and DDIM inversion (the default) runs twice as
-        # many denoiser passes as RePaint, so they grow: up to 1.2e-4 measured here (RePaint: 8e-6).
-        # 5e-4 is an eighth of an 8-bit grey level.
-        assert torch.allclose(out, alone.images[0], atol=5e-4)
 
 
 def test_unknown_type_is_rejected(fitted: DiffusionAnomalyGenerator) -> None:
@@ -251,13 +228,6 @@ def test_bad_configuration_is_explained() -> None:
         DiffusionAnomalyGenerator(masked_loss=False, background_disentangle=True)
     with pytest.raises(InvalidInputError, match="guidance_scale"):
         DiffusionAnomalyGenerator(guidance_scale=0.0)
-
-
-def test_repaint_mode_generates_within_the_contract(fitted: DiffusionAnomalyGenerator, monkeypatch) -> None:
-    """Inversion, the default, is covered by the contract test above; RePaint is the other sampler."""
-    monkeypatch.setattr(fitted, "mode", "repaint")
-    inputs = [surface(1), surface(2)]
-    _assert_contract(inputs, fitted.generate(inputs, generator=_seed(1)))
 
 
 def test_inversion_retries_draw_a_different_patch(monkeypatch: pytest.MonkeyPatch) -> None:
