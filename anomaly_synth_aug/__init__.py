@@ -46,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "StableDiffusionInpaintGenerator": "anomaly_synth_aug.generators.diffusion.pretrained",
     # MVTec-layout folders and native-resolution training
     "scan_mvtec_folder": "anomaly_synth_aug.data.mvtec_folder",
-    "mvtec_datamodule": "anomaly_synth_aug.data.mvtec_folder",
+    "mvtec_datamodule": "anomaly_synth_aug.data.mvtec_datamodule",
     "DefectCentredRandomCrop": "anomaly_synth_aug.data.transforms",
     "native_crop_augmentations": "anomaly_synth_aug.data.transforms",
     # pretrained backbones that load offline
@@ -102,7 +102,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.backbones.imagenet_weights import pretrained_timm_model
     from anomaly_synth_aug.backbones.timm_folder import offline_backbone
     from anomaly_synth_aug.data.fewshot import DefectRecord, FewShotSplit, few_shot_split
-    from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule, scan_mvtec_folder
+    from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
+    from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder
     from anomaly_synth_aug.data.transforms import DefectCentredRandomCrop, native_crop_augmentations
     from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask, load_sample
     from anomaly_synth_aug.data.sample import AnomalySample

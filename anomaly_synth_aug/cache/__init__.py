@@ -38,7 +38,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from anomaly_synth_aug.cache.generation import generate_cache
+    from anomaly_synth_aug.cache.integrity import VerifyReport, verify
     from anomaly_synth_aug.cache.layout import CacheLayout, UnsafeCachePathError
     from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry
     from anomaly_synth_aug.cache.store import SampleCache
-    from anomaly_synth_aug.cache.integrity import VerifyReport, verify

@@ -35,8 +35,8 @@ from anomaly_synth_aug.cache.store import SampleCache
 from anomaly_synth_aug.data.io import load_image
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
-from anomaly_synth_aug.utils.random import make_generator
 from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
+from anomaly_synth_aug.utils.random import make_generator
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from anomaly_synth_aug.cache.layout import CacheLayout, check_defect_type_name
-from anomaly_synth_aug.data.dataset import mixed_seed
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.utils.random import mixed_seed
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from anomaly_synth_aug.cache.atomic import atomic_write_bytes, fsync_dir, raise_storage_error
+from anomaly_synth_aug.cache.atomic import (
+    atomic_write_bytes,
+    fsync_dir,
+    raise_storage_error,
+)
 from anomaly_synth_aug.cache.layout import CacheLayout, UnsafeCachePathError
 from anomaly_synth_aug.errors import CorruptFileError
 

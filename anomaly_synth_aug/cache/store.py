@@ -31,8 +31,18 @@ from anomaly_synth_aug.cache.atomic import (
 from anomaly_synth_aug.cache.encoding import encode_image_png, encode_mask_png
 from anomaly_synth_aug.cache.integrity import VerifyReport, verify
 from anomaly_synth_aug.cache.jobs import GenerationJob
-from anomaly_synth_aug.cache.layout import IMAGES_DIR, MASKS_DIR, SHARDS_DIR, CacheLayout
-from anomaly_synth_aug.cache.manifest import CacheHeader, ManifestEntry, drop_torn_tail, read_manifest
+from anomaly_synth_aug.cache.layout import (
+    IMAGES_DIR,
+    MASKS_DIR,
+    SHARDS_DIR,
+    CacheLayout,
+)
+from anomaly_synth_aug.cache.manifest import (
+    CacheHeader,
+    ManifestEntry,
+    drop_torn_tail,
+    read_manifest,
+)
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
 
 logger = logging.getLogger(__name__)

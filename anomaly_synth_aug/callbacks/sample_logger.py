@@ -18,10 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from anomaly_synth_aug.data.dataset import mixed_seed
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.data.io import load_image
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.utils.random import mixed_seed
 from anomaly_synth_aug.visualization.grid import render_sample_grid, save_grid
 
 

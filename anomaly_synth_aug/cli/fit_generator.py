@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION
-from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
+from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.fit_store import FitStore
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_synth_aug.cache import generate_cache
-from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
+from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
 from anomaly_synth_aug.errors import CheckpointMismatchError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.fit_store import read_fit_record

@@ -74,7 +74,11 @@ def _normalise_arguments(argv: list[str]) -> list[str]:
 
 
 def import_packaged_generators() -> None:
-    """Import every generator class the package exports (they register as ``AnomalyGenerator`` subclasses)."""
+    """Import every generator class the package exports (they register as ``AnomalyGenerator`` subclasses).
+
+    Through the package's public names, so that configs printed by ``--print_config`` say
+    ``anomaly_synth_aug.PerlinGenerator``: the one import that runs from a layer up to the package itself.
+    """
     import anomaly_synth_aug
     from anomaly_synth_aug.generators.base import AnomalyGenerator
 
@@ -88,10 +92,10 @@ def check_generator_names(argv: list[str]) -> None:
 
     jsonargparse would answer a misspelt name with its usage text and "Expected a dot import path string".
     """
-    import anomaly_synth_aug
     from anomaly_synth_aug.errors import InvalidInputError
+    from anomaly_synth_aug.generators.names import PACKAGED_GENERATORS
 
-    names = sorted(n for n in anomaly_synth_aug.__all__ if n.endswith("Generator") and n != "AnomalyGenerator")
+    names = sorted(PACKAGED_GENERATORS)
     for index, argument in enumerate(argv):
         value = argv[index + 1] if argument == "--generator" and index + 1 < len(argv) else None
         if argument.startswith("--generator="):

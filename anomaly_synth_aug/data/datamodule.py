@@ -22,8 +22,8 @@ Example (CLI)::
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,10 +38,14 @@ from anomaly_synth_aug.data.dataset import (
     EvaluationDataset,
     SyntheticAnomalyDataset,
     SyntheticValidationDataset,
-    mixed_seed,
     row_mask_path,
 )
-from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, DefectRecord, load_defect_records, split_records
+from anomaly_synth_aug.data.fewshot import (
+    DEFAULT_SHOT_FRACTION,
+    DefectRecord,
+    load_defect_records,
+    split_records,
+)
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
@@ -50,7 +54,7 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.generators.fit_store import FitData
 from anomaly_synth_aug.utils.choices import parse_choice
-from anomaly_synth_aug.utils.random import make_generator
+from anomaly_synth_aug.utils.random import make_generator, mixed_seed
 
 if TYPE_CHECKING:
     from anomalib.data.datasets.base.image import AnomalibDataset
@@ -80,7 +84,9 @@ _REAL_VAL_MODES = (ValSplitMode.FROM_TEST, ValSplitMode.SAME_AS_TEST, ValSplitMo
 
 
 def _default_generator() -> AnomalyGenerator:
-    from anomaly_synth_aug.generators.perlin import PerlinGenerator  # lazy: optional heavy imports
+    from anomaly_synth_aug.generators.perlin import (
+        PerlinGenerator,  # lazy: optional heavy imports
+    )
 
     return PerlinGenerator()
 

@@ -32,6 +32,7 @@ from torchvision.tv_tensors import Image, Mask
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_sample
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.utils.random import mixed_seed
 
 if TYPE_CHECKING:
     from anomalib.data.datasets.base.image import AnomalibDataset
@@ -41,11 +42,6 @@ if TYPE_CHECKING:
 
 #: Share of the synthetic validation set that carries a generated defect.
 VAL_ANOMALY_FRACTION = 0.5
-
-
-def mixed_seed(*values: int) -> int:
-    """A 63-bit seed mixed from several integers (NumPy's SeedSequence), valid for ``torch.manual_seed``."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def row_mask_path(row: Any) -> str | None:

@@ -157,7 +157,9 @@ def few_shot_split(
     defect image without a mask is recorded with ``mask_path=None`` (an error only if it becomes a
     loaded shot).
     """
-    from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder  # imports anomalib: only when splitting
+    from anomaly_synth_aug.data.mvtec_folder import (
+        scan_mvtec_folder,  # imports anomalib: only when splitting
+    )
 
     layout = scan_mvtec_folder(root, extensions=extensions, require_masks=False, decode=False)
     records = [

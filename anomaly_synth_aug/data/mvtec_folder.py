@@ -28,7 +28,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from anomalib.data import Folder
 from torchvision.transforms.v2 import Transform
@@ -37,10 +36,6 @@ from tqdm.auto import tqdm
 from anomaly_synth_aug.data.io import IMAGE_EXTENSIONS, image_size
 from anomaly_synth_aug.data.sample import NORMAL_TYPE
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
-
-if TYPE_CHECKING:
-    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
-    from anomaly_synth_aug.generators.base import AnomalyGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -257,30 +252,4 @@ def mvtec_folder(
     )
 
 
-def mvtec_datamodule(
-    root: str | Path,
-    generator: AnomalyGenerator | None,
-    *,
-    train_batch_size: int = 8,
-    eval_batch_size: int | None = None,
-    num_workers: int = 0,
-    train_augmentations: Transform | None = None,
-    **wrapper_kwargs: Any,
-) -> SyntheticAnomalyDataModule:
-    """``SyntheticAnomalyDataModule`` over a scanned MVTec-layout folder (its few-shot split, its checkpoint key).
-
-    ``wrapper_kwargs`` go to ``SyntheticAnomalyDataModule`` (``anomaly_ratio``, ``mode``, ``seed``, ...).
-    """
-    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule  # the wrapper imports this module's layer
-
-    folder = mvtec_folder(
-        root,
-        train_batch_size=train_batch_size,
-        eval_batch_size=eval_batch_size,
-        num_workers=num_workers,
-        train_augmentations=train_augmentations,
-    )
-    return SyntheticAnomalyDataModule(folder, generator=generator, **wrapper_kwargs)
-
-
-__all__ = ["MASK_SUFFIX", "MvtecLayout", "images_in", "mvtec_datamodule", "mvtec_folder", "scan_mvtec_folder"]
+__all__ = ["MASK_SUFFIX", "MvtecLayout", "images_in", "mvtec_folder", "scan_mvtec_folder"]

@@ -22,12 +22,12 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
-from anomaly_synth_aug.data.dataset import SyntheticAnomalyDataset, mixed_seed
+from anomaly_synth_aug.data.dataset import SyntheticAnomalyDataset
 from anomaly_synth_aug.data.io import MASK_THRESHOLD
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.transforms import shot_augmentations
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.utils.random import seeded_global_rng
+from anomaly_synth_aug.utils.random import mixed_seed, seeded_global_rng
 
 if TYPE_CHECKING:
     from anomalib.data.datasets.base.image import AnomalibDataset

@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from anomaly_synth_aug.cache import CacheLayout, ManifestEntry, generate_cache
-from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
+from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
 from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.demo.textures import build_texture_dataset
 from anomaly_synth_aug.demo.timing import StageTimer

@@ -34,6 +34,7 @@ from anomaly_synth_aug.errors import (
     UnknownDefectTypeError,
 )
 from anomaly_synth_aug.generators.batch import GeneratedBatch
+from anomaly_synth_aug.generators.names import PACKAGED_GENERATORS
 from anomaly_synth_aug.generators.persistence import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -377,9 +378,7 @@ def resolve_generator(value: AnomalyGenerator | str) -> AnomalyGenerator:
                 target = None
         if isinstance(target, type) and issubclass(target, AnomalyGenerator) and not inspect.isabstract(target):
             return target()
-    import anomaly_synth_aug
-
-    known = sorted(n for n in anomaly_synth_aug.__all__ if n.endswith("Generator") and n != "AnomalyGenerator")
+    known = sorted(PACKAGED_GENERATORS)
     raise InvalidInputError(
         f"cannot make a generator from {value!r} ({type(value).__name__})",
         fix=f"pass a generator instance, e.g. RealShotPasteGenerator(), or one of the names {known}",
@@ -392,11 +391,9 @@ def _import_packaged_generator(name: object) -> type[AnomalyGenerator] | None:
     The package imports its heavy generators lazily, so ``AnomalyGenerator.load`` of a saved
     diffusion generator must not depend on the caller having imported its module first.
     """
-    import anomaly_synth_aug
-
-    if not isinstance(name, str) or name not in anomaly_synth_aug.__all__:
+    if not isinstance(name, str) or name not in PACKAGED_GENERATORS:
         return None
-    exported = getattr(anomaly_synth_aug, name)
+    exported = getattr(importlib.import_module(PACKAGED_GENERATORS[name]), name)
     return exported if isinstance(exported, type) and issubclass(exported, AnomalyGenerator) else None
 
 

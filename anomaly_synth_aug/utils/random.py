@@ -56,3 +56,8 @@ def make_generator(seed: int | None) -> torch.Generator | None:
     if seed is None:
         return None
     return torch.Generator().manual_seed(int(seed))
+
+
+def mixed_seed(*values: int) -> int:
+    """A 63-bit seed mixed from several integers (NumPy's SeedSequence), valid for ``torch.manual_seed``."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

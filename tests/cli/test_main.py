@@ -238,7 +238,7 @@ def test_a_cache_made_by_generate_is_reused_by_the_cached_datamodule(
 ) -> None:
     """``generate`` recorded config ``{}`` and the datamodule ``{name, category, mask_threshold}``: training
     moved the CLI's cache aside and generated it all again."""
-    from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule
+    from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
     from anomaly_synth_aug.generators.base import AnomalyGenerator
 
     assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", tmp_path / "g") == 0

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from shared_fixtures import make_mvtec_layout
 
-from anomaly_synth_aug.data.mvtec_folder import mvtec_datamodule, mvtec_folder, scan_mvtec_folder
+from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
+from anomaly_synth_aug.data.mvtec_folder import mvtec_folder, scan_mvtec_folder
 from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MaskError
 
 
