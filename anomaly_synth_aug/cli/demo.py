@@ -20,8 +20,8 @@ def demo(
     """Fine-tune the diffusion generator on a few defects, generate, train and test a detector, print the table.
 
     Without --data it builds a DEMO dataset from a texture that scikit-image ships (drawn
-    defects; nothing is downloaded). The default run takes under 10 minutes on 2 CPU cores;
-    a second run on the same data reuses the fine-tuned generator and the sample cache.
+    defects; nothing is downloaded). Every budget is a number of steps (its time on 2 CPU cores is in
+    the README); a second run on the same data reuses the fine-tuned generator and the sample cache.
 
     Args:
         data: MVTec-layout category folder (train/good, test/<type>, ground_truth/<type>); default: the DEMO dataset.

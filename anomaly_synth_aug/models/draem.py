@@ -3,8 +3,8 @@
 anomalib's ``Draem`` corrupts each training batch with ``PerlinAnomalyGenerator`` over DTD
 textures and downloads DTD when ``dtd_dir`` is missing. This subclass hands it an empty
 temporary folder (so nothing downloads) and then swaps the augmenter for a
-``GeneratorAugmenter``. ``base_width`` narrows both sub-networks: anomalib's widths (128 and 64,
-97 M parameters) cost about 130 s per 16-image 128 px training step on one CPU core, width 16 about 2 s.
+``GeneratorAugmenter``. ``base_width`` narrows both sub-networks: anomalib's widths (128 and 64)
+make each CPU training step about two orders of magnitude slower than width 16 (benchmarks/README.md).
 Use it with ``SyntheticAnomalyDataModule(anomaly_ratio=0)``: DRÆM
 needs clean inputs because it reconstructs them.
 """

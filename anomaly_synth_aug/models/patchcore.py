@@ -2,9 +2,9 @@
 
 anomalib's ``KCenterGreedy`` projects the memory bank with scikit-learn's ``SparseRandomProjection``
 (eps 0.9), which for a bank of 660k patches picks about 330 dimensions, *more* than the 152 of the
-EfficientNet-Lite0 features, and then subtracts the centre from the whole bank at every step. On
-2 CPU cores that is about 0.3 s per selected patch, so a 1 % coreset of magnetic tile's bank
-takes over half an hour. ``greedy_coreset`` runs the same greedy k-center selection in the
+EfficientNet-Lite0 features, and then subtracts the centre from the whole bank at every step, which
+on a CPU makes a 1 % coreset of a category's bank take longer than training anything else here
+(figures in benchmarks/README.md). ``greedy_coreset`` runs the same greedy k-center selection in the
 128-dimensional random projection of the PatchCore paper and updates the distances with one
 matrix-vector product per step; ``OfflinePatchcore`` is anomalib's ``Patchcore`` with it. Everything
 else (features, memory bank, nearest-neighbour scoring) is anomalib's.
