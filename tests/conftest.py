@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import Folder
-from shared_fixtures import MAGNETIC_TILE, FakeSquareGenerator, make_folder_datamodule, make_mvtec_layout
+from shared_fixtures import MAGNETIC_TILE, MVTEC_SCREW, FakeSquareGenerator, make_folder_datamodule, make_mvtec_layout
 
 # One intra-op thread: tests are small, and two threads fight over the 2 CI cores
 # (measured: small torchvision ops 100x slower when cores are busy).
@@ -26,6 +26,14 @@ def magnetic_tile_root() -> Path:
     if not (MAGNETIC_TILE / "train" / "good").is_dir():
         pytest.skip(f"Magnetic Tile dataset not found at {MAGNETIC_TILE} (integration test; needs ../shared/data)")
     return MAGNETIC_TILE
+
+
+@pytest.fixture(scope="session")
+def mvtec_screw_root() -> Path:
+    """MVTec AD's screw beside the project, or a skip that says where it was looked for."""
+    if not (MVTEC_SCREW / "train" / "good").is_dir():
+        pytest.skip(f"MVTec screw not found at {MVTEC_SCREW} (integration test; needs ../shared/data)")
+    return MVTEC_SCREW
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
 
 MAGNETIC_TILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "magnetic_tile"
+MVTEC_SCREW = MAGNETIC_TILE.with_name("mvtec_screw")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

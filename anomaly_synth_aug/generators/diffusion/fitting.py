@@ -23,7 +23,7 @@ import torch
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
-from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBank
+from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBank, defects_lie_on_objects
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism, calibrate_guidance
@@ -57,6 +57,7 @@ class FittingMixin:
         generator = generator if generator is not None else torch.Generator().manual_seed(derive_seed(None))
         with torch_threads(self.num_threads):
             self._mask_bank = ShotMaskBank.from_shots(shots)
+            self.object_category = self.restrict_to_foreground and defects_lie_on_objects(shots)
             if self.mask_source == MaskSource.prior:
                 with seeded_global_rng(generator):
                     prior = MaskPrior(defect_types=self._defect_types)

@@ -106,7 +106,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             in pretrained feature space, than the loneliest shot lies from the others (``realism.py``).
         mask_source: ``"bank"`` (augmented shot masks) or ``"prior"`` (learned mask VAE).
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
-        restrict_to_foreground: place sampled masks on the estimated foreground only.
+        restrict_to_foreground: place sampled masks on the object, in categories whose shots show defects on an
+            object surrounded by background (decided at fit time from the shots, ``object_category``).
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
@@ -209,6 +210,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
         self._realism: ShotRealism | None = None
         self.training_report: TrainingReport | None = None
+        #: whether the shots showed an object on a background (``masks.defects_lie_on_objects``): then
+        #: sampled placements stay on the object (``restrict_to_foreground``)
+        self.object_category = False
         #: ``guidance_scale="auto"``: the scale chosen per defect type at fit time, and each type's mean
         #: realism ratio per candidate scale (``FittingMixin.calibrate_guidance``).
         self.calibrated_guidance: dict[str, float] = {}

@@ -39,8 +39,10 @@ class MaskSource(StrEnum):
 
 
 __all__ = [
+    "OBJECT_THRESHOLDS",
     "MaskAugmentation",
     "MaskSource",
+    "defects_lie_on_objects",
     "ShotMaskBank",
     "foreground_region",
     "place_mask",
@@ -362,6 +364,28 @@ def foreground_region(
     if obj.mean() < min_object_fraction:
         return everywhere
     return torch.from_numpy(obj)
+
+
+#: Looser thresholds of ``foreground_region`` for a category whose shots show it is an object on a background.
+OBJECT_THRESHOLDS: dict[str, float] = {"min_separability": 0.6, "min_background_border": 0.9}
+
+
+def defects_lie_on_objects(shots: Sequence[AnomalySample]) -> bool:
+    """Whether the shots show an object category: their defects sit on an object that a background surrounds.
+
+    Per-image thresholds cannot tell a screw on a plain background from a textured tile on every
+    dataset, but the shots can: in an object category most shot images split cleanly into an object
+    and a background that covers the border (``foreground_region`` with ``OBJECT_THRESHOLDS``), and
+    their defects lie on the object. True when at least half the shots split and the median share of
+    defect pixels on the object is at least a half.
+    """
+    shares = []
+    for shot in shots:
+        region = foreground_region(shot.image, **OBJECT_THRESHOLDS)
+        if bool(region.all()):
+            continue
+        shares.append(float((shot.mask & region).sum()) / max(1, int(shot.mask.sum())))
+    return len(shares) >= max(1, len(shots) / 2) and float(np.median(shares)) >= 0.5
 
 
 def _otsu_separability(gray: np.ndarray, upper: np.ndarray) -> float:

@@ -67,6 +67,7 @@ class StorageMixin:
             "patch_size": self.patch_size,
             "training": asdict(self.training_report) if self.training_report is not None else None,
             "calibrated_guidance": self.calibrated_guidance,
+            "object_category": self.object_category,
             "guidance_calibration": {
                 name: {str(scale): mean for scale, mean in means.items()}
                 for name, means in self.guidance_calibration.items()
@@ -102,6 +103,7 @@ class StorageMixin:
             self._mask_prior = MaskPrior.from_pretrained(directory / MASK_PRIOR_DIR).eval()
         if (directory / REALISM_FILE).is_file():
             self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
+        self.object_category = bool(state.get("object_category", False))
         calibrated = state.get("calibrated_guidance")
         calibrated = calibrated if isinstance(calibrated, dict) else {}  # none: saved before per-type calibration
         self.calibrated_guidance = {str(name): float(scale) for name, scale in calibrated.items()}

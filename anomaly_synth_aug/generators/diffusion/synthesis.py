@@ -23,7 +23,12 @@ import torch
 
 from anomaly_synth_aug.errors import NotFittedError
 from anomaly_synth_aug.generators.batch import GeneratedBatch
-from anomaly_synth_aug.generators.diffusion.masks import MaskSource, foreground_region, place_mask
+from anomaly_synth_aug.generators.diffusion.masks import (
+    OBJECT_THRESHOLDS,
+    MaskSource,
+    foreground_region,
+    place_mask,
+)
 from anomaly_synth_aug.generators.diffusion.patches import (
     CropBox,
     channels_for_model,
@@ -96,7 +101,8 @@ class SynthesisMixin:
             crop = self._mask_bank.sample(defect_type, rng)
         else:
             raise NotFittedError("no mask source: fit() or load() the generator, or pass masks explicitly")
-        region = foreground_region(image) if self.restrict_to_foreground else None
+        on_object = self.restrict_to_foreground and self.object_category
+        region = foreground_region(image, **OBJECT_THRESHOLDS) if on_object else None
         return place_mask(crop, tuple(image.shape[-2:]), region, rng)
 
     @torch.no_grad()

@@ -153,7 +153,8 @@ def test_without_refinement_the_output_mask_is_the_placement(fitted: DiffusionAn
 def test_sampled_masks_stay_on_the_foreground(fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
     region = torch.zeros(40, 48, dtype=torch.bool)
     region[:, :24] = True
-    monkeypatch.setattr(synthesis_module, "foreground_region", lambda image: region)
+    monkeypatch.setattr(fitted, "object_category", True)  # what fit decides from shots of an object category
+    monkeypatch.setattr(synthesis_module, "foreground_region", lambda image, **thresholds: region)
     batch = fitted.generate([surface(i) for i in range(4)], generator=_seed(3))
     for mask in batch.masks:
         assert not bool(mask[:, 27:].any())  # left half only (refinement may grow 3 px)
