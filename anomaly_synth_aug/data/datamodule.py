@@ -22,7 +22,6 @@ Example (CLI)::
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,12 @@ from anomalib.data.utils import ValSplitMode, random_split
 from torch.utils.data import DataLoader, Dataset
 
 from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
+from anomaly_synth_aug.data.datamodule_options import (
+    TrainMode,
+    ValSplit,
+    check_init_args,
+    is_cached,
+)
 from anomaly_synth_aug.data.dataset import (
     EpochRandomSampler,
     EvaluationDataset,
@@ -61,21 +66,6 @@ if TYPE_CHECKING:
     from lightning.pytorch.utilities.types import EVAL_DATALOADERS, TRAIN_DATALOADERS
 
 logger = logging.getLogger(__name__)
-
-class TrainMode(StrEnum):
-    """Where the training defects come from (see ``SyntheticAnomalyDataModule``'s ``mode``)."""
-
-    online = "online"
-    cached = "cached"
-    shots = "shots"
-
-
-class ValSplit(StrEnum):
-    """What the validation set is (see ``SyntheticAnomalyDataModule``'s ``val_split``)."""
-
-    synthetic = "synthetic"
-    wrapped = "wrapped"
-    none = "none"
 
 #: Validation modes of the wrapped datamodule whose val set holds real (test) images, so its
 #: anomalies take part in the few-shot split; other modes hold train normals or anomalib's own
@@ -150,10 +140,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
                 f"datamodule must be an anomalib AnomalibDataModule, got {type(datamodule).__name__}",
                 fix="wrap an anomalib image datamodule such as anomalib.data.Folder or anomalib.data.MVTecAD",
             )
-        _check_init_args(
+        check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
-        if _is_cached(mode) and cache_dir is None:
+        if is_cached(mode) and cache_dir is None:
             raise InvalidInputError(
                 "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
             )
@@ -213,7 +203,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             raise InvalidInputError(
                 f"the {type(self.datamodule).__name__} datamodule's data folder does not exist",
                 path=root,
-                fix="point its root at an existing dataset folder (e.g. the demo's results/demo/data/DEMO_textures_brick)",
+                fix="point its root at an existing dataset folder "
+                "(e.g. the demo's results/demo/data/DEMO_textures_brick)",
             )
         self.datamodule.prepare_data()
 
@@ -423,47 +414,3 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         if self.val_split == "synthetic":
             self.prepare_generator()
         return super().val_dataloader()
-
-
-def _is_cached(mode: object) -> bool:
-    return parse_choice(TrainMode, mode, "mode") == TrainMode.cached
-
-
-def _check_init_args(
-    anomaly_ratio: float,
-    mode: str,
-    shot_fraction: float,
-    val_split: str,
-    val_split_ratio: float,
-    mask_threshold: int,
-    max_fit_normals: int,
-    seed: int,
-) -> None:
-    """Fail at construction, naming the parameter, rather than deep inside ``setup``."""
-    if not 0.0 <= anomaly_ratio <= 1.0:
-        raise InvalidInputError(
-            f"anomaly_ratio must be in [0, 1], got {anomaly_ratio}",
-            fix="use e.g. 0.5 (half of the training normals get a synthetic defect), or 0 to disable",
-        )
-    parse_choice(TrainMode, mode, "mode")
-    if not 0.0 < shot_fraction < 1.0:
-        raise InvalidInputError(
-            f"shot_fraction must be in (0, 1), got {shot_fraction}",
-            fix="use e.g. 1/3: the first third of each defect type trains the generator",
-        )
-    parse_choice(ValSplit, val_split, "val_split")
-    if not 0.0 < val_split_ratio < 1.0:
-        raise InvalidInputError(
-            f"val_split_ratio must be in (0, 1), got {val_split_ratio}",
-            fix="use e.g. 0.2 to hold back a fifth of the train normals for validation",
-        )
-    if not 0 <= mask_threshold < 255:
-        raise InvalidInputError(
-            f"mask_threshold must be in [0, 254], got {mask_threshold}", fix="use 127 (pixel > 127 is defect)"
-        )
-    if max_fit_normals < 1:
-        raise InvalidInputError(
-            f"max_fit_normals must be >= 1, got {max_fit_normals}", fix="use e.g. 64 normal images to fit the generator"
-        )
-    if seed < 0:
-        raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")

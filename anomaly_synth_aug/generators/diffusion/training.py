@@ -18,7 +18,6 @@ with the same folder continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -34,13 +33,13 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from anomaly_synth_aug.data.sample import AnomalySample
-from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.diffusion.losses import (
     adaptive_mask_weights,
     background_disentangled_loss,
     denoising_loss,
-    masked_denoising_loss,
     mask_out_defect,
+    masked_denoising_loss,
 )
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import (
@@ -51,11 +50,12 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     crop_mask_patch,
     mask_bbox,
 )
+from anomaly_synth_aug.generators.diffusion.training_checkpoint import (
+    TrainingCheckpoint,
+)
 
 logger = logging.getLogger(__name__)
 
-TRAINING_STATE_FILE = "training_state.pt"
-TRAINING_IDENTITY_FILE = "training_identity.json"
 
 
 def make_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
@@ -323,50 +323,6 @@ class TrainingReport:
     seconds: float
     last_loss: float
     resumed_from_step: int = 0
-
-
-class TrainingCheckpoint:
-    """The resumable state in ``checkpoint_dir``: weights, EMA, optimiser, RNG, counters, and whom they belong to.
-
-    ``identity`` (category, defect types, patch size, model config) is written beside the
-    state; resuming with a different identity raises ``CheckpointMismatchError`` instead of
-    silently continuing someone else's training.
-    """
-
-    def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
-        self.directory = Path(directory)
-        self.identity = json.loads(json.dumps(identity))  # normalise tuples -> lists for comparison
-
-    @property
-    def state_path(self) -> Path:
-        return self.directory / TRAINING_STATE_FILE
-
-    def exists(self) -> bool:
-        return self.state_path.is_file()
-
-    def check_identity(self) -> None:
-        identity_path = self.directory / TRAINING_IDENTITY_FILE
-        if not identity_path.is_file():
-            return
-        saved = json.loads(identity_path.read_text())
-        different = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
-        if different:
-            details = "; ".join(f"{k}: checkpoint has {a!r}, this fit has {b!r}" for k, (a, b) in different.items())
-            raise CheckpointMismatchError(
-                f"{self.directory}: training checkpoint belongs to another setup ({details}). "
-                "Fix: point checkpoint_dir to a fresh folder for this category/config, or delete the old checkpoint."
-            )
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / TRAINING_IDENTITY_FILE).write_text(json.dumps(self.identity, indent=2, sort_keys=True))
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.state_path)  # atomic: an interrupt never leaves a half-written checkpoint
-
-    def load(self) -> dict[str, Any]:
-        self.check_identity()
-        return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
 
 def expected_total_steps(settings: TrainingSettings, step: int, elapsed: float) -> int | None:

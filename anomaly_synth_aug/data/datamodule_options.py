@@ -1,0 +1,79 @@
+"""The options of ``SyntheticAnomalyDataModule`` with a fixed set of values, and the checks of its arguments.
+
+Kept apart so the datamodule reads as what it does; every check fails at construction, naming the
+parameter, rather than deep inside ``setup`` minutes later.
+
+Example:
+    >>> TrainMode("cached")
+    <TrainMode.cached: 'cached'>
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.utils.choices import parse_choice
+
+
+class TrainMode(StrEnum):
+    """Where the training defects come from (see ``SyntheticAnomalyDataModule``'s ``mode``)."""
+
+    online = "online"
+    cached = "cached"
+    shots = "shots"
+
+
+class ValSplit(StrEnum):
+    """What the validation set is (see ``SyntheticAnomalyDataModule``'s ``val_split``)."""
+
+    synthetic = "synthetic"
+    wrapped = "wrapped"
+    none = "none"
+
+
+def is_cached(mode: object) -> bool:
+    return parse_choice(TrainMode, mode, "mode") == TrainMode.cached
+
+
+def check_init_args(
+    anomaly_ratio: float,
+    mode: str,
+    shot_fraction: float,
+    val_split: str,
+    val_split_ratio: float,
+    mask_threshold: int,
+    max_fit_normals: int,
+    seed: int,
+) -> None:
+    """Fail at construction, naming the parameter, rather than deep inside ``setup``."""
+    if not 0.0 <= anomaly_ratio <= 1.0:
+        raise InvalidInputError(
+            f"anomaly_ratio must be in [0, 1], got {anomaly_ratio}",
+            fix="use e.g. 0.5 (half of the training normals get a synthetic defect), or 0 to disable",
+        )
+    parse_choice(TrainMode, mode, "mode")
+    if not 0.0 < shot_fraction < 1.0:
+        raise InvalidInputError(
+            f"shot_fraction must be in (0, 1), got {shot_fraction}",
+            fix="use e.g. 1/3: the first third of each defect type trains the generator",
+        )
+    parse_choice(ValSplit, val_split, "val_split")
+    if not 0.0 < val_split_ratio < 1.0:
+        raise InvalidInputError(
+            f"val_split_ratio must be in (0, 1), got {val_split_ratio}",
+            fix="use e.g. 0.2 to hold back a fifth of the train normals for validation",
+        )
+    if not 0 <= mask_threshold < 255:
+        raise InvalidInputError(
+            f"mask_threshold must be in [0, 254], got {mask_threshold}", fix="use 127 (pixel > 127 is defect)"
+        )
+    if max_fit_normals < 1:
+        raise InvalidInputError(
+            f"max_fit_normals must be >= 1, got {max_fit_normals}", fix="use e.g. 64 normal images to fit the generator"
+        )
+    if seed < 0:
+        raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")
+
+
+__all__ = ["TrainMode", "ValSplit", "check_init_args", "is_cached"]

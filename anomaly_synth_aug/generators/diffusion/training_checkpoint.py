@@ -1,0 +1,70 @@
+"""``TrainingCheckpoint``: the resumable state of a denoiser fit, so an interrupted fit continues where it stopped.
+
+``train_denoiser`` saves it every few minutes, on Ctrl-C and at the end; a new ``fit`` with the same
+``checkpoint_dir`` resumes from it, and refuses a checkpoint that belongs to another category or
+model configuration.
+
+Example:
+    >>> checkpoint = TrainingCheckpoint(Path("runs/tile-fit"), identity={"category": "tile"})
+    >>> state = checkpoint.load() if checkpoint.exists() else None
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomaly_synth_aug.errors import CheckpointMismatchError
+
+TRAINING_STATE_FILE = "training_state.pt"
+TRAINING_IDENTITY_FILE = "training_identity.json"
+
+
+class TrainingCheckpoint:
+    """The resumable state in ``checkpoint_dir``: weights, EMA, optimiser, RNG, counters, and whom they belong to.
+
+    ``identity`` (category, defect types, patch size, model config) is written beside the
+    state; resuming with a different identity raises ``CheckpointMismatchError`` instead of
+    silently continuing someone else's training.
+    """
+
+    def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.identity = json.loads(json.dumps(identity))  # normalise tuples -> lists for comparison
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / TRAINING_STATE_FILE
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def check_identity(self) -> None:
+        identity_path = self.directory / TRAINING_IDENTITY_FILE
+        if not identity_path.is_file():
+            return
+        saved = json.loads(identity_path.read_text())
+        different = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
+        if different:
+            details = "; ".join(f"{k}: checkpoint has {a!r}, this fit has {b!r}" for k, (a, b) in different.items())
+            raise CheckpointMismatchError(
+                f"{self.directory}: training checkpoint belongs to another setup ({details}). "
+                "Fix: point checkpoint_dir to a fresh folder for this category/config, or delete the old checkpoint."
+            )
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / TRAINING_IDENTITY_FILE).write_text(json.dumps(self.identity, indent=2, sort_keys=True))
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)  # atomic: an interrupt never leaves a half-written checkpoint
+
+    def load(self) -> dict[str, Any]:
+        self.check_identity()
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+
+__all__ = ["TRAINING_IDENTITY_FILE", "TRAINING_STATE_FILE", "TrainingCheckpoint"]
