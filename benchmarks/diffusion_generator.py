@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-type", type=int, default=8, help="samples per defect type in the grids")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resumable training state (optional)")
+    parser.add_argument("--save", type=Path, default=None, help="save the fitted generator here (for later checks)")
     return parser.parse_args()
 
 
@@ -174,6 +175,8 @@ def main() -> None:
     generator.fit(normals, shots, generator=torch.Generator().manual_seed(args.seed))
     fit_seconds = time.perf_counter() - start
     rss_after_fit = peak_rss_mib()
+    if args.save is not None:
+        generator.save(args.save)
 
     # warm-up, then the measured run (random types and sampled masks, native resolution)
     generator.generate(targets[:2], generator=torch.Generator().manual_seed(args.seed))
@@ -213,7 +216,11 @@ def main() -> None:
         "ddim_steps": generator.num_inference_steps,
         "guidance_scale": generator.guidance_scale,
         "calibrated_guidance": generator.calibrated_guidance,
-        "guidance_calibration": {str(k): round(v, 4) for k, v in generator.guidance_calibration.items()},
+        "guidance_calibration": {
+            name: {str(scale): round(mean, 4) for scale, mean in means.items()}
+            for name, means in generator.guidance_calibration.items()
+        },
+        "object_category": generator.object_category,
         "grid_mode": generator.mode,
         "generation": speed,
         "grid_quality": grid_stats,
