@@ -232,6 +232,32 @@ def headline_markdown(
     return "\n".join(lines) + "\n"
 
 
+def per_type_markdown(runs: Sequence[dict[str, Any]], detector: str, generator_order: Sequence[str] = ()) -> str:
+    """Image AUROC of each defect type against the test normals, per source of defects (mean over seeds).
+
+    Shows which defect types a source teaches a detector to find; runs recorded before the per-type
+    scores were kept are left out.
+    """
+    by_source: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        scores = run.get("image_AUROC_by_type")
+        if run.get("detector") != detector or not scores:
+            continue
+        for name, value in scores.items():
+            by_source.setdefault(run["generator"], {}).setdefault(name, []).append(value)
+    if not by_source:
+        return ""
+    types = sorted({name for scores in by_source.values() for name in scores})
+    headers = ["training defects", "seeds", *types]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for source in _ordered(by_source, generator_order):
+        scores = by_source[source]
+        seeds = max(len(values) for values in scores.values())
+        cells = [source, str(seeds), *(_cell(*mean_std(scores.get(name, []))) for name in types)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def ablation_markdown(
     runs: Sequence[dict[str, Any]],
     ablations: Mapping[str, tuple[str, str]],

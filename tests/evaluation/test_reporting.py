@@ -82,3 +82,17 @@ def test_gain_chart_panels_share_one_scale_and_draw_no_spread_for_one_seed() -> 
     assert bars["padim (1 seed)"].errorbar is None  # one seed has no spread to draw
     plt.close(figure)
     assert gains_figure([run("padim", "perlin", 0, 0.7)]) is None  # no baseline, nothing to compare
+
+
+def test_per_type_table_averages_each_type_over_seeds() -> None:
+    from anomaly_synth_aug.evaluation.reporting import per_type_markdown
+
+    runs = [
+        {"detector": "segmenter", "generator": "perlin", "seed": s, "image_AUROC_by_type": {"crack": c, "dent": 0.5}}
+        for s, c in ((0, 0.8), (1, 0.6))
+    ]
+    runs.append({"detector": "segmenter", "generator": "none", "seed": 0})  # recorded before per-type scores
+    table = per_type_markdown(runs, "segmenter", ["none", "perlin"])
+    assert "| training defects | seeds | crack | dent |" in table
+    assert "| perlin | 2 | 0.700 ± 0.141 | 0.500 ± 0.000 |" in table
+    assert "none" not in table and per_type_markdown(runs, "padim") == ""
