@@ -103,7 +103,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         guidance_candidates: the scales ``"auto"`` chooses from.
         calibration_samples: defects per type generated per candidate scale to choose it.
         realism_filter: reject (and regenerate) defects that lie farther from every real shot of their type,
-            in pretrained feature space, than the loneliest shot lies from the others (``realism.py``).
+            in pretrained feature space, than the loneliest shot lies from the others (``realism.py``). Off by
+            default: its retries cost generation speed, and what it buys a detector is measured in
+            benchmarks/README.md (``diffusion_realism``).
         mask_source: ``"bank"`` (augmented shot masks) or ``"prior"`` (learned mask VAE).
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
         restrict_to_foreground: place sampled masks on the object, in categories whose shots show defects on an
@@ -168,7 +170,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         guidance_scale: float | str = AUTO,
         guidance_candidates: Sequence[float] = (1.0, 2.0, 3.0, 5.0),
         calibration_samples: int = 8,
-        realism_filter: bool = True,
+        realism_filter: bool = False,
         mask_source: MaskSource | str = MaskSource.bank,
         mask_prior_steps: int = 400,
         restrict_to_foreground: bool = True,

@@ -96,7 +96,9 @@ def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
 
 
 def test_unrealistic_defects_are_regenerated_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    generator = DiffusionAnomalyGenerator(category="tiles", guidance_scale=1.0, max_retries=1, **FAST)
+    generator = DiffusionAnomalyGenerator(
+        category="tiles", guidance_scale=1.0, max_retries=1, realism_filter=True, **FAST
+    )
     generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
     references = generator._realism.references
     for name, reference in list(references.items()):  # nothing generated can be this close to a shot
