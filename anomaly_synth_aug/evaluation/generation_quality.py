@@ -30,6 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from anomaly_synth_aug.data.sample import to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.generators.diffusion.calibration import signed_contrast
 
 #: Side of the square crops the realism classifier and the diversity measure look at.
 CROP_SIZE = 32
@@ -216,20 +217,12 @@ def background_psnr(source: torch.Tensor, generated: torch.Tensor, mask: torch.T
 
 
 def defect_contrast(image: torch.Tensor, mask: torch.Tensor, ring: int = 7) -> float:
-    """|mean grey level inside the mask - mean over a ``ring``-px band around it|.
+    """|mean grey level inside the mask - mean over a ``ring``-px band around it| (``signed_contrast``'s size).
 
     How visible a defect is against its own surroundings. Generated defects far fainter than real
     ones teach a detector to flag faint texture; C2ST and diversity do not show that directly.
     """
-    mask = to_bool_mask(mask)
-    if not bool(mask.any()):
-        raise MaskError("defect_contrast needs a non-empty mask", fix="skip normal samples")
-    grey = to_rgb_float(image).mean(0)
-    grown = F.max_pool2d(mask[None, None].float(), 2 * ring + 1, stride=1, padding=ring)[0, 0] > 0
-    band = grown & ~mask
-    if not bool(band.any()):  # the mask covers the whole image: nothing to compare against
-        return float("nan")
-    return abs(float(grey[mask].mean() - grey[band].mean()))
+    return abs(signed_contrast(image, mask, ring))
 
 
 def contrast_by_type(

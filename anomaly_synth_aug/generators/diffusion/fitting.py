@@ -22,23 +22,41 @@ import torch
 
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
+from anomaly_synth_aug.generators.diffusion.calibration import (
+    calibrate_guidance,
+    contrast_by_type,
+)
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
-from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBank, defects_lie_on_objects
+from anomaly_synth_aug.generators.diffusion.masks import (
+    MaskSource,
+    ShotMaskBank,
+    defects_lie_on_objects,
+)
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
-from anomaly_synth_aug.generators.diffusion.realism import ShotRealism, calibrate_guidance
-from anomaly_synth_aug.generators.diffusion.training import PatchSource, TrainingSettings, train_denoiser
-from anomaly_synth_aug.utils.random import as_torch_generator, derive_seed, seeded_global_rng
+from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
+from anomaly_synth_aug.generators.diffusion.training import (
+    PatchSource,
+    TrainingSettings,
+    train_denoiser,
+)
+from anomaly_synth_aug.utils.random import (
+    as_torch_generator,
+    derive_seed,
+    seeded_global_rng,
+)
 from anomaly_synth_aug.utils.threads import torch_threads
 
 if TYPE_CHECKING:
-    from anomaly_synth_aug.generators.diffusion.generator import DiffusionAnomalyGenerator
+    from anomaly_synth_aug.generators.diffusion.generator import (
+        DiffusionAnomalyGenerator,
+    )
 
 logger = logging.getLogger(__name__)
 
 #: Fewer shots than this per type: the generator mostly copies them (warned).
 FEW_SHOTS_WARNING = 3
-#: ``guidance_scale`` value that chooses the scale per fit and defect type (``realism.calibrate_guidance``).
+#: ``guidance_scale`` value that chooses the scale per fit and defect type (``calibration.calibrate_guidance``).
 AUTO = "auto"
 #: The scale an ``"auto"`` generator uses for a type it has no calibrated scale for (saved before calibration).
 FALLBACK_GUIDANCE = 5.0
@@ -94,6 +112,9 @@ class FittingMixin:
                 identity=self._identity(),
             )
             self._realism = ShotRealism().fit(shots)
+        self.shot_contrast = contrast_by_type(
+            [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
+        )
         self.calibrated_guidance, self.guidance_calibration = {}, {}
         if self.guidance_scale == AUTO:
             self.calibrate_guidance(normal_images or [shot.image for shot in shots], generator)
@@ -105,11 +126,11 @@ class FittingMixin:
 
         Every candidate of ``guidance_candidates`` draws the same placements on the same ``targets``
         (``calibration_samples`` per type, first draws, no filter); per type, the candidate whose
-        defects lie closest to that type's shots in ImageNet feature space wins (``realism.py``).
+        defects are as visible as that type's shots, in the same direction, wins (``calibration.py``).
         ``fit`` calls this on its normal images; call it again on a loaded generator to recalibrate.
         """
-        if self._realism is None:
-            raise NotFittedError("the realism reference is built from the shots: fit() or load() first")
+        if not self.shot_contrast:
+            raise NotFittedError("the shots' contrast is measured in fit(): fit() or load() first")
         seed = derive_seed(as_torch_generator(generator))
 
         def sample(scale: float) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
@@ -126,7 +147,7 @@ class FittingMixin:
 
         with torch_threads(self.num_threads):
             self.calibrated_guidance, self.guidance_calibration = calibrate_guidance(
-                sample, self._realism, self.guidance_candidates
+                sample, self.shot_contrast, self.guidance_candidates
             )
         logger.info("Guidance scale per defect type, chosen on the shots: %s.", self.calibrated_guidance)
         return dict(self.calibrated_guidance)

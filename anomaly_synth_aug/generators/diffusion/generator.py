@@ -48,7 +48,12 @@ from anomaly_synth_aug.errors import (
     NotFittedError,
     UnknownDefectTypeError,
 )
-from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch, ImagesLike, as_image_list
+from anomaly_synth_aug.generators.base import (
+    AnomalyGenerator,
+    GeneratedBatch,
+    ImagesLike,
+    as_image_list,
+)
 from anomaly_synth_aug.generators.config import captures_config
 from anomaly_synth_aug.generators.diffusion.fitting import AUTO, FittingMixin
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
@@ -56,10 +61,17 @@ from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBan
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
-from anomaly_synth_aug.generators.diffusion.sampling import SamplingMode, check_guidance_scale
+from anomaly_synth_aug.generators.diffusion.sampling import (
+    SamplingMode,
+    check_guidance_scale,
+)
 from anomaly_synth_aug.generators.diffusion.storage import StorageMixin
 from anomaly_synth_aug.generators.diffusion.synthesis import SynthesisMixin
-from anomaly_synth_aug.generators.diffusion.training import LossSwitches, TrainingReport, make_noise_scheduler
+from anomaly_synth_aug.generators.diffusion.training import (
+    LossSwitches,
+    TrainingReport,
+    make_noise_scheduler,
+)
 from anomaly_synth_aug.utils.choices import parse_choice
 from anomaly_synth_aug.utils.random import as_torch_generator, derive_seed
 
@@ -97,9 +109,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         guidance_scale: normal-token guidance (``sampling.py``): > 1 strengthens what sets the defect apart
             from normal surface; 1 turns it off (one UNet pass per step instead of two). ``"auto"`` (the
             default) picks, at the end of ``fit`` and per defect type, the scale of ``guidance_candidates``
-            whose samples on the training normals lie closest to that type's shots in pretrained feature
-            space (``realism.py``): a rule that needs no test data and follows how strongly each fit draws
-            each type (``calibrated_guidance``).
+            whose samples on the training normals are as visible as that type's shots, in the same direction
+            (signed contrast, ``calibration.py``): a rule that needs no test data and follows how strongly
+            each fit draws each type (``calibrated_guidance``).
         guidance_candidates: the scales ``"auto"`` chooses from.
         calibration_samples: defects per type generated per candidate scale to choose it.
         realism_filter: reject (and regenerate) defects that lie farther from every real shot of their type,
@@ -215,9 +227,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         #: whether the shots showed an object on a background (``masks.defects_lie_on_objects``): then
         #: sampled placements stay on the object (``restrict_to_foreground``)
         self.object_category = False
-        #: ``guidance_scale="auto"``: the scale chosen per defect type at fit time, and each type's mean
-        #: realism ratio per candidate scale (``FittingMixin.calibrate_guidance``).
+        #: ``guidance_scale="auto"``: the scale chosen per defect type at fit time, the shots' signed
+        #: contrast per type it matches, and each candidate's distance to it (``FittingMixin.calibrate_guidance``).
         self.calibrated_guidance: dict[str, float] = {}
+        self.shot_contrast: dict[str, float] = {}
         self.guidance_calibration: dict[str, dict[float, float]] = {}
 
     # ------------------------------------------------------------------ types

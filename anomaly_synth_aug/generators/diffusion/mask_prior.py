@@ -32,7 +32,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from anomaly_synth_aug.errors import InvalidInputError, MaskError, NotFittedError, UnknownDefectTypeError
+from anomaly_synth_aug.errors import (
+    InvalidInputError,
+    MaskError,
+    NotFittedError,
+    UnknownDefectTypeError,
+)
 from anomaly_synth_aug.generators.diffusion.mask_crops import binarise, tight_crop
 from anomaly_synth_aug.utils.random import seeded_global_rng
 

@@ -27,7 +27,11 @@ import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
 
 from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask, to_rgb_float
-from anomaly_synth_aug.errors import InvalidInputError, MaskError, UnknownDefectTypeError
+from anomaly_synth_aug.errors import (
+    InvalidInputError,
+    MaskError,
+    UnknownDefectTypeError,
+)
 from anomaly_synth_aug.generators.diffusion.mask_crops import resize_crop, tight_crop
 
 

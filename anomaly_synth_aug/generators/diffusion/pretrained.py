@@ -18,8 +18,13 @@ from safetensors.torch import load_file, save_file
 from anomaly_synth_aug.data.sample import AnomalySample, to_rgb_float
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
-from anomaly_synth_aug.generators.diffusion.masks import ShotMaskBank, foreground_region, place_mask
+from anomaly_synth_aug.generators.diffusion.masks import (
+    ShotMaskBank,
+    foreground_region,
+    place_mask,
+)
 from anomaly_synth_aug.generators.diffusion.patches import (
+    CropBox,
     context_box,
     crop_image_patch,
     crop_mask_patch,

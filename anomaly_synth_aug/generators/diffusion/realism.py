@@ -9,8 +9,6 @@ other shot of the type. A generated defect's ``ratio`` is its distance to the ne
 type in units of that spacing, and it is unrealistic when it lies farther from every shot than
 the loneliest shot lies from the others (the type's largest leave-one-out distance).
 
-The ratio also calibrates sampling: ``calibrate_guidance`` picks, per defect type, the guidance scale
-whose samples come closest to the shots (``DiffusionAnomalyGenerator(guidance_scale="auto")``).
 
 Example:
     >>> realism = ShotRealism().fit(shots)
@@ -20,13 +18,17 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD, pretrained_timm_model
+from anomaly_synth_aug.backbones.imagenet_weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    pretrained_timm_model,
+)
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.patches import context_box, mask_bbox
@@ -178,31 +180,4 @@ def reference_from(features: torch.Tensor) -> TypeReference:
     return TypeReference(features=features, spacing=spacing, limit=float(nearest.max()) / spacing)
 
 
-def calibrate_guidance(
-    sample: Callable[[float], tuple[list[torch.Tensor], list[torch.Tensor], list[str]]],
-    realism: ShotRealism,
-    candidates: Sequence[float],
-) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
-    """Per defect type, the candidate guidance scale whose samples lie closest to the shots (lowest mean ratio).
-
-    ``sample(scale)`` returns generated images, their masks and types; it should draw the same
-    placements for every scale, so that only the scale differs. Returns the chosen scale per type and
-    every type's mean ratio per candidate (types that are not judged get the first candidate).
-    """
-    if not candidates:
-        raise InvalidInputError("no guidance scales to choose from", fix="pass e.g. guidance_candidates=(1, 2, 3, 5)")
-    means: dict[str, dict[float, float]] = {}
-    for scale in candidates:
-        images, masks, types = sample(float(scale))
-        ratios = realism.ratios(images, masks, types)
-        for name in sorted(set(types)):
-            judged = torch.tensor([r for r, t in zip(ratios.tolist(), types, strict=True) if t == name and r == r])
-            means.setdefault(name, {})[float(scale)] = float(judged.mean()) if judged.numel() else float("nan")
-    best: dict[str, float] = {}
-    for name, by_scale in means.items():
-        finite = {scale: mean for scale, mean in by_scale.items() if mean == mean}
-        best[name] = min(finite, key=finite.__getitem__) if finite else float(candidates[0])
-    return best, means
-
-
-__all__ = ["CROP_SIZE", "ShotRealism", "TypeReference", "calibrate_guidance", "reference_from"]
+__all__ = ["CROP_SIZE", "ShotRealism", "TypeReference", "reference_from"]

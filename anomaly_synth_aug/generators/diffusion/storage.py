@@ -33,7 +33,9 @@ from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.training import TrainingReport
 
 if TYPE_CHECKING:
-    from anomaly_synth_aug.generators.diffusion.generator import DiffusionAnomalyGenerator
+    from anomaly_synth_aug.generators.diffusion.generator import (
+        DiffusionAnomalyGenerator,
+    )
 
 DENOISER_DIR = "denoiser"
 SCHEDULER_DIR = "scheduler"
@@ -68,6 +70,7 @@ class StorageMixin:
             "training": asdict(self.training_report) if self.training_report is not None else None,
             "calibrated_guidance": self.calibrated_guidance,
             "object_category": self.object_category,
+            "shot_contrast": self.shot_contrast,
             "guidance_calibration": {
                 name: {str(scale): mean for scale, mean in means.items()}
                 for name, means in self.guidance_calibration.items()
@@ -104,6 +107,7 @@ class StorageMixin:
         if (directory / REALISM_FILE).is_file():
             self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
         self.object_category = bool(state.get("object_category", False))
+        self.shot_contrast = {str(k): float(v) for k, v in (state.get("shot_contrast") or {}).items()}
         calibrated = state.get("calibrated_guidance")
         calibrated = calibrated if isinstance(calibrated, dict) else {}  # none: saved before per-type calibration
         self.calibrated_guidance = {str(name): float(scale) for name, scale in calibrated.items()}

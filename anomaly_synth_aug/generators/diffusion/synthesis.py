@@ -39,12 +39,18 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     paste_patch,
     uncrop_patch,
 )
-from anomaly_synth_aug.generators.diffusion.quality import QualityVerdict, composite, refine_mask
+from anomaly_synth_aug.generators.diffusion.quality import (
+    QualityVerdict,
+    composite,
+    refine_mask,
+)
 from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler, SamplingMode
 from anomaly_synth_aug.utils.threads import torch_threads
 
 if TYPE_CHECKING:
-    from anomaly_synth_aug.generators.diffusion.generator import DiffusionAnomalyGenerator
+    from anomaly_synth_aug.generators.diffusion.generator import (
+        DiffusionAnomalyGenerator,
+    )
 
 #: Fresh-noise share added per retry in inversion mode (see ``SynthesisMixin._sampler``).
 RETRY_INVERSION_NOISE = 0.5

@@ -1,17 +1,14 @@
-"""``ShotRealism`` and guidance calibration: realism judged in pretrained feature space, from the shots alone."""
+"""``ShotRealism``: realism judged in pretrained feature space, from the shots alone (the optional filter)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 from diffusion_helpers import TINY, defect_shot, normals, shots, surface
 
 from anomaly_synth_aug.errors import NotFittedError
-from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
-from anomaly_synth_aug.generators.diffusion.realism import ShotRealism, calibrate_guidance, reference_from
+from anomaly_synth_aug.generators.diffusion.realism import ShotRealism, reference_from
 
 FAST = {**TINY, "max_steps": 4, "batch_size": 4, "num_inference_steps": 3, "progress": False}
 
@@ -55,44 +52,6 @@ def test_references_round_trip_through_tensors(realism: ShotRealism) -> None:
     dent = defect_shot(5, "dent")
     expected = realism.ratios([dent.image], [dent.mask], ["dent"])
     assert torch.allclose(restored.ratios([dent.image], [dent.mask], ["dent"]), expected)
-
-
-def test_calibration_picks_per_type_the_scale_whose_samples_lie_closest_to_the_shots(realism: ShotRealism) -> None:
-    dent, streak = defect_shot(1, "dent"), defect_shot(2, "streak")
-    bright_dent, dark_streak = surface(3).clone(), surface(4).clone()
-    bright_dent[:, dent.mask] = 1.0  # a bright "dent": the wrong look
-    dark_streak[:, streak.mask] = 0.0  # a dark "streak": the wrong look too
-
-    def sample(scale: float) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
-        dents = dent.image if scale == 2.0 else bright_dent  # dents look right at 2 only
-        streaks = streak.image if scale == 5.0 else dark_streak  # streaks at 5 only
-        return [dents, streaks], [dent.mask, streak.mask], ["dent", "streak"]
-
-    best, means = calibrate_guidance(sample, realism, [1.0, 2.0, 5.0])
-    assert best == {"dent": 2.0, "streak": 5.0}
-    assert set(means["dent"]) == {1.0, 2.0, 5.0}
-    assert means["dent"][2.0] < means["dent"][1.0] == means["dent"][5.0]
-
-
-def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
-    generator = DiffusionAnomalyGenerator(
-        category="tiles", guidance_candidates=(1.0, 3.0), calibration_samples=2, **FAST
-    )
-    generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
-    assert generator.guidance_scale == "auto"
-    assert set(generator.calibrated_guidance) == {"dent", "streak"}
-    assert set(generator.calibrated_guidance.values()) <= {1.0, 3.0}
-    assert set(generator.guidance_calibration["dent"]) == {1.0, 3.0}
-    assert generator.guidance_for("dent") == generator.calibrated_guidance["dent"]
-    mixed = (generator.calibrated_guidance["dent"] + generator.calibrated_guidance["streak"]) / 2
-    assert generator.guidance_for("dent+streak") == mixed and generator.guidance_for("good") == 1.0
-    loaded = AnomalyGenerator.load(generator.save(tmp_path / "gen"))
-    assert loaded.calibrated_guidance == generator.calibrated_guidance
-    assert loaded.guidance_calibration == generator.guidance_calibration
-    assert AnomalyGenerator.load(tmp_path / "gen", guidance_scale=2.0).guidance_for("dent") == 2.0
-    fixed = DiffusionAnomalyGenerator(category="tiles", guidance_scale=2.0, **FAST)
-    fixed.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
-    assert not fixed.calibrated_guidance and not fixed.guidance_calibration  # a fixed scale is not searched
 
 
 def test_unrealistic_defects_are_regenerated_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:

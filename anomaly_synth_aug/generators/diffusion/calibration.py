@@ -1,0 +1,83 @@
+"""Guidance chosen on the shots: per defect type, the scale whose defects are as visible as the shots.
+
+Normal-token guidance decides how strongly a fit draws its defects, and how strongly it should
+depends on the fit (a longer one draws more strongly) and on the type (a faint "uneven" surface and
+a dark crack differ). ``calibrate_guidance`` draws the same placements at every candidate scale and,
+per type, keeps the scale whose mean *signed* contrast (grey level inside the defect minus a band
+around it) is closest to that of the type's shots: as visible as the real ones, and in the same
+direction (a crack is darker than its surface, not brighter). It needs the shots only, never test data.
+
+Example:
+    >>> reference = contrast_by_type([s.image for s in shots], [s.mask for s in shots], [s.defect_type for s in shots])
+    >>> best, gaps = calibrate_guidance(sample, reference, candidates=(1.0, 2.0, 3.0, 5.0))
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch.nn import functional as F
+
+from anomaly_synth_aug.data.sample import to_bool_mask, to_rgb_float
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+#: Width in pixels of the band around a defect it is compared with.
+RING = 7
+
+Sampler = Callable[[float], tuple[list[torch.Tensor], list[torch.Tensor], list[str]]]
+
+
+def signed_contrast(image: torch.Tensor, mask: torch.Tensor, ring: int = RING) -> float:
+    """Mean grey level inside ``mask`` minus the mean over a ``ring``-px band around it (NaN: no band).
+
+    Negative for a defect darker than its surroundings, positive for a brighter one.
+    """
+    mask = to_bool_mask(mask)
+    if not bool(mask.any()):
+        raise MaskError("a defect's contrast needs a non-empty mask", fix="skip normal samples")
+    grey = to_rgb_float(image).mean(0)
+    grown = F.max_pool2d(mask[None, None].float(), 2 * ring + 1, stride=1, padding=ring)[0, 0] > 0
+    band = grown & ~mask
+    if not bool(band.any()):  # the mask covers the whole image: nothing to compare against
+        return float("nan")
+    return float(grey[mask].mean() - grey[band].mean())
+
+
+def contrast_by_type(
+    images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], defect_types: Sequence[str]
+) -> dict[str, float]:
+    """Mean ``signed_contrast`` per defect type (NaN values, from whole-image masks, left out)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for image, mask, name in zip(images, masks, defect_types, strict=True):
+        value = signed_contrast(image, mask)
+        if value == value:
+            values[name].append(value)
+    return {name: sum(v) / len(v) for name, v in sorted(values.items()) if v}
+
+
+def calibrate_guidance(
+    sample: Sampler, reference: Mapping[str, float], candidates: Sequence[float]
+) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
+    """Per defect type, the candidate scale whose samples' mean signed contrast is closest to ``reference``.
+
+    ``sample(scale)`` returns generated images, masks and types, with the same placements for every
+    scale. Returns the chosen scale per type and, per type, each candidate's distance to the reference
+    (types without a reference, or without samples, get the first candidate).
+    """
+    if not candidates:
+        raise InvalidInputError("no guidance scales to choose from", fix="pass e.g. guidance_candidates=(1, 2, 3, 5)")
+    gaps: dict[str, dict[float, float]] = {}
+    for scale in candidates:
+        generated = contrast_by_type(*sample(float(scale)))
+        for name, value in generated.items():
+            if name in reference:
+                gaps.setdefault(name, {})[float(scale)] = abs(value - reference[name])
+    best = {name: min(by_scale, key=by_scale.__getitem__) for name, by_scale in gaps.items()}
+    for name in reference:
+        best.setdefault(name, float(candidates[0]))
+    return best, gaps
+
+
+__all__ = ["RING", "calibrate_guidance", "contrast_by_type", "signed_contrast"]
