@@ -72,6 +72,9 @@ class AnomalyGenerator(ABC):
     requires_fit: ClassVar[bool] = False
     #: ``_generate`` accepts a list of per-image ``torch.Generator``s (else ``generate`` calls it per image).
     per_sample_generators: ClassVar[bool] = False
+    #: Bumped when what ``fit`` learns changes for the same configuration (the ``FitStore`` key holds it,
+    #: so a fit made by older code is not reused as if it were current).
+    fit_version: ClassVar[int] = 1
     #: Constructor arguments that change only how samples are drawn, never what ``fit`` learns:
     #: ``load(directory, **overrides)`` may change them on a saved generator without refitting.
     sampling_options: ClassVar[frozenset[str]] = frozenset()

@@ -149,3 +149,11 @@ def test_load_state_checks_class_and_training_settings(tmp_path: Path, tiny_mvte
         CountingLearnedGenerator(side=4).load_state(folder)
     with pytest.raises(InvalidInputError, match="holds a CountingLearnedGenerator"):
         FakeSquareGenerator().load_state(folder)
+
+
+def test_a_fit_made_by_an_older_fit_version_is_not_reused(tmp_path: Path, tiny_mvtec: Path, monkeypatch) -> None:
+    """The key holds ``fit_version``: code that learns differently must not load fits of the old code."""
+    store = FitStore(tmp_path / "fits")
+    store.fit_or_load(CountingLearnedGenerator(), fit_data(tiny_mvtec, CountingLearnedGenerator()))
+    monkeypatch.setattr(CountingLearnedGenerator, "fit_version", 2)
+    assert store.fit_or_load(CountingLearnedGenerator(), fit_data(tiny_mvtec, CountingLearnedGenerator())) == "fitted"

@@ -137,6 +137,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
     """
 
     requires_fit: ClassVar[bool] = True
+    #: 2: the fit also measures the shots' contrast, calibrates guidance per type on it, and decides
+    #: whether the category is an object on a background.
+    fit_version: ClassVar[int] = 2
     per_sample_generators: ClassVar[bool] = True
     sampling_options: ClassVar[frozenset[str]] = frozenset(
         {
