@@ -47,7 +47,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_generator(
     assert report.complete and len(report.entries) == 6  # 2 per defect type
     assert (output / "samples_DEMO_textures_brick.png").stat().st_size > 0
 
-    checkpoint = output / "generators" / "DEMO_textures_brick" / "finetune.json"
+    (checkpoint,) = (output / "generators" / "DEMO_textures_brick").glob("DiffusionAnomalyGenerator-*/fit.json")
     fitted_at = checkpoint.stat().st_mtime_ns
     assert main(["demo", "--quick", "true", "--output", str(output), "--classic_baseline", "null"]) == 0
     assert checkpoint.stat().st_mtime_ns == fitted_at  # second run: loaded, not fine-tuned again
