@@ -185,7 +185,9 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
     """Refuse to mix runs of another dataset or of changed preset values into one results file."""
     if not store.runs and not store.quality:
         return
-    if store.meta.get("data") != str(data) or not same_preset(store.meta.get("preset") or {}, preset):
+    recorded = store.meta.get("data")
+    same_data = recorded is not None and Path(recorded).resolve() == data.resolve()  # "../x" and "/abs/x" alike
+    if not same_data or not same_preset(store.meta.get("preset") or {}, preset):
         raise InvalidInputError(
             "the results file holds runs of another dataset or preset values "
             f"({store.meta.get('data')}, {store.meta.get('preset')})",
@@ -282,7 +284,7 @@ def run_dataset(
     store = ResultsStore(out / f"downstream_{preset.name}.json")
     check_resumable(store, data, preset)
     store.meta = {
-        "data": str(data),
+        "data": str(data.resolve()),
         "preset": preset_record(preset),
         "environment": environment(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
