@@ -52,7 +52,7 @@ from anomaly_synth_aug.data.fewshot import (
     split_records,
 )
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
-from anomaly_synth_aug.data.mvtec_folder import check_folder_masks
+from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
@@ -155,6 +155,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             raise InvalidInputError(
                 f"samples_per_type must be >= 1, got {samples_per_type}", fix="use e.g. 100 cached samples per type"
             )
+        check_folder_root(datamodule)
         super().__init__(
             train_batch_size=datamodule.train_batch_size if train_batch_size is None else train_batch_size,
             eval_batch_size=datamodule.eval_batch_size if eval_batch_size is None else eval_batch_size,
@@ -198,15 +199,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         return self.datamodule.task
 
     def prepare_data(self) -> None:
-        root = getattr(self.datamodule, "root", None)
-        if isinstance(root, str | Path) and not Path(root).is_dir():  # before anomalib fails deep in its file search
-            raise InvalidInputError(
-                f"the {type(self.datamodule).__name__} datamodule's data folder does not exist",
-                path=root,
-                fix="point its root at an existing dataset folder "
-                "(e.g. the demo's results/demo/data/DEMO_textures_brick)",
-            )
-        self.datamodule.prepare_data()
+        self.datamodule.prepare_data()  # MVTecAD and the like download here; a Folder was checked at construction
 
     # ------------------------------------------------------------------ setup
     def _setup(self, _stage: str | None = None) -> None:

@@ -172,6 +172,31 @@ def _as_dirs(root: Path | None, value: object) -> list[Path]:
     return [Path(v) if root is None or Path(v).is_absolute() else root / v for v in values]
 
 
+def check_folder_root(datamodule: object) -> None:
+    """Refuse an anomalib ``Folder`` whose root is not a folder, when it is built, not minutes into a run.
+
+    Only a ``Folder``: it has no data of its own, whereas ``MVTecAD`` and the like may download into a
+    missing root in ``prepare_data``. Checked at construction so that under ``anomalib fit --config`` the
+    first error is this one line, not a traceback from inside ``Trainer.fit``.
+
+    Example:
+        >>> check_folder_root(Folder(name="x", root="no/such/folder", normal_dir="good"))
+        Traceback (most recent call last):
+        ...
+        anomaly_synth_aug.errors.InvalidInputError: no/such/folder: the Folder datamodule's data folder ...
+    """
+    root = getattr(datamodule, "root", None)
+    if not isinstance(datamodule, Folder) or root is None or Path(root).is_dir():
+        return
+    error = InvalidInputError(
+        "the Folder datamodule's data folder does not exist",
+        path=root,
+        fix="point its root at an existing dataset folder (e.g. the demo's results/demo/data/DEMO_textures_brick)",
+    )
+    logger.error("%s", error)  # one clear line before any caller's traceback (anomalib's CLI prints a long one)
+    raise error
+
+
 def check_folder_masks(folder: object) -> None:
     """Name the first defect image of an anomalib ``Folder`` that its mask pairing would get wrong.
 

@@ -189,9 +189,20 @@ def test_a_missing_data_folder_is_named_before_anomalib_searches_it(tmp_path: Pa
     from anomalib.data import Folder
 
     folder = Folder(name="absent", root=tmp_path / "absent", normal_dir="train/good", abnormal_dir="test/crack")
-    datamodule = SyntheticAnomalyDataModule(folder, generator=fake_generator)
     with pytest.raises(InvalidInputError, match="absent: the Folder datamodule's data folder does not exist"):
-        datamodule.prepare_data()
+        SyntheticAnomalyDataModule(folder, generator=fake_generator)  # at construction: the CLI's first error
+
+
+def test_a_missing_root_is_left_to_a_datamodule_that_can_download_it(tmp_path: Path, fake_generator) -> None:
+    """MVTecAD downloads into a missing root in its prepare_data: the wrapper must not refuse it first."""
+    from anomalib.data import MVTecAD
+
+    mvtec = MVTecAD(root=tmp_path / "not_yet_downloaded", category="bottle")
+    datamodule = SyntheticAnomalyDataModule(mvtec, generator=fake_generator)
+    called = []
+    mvtec.prepare_data = lambda: called.append(True)  # what would download
+    datamodule.prepare_data()
+    assert called == [True]
 
 
 def test_a_wrapped_folder_whose_defect_image_lacks_its_mask_is_named(tiny_mvtec: Path, fake_generator) -> None:
