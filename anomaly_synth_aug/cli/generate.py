@@ -9,7 +9,7 @@ from anomaly_synth_aug.cache import generate_cache
 from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
 from anomaly_synth_aug.errors import CheckpointMismatchError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
-from anomaly_synth_aug.generators.fit_store import read_fit_record
+from anomaly_synth_aug.generators.fit_store import find_fit, read_fit_record
 
 
 def load_generator(directory: Path, **overrides: Any) -> AnomalyGenerator:
@@ -46,7 +46,8 @@ def generate(
     Work is spread over processes/GPUs by Lightning (``--devices 2 --strategy ddp``).
 
     Args:
-        generator_dir: a folder written by ``fit-generator`` (the one it prints) or by ``AnomalyGenerator.save``.
+        generator_dir: a folder written by ``fit-generator`` (the one it prints, or its ``--output`` when
+            that holds one fit of the category) or by ``AnomalyGenerator.save``.
         data: the MVTec-layout category folder whose training normals receive the defects.
         cache_dir: the cache folder to create or complete.
         samples_per_type: how many samples per defect type.
@@ -59,9 +60,11 @@ def generate(
         sampling: sampling options to change on the saved generator without refitting,
             e.g. ``--sampling '{"guidance_scale": 3}'``.
     """
+    datamodule = mvtec_datamodule(data, None, seed=seed)  # the data first: it names the category
+    category = datamodule.category or datamodule.name
+    generator_dir = find_fit(generator_dir, category)  # the folder fit-generator printed, or its --output
+    check_category(generator_dir, category)
     generator = load_generator(generator_dir, **(sampling or {}))
-    datamodule = mvtec_datamodule(data, generator, seed=seed)
-    check_category(generator_dir, datamodule.category or datamodule.name)
     entries = generate_cache(
         cache_dir,
         generator,

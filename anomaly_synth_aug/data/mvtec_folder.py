@@ -101,7 +101,8 @@ def scan_mvtec_folder(
     root = Path(root)
     train_dir, test_dir = root / "train" / NORMAL_TYPE, root / "test"
     if not root.is_dir():
-        raise InvalidInputError("data folder not found", path=root, fix=_LAYOUT_FIX)
+        problem = "this is a file, not a data folder" if root.is_file() else "data folder not found"
+        raise InvalidInputError(problem, path=root, fix=_LAYOUT_FIX)
     if not train_dir.is_dir() or not test_dir.is_dir():
         raise InvalidInputError(
             "not an MVTec-layout category folder (needs train/good/ and test/)", path=root, fix=_LAYOUT_FIX

@@ -247,6 +247,31 @@ def read_fit_record(folder: str | Path) -> dict[str, Any] | None:
     return record
 
 
+def find_fit(directory: str | Path, category: str) -> Path:
+    """The generator folder that ``directory`` means: itself, or the one fit of ``category`` under it.
+
+    ``fit-generator --output runs/generators`` stores the fit in ``runs/generators/<category>/<Class>-<key>/``
+    and prints that folder; a user who passes ``runs/generators`` (or its category folder) on to
+    ``generate`` means the fit in it. With several fits to choose from, the error lists them.
+
+    Example:
+        >>> find_fit("runs/generators", "magnetic_tile")
+        PosixPath('runs/generators/magnetic_tile/DiffusionAnomalyGenerator-81e422a3ce027fd4')
+    """
+    directory = Path(directory)
+    if (directory / CONFIG_FILE).is_file() or not directory.is_dir():
+        return directory  # a saved generator, or nothing: loading it names the problem
+    records = [*directory.glob(f"{category}/*/{FIT_FILE}"), *directory.glob(f"*/{FIT_FILE}")]
+    fits = sorted({record.parent for record in records if (read_fit_record(record.parent) or {}).get("category") == category})
+    if len(fits) > 1:
+        raise InvalidInputError(
+            f"holds {len(fits)} fits of {category!r}: {', '.join(str(fit) for fit in fits)}",
+            path=directory,
+            fix="pass one of them (fit-generator prints the folder of the fit it made)",
+        )
+    return fits[0] if fits else directory
+
+
 def _check_name(name: str) -> str:
     if not name or Path(name).name != name or name.startswith("."):
         raise InvalidInputError(
@@ -256,4 +281,4 @@ def _check_name(name: str) -> str:
     return name
 
 
-__all__ = ["FIT_FILE", "FitData", "FitKey", "FitStore", "read_fit_record", "training_fingerprint"]
+__all__ = ["FIT_FILE", "FitData", "FitKey", "FitStore", "find_fit", "read_fit_record", "training_fingerprint"]

@@ -158,6 +158,27 @@ def test_generate_refuses_a_generator_of_another_category(
     assert "fitted on category 'tiny'" in capsys.readouterr().err
 
 
+def test_generate_takes_the_output_folder_of_fit_generator(
+    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fit-generator --output G stores in G/<category>/<Class>-<key>/; passing G itself on said "no generator.json"."""
+    generators = tmp_path / "generators"
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", PERLIN, "--output", generators) == 0
+    capsys.readouterr()
+    for folder in (generators, generators / "tiny"):  # the store, or its category folder
+        cache = tmp_path / f"cache_{folder.name}"
+        argv = ["--data", tiny_mvtec, "--cache_dir", cache, "--samples_per_type", 1, "--accelerator", "cpu"]
+        assert run_cli("generate", "--generator_dir", folder, *argv) == 0, capsys.readouterr().err
+        assert len((cache / "manifest.jsonl").read_text().splitlines()) == 1  # Perlin: one type of its own
+
+    assert run_cli("fit-generator", "--data", tiny_mvtec, "--generator", REAL_PASTE, "--output", generators) == 0
+    capsys.readouterr()
+    status = run_cli("generate", "--generator_dir", generators, "--data", tiny_mvtec, "--cache_dir", tmp_path / "c")
+    assert status == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "holds 2 fits of 'tiny'" in err and "PerlinGenerator-" in err and "RealShotPasteGenerator-" in err
+
+
 def saved_folder(capsys: pytest.CaptureFixture[str]) -> Path:
     """The store folder ``fit-generator`` printed."""
     return Path(capsys.readouterr().out.split("saved in ")[-1].strip())

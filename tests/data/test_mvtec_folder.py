@@ -67,3 +67,6 @@ def test_a_mask_of_another_size_and_a_wrong_layout_are_named(tiny_mvtec: Path, t
         scan_mvtec_folder(tmp_path)
     with pytest.raises(InvalidInputError, match="data folder not found"):
         scan_mvtec_folder(tmp_path / "absent")
+    (tmp_path / "a_file.png").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="a_file.png: this is a file, not a data folder"):
+        scan_mvtec_folder(tmp_path / "a_file.png")  # "not found" sent users looking for a folder that is there
