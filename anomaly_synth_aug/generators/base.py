@@ -313,6 +313,13 @@ class AnomalyGenerator(ABC):
                 path=meta_path,
                 fix=f"load it with {name}.load() or AnomalyGenerator.load()",
             )
+        unknown = sorted(set(overrides) - set(meta.get("config", {})) - target.sampling_options)
+        if unknown:
+            raise InvalidInputError(
+                f"{name} has no option {', '.join(map(repr, unknown))}",
+                path=meta_path,
+                fix=f"change only its sampling options: {sorted(target.sampling_options) or 'it has none'}",
+            )
         not_sampling = sorted(set(overrides) - target.sampling_options)
         if not_sampling:
             raise InvalidInputError(

@@ -224,6 +224,8 @@ def test_load_overrides_sampling_options_only(tmp_path: Path) -> None:
     assert isinstance(loaded, TunableStampGenerator) and loaded.value == 0.75 and loaded.is_fitted
     with pytest.raises(InvalidInputError, match=r"cannot change \['size'\] on load.*Fix: fit a new"):
         AnomalyGenerator.load(folder, size=(1, 1))
+    with pytest.raises(InvalidInputError, match=r"TunableStampGenerator has no option 'guidance'.*Fix: change only"):
+        AnomalyGenerator.load(folder, guidance=3)  # said "cannot change ... they shape what fit() learned"
 
 
 def test_load_state_refuses_other_training_settings(tmp_path: Path) -> None:
