@@ -5,10 +5,12 @@ Perlin blobs cover shapes and contrasts the shots never showed. A mixture gives 
 without choosing. Which generator makes a defect is drawn from that image's own seed stream, so
 a sample does not depend on its batch, and the same seed gives the same mixture.
 
-A typed request (``defect_types=["crack"]``) is honoured by the components that know the type.
-A component that does not (Perlin knows only ``"perlin"``) makes its own kind of defect, labelled
-with its own type, so the mixture's proportions hold whatever types are asked for (a cache asks
-for every type equally).
+An untyped request draws the component by ``weights``. A typed request (``defect_types=["crack"]``)
+is a request for that type: it is drawn among the components that make it (their weights,
+renormalised), so the defect comes back with the type asked for, which a sample cache relies on.
+A cache plans the same number of samples for every type, so in a cached pool each component's
+share follows its number of types (diffusion's five types and Perlin's one: a sixth is Perlin);
+``weights`` set the shares where requests are untyped, as in online mode.
 
 Example:
     >>> mixture = MixtureGenerator([DiffusionAnomalyGenerator(), PerlinGenerator()], weights=[0.5, 0.5])
@@ -111,13 +113,12 @@ class MixtureGenerator(AnomalyGenerator):
         defect_types: list[str | None],
         generator: torch.Generator | list[torch.Generator] | None,
     ) -> GeneratedBatch:
-        probabilities = torch.tensor(self.weights, dtype=torch.float64)
         chosen: list[int] = []
         streams: list[torch.Generator] = []
         for index in range(len(images)):
             source = generator[index] if isinstance(generator, list) else generator
             rng = torch.Generator().manual_seed(derive_seed(source))
-            chosen.append(int(torch.multinomial(probabilities, 1, generator=rng)))
+            chosen.append(int(torch.multinomial(self._probabilities(defect_types[index]), 1, generator=rng)))
             streams.append(torch.Generator().manual_seed(derive_seed(rng)))
         parts: dict[int, GeneratedBatch] = {}
         positions: dict[int, list[int]] = {}
@@ -125,11 +126,10 @@ class MixtureGenerator(AnomalyGenerator):
             members = [i for i, c in enumerate(chosen) if c == k]
             if not members:
                 continue
-            known = set(component.defect_types)
             parts[k] = component.generate(
                 [images[i] for i in members],
                 [masks[i] for i in members],
-                [defect_types[i] if defect_types[i] in known else None for i in members],
+                [defect_types[i] for i in members],  # None, or a type this component makes
                 generator=[streams[i] for i in members],
             )
             positions[k] = members
@@ -142,6 +142,20 @@ class MixtureGenerator(AnomalyGenerator):
         batch.stats = GeneratedBatch.concat(list(parts.values())).stats
         batch.stats["components"] = {type(self.components[k]).__name__: len(m) for k, m in positions.items()}
         return batch
+
+    def _probabilities(self, defect_type: str | None) -> torch.Tensor:
+        """The components' draw weights for one request: all of them, or those that make ``defect_type``."""
+        weights = torch.tensor(self.weights, dtype=torch.float64)
+        if defect_type is None:
+            return weights
+        makes = torch.tensor([defect_type in c.defect_types for c in self.components])
+        if not bool((weights * makes).sum() > 0):
+            raise InvalidInputError(
+                f"no component with a non-zero weight makes {defect_type!r} "
+                f"(weights {self.weights}, types {[c.defect_types for c in self.components]})",
+                fix="ask for one of the types of the weighted components, or give the component that makes it a weight",
+            )
+        return weights * makes
 
     # ------------------------------------------------------------ persistence
     def get_config(self) -> dict[str, Any]:

@@ -27,23 +27,42 @@ def _images(count: int) -> list[torch.Tensor]:
     return [surface(40, 48, seed=i) for i in range(count)]
 
 
-def test_weights_set_the_share_of_each_component_whatever_the_requested_types() -> None:
+def test_weights_set_the_share_of_each_component_for_untyped_requests() -> None:
     mixture = _mixture([3, 1])
     shot_types = set(RealShotPasteGenerator().fit(normals(), shots()).defect_types)
-    batch = mixture.generate(_images(80), defect_types="perlin", generator=0)  # a type only Perlin knows
+    batch = mixture.generate(_images(80), generator=0)
     pasted = sum(name in shot_types for name in batch.defect_types)
-    assert 45 <= pasted <= 75  # about 3/4 of 80, although every request asked for "perlin"
+    assert 45 <= pasted <= 75  # about 3/4 of 80
     assert batch.stats["components"] == {"RealShotPasteGenerator": pasted, "PerlinGenerator": 80 - pasted}
     only_perlin = _mixture([0, 1]).generate(_images(6), generator=0)
     assert only_perlin.defect_types == ["perlin"] * 6
 
 
-def test_a_component_that_knows_the_requested_type_makes_it() -> None:
-    mixture = _mixture([1, 1])
-    wanted = mixture.defect_types[0]  # a shot type: Perlin does not know it
-    batch = mixture.generate(_images(20), defect_types=wanted, generator=1)
-    assert set(batch.defect_types) == {wanted, "perlin"}
+def test_a_typed_request_comes_back_with_its_type() -> None:
+    """A sample cache asks for each type and refuses another: a 'perlin' answer to 'blowhole' broke a cached pool."""
+    mixture = _mixture([3, 1])
+    wanted = mixture.defect_types[0]  # a shot type: only the paste generator makes it
+    assert mixture.generate(_images(20), defect_types=wanted, generator=1).defect_types == [wanted] * 20
+    assert mixture.generate(_images(20), defect_types="perlin", generator=1).defect_types == ["perlin"] * 20
     assert mixture.defect_types == [*RealShotPasteGenerator().fit(normals(), shots()).defect_types, "perlin"]
+    with pytest.raises(InvalidInputError, match="no component with a non-zero weight makes 'perlin'"):
+        _mixture([1, 0]).generate(_images(2), defect_types="perlin", generator=0)
+
+
+def test_a_mixture_fills_a_sample_cache(tmp_path: Path) -> None:
+    from torchvision.utils import save_image
+
+    from anomaly_synth_aug.cache.generation import generate_cache
+
+    (tmp_path / "normals").mkdir()
+    sources = [tmp_path / "normals" / f"{i}.png" for i in range(3)]
+    for image, path in zip(_images(3), sources, strict=True):
+        save_image(image, path)
+    mixture = _mixture([1, 1])
+    entries = generate_cache(
+        tmp_path / "cache", mixture, sources, samples_per_type=2, trainer_kwargs={"accelerator": "cpu"}
+    )
+    assert sorted(e.defect_type for e in entries) == sorted(mixture.defect_types * 2)
 
 
 def test_only_unfitted_components_are_fitted() -> None:

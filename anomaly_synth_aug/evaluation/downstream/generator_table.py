@@ -4,7 +4,8 @@
 (``SyntheticAnomalyDataModule(mode="shots")``): what anyone with a few labelled defects tries
 first. Every other name is a generator. ``"diffusion"`` is the product's default diffusion
 generator; each ablation switches exactly one mechanism off. ``"diffusion_perlin"`` mixes its
-defects half and half with Perlin's. Variants that change only sampling options share the fit of
+defects with Perlin's (in the cached pool, Perlin is one type beside diffusion's, so it makes
+one sample in (number of shot types + 1)). Variants that change only sampling options share the fit of
 ``"diffusion"`` through the ``FitStore`` (its key leaves sampling options out), so each differs
 from it in exactly that switch, not also in a second training run.
 
