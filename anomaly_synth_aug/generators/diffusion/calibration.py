@@ -5,11 +5,14 @@ depends on the fit (a longer one draws more strongly) and on the type (a faint "
 a dark crack differ). ``calibrate_guidance`` draws the same placements at every candidate scale and,
 per type, keeps the scale whose mean *signed* contrast (grey level inside the defect minus a band
 around it) is closest to that of the type's shots: as visible as the real ones, and in the same
-direction (a crack is darker than its surface, not brighter). It needs the shots only, never test data.
+direction (a crack is darker than its surface, not brighter). Where even the chosen scale draws a type
+more strongly than its shots (a faint "uneven" surface), ``attenuation`` says by how much to scale the
+change down. It needs the shots only, never test data.
 
 Example:
     >>> reference = contrast_by_type([s.image for s in shots], [s.mask for s in shots], [s.defect_type for s in shots])
-    >>> best, gaps = calibrate_guidance(sample, reference, candidates=(1.0, 2.0, 3.0, 5.0))
+    >>> best, gaps, generated = calibrate_guidance(sample, reference, candidates=(1.0, 2.0, 3.0, 5.0))
+    >>> attenuation(reference["uneven"], generated["uneven"][best["uneven"]])
 """
 
 from __future__ import annotations
@@ -59,25 +62,44 @@ def contrast_by_type(
 
 def calibrate_guidance(
     sample: Sampler, reference: Mapping[str, float], candidates: Sequence[float]
-) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
+) -> tuple[dict[str, float], dict[str, dict[float, float]], dict[str, dict[float, float]]]:
     """Per defect type, the candidate scale whose samples' mean signed contrast is closest to ``reference``.
 
     ``sample(scale)`` returns generated images, masks and types, with the same placements for every
-    scale. Returns the chosen scale per type and, per type, each candidate's distance to the reference
-    (types without a reference, or without samples, get the first candidate).
+    scale. Returns the chosen scale per type, per type each candidate's distance to the reference
+    (types without a reference, or without samples, get the first candidate), and per type each
+    candidate's mean signed contrast.
     """
     if not candidates:
         raise InvalidInputError("no guidance scales to choose from", fix="pass e.g. guidance_candidates=(1, 2, 3, 5)")
     gaps: dict[str, dict[float, float]] = {}
+    contrast: dict[str, dict[float, float]] = {}
     for scale in candidates:
         generated = contrast_by_type(*sample(float(scale)))
         for name, value in generated.items():
             if name in reference:
                 gaps.setdefault(name, {})[float(scale)] = abs(value - reference[name])
+                contrast.setdefault(name, {})[float(scale)] = value
     best = {name: min(by_scale, key=by_scale.__getitem__) for name, by_scale in gaps.items()}
     for name in reference:
         best.setdefault(name, float(candidates[0]))
-    return best, gaps
+    return best, gaps, contrast
 
 
-__all__ = ["RING", "calibrate_guidance", "contrast_by_type", "signed_contrast"]
+def attenuation(reference: float, generated: float) -> float:
+    """How much to scale a type's generated change so it is no more visible than its shots (in (0, 1]).
+
+    ``reference / generated`` where both go the same way and the generated defects are the stronger;
+    1 otherwise: weaker defects are not amplified (that would amplify the patch's noise with them), and
+    a defect drawn the wrong way is not fixed by scaling.
+
+    Example:
+        >>> attenuation(0.05, 0.10)
+        0.5
+    """
+    if reference * generated <= 0 or abs(generated) <= abs(reference):
+        return 1.0
+    return reference / generated
+
+
+__all__ = ["RING", "attenuation", "calibrate_guidance", "contrast_by_type", "signed_contrast"]

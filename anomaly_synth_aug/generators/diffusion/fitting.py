@@ -23,6 +23,7 @@ import torch
 from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.calibration import (
+    attenuation,
     calibrate_guidance,
     contrast_by_type,
 )
@@ -115,7 +116,7 @@ class FittingMixin:
         self.shot_contrast = contrast_by_type(
             [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
         )
-        self.calibrated_guidance, self.guidance_calibration = {}, {}
+        self.calibrated_guidance, self.guidance_calibration, self.defect_strength = {}, {}, {}
         if self.guidance_scale == AUTO:
             self.calibrate_guidance(normal_images or [shot.image for shot in shots], generator)
 
@@ -141,16 +142,35 @@ class FittingMixin:
                 for _ in range(self.calibration_samples):
                     image = targets[int(torch.randint(len(targets), (), generator=rng))]
                     stream = torch.Generator().manual_seed(derive_seed(rng))
-                    jobs.append(self._job(image, None, name, token, name, stream, False, guidance=scale))
+                    jobs.append(self._job(image, None, name, token, name, stream, False, guidance=scale, strength=1.0))
             batch = self._synthesise(jobs, judge_realism=False)
             return batch.images, batch.masks, batch.defect_types
 
         with torch_threads(self.num_threads):
-            self.calibrated_guidance, self.guidance_calibration = calibrate_guidance(
+            self.calibrated_guidance, self.guidance_calibration, contrast = calibrate_guidance(
                 sample, self.shot_contrast, self.guidance_candidates
             )
-        logger.info("Guidance scale per defect type, chosen on the shots: %s.", self.calibrated_guidance)
+        self.defect_strength = {
+            name: attenuation(self.shot_contrast[name], contrast[name][scale])
+            for name, scale in self.calibrated_guidance.items()
+            if scale in contrast.get(name, {})
+        }
+        logger.info(
+            "Chosen on the shots, per defect type: guidance %s, strength %s.",
+            self.calibrated_guidance,
+            {name: round(value, 3) for name, value in self.defect_strength.items()},
+        )
         return dict(self.calibrated_guidance)
+
+    def strength_for(self: DiffusionAnomalyGenerator, label: str) -> float:
+        """The share of the generated change a defect labelled ``label`` keeps (``match_contrast``; 1: all).
+
+        Only with ``guidance_scale="auto"``: a scale the user fixed means the defects drawn at that scale.
+        """
+        if not self.match_contrast or self.guidance_scale != AUTO or label == NORMAL_TYPE:
+            return 1.0
+        known = [self.defect_strength[part] for part in label.split("+") if part in self.defect_strength]
+        return sum(known) / len(known) if known else 1.0
 
     def guidance_for(self: DiffusionAnomalyGenerator, label: str) -> float:
         """The guidance scale a defect labelled ``label`` is drawn with (``"a+b"`` for mixed tokens)."""

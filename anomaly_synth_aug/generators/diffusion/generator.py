@@ -28,7 +28,9 @@ token mixing (unseen combinations)    SeaS / AnomalyDiffusion embeddings     ``g
 learned mask prior, shot mask bank    AnomalyDiffusion (mask generation)     ``mask_source``
 mask refinement to real change        AnomalyDiffusion (mask alignment)      ``refine_masks``
 quality filter with retries           —                                      ``quality_filter``
+fine detail kept under large defects  — (Laplacian split at the patch scale)  ``keep_fine_detail``
 realism filter, per-type guidance     — (ImageNet features of the shots)     ``realism_filter``, ``"auto"``
+strength matched to the shots         — (signed contrast of the shots)       ``match_contrast``
 ====================================  =====================================  ==========================
 """
 
@@ -126,6 +128,12 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
         quality_filter: reject and regenerate samples whose defect did not appear or whose background drifted.
+        match_contrast: with ``guidance_scale="auto"``, scale a type's generated change down where even the
+            chosen scale draws it more visibly than its shots (``defect_strength``, measured in the same
+            calibration: ``calibration.attenuation``); never up.
+        keep_fine_detail: where a defect's box is larger than the patch (generated coarse, then upscaled), add
+            back the target surface's texture finer than the patch can hold (``patches.fine_detail``), so a
+            large defect changes the surface without smoothing it away.
         min_inside_change: quality filter: least mean change over the placement (and refined) mask.
         max_outside_change: quality filter: largest change allowed outside it (a guard of the pixel-exact contract).
         max_retries: regeneration attempts per rejected sample (then the last attempt is kept and counted).
@@ -138,8 +146,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
 
     requires_fit: ClassVar[bool] = True
     #: 2: the fit also measures the shots' contrast, calibrates guidance per type on it, and decides
-    #: whether the category is an object on a background.
-    fit_version: ClassVar[int] = 2
+    #: whether the category is an object on a background. 3: it also records each type's strength.
+    fit_version: ClassVar[int] = 3
     per_sample_generators: ClassVar[bool] = True
     sampling_options: ClassVar[frozenset[str]] = frozenset(
         {
@@ -152,6 +160,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "refine_masks",
             "refine_dilation",
             "quality_filter",
+            "keep_fine_detail",
+            "match_contrast",
             "min_inside_change",
             "max_outside_change",
             "max_retries",
@@ -192,6 +202,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         refine_masks: bool = False,
         refine_dilation: int = 3,
         quality_filter: bool = True,
+        keep_fine_detail: bool = True,
+        match_contrast: bool = True,
         min_inside_change: float = 0.03,
         max_outside_change: float = 2.0 / 255.0,
         max_retries: int = 2,
@@ -235,6 +247,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self.calibrated_guidance: dict[str, float] = {}
         self.shot_contrast: dict[str, float] = {}
         self.guidance_calibration: dict[str, dict[float, float]] = {}
+        #: per defect type, the share of the generated change kept (``match_contrast``; 1 when not calibrated)
+        self.defect_strength: dict[str, float] = {}
 
     # ------------------------------------------------------------------ types
     @property

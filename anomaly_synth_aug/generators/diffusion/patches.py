@@ -143,6 +143,27 @@ def uncrop_patch(patch: torch.Tensor, box: CropBox) -> torch.Tensor:
     return restored.clamp(0.0, 1.0)
 
 
+def fine_detail(image: torch.Tensor, box: CropBox, patch_size: int) -> torch.Tensor:
+    """What of the box's content is finer than a ``patch_size`` patch can hold: signed ``[C, box.height, box.width]``.
+
+    A box larger than the patch is generated at the patch's resolution and upscaled, so without this
+    band a large defect comes out smooth where the surface is textured (a large "uneven" region of
+    magnetic tile became a flat blur that erased the tile's stripes). The generator changes the
+    coarse band; adding back the target's own fine band (the box minus its round trip through the
+    patch resolution, i.e. a Laplacian-pyramid split at the patch's scale) keeps the surface's texture
+    under the change. For a box no larger than the patch the round trip barely changes it and the band
+    is about zero, so small defects, generated 1:1, stay as generated.
+
+    Example:
+        >>> restored = uncrop_patch(patch, box) + fine_detail(image, box, patch_size=32)
+    """
+    content = image[(slice(None), *box.slices())]
+    coarse = TF.resize(
+        TF.resize(content, [patch_size, patch_size], antialias=True), [box.height, box.width], antialias=True
+    )
+    return content - coarse
+
+
 def paste_patch(image: torch.Tensor, restored: torch.Tensor, box: CropBox, region: torch.Tensor) -> torch.Tensor:
     """Copy ``restored`` (native-size box content) into a copy of ``image`` only where ``region`` is True.
 

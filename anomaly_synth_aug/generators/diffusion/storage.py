@@ -71,6 +71,7 @@ class StorageMixin:
             "calibrated_guidance": self.calibrated_guidance,
             "object_category": self.object_category,
             "shot_contrast": self.shot_contrast,
+            "defect_strength": self.defect_strength,
             "guidance_calibration": {
                 name: {str(scale): mean for scale, mean in means.items()}
                 for name, means in self.guidance_calibration.items()
@@ -108,6 +109,7 @@ class StorageMixin:
             self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
         self.object_category = bool(state.get("object_category", False))
         self.shot_contrast = {str(k): float(v) for k, v in (state.get("shot_contrast") or {}).items()}
+        self.defect_strength = {str(k): float(v) for k, v in (state.get("defect_strength") or {}).items()}
         calibrated = state.get("calibrated_guidance")
         calibrated = calibrated if isinstance(calibrated, dict) else {}  # none: saved before per-type calibration
         self.calibrated_guidance = {str(name): float(scale) for name, scale in calibrated.items()}

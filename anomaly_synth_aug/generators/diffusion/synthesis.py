@@ -35,6 +35,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     context_box,
     crop_image_patch,
     crop_mask_patch,
+    fine_detail,
     mask_bbox,
     paste_patch,
     uncrop_patch,
@@ -68,6 +69,7 @@ class SynthesisJob:
     rng: torch.Generator
     check_quality: bool
     guidance: float = 1.0
+    strength: float = 1.0
 
 
 class SynthesisMixin:
@@ -83,6 +85,7 @@ class SynthesisMixin:
         rng: torch.Generator,
         check_quality: bool,
         guidance: float | None = None,
+        strength: float | None = None,
     ) -> SynthesisJob:
         """A job for ``label``: ``mask``, or a placement of a ``mask_type`` shape drawn from ``rng``."""
         if mask is None:
@@ -95,7 +98,8 @@ class SynthesisMixin:
             max_aspect=self.max_aspect,
         )
         scale = self.guidance_for(label) if guidance is None else guidance
-        return SynthesisJob(image, mask, box, token, label, rng, check_quality, scale)
+        strength = self.strength_for(label) if strength is None else strength
+        return SynthesisJob(image, mask, box, token, label, rng, check_quality, scale, strength)
 
     def _sample_mask(
         self: DiffusionAnomalyGenerator, image: torch.Tensor, defect_type: str, rng: torch.Generator
@@ -143,7 +147,11 @@ class SynthesisMixin:
                 rejected: dict[int, str] = {}
                 for index, patch in zip(pending, patches, strict=True):
                     job = jobs[index]
+                    if job.strength != 1.0:  # as visible as the shots: keep that share of the change
+                        patch = known[index] + job.strength * (patch - known[index])
                     restored = uncrop_patch(patch, job.box).expand(job.image.shape[0], -1, -1)
+                    if self.keep_fine_detail:
+                        restored = (restored + fine_detail(job.image, job.box, self.patch_size)).clamp(0.0, 1.0)
                     region = self._paste_region(job, restored)
                     full_region = torch.zeros_like(job.mask)
                     full_region[job.box.slices()] = region

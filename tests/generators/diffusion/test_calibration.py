@@ -10,6 +10,7 @@ from diffusion_helpers import TINY, defect_shot, normals, shots, surface
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion.calibration import (
+    attenuation,
     calibrate_guidance,
     contrast_by_type,
     signed_contrast,
@@ -41,9 +42,18 @@ def test_calibration_picks_per_type_the_scale_that_matches_the_shots() -> None:
         streaks = drawn(streak, {1.0: 0.55, 2.0: 0.7, 5.0: 0.95}[scale])  # strongest at 5, like the shots
         return [dents, streaks], [dent.mask, streak.mask], ["dent", "streak"]
 
-    best, gaps = calibrate_guidance(sample, reference, [1.0, 2.0, 5.0])
+    best, gaps, contrast = calibrate_guidance(sample, reference, [1.0, 2.0, 5.0])
     assert best == {"dent": 2.0, "streak": 5.0}
     assert set(gaps["dent"]) == {1.0, 2.0, 5.0} and gaps["dent"][2.0] < gaps["dent"][1.0] < gaps["dent"][5.0]
+    assert contrast["dent"][5.0] > 0 > contrast["dent"][2.0]  # drawn bright at 5, dark (like the shot) at 2
+    assert abs(contrast["streak"][5.0] - reference["streak"]) == gaps["streak"][5.0]
+
+
+def test_attenuation_only_weakens_a_type_drawn_more_visibly_than_its_shots() -> None:
+    assert attenuation(0.05, 0.10) == 0.5 and attenuation(-0.1, -0.4) == 0.25  # brighter / darker, too strong
+    assert attenuation(0.10, 0.05) == 1.0  # too faint: not amplified
+    assert attenuation(-0.10, 0.20) == 1.0  # the wrong way: scaling does not fix it
+    assert attenuation(0.0, 0.3) == 1.0
 
 
 def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
@@ -63,7 +73,36 @@ def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
     assert loaded.calibrated_guidance == generator.calibrated_guidance
     assert loaded.guidance_calibration == generator.guidance_calibration
     assert loaded.shot_contrast == generator.shot_contrast
+    assert set(generator.defect_strength) == {"dent", "streak"}
+    assert all(0.0 < value <= 1.0 for value in generator.defect_strength.values())
+    assert loaded.defect_strength == generator.defect_strength
+    loaded.defect_strength = {"dent": 0.5, "streak": 1.0}
+    assert loaded.strength_for("dent") == 0.5 and loaded.strength_for("dent+streak") == 0.75
+    assert AnomalyGenerator.load(tmp_path / "gen", match_contrast=False).strength_for("dent") == 1.0
     assert AnomalyGenerator.load(tmp_path / "gen", guidance_scale=2.0).guidance_for("dent") == 2.0
     fixed = DiffusionAnomalyGenerator(category="tiles", guidance_scale=2.0, **FAST)
     fixed.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
     assert not fixed.calibrated_guidance and not fixed.guidance_calibration  # a fixed scale is not searched
+    fixed.defect_strength = {"dent": 0.5}
+    assert fixed.strength_for("dent") == 1.0  # a scale the user fixed means the defects drawn at that scale
+
+
+def test_strength_keeps_that_share_of_the_generated_change(tmp_path: Path) -> None:
+    """A faint type whose defects came out stronger than its shots even at the lowest scale is scaled down."""
+    generator = DiffusionAnomalyGenerator(category="tiles", guidance_candidates=(1.0,), calibration_samples=1, **FAST)
+    generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
+    generator.quality_filter = False  # a retry would draw another defect: compare one draw with itself
+    masks = [torch.zeros(40, 48, dtype=torch.bool) for _ in range(2)]
+    for mask in masks:
+        mask[10:30, 10:30] = True
+    generator.defect_strength = {"dent": 1.0, "streak": 1.0}
+    full = generator.generate(normals(2), masks=masks, defect_types="dent", generator=3)
+    generator.defect_strength = {"dent": 0.5, "streak": 1.0}
+    half = generator.generate(normals(2), masks=masks, defect_types="dent", generator=3)
+    for image, whole, halved, mask in zip(normals(2), full.images, half.images, masks, strict=True):
+        unclipped = mask & (whole > 0.001).all(0) & (whole < 0.999).all(0)  # a full change clipped at 0 or 1 is not
+        assert unclipped.sum() > 0.9 * mask.sum()
+        change, kept = (whole - image)[:, unclipped], (halved - image)[:, unclipped]
+        assert change.abs().mean() > 0.01  # the defect changed the surface
+        assert torch.allclose(kept, 0.5 * change, atol=1e-4)  # half of it
+        assert torch.equal(halved[:, ~mask], image[:, ~mask])  # the background is still the input

@@ -11,6 +11,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     context_box,
     crop_image_patch,
     crop_mask_patch,
+    fine_detail,
     mask_bbox,
     paste_patch,
     uncrop_patch,
@@ -110,3 +111,34 @@ def test_aspect_ratio_keeps_thin_defects_wide_enough() -> None:
     assert tall.left <= 50 and tall.right >= 54
     with pytest.raises(InvalidInputError, match="max_aspect"):
         context_box(crack, (400, 400), patch_size=32, fill=0.5, max_aspect=0.5)
+
+
+def _striped(height: int, width: int) -> torch.Tensor:
+    """A surface with 2-pixel stripes: texture far finer than a 32 px patch of a large box can hold."""
+    stripes = (torch.arange(width) // 2 % 2).float() * 0.4 + 0.3
+    return stripes.expand(1, height, width).clone()
+
+
+def test_fine_detail_is_the_texture_a_coarse_patch_loses() -> None:
+    image = _striped(200, 200)
+    big = CropBox(0, 0, 160, 160)  # 5x larger than the patch
+    detail = fine_detail(image, big, patch_size=32)
+    coarse = uncrop_patch(crop_image_patch(image, big, 32), big)
+    assert coarse.std() < 0.02  # upscaled from 32 px, the stripes are gone: a flat grey
+    assert torch.allclose(coarse + detail, image[:, :160, :160], atol=1e-5)  # the two bands make the surface
+    small = CropBox(10, 10, 32, 32)  # generated 1:1: nothing is lost, nothing is added
+    assert fine_detail(image, small, patch_size=32).abs().max() < 1e-5
+
+
+def test_a_large_generated_defect_keeps_the_surface_texture() -> None:
+    """A large 'uneven' defect of magnetic tile came out as a flat blur that erased the stripes under it."""
+    image = _striped(200, 200)
+    box = CropBox(0, 0, 160, 160)
+    brighter = crop_image_patch(image, box, 32) + 0.1  # what a generator draws: the coarse band, brighter
+    region = torch.zeros(200, 200, dtype=torch.bool)
+    region[20:140, 20:140] = True
+    smooth = paste_patch(image, uncrop_patch(brighter, box), box, region)
+    textured = paste_patch(image, uncrop_patch(brighter, box) + fine_detail(image, box, 32), box, region)
+    inside = (slice(None), slice(20, 140), slice(20, 140))
+    assert smooth[inside].std() < 0.02 < 0.15 < textured[inside].std()
+    assert torch.allclose(textured[inside].mean(), image[inside].mean() + 0.1, atol=1e-3)  # still brighter
