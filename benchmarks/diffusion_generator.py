@@ -216,6 +216,8 @@ def main() -> None:
         "ddim_steps": generator.num_inference_steps,
         "guidance_scale": generator.guidance_scale,
         "calibrated_guidance": generator.calibrated_guidance,
+        "matched_guidance": generator.matched_guidance,
+        "defect_strength": {name: round(value, 4) for name, value in generator.defect_strength.items()},
         "guidance_calibration": {
             name: {str(scale): round(mean, 4) for scale, mean in means.items()}
             for name, means in generator.guidance_calibration.items()

@@ -5,9 +5,9 @@ depends on the fit (a longer one draws more strongly) and on the type (a faint "
 a dark crack differ). ``calibrate_guidance`` draws the same placements at every candidate scale and,
 per type, keeps the scale whose mean *signed* contrast (grey level inside the defect minus a band
 around it) is closest to that of the type's shots: as visible as the real ones, and in the same
-direction (a crack is darker than its surface, not brighter). Where even the chosen scale draws a type
-more strongly than its shots (a faint "uneven" surface), ``attenuation`` says by how much to scale the
-change down. It needs the shots only, never test data.
+direction (a crack is darker than its surface, not brighter). With strength matching, the rule is
+instead the lowest scale that is at least as visible as the shots (``lowest_reaching_scale``), and
+``attenuation`` scales the change down to the shots' contrast. It needs the shots only, never test data.
 
 Example:
     >>> reference = contrast_by_type([s.image for s in shots], [s.mask for s in shots], [s.defect_type for s in shots])
@@ -86,6 +86,21 @@ def calibrate_guidance(
     return best, gaps, contrast
 
 
+def lowest_reaching_scale(contrast: Mapping[float, float], reference: float) -> float:
+    """The lowest scale whose defects are at least as visible as the shots, in their direction (else the closest).
+
+    With ``attenuation`` to bring a stronger defect down to the shots' contrast, a higher scale buys
+    nothing but the artefacts of over-guidance (pitted, blotchy textures); so take the least guidance
+    that is enough.
+
+    Example:
+        >>> lowest_reaching_scale({1.0: -0.02, 3.0: -0.08, 5.0: -0.2}, reference=-0.05)
+        3.0
+    """
+    reaching = [scale for scale, value in sorted(contrast.items()) if value * reference > 0 and abs(value) >= abs(reference)]
+    return reaching[0] if reaching else min(contrast, key=lambda scale: abs(contrast[scale] - reference))
+
+
 def attenuation(reference: float, generated: float) -> float:
     """How much to scale a type's generated change so it is no more visible than its shots (in (0, 1]).
 
@@ -102,4 +117,4 @@ def attenuation(reference: float, generated: float) -> float:
     return reference / generated
 
 
-__all__ = ["RING", "attenuation", "calibrate_guidance", "contrast_by_type", "signed_contrast"]
+__all__ = ["RING", "attenuation", "calibrate_guidance", "contrast_by_type", "lowest_reaching_scale", "signed_contrast"]

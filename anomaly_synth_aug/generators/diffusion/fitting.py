@@ -25,6 +25,7 @@ from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.calibration import (
     attenuation,
     calibrate_guidance,
+    lowest_reaching_scale,
     contrast_by_type,
 )
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
@@ -116,7 +117,8 @@ class FittingMixin:
         self.shot_contrast = contrast_by_type(
             [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
         )
-        self.calibrated_guidance, self.guidance_calibration, self.defect_strength = {}, {}, {}
+        self.calibrated_guidance, self.guidance_calibration = {}, {}
+        self.matched_guidance, self.defect_strength = {}, {}
         if self.guidance_scale == AUTO:
             self.calibrate_guidance(normal_images or [shot.image for shot in shots], generator)
 
@@ -150,17 +152,26 @@ class FittingMixin:
             self.calibrated_guidance, self.guidance_calibration, contrast = calibrate_guidance(
                 sample, self.shot_contrast, self.guidance_candidates
             )
+        self.matched_guidance = {
+            name: lowest_reaching_scale(by_scale, self.shot_contrast[name]) for name, by_scale in contrast.items()
+        }
         self.defect_strength = {
             name: attenuation(self.shot_contrast[name], contrast[name][scale])
-            for name, scale in self.calibrated_guidance.items()
-            if scale in contrast.get(name, {})
+            for name, scale in self.matched_guidance.items()
         }
         logger.info(
-            "Chosen on the shots, per defect type: guidance %s, strength %s.",
+            "Chosen on the shots, per defect type: guidance %s (without strength matching: %s), strength %s.",
+            self.matched_guidance,
             self.calibrated_guidance,
             {name: round(value, 3) for name, value in self.defect_strength.items()},
         )
-        return dict(self.calibrated_guidance)
+        return dict(self._guidance_table())
+
+    def _guidance_table(self: DiffusionAnomalyGenerator) -> dict[str, float]:
+        """The calibrated scale per type this generator draws with (it depends on ``match_contrast``)."""
+        if self.match_contrast and self.matched_guidance:
+            return {**self.calibrated_guidance, **self.matched_guidance}
+        return self.calibrated_guidance
 
     def strength_for(self: DiffusionAnomalyGenerator, label: str) -> float:
         """The share of the generated change a defect labelled ``label`` keeps (``match_contrast``; 1: all).
@@ -178,7 +189,8 @@ class FittingMixin:
             return 1.0  # guiding the normal token away from itself is a no-op
         if self.guidance_scale != AUTO:
             return float(self.guidance_scale)
-        scales = [self.calibrated_guidance.get(part) for part in label.split("+")]
+        table = self._guidance_table()
+        scales = [table.get(part) for part in label.split("+")]
         known = [scale for scale in scales if scale is not None]
         if not known:
             if not getattr(self, "_warned_fallback", False):

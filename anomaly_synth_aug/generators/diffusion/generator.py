@@ -128,9 +128,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
         quality_filter: reject and regenerate samples whose defect did not appear or whose background drifted.
-        match_contrast: with ``guidance_scale="auto"``, scale a type's generated change down where even the
-            chosen scale draws it more visibly than its shots (``defect_strength``, measured in the same
-            calibration: ``calibration.attenuation``); never up.
+        match_contrast: with ``guidance_scale="auto"``, draw each type at the lowest candidate scale that is at
+            least as visible as its shots, and scale the change down to the shots' contrast (``matched_guidance``,
+            ``defect_strength``, from the same calibration: ``calibration.lowest_reaching_scale``,
+            ``calibration.attenuation``); never up. Off: the scale closest to the shots, the whole change.
         keep_fine_detail: where a defect's box is larger than the patch (generated coarse, then upscaled), add
             back the target surface's texture finer than the patch can hold (``patches.fine_detail``), so a
             large defect changes the surface without smoothing it away.
@@ -247,7 +248,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self.calibrated_guidance: dict[str, float] = {}
         self.shot_contrast: dict[str, float] = {}
         self.guidance_calibration: dict[str, dict[float, float]] = {}
-        #: per defect type, the share of the generated change kept (``match_contrast``; 1 when not calibrated)
+        #: ``match_contrast``: per defect type, the lowest candidate scale at least as visible as the shots,
+        #: and the share of that scale's change that brings it down to the shots' contrast
+        self.matched_guidance: dict[str, float] = {}
         self.defect_strength: dict[str, float] = {}
 
     # ------------------------------------------------------------------ types

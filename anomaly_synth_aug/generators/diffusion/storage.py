@@ -72,6 +72,7 @@ class StorageMixin:
             "object_category": self.object_category,
             "shot_contrast": self.shot_contrast,
             "defect_strength": self.defect_strength,
+            "matched_guidance": self.matched_guidance,
             "guidance_calibration": {
                 name: {str(scale): mean for scale, mean in means.items()}
                 for name, means in self.guidance_calibration.items()
@@ -110,6 +111,7 @@ class StorageMixin:
         self.object_category = bool(state.get("object_category", False))
         self.shot_contrast = {str(k): float(v) for k, v in (state.get("shot_contrast") or {}).items()}
         self.defect_strength = {str(k): float(v) for k, v in (state.get("defect_strength") or {}).items()}
+        self.matched_guidance = {str(k): float(v) for k, v in (state.get("matched_guidance") or {}).items()}
         calibrated = state.get("calibrated_guidance")
         calibrated = calibrated if isinstance(calibrated, dict) else {}  # none: saved before per-type calibration
         self.calibrated_guidance = {str(name): float(scale) for name, scale in calibrated.items()}

@@ -13,6 +13,7 @@ from anomaly_synth_aug.generators.diffusion.calibration import (
     attenuation,
     calibrate_guidance,
     contrast_by_type,
+    lowest_reaching_scale,
     signed_contrast,
 )
 
@@ -49,6 +50,13 @@ def test_calibration_picks_per_type_the_scale_that_matches_the_shots() -> None:
     assert abs(contrast["streak"][5.0] - reference["streak"]) == gaps["streak"][5.0]
 
 
+def test_with_strength_matching_the_least_guidance_that_reaches_the_shots_is_enough() -> None:
+    assert lowest_reaching_scale({1.0: -0.02, 3.0: -0.08, 5.0: -0.2}, reference=-0.05) == 3.0
+    assert lowest_reaching_scale({1.0: 0.12, 3.0: 0.3}, reference=0.03) == 1.0  # already too strong at 1
+    assert lowest_reaching_scale({1.0: 0.01, 3.0: 0.02}, reference=0.05) == 3.0  # none reaches: the closest
+    assert lowest_reaching_scale({1.0: 0.04, 3.0: -0.2}, reference=-0.05) == 3.0  # the shots' direction counts
+
+
 def test_attenuation_only_weakens_a_type_drawn_more_visibly_than_its_shots() -> None:
     assert attenuation(0.05, 0.10) == 0.5 and attenuation(-0.1, -0.4) == 0.25  # brighter / darker, too strong
     assert attenuation(0.10, 0.05) == 1.0  # too faint: not amplified
@@ -66,10 +74,14 @@ def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
     assert set(generator.calibrated_guidance.values()) <= {1.0, 3.0}
     assert set(generator.guidance_calibration["dent"]) == {1.0, 3.0}
     assert generator.shot_contrast["dent"] < 0 < generator.shot_contrast["streak"]
+    assert generator.guidance_for("dent") == generator.matched_guidance["dent"]  # match_contrast, the default
+    generator.match_contrast = False
     assert generator.guidance_for("dent") == generator.calibrated_guidance["dent"]
     mixed = (generator.calibrated_guidance["dent"] + generator.calibrated_guidance["streak"]) / 2
     assert generator.guidance_for("dent+streak") == mixed and generator.guidance_for("good") == 1.0
+    generator.match_contrast = True
     loaded = AnomalyGenerator.load(generator.save(tmp_path / "gen"))
+    assert loaded.matched_guidance == generator.matched_guidance
     assert loaded.calibrated_guidance == generator.calibrated_guidance
     assert loaded.guidance_calibration == generator.guidance_calibration
     assert loaded.shot_contrast == generator.shot_contrast
