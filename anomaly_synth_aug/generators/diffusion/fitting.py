@@ -25,8 +25,8 @@ from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.calibration import (
     attenuation,
     calibrate_guidance,
-    lowest_reaching_scale,
     contrast_by_type,
+    lowest_reaching_scale,
 )
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
 from anomaly_synth_aug.generators.diffusion.masks import (

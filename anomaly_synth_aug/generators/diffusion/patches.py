@@ -157,11 +157,7 @@ def fine_detail(image: torch.Tensor, box: CropBox, patch_size: int) -> torch.Ten
     Example:
         >>> restored = uncrop_patch(patch, box) + fine_detail(image, box, patch_size=32)
     """
-    content = image[(slice(None), *box.slices())]
-    coarse = TF.resize(
-        TF.resize(content, [patch_size, patch_size], antialias=True), [box.height, box.width], antialias=True
-    )
-    return content - coarse
+    return image[(slice(None), *box.slices())] - uncrop_patch(crop_image_patch(image, box, patch_size), box)
 
 
 def paste_patch(image: torch.Tensor, restored: torch.Tensor, box: CropBox, region: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,7 @@ class SynthesisMixin:
             [crop_image_patch(channels_for_model(job.image, channels), job.box, self.patch_size) for job in jobs]
         )
         patch_masks = torch.stack([crop_mask_patch(job.mask, job.box, self.patch_size) for job in jobs])
+        details: dict[int, torch.Tensor] = {}  # each job's fine detail, once, however often it is retried
         results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         reasons: Counter[str] = Counter()
         attempts = exhausted = 0
@@ -151,7 +152,9 @@ class SynthesisMixin:
                         patch = known[index] + job.strength * (patch - known[index])
                     restored = uncrop_patch(patch, job.box).expand(job.image.shape[0], -1, -1)
                     if self.keep_fine_detail:
-                        restored = (restored + fine_detail(job.image, job.box, self.patch_size)).clamp(0.0, 1.0)
+                        if index not in details:
+                            details[index] = fine_detail(job.image, job.box, self.patch_size)
+                        restored = (restored + details[index]).clamp(0.0, 1.0)
                     region = self._paste_region(job, restored)
                     full_region = torch.zeros_like(job.mask)
                     full_region[job.box.slices()] = region
