@@ -262,7 +262,9 @@ def find_fit(directory: str | Path, category: str) -> Path:
     if (directory / CONFIG_FILE).is_file() or not directory.is_dir():
         return directory  # a saved generator, or nothing: loading it names the problem
     records = [*directory.glob(f"{category}/*/{FIT_FILE}"), *directory.glob(f"*/{FIT_FILE}")]
-    fits = sorted({record.parent for record in records if (read_fit_record(record.parent) or {}).get("category") == category})
+    fits = sorted(
+        {record.parent for record in records if (read_fit_record(record.parent) or {}).get("category") == category}
+    )
     if len(fits) > 1:
         raise InvalidInputError(
             f"holds {len(fits)} fits of {category!r}: {', '.join(str(fit) for fit in fits)}",

@@ -97,7 +97,9 @@ def lowest_reaching_scale(contrast: Mapping[float, float], reference: float) -> 
         >>> lowest_reaching_scale({1.0: -0.02, 3.0: -0.08, 5.0: -0.2}, reference=-0.05)
         3.0
     """
-    reaching = [scale for scale, value in sorted(contrast.items()) if value * reference > 0 and abs(value) >= abs(reference)]
+    reaching = [
+        scale for scale, value in sorted(contrast.items()) if value * reference > 0 and abs(value) >= abs(reference)
+    ]
     return reaching[0] if reaching else min(contrast, key=lambda scale: abs(contrast[scale] - reference))
 
 
