@@ -40,9 +40,11 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     ABLATIONS,
     DETECTORS,
     GENERATORS,
+    WITH_SHOTS,
     Preset,
     generates,
     measure_generation_quality,
+    pool_source,
     preset_record,
     resolve_preset,
     run_experiment,
@@ -70,26 +72,39 @@ DEFAULT_DATASETS = [SHARED_DATA / "magnetic_tile", SHARED_DATA / "mvtec_screw"]
 #: The one-class anchors: what a user runs without generating anything. Their thresholds come from a
 #: synthetic validation set of pasted real shots (no synthesis), their ranking metrics from normals only.
 ANCHORS: list[tuple[str, str]] = [("real_paste", "patchcore"), ("real_paste", "padim")]
-SOURCES = ["none", "shots_only", "perlin", "cutpaste", "poisson", "real_paste", "diffusion", "diffusion_perlin"]
+SOURCES = [
+    "none",
+    "shots_only",
+    "perlin",
+    "cutpaste",
+    "poisson",
+    "real_paste",
+    "diffusion",
+    "diffusion_perlin",
+    *WITH_SHOTS,
+]
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
 #: fewest runs: does the diffusion generator make the segmenter better than the anchors, than the real
-#: shots themselves and than pasting them? ``sources`` adds every other source of defects (the diffusion
-#: and Perlin mixture, none and the classic generators): the whole comparison table. ``all`` adds the diffusion ablations, the detector
+#: shots themselves and than pasting them, alone and next to the shots? ``sources`` adds every other
+#: source of defects (the diffusion and Perlin mixture, none, the classic generators alone and next to
+#: the shots): the whole comparison table. ``all`` adds the diffusion ablations, the detector
 #: ablations (the segmenter without its normal memory, the from-scratch U-Net) and SuperSimpleNet.
-CORE_SOURCES = ("shots_only", "real_paste", "diffusion")
+BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
+CORE_SOURCES = (*BASE_SOURCES, "real_paste_with_shots", "diffusion_with_shots")
 FULL_MATRICES: dict[str, list[Pair]] = {
     "core": [*ANCHORS, *((source, "segmenter") for source in CORE_SOURCES)],
 }
 FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
+    *((source, "segmenter") for source in WITH_SHOTS if source not in CORE_SOURCES),
 ]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],
     *((name, "segmenter") for name in ABLATIONS),
-    *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in CORE_SOURCES),
-    *((source, "supersimplenet") for source in CORE_SOURCES),
+    *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in BASE_SOURCES),
+    *((source, "supersimplenet") for source in BASE_SOURCES),
 ]
 #: What the other presets run.
 PRESET_MATRICES: dict[str, list[Pair]] = {
@@ -320,7 +335,7 @@ def run_dataset(
                     seed,
                     preset,
                     fit_store=fits,
-                    cache_dir=work / "cache" / f"{generator}-seed{seed}",
+                    cache_dir=work / "cache" / f"{pool_source(generator)}-seed{seed}",
                 )
             except Exception as exc:  # recorded as failed, retried on the next invocation
                 logger.exception("%s / %s / seed %d failed", generator, detector, seed)

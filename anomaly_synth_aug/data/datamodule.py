@@ -36,6 +36,7 @@ from anomaly_synth_aug.data.datamodule_options import (
     TrainMode,
     ValSplit,
     check_init_args,
+    check_shot_share,
     is_cached,
 )
 from anomaly_synth_aug.data.dataset import (
@@ -54,7 +55,7 @@ from anomaly_synth_aug.data.fewshot import (
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
-from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
+from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.generators.fit_store import FitData
@@ -98,6 +99,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             ``samples_per_type`` samples per defect type once into ``cache_dir`` and trains from them;
             ``"shots"`` synthesises nothing and trains on the augmented real shots themselves (the
             baseline any synthesis must beat; the generator then makes only the synthetic validation set).
+        shot_share: in the online and cached modes, the share of the anomalous training items that are
+            augmented real shots instead of generated defects (``ShotMixedDataset``); 0 trains on
+            generated defects alone.
         shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
         val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
             ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
@@ -121,6 +125,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         generator: AnomalyGenerator | str | None = None,
         anomaly_ratio: float = 0.5,
         mode: TrainMode = TrainMode.online,
+        shot_share: float = 0.0,
         shot_fraction: float = DEFAULT_SHOT_FRACTION,
         val_split: ValSplit = ValSplit.synthetic,
         val_split_ratio: float = 0.2,
@@ -143,6 +148,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
+        check_shot_share(shot_share, mode)
         if is_cached(mode) and cache_dir is None:
             raise InvalidInputError(
                 "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
@@ -169,6 +175,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.generator = resolve_generator(generator) if generator is not None else _default_generator()
         self.anomaly_ratio = anomaly_ratio
         self.mode = parse_choice(TrainMode, mode, "mode")
+        self.shot_share = shot_share
         self.shot_fraction = shot_fraction
         self.val_split = parse_choice(ValSplit, val_split, "val_split")
         self.val_split_ratio = val_split_ratio
@@ -262,7 +269,14 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         """No-op: ``_setup`` builds validation data according to ``val_split``."""
 
     def _build_train_dataset(self, train_normals: AnomalibDataset) -> Dataset:
-        """The training dataset for ``mode`` (the seam where the cached mode plugs in)."""
+        """The training dataset for ``mode``, with ``shot_share`` of its defects swapped for real shots."""
+        generated = self._build_generated_dataset(train_normals)
+        if self.shot_share == 0.0 or self.mode == "shots":
+            return generated
+        return ShotMixedDataset(generated, self.load_shots(), shot_share=self.shot_share)
+
+    def _build_generated_dataset(self, train_normals: AnomalibDataset) -> SyntheticAnomalyDataset:
+        """The training dataset of ``mode`` alone (the seam where the cached mode plugs in)."""
         if self.mode == "online":
             return SyntheticAnomalyDataset(
                 train_normals,

@@ -76,4 +76,18 @@ def check_init_args(
         raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")
 
 
-__all__ = ["TrainMode", "ValSplit", "check_init_args", "is_cached"]
+def check_shot_share(shot_share: float, mode: object) -> None:
+    """``shot_share`` is a share, and it mixes shots into generated defects, which ``mode="shots"`` has none of."""
+    if not 0.0 <= shot_share <= 1.0:
+        raise InvalidInputError(
+            f"shot_share must be in [0, 1], got {shot_share}",
+            fix="use e.g. 0.5: half of the anomalous training items are real shots, half generated defects",
+        )
+    if shot_share > 0.0 and parse_choice(TrainMode, mode, "mode") == TrainMode.shots:
+        raise InvalidInputError(
+            f"shot_share={shot_share} mixes shots into generated defects, but mode='shots' generates none",
+            fix="use mode='online' or 'cached' with shot_share, or mode='shots' alone to train on the shots only",
+        )
+
+
+__all__ = ["TrainMode", "ValSplit", "check_init_args", "check_shot_share", "is_cached"]

@@ -7,9 +7,15 @@ anomalous as ``SyntheticAnomalyDataset``, but a chosen item becomes an augmented
 image and mask) instead of a normal with a generated defect. A synthetic method is worth its cost
 only if it beats this.
 
+``ShotMixedDataset`` is the product's use of both: generated defects *and* the shots, a share
+``shot_share`` of the anomalous items being augmented shots. The shots are the only defects known
+to be right; generation adds the positions, shapes and backgrounds they lack.
+
 Example:
     >>> SyntheticAnomalyDataModule(folder, generator=RealShotPasteGenerator(), mode="shots")
     ... # trains on the shots; the generator only makes the synthetic validation set
+    >>> SyntheticAnomalyDataModule(folder, generator=diffusion, mode="cached", cache_dir="pool", shot_share=0.5)
+    ... # half of the anomalous items are real shots, half generated defects
 """
 
 from __future__ import annotations
@@ -97,3 +103,78 @@ class ShotsTrainDataset(SyntheticAnomalyDataset):
 
     def _samples_with_anomalies(self, indices: list[int]) -> list[AnomalySample]:
         return [self.shot_sample(index) if self.is_synthetic(index) else self.read_sample(index) for index in indices]
+
+
+class ShotMixedDataset(SyntheticAnomalyDataset):
+    """Generated defects and the real shots together: a share ``shot_share`` of the anomalous items are shots.
+
+    Which items are anomalous is ``generated``'s choice; of those, a seeded draw per (epoch, item)
+    decides whether the item is an augmented shot (``ShotsTrainDataset.shot_sample``) or ``generated``'s
+    own defect (online or cached). ``shot_share=0`` is ``generated`` itself, ``1`` is ``ShotsTrainDataset``.
+
+    Args:
+        generated: the online or cached training set whose defects the shots are mixed with.
+        shots: the real defects with binarised masks (``SyntheticAnomalyDataModule.load_shots()``).
+        shot_share: share of the anomalous items that are shots, in [0, 1].
+        shot_transform: as for ``ShotsTrainDataset``.
+    """
+
+    #: Separates the "shot or generated" draw from the other draws of the same item.
+    mix_stream: ClassVar[int] = 13
+
+    def __init__(
+        self,
+        generated: SyntheticAnomalyDataset,
+        shots: Sequence[AnomalySample],
+        *,
+        shot_share: float = 0.5,
+        shot_transform: Transform | None = None,
+    ) -> None:
+        if not 0.0 <= shot_share <= 1.0:
+            raise InvalidInputError(
+                f"shot_share must be in [0, 1], got {shot_share}",
+                fix="use e.g. 0.5: half of the anomalous training items are real shots, half generated defects",
+            )
+        super().__init__(
+            generated.dataset,
+            generated.generator,
+            anomaly_ratio=generated.anomaly_ratio,
+            seed=generated.seed,
+            augmentations=generated.augmentations,
+            mask_threshold=generated.mask_threshold,
+        )
+        self.generated = generated
+        self.shot_share = shot_share
+        self.shots = ShotsTrainDataset(
+            generated.dataset,
+            shots,
+            generated.generator,
+            shot_transform=shot_transform,
+            anomaly_ratio=generated.anomaly_ratio,
+            seed=generated.seed,
+            mask_threshold=generated.mask_threshold,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.generated.set_epoch(epoch)
+        self.shots.set_epoch(epoch)
+
+    def is_synthetic(self, index: int) -> bool:
+        return self.generated.is_synthetic(index)
+
+    def is_shot(self, index: int) -> bool:
+        """Whether item ``index`` is an augmented real shot this epoch (a pure function of seed, epoch, index)."""
+        if not self.is_synthetic(index):
+            return False
+        draw = np.random.default_rng([self.seed, self.stream, self.epoch, int(index), self.mix_stream]).random()
+        return bool(draw < self.shot_share)
+
+    def _samples_with_anomalies(self, indices: list[int]) -> list[AnomalySample]:
+        from_shots = [self.is_shot(index) for index in indices]
+        generated = [index for index, shot in zip(indices, from_shots, strict=True) if not shot]
+        rest = iter(self.generated._samples_with_anomalies(generated))
+        return [
+            self.shots.shot_sample(index) if shot else next(rest)
+            for index, shot in zip(indices, from_shots, strict=True)
+        ]

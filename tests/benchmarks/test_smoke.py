@@ -197,12 +197,18 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
 
 
 def test_full_preset_defaults_to_the_core_matrix() -> None:
-    """Without --matrix: the anchors and the pretrained segmenter for the shots, pasted shots and diffusion."""
+    """Without --matrix: the anchors and the segmenter for the shots, pasted shots and diffusion, alone and with the shots."""
     script = load_script("downstream")
     assert script.parse_args([]).matrix is None
     core = script.matrix_pairs("full", None, None)
     assert ("real_paste", "patchcore") in core and ("real_paste", "padim") in core
-    assert {g for g, d in core if d == "segmenter"} == {"shots_only", "real_paste", "diffusion"}
+    assert {g for g, d in core if d == "segmenter"} == {
+        "shots_only",
+        "real_paste",
+        "diffusion",
+        "real_paste_with_shots",
+        "diffusion_with_shots",
+    }
     sources = script.matrix_pairs("full", None, None, "sources")
     assert set(core) < set(sources)
     assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table

@@ -10,7 +10,7 @@ from shared_fixtures import FakeSquareGenerator
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL
-from anomaly_synth_aug.data.shots_dataset import ShotsTrainDataset
+from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 
 
@@ -57,3 +57,57 @@ def test_shots_without_any_defect_pixel_are_refused(tiny_folder) -> None:
         shot.mask = torch.zeros_like(shot.mask)
     with pytest.raises(InvalidInputError, match="non-empty mask"):
         ShotsTrainDataset(datamodule._train_normals, empty, FakeSquareGenerator())
+
+
+def _mixed(tiny_folder, shot_share: float, seed: int = 0) -> SyntheticAnomalyDataModule:
+    datamodule = SyntheticAnomalyDataModule(
+        tiny_folder, generator=FakeSquareGenerator(), anomaly_ratio=1.0, shot_share=shot_share, seed=seed
+    )
+    datamodule.setup()
+    datamodule.prepare_train_data()
+    return datamodule
+
+
+def test_shot_share_mixes_real_shots_into_the_generated_defects(tiny_folder) -> None:
+    datamodule = _mixed(tiny_folder, shot_share=0.5)
+    dataset = datamodule.train_data
+    assert isinstance(dataset, ShotMixedDataset)
+    shot_paths = {str(Path(r.image_path)) for r in datamodule.shot_records}
+    indices = list(range(len(dataset)))
+    samples = dataset._samples_with_anomalies(indices)
+    from_shots = [sample.image_path in shot_paths for sample in samples]
+    assert from_shots == [dataset.is_shot(i) for i in indices]  # a shot exactly where the draw says so
+    assert any(from_shots) and not all(from_shots), "a half share gave all or nothing"
+    assert all(sample.label == ANOMALOUS_LABEL and sample.mask.any() for sample in samples)
+    generated = [s for s, shot in zip(samples, from_shots, strict=True) if not shot]
+    assert all(s.defect_type == "square" for s in generated)  # the generator's own defects, in order
+
+
+def test_shot_share_draws_are_fixed_by_seed_and_epoch(tiny_folder) -> None:
+    first = _mixed(tiny_folder, shot_share=0.5).train_data
+    second = _mixed(tiny_folder, shot_share=0.5).train_data
+    draws = [first.is_shot(i) for i in range(len(first))]
+    assert draws == [second.is_shot(i) for i in range(len(second))]
+    epochs = []
+    for epoch in range(4):
+        first.set_epoch(epoch)
+        epochs.append([first.is_shot(i) for i in range(len(first))])
+    assert any(e != epochs[0] for e in epochs[1:])
+
+
+@pytest.mark.parametrize(("share", "expected"), [(0.0, False), (1.0, True)])
+def test_shot_share_bounds_are_generated_only_and_shots_only(tiny_folder, share: float, expected: bool) -> None:
+    datamodule = _mixed(tiny_folder, shot_share=share)
+    dataset = datamodule.train_data
+    assert isinstance(dataset, ShotMixedDataset) == (share > 0)
+    if share > 0:
+        assert all(dataset.is_shot(i) == expected for i in range(len(dataset)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"shot_share": 1.5}, "shot_share must be in"), ({"shot_share": 0.5, "mode": "shots"}, "generates none")],
+)
+def test_bad_shot_share_is_refused_at_construction(tiny_folder, kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        SyntheticAnomalyDataModule(tiny_folder, generator=FakeSquareGenerator(), **kwargs)

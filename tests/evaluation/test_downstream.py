@@ -141,3 +141,29 @@ def test_a_cached_run_fits_through_the_store_and_the_next_run_loads(tiny_mvtec: 
     first = run_experiment(tiny_mvtec, "real_paste", "segmenter", 0, preset, **common)
     second = run_experiment(tiny_mvtec, "real_paste", "segmenter", 0, preset, **common)
     assert not first["timings"]["generator_loaded"] and second["timings"]["generator_loaded"]
+
+
+def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvtec: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, WITH_SHOTS, generates, pool_source, training_options
+
+    assert pool_source("perlin_with_shots") == "perlin" and pool_source("perlin") == "perlin"
+    assert training_options("shots_only") == {"train_mode": "shots"} and training_options("perlin") == {}
+    assert not generates("perlin_with_shots") and generates("perlin")  # its quality is its source's
+    preset = replace(PRESETS["smoke"], name="smoke_cached", train_mode="cached", samples_per_type=2)
+    assert type(build_generator("diffusion_with_shots", preset, "tiny")) is type(
+        build_generator("diffusion", preset, "tiny")
+    )
+    datamodule = synthetic_datamodule(
+        tiny_mvtec,
+        build_generator("perlin_with_shots", preset, "tiny"),
+        preset,
+        0,
+        inject=True,
+        cache_dir=tmp_path / "cache",
+        **training_options("perlin_with_shots"),
+    )
+    assert isinstance(datamodule.prepare_train_data(), ShotMixedDataset)
+    assert datamodule.train_data.shot_share == training_options(next(iter(WITH_SHOTS)))["shot_share"]

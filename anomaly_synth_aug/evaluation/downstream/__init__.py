@@ -18,8 +18,11 @@ from anomaly_synth_aug.evaluation.downstream.generator_table import (
     ABLATIONS,
     GENERATORS,
     TRAIN_MODE_OVERRIDES,
+    WITH_SHOTS,
     build_generator,
     generates,
+    pool_source,
+    training_options,
 )
 from anomaly_synth_aug.evaluation.downstream.presets import (
     PRESETS,
@@ -41,6 +44,7 @@ __all__ = [
     "GENERATORS",
     "PRESETS",
     "TRAIN_MODE_OVERRIDES",
+    "WITH_SHOTS",
     "DetectorSpec",
     "GeneratedSamples",
     "Preset",
@@ -51,11 +55,13 @@ __all__ = [
     "generate_samples",
     "generates",
     "measure_generation_quality",
+    "pool_source",
     "preset_record",
     "resolve_preset",
     "run_experiment",
     "same_preset",
     "split_sizes",
     "synthetic_datamodule",
+    "training_options",
     "training_steps",
 ]

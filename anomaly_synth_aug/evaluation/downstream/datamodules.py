@@ -53,6 +53,7 @@ def synthetic_datamodule(
     inject: bool,
     cache_dir: str | Path | None = None,
     train_mode: str | None = None,
+    shot_share: float = 0.0,
     train_augmentations: Transform | None = None,
 ) -> SyntheticAnomalyDataModule:
     """The wrapped datamodule; ``inject`` puts defects into the training batches.
@@ -60,6 +61,7 @@ def synthetic_datamodule(
     Args:
         train_mode: the datamodule's mode; default the preset's (``"cached"`` draws injected
             defects from a pool in ``cache_dir``). ``"shots"`` trains on the real shots.
+        shot_share: share of the injected defects that are augmented real shots (``_with_shots`` sources).
         train_augmentations: applied to every training image (crops, resizes).
     """
     injecting = inject and generator is not None
@@ -76,6 +78,7 @@ def synthetic_datamodule(
         generator=generator,
         anomaly_ratio=preset.anomaly_ratio if injecting else 0.0,
         mode=mode,
+        shot_share=shot_share if injecting else 0.0,
         cache_dir=cache_dir if mode == "cached" else None,
         samples_per_type=preset.samples_per_type,
         val_split="synthetic" if generator is not None else "none",

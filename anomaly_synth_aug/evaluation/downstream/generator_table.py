@@ -7,7 +7,9 @@ generator; each ablation switches exactly one mechanism off. ``"diffusion_perlin
 defects with Perlin's (in the cached pool, Perlin is one type beside diffusion's, so it makes
 one sample in (number of shot types + 1)). Variants that change only sampling options share the fit of
 ``"diffusion"`` through the ``FitStore`` (its key leaves sampling options out), so each differs
-from it in exactly that switch, not also in a second training run.
+from it in exactly that switch, not also in a second training run. ``"<source>_with_shots"`` trains on
+that source's defects and the augmented real shots together, half and half (``shot_share``): what a
+user who has the shots would run. It shares its source's fit and cached pool.
 
 Example:
     >>> generator = build_generator("perlin", "full", "magnetic_tile")
@@ -76,6 +78,13 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
     "diffusion_guidance_5": _diffusion(guidance_scale=5.0),
     "diffusion_7_steps": _diffusion(num_inference_steps=7),
 }
+#: ``<source>_with_shots`` -> its source: the source's defects plus the real shots (``WITH_SHOTS_SHARE`` of the
+#: anomalous items, a half fixed before any run, not tuned).
+WITH_SHOTS: dict[str, str] = {
+    f"{source}_with_shots": source for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion")
+}
+WITH_SHOTS_SHARE = 0.5
+GENERATORS.update({name: GENERATORS[source] for name, source in WITH_SHOTS.items()})
 #: Sources whose training items are not generated: the datamodule mode they train in.
 TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
 #: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
@@ -93,8 +102,26 @@ ABLATIONS: dict[str, tuple[str, str]] = {
 
 
 def generates(generator_name: str) -> bool:
-    """Whether the source's training defects come from its generator (not ``none``, not the shots)."""
-    return GENERATORS.get(generator_name) is not None and generator_name not in TRAIN_MODE_OVERRIDES
+    """Whether the source has generated defects of its own to measure (not ``none``, the shots or a ``_with_shots``)."""
+    return (
+        GENERATORS.get(generator_name) is not None
+        and generator_name not in TRAIN_MODE_OVERRIDES
+        and generator_name not in WITH_SHOTS
+    )
+
+
+def pool_source(generator_name: str) -> str:
+    """The source whose cached pool ``generator_name`` trains from (a ``_with_shots`` row reuses its source's)."""
+    return WITH_SHOTS.get(generator_name, generator_name)
+
+
+def training_options(generator_name: str) -> dict[str, object]:
+    """``synthetic_datamodule`` options of the source: its train mode, or the share of real shots mixed in."""
+    if generator_name in TRAIN_MODE_OVERRIDES:
+        return {"train_mode": TRAIN_MODE_OVERRIDES[generator_name]}
+    if generator_name in WITH_SHOTS:
+        return {"shot_share": WITH_SHOTS_SHARE}
+    return {}
 
 
 def build_generator(name: str, preset: str | Preset, category: str) -> AnomalyGenerator | None:

@@ -41,7 +41,7 @@ from torchmetrics.functional.classification import binary_auroc
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
-from anomaly_synth_aug.evaluation.downstream.generator_table import TRAIN_MODE_OVERRIDES, build_generator
+from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator, training_options
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
 from anomaly_synth_aug.evaluation.metrics import (
     CHECKPOINT_MONITOR,
@@ -153,7 +153,7 @@ def run_experiment(
             seed,
             inject=spec.supervised,
             cache_dir=cache_dir if cache_dir is not None else root / "cache",
-            train_mode=TRAIN_MODE_OVERRIDES.get(generator_name),
+            **training_options(generator_name),
             train_augmentations=spec.train_augmentations(preset),
         )
         start = time.perf_counter()
