@@ -197,7 +197,7 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
 
 
 def test_full_preset_defaults_to_the_core_matrix() -> None:
-    """Without --matrix: the anchors and the segmenter for the shots, pasted shots and diffusion, alone and with the shots."""
+    """Without --matrix: the anchors; the segmenter on shots, pasted shots and diffusion, alone and with the shots."""
     script = load_script("downstream")
     assert script.parse_args([]).matrix is None
     core = script.matrix_pairs("full", None, None)
