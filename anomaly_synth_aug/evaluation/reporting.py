@@ -155,7 +155,7 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------- markdown
-def _cell(mean: float | None, std: float | None, *, signed: bool = False) -> str:
+def format_cell(mean: float | None, std: float | None, *, signed: bool = False) -> str:
     if mean is None:
         return "n/a"
     text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
@@ -178,13 +178,13 @@ def detection_markdown(
             count = sum(r["generator"] == generator for r in mine)
             cells = [generator, str(count)]
             for metric in DETECTION_COLUMNS:
-                cells.append(_cell(*mean_std(list(per_seed(mine, detector, generator, metric).values()))))
+                cells.append(format_cell(*mean_std(list(per_seed(mine, detector, generator, metric).values()))))
             for metric in GAIN_METRICS:
                 if generator == BASELINE:
                     cells.append("—")
                     continue
                 mean, std, _ = paired_gain(mine, detector, generator, metric)
-                cells.append(_cell(mean, std, signed=True))
+                cells.append(format_cell(mean, std, signed=True))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -219,7 +219,7 @@ def headline_markdown(
     for detector, generator, label in present:
         seeds = per_seed(runs, detector, generator, "image_AUROC")
         cells = [detector, label, str(len(seeds))]
-        cells += [_cell(*mean_std(list(per_seed(runs, detector, generator, m).values()))) for m in DETECTION_COLUMNS]
+        cells += [format_cell(*mean_std(list(per_seed(runs, detector, generator, m).values()))) for m in DETECTION_COLUMNS]
         if best_anchor is not None:
             for metric in ("image_AUROC", "pixel_AUPR"):
                 if (detector, generator) == best_anchor:
@@ -227,7 +227,7 @@ def headline_markdown(
                     continue
                 ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, *best_anchor, metric)
                 differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
-                cells.append(_cell(*mean_std(differences), signed=True))
+                cells.append(format_cell(*mean_std(differences), signed=True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -253,7 +253,7 @@ def per_type_markdown(runs: Sequence[dict[str, Any]], detector: str, generator_o
     for source in _ordered(by_source, generator_order):
         scores = by_source[source]
         seeds = max(len(values) for values in scores.values())
-        cells = [source, str(seeds), *(_cell(*mean_std(scores.get(name, []))) for name in types)]
+        cells = [source, str(seeds), *(format_cell(*mean_std(scores.get(name, []))) for name in types)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -284,7 +284,7 @@ def ablation_markdown(
             if paired == 0:
                 continue
             cells = [ablation, switched_off, reference, str(paired)]
-            cells += [_cell(mean, std, signed=True) for mean, std, _ in gains.values()]
+            cells += [format_cell(mean, std, signed=True) for mean, std, _ in gains.values()]
             rows.append("| " + " | ".join(cells) + " |")
         if not rows:
             continue
@@ -309,7 +309,7 @@ def quality_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequenc
         mine = [q for q in quality if q["generator"] == generator]
         cells = [generator, str(len(mine))]
         for key in columns:
-            cells.append(_cell(*mean_std([q[key] for q in mine if q.get(key) is not None])))
+            cells.append(format_cell(*mean_std([q[key] for q in mine if q.get(key) is not None])))
         exact = min(q["background_bit_exact_share"] for q in mine)
         worst = min(float(q["background_psnr_min_db"]) for q in mine)  # "inf" parses as infinity
         cells.append("bit-exact (PSNR ∞)" if exact == 1.0 else f"min PSNR {worst:.1f} dB, {exact:.0%} bit-exact")
