@@ -219,7 +219,9 @@ def headline_markdown(
     for detector, generator, label in present:
         seeds = per_seed(runs, detector, generator, "image_AUROC")
         cells = [detector, label, str(len(seeds))]
-        cells += [format_cell(*mean_std(list(per_seed(runs, detector, generator, m).values()))) for m in DETECTION_COLUMNS]
+        cells += [
+            format_cell(*mean_std(list(per_seed(runs, detector, generator, m).values()))) for m in DETECTION_COLUMNS
+        ]
         if best_anchor is not None:
             for metric in ("image_AUROC", "pixel_AUPR"):
                 if (detector, generator) == best_anchor:
