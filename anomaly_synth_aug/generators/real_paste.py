@@ -5,7 +5,9 @@ learned nothing useful. ``fit`` cuts each shot out by its mask (bounding box
 plus a margin of surrounding surface); ``generate`` flips, rotates, rescales
 and colour-jitters a crop together with its mask (torchvision v2 tv_tensors
 keep them aligned) and blends it in with a feathered alpha or Poisson cloning.
-The crops are saved with the generator, so a loaded one needs no dataset.
+In an object category (the shots decide, as for the diffusion generator) each
+defect is centred on the object, not on the background around it. The crops
+are saved with the generator, so a loaded one needs no dataset.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from anomaly_synth_aug.generators._patch_ops import (
 )
 from anomaly_synth_aug.generators._tensor_store import digest_tensor_lists, load_tensor_lists, save_tensor_lists
 from anomaly_synth_aug.generators.classic import ClassicGenerator, checked_range
+from anomaly_synth_aug.generators.foreground import OBJECT_THRESHOLDS, defects_lie_on_objects, foreground_region
 from anomaly_synth_aug.utils.random import seeded_global_rng
 
 SHOTS_FILE = "shots.safetensors"
@@ -53,6 +56,9 @@ class RealShotPasteGenerator(ClassicGenerator):
         blend: "alpha" (feathered paste; keeps the defect's own look) or "poisson"
             (``cv2.seamlessClone`` of the defect plus a thin ring; matches the target's shading).
         feather_sigma: Gaussian fall-off (pixels) of the alpha around the defect.
+        restrict_to_foreground: centre each defect on the object, in categories whose shots show
+            defects on an object a background surrounds (``defects_lie_on_objects``); a texture
+            category is unaffected. A caller's placement mask always wins.
     """
 
     requires_fit = True
@@ -65,6 +71,7 @@ class RealShotPasteGenerator(ClassicGenerator):
         color_jitter: float = 0.1,
         blend: BlendMode = "alpha",
         feather_sigma: float = 1.0,
+        restrict_to_foreground: bool = True,
     ) -> None:
         super().__init__()
         if blend not in ("alpha", "poisson"):
@@ -79,6 +86,8 @@ class RealShotPasteGenerator(ClassicGenerator):
         self.color_jitter = float(color_jitter)
         self.blend = blend
         self.feather_sigma = float(feather_sigma)
+        self.restrict_to_foreground = bool(restrict_to_foreground)
+        self.object_category = False  # decided by fit, on the shots
         self._augment = v2.Compose(
             [
                 v2.RandomHorizontalFlip(),
@@ -112,6 +121,7 @@ class RealShotPasteGenerator(ClassicGenerator):
             self._crops.append(shot.image[:, rows, cols].cpu().clone())
             self._masks.append(shot.mask[rows, cols].cpu().clone())
             self._types.append(shot.defect_type)
+        self.object_category = self.restrict_to_foreground and defects_lie_on_objects(shots)
 
     def _synthesize(
         self,
@@ -128,6 +138,8 @@ class RealShotPasteGenerator(ClassicGenerator):
         if shrink < 1.0:  # a crop larger than the target image is scaled down to fit
             size = _scaled(crop.shape[-2:], shrink)
             crop, defect, valid = TF.resize(crop, size, antialias=True), TF.resize(defect, size), TF.resize(valid, size)
+        if placement is None and self.object_category:
+            placement = foreground_region(image, **OBJECT_THRESHOLDS)
         top, left = random_top_left((height, width), tuple(crop.shape[-2:]), placement, generator)
         crop, defect, valid = (t.as_subclass(torch.Tensor) for t in (crop, defect, valid))
         # Pixels that rotation filled in are not surface: never blend them in.
@@ -159,7 +171,8 @@ class RealShotPasteGenerator(ClassicGenerator):
 
     # ------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, str]]:
-        return {"crops": self._crops, "masks": self._masks}, {"defect_types": json.dumps(self._types)}
+        metadata = {"defect_types": json.dumps(self._types), "object_category": json.dumps(self.object_category)}
+        return {"crops": self._crops, "masks": self._masks}, metadata
 
     def state_fingerprint(self) -> str:
         return digest_tensor_lists(*self._state())
@@ -173,6 +186,8 @@ class RealShotPasteGenerator(ClassicGenerator):
             raise CorruptFileError("defect types missing", path=directory / SHOTS_FILE, fix="re-save the generator")
         self._crops, self._masks = lists["crops"], lists["masks"]
         self._types = json.loads(metadata["defect_types"])
+        # saved before placements followed the object: they were made anywhere
+        self.object_category = bool(json.loads(metadata.get("object_category", "false")))
 
 
 def _scaled(size: torch.Size | tuple[int, ...], factor: float) -> list[int]:

@@ -103,3 +103,52 @@ def test_a_shot_typed_good_is_refused() -> None:
 def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         RealShotPasteGenerator(**kwargs)
+
+
+# ------------------------------------------------------------ object categories
+def _object_scene(center_col: int, seed: int, defect_at: tuple[int, int] | None = None) -> AnomalySample:
+    """A dark disk (the object) on a bright table; with ``defect_at``, a bright dent on the object."""
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(96), indexing="ij")
+    obj = (yy - 32) ** 2 + (xx - center_col) ** 2 <= 15**2
+    noise = torch.rand(64, 96, generator=_seed(seed)) * 0.05
+    image = torch.where(obj, 0.2, 0.85) + noise
+    mask = torch.zeros(64, 96, dtype=torch.bool)
+    if defect_at is not None:
+        mask = ((yy - defect_at[0]) ** 2 + (xx - defect_at[1]) ** 2 <= 3**2) & obj
+        image = torch.where(mask, 0.95, image)
+    return AnomalySample(image=image.clamp(0, 1).expand(3, -1, -1).clone(), mask=mask, defect_type="dent")
+
+
+def _centres_on_object(generator: RealShotPasteGenerator) -> list[bool]:
+    target = _object_scene(center_col=70, seed=50)
+    obj = target.image[0] < 0.5
+    batch = generator.generate([target.image] * 12, generator=_seed(7))
+    centres = [torch.nonzero(mask).float().mean(0).round().long() for mask in batch.masks]
+    return [bool(obj[int(r), int(c)]) for r, c in centres]
+
+
+def test_in_an_object_category_defects_are_pasted_on_the_object() -> None:
+    """Pasted shots landed on the table around MVTec's screw, as no real screw defect does."""
+    shots = [_object_scene(28, seed, defect_at=(26 + 2 * seed, 24 + 2 * seed)) for seed in range(4)]
+    on_object = RealShotPasteGenerator().fit([], shots)
+    assert on_object.object_category
+    assert all(_centres_on_object(on_object))
+    anywhere = RealShotPasteGenerator(restrict_to_foreground=False).fit([], shots)
+    assert not anywhere.object_category and not all(_centres_on_object(anywhere))
+
+
+def test_a_texture_category_is_pasted_exactly_as_before() -> None:
+    """The option changes nothing where the shots show no object: same draws, same pixels."""
+    image = surface(40, 56, seed=4)
+    texture_shots = [blob_shot(40, 56, seed=200 + i, radius=3.0) for i in range(3)]
+    restricted = RealShotPasteGenerator().fit([], texture_shots)
+    free = RealShotPasteGenerator(restrict_to_foreground=False).fit([], texture_shots)
+    assert not restricted.object_category
+    first, second = (g.generate([image] * 3, generator=_seed(5)) for g in (restricted, free))
+    assert all(torch.equal(a, b) for a, b in zip(first.images, second.images, strict=True))
+
+
+def test_the_object_category_is_saved_with_the_shots(tmp_path: Path) -> None:
+    shots = [_object_scene(28, seed, defect_at=(26 + 2 * seed, 24 + 2 * seed)) for seed in range(4)]
+    RealShotPasteGenerator().fit([], shots).save(tmp_path / "paste")
+    assert AnomalyGenerator.load(tmp_path / "paste").object_category
