@@ -13,7 +13,7 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
-    python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson
+    python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
     python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
@@ -132,9 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--matrix",
         choices=list(FULL_MATRICES),
-        help="full preset only: core (the default: the anchors, the shots, pasted shots and diffusion), "
-        "sources (adds none, Perlin, CutPaste and Poisson) or all (adds the diffusion ablations, the detector "
-        "ablations and SuperSimpleNet)",
+        help="full preset only: core (the default: the anchors, the shots, pasted shots and diffusion, the last "
+        "two also next to the shots), sources (adds none, Perlin, CutPaste and Poisson, alone and next to the "
+        "shots, and the diffusion/Perlin mixture) or all (adds the diffusion ablations, the detector ablations and "
+        "SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")
@@ -282,6 +283,11 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     (out / f"downstream_{preset}.md").write_text("\n".join(lines))
 
 
+def pool_dir(work: Path, generator: str, seed: int) -> Path:
+    """The cached pool of ``generator`` and ``seed``: a ``_with_shots`` row trains from its source's."""
+    return work / "cache" / f"{pool_source(generator)}-seed{seed}"
+
+
 def _run_seconds(record: dict) -> float:
     timings = record["timings"]
     return timings["generator_fit_s"] + timings["train_s"] + timings["test_s"]
@@ -335,7 +341,7 @@ def run_dataset(
                     seed,
                     preset,
                     fit_store=fits,
-                    cache_dir=work / "cache" / f"{pool_source(generator)}-seed{seed}",
+                    cache_dir=pool_dir(work, generator, seed),
                 )
             except Exception as exc:  # recorded as failed, retried on the next invocation
                 logger.exception("%s / %s / seed %d failed", generator, detector, seed)

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "runs" / "benchmark")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the budgets are for 2 cores)")
     args = parser.parse_args(argv)
+    if min(args.steps) < 1:
+        parser.error(f"--steps must all be >= 1, got {args.steps}")
     args.no_quality = True  # the curve is about the detector; the quality measures stay in downstream.py
     return args
 
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     base = resolve_preset(args.preset)
     default = default_steps()
     failures: list[str] = []
-    runs_by_steps = {}
+    runs_by_steps: dict[int, list[dict]] = {}
     for steps in sorted(set(args.steps)):
         preset = budget_preset(base, steps, default)
         logger.info("%s: diffusion fit of %d steps (preset %s)", args.data.name, steps, preset.name)

@@ -99,9 +99,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             ``samples_per_type`` samples per defect type once into ``cache_dir`` and trains from them;
             ``"shots"`` synthesises nothing and trains on the augmented real shots themselves (the
             baseline any synthesis must beat; the generator then makes only the synthetic validation set).
-        shot_share: in the online and cached modes, the share of the anomalous training items that are
-            augmented real shots instead of generated defects (``ShotMixedDataset``); 0 trains on
-            generated defects alone.
         shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
         val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
             ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
@@ -117,6 +114,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         eval_batch_size: default: the wrapped datamodule's.
         num_workers: default: the wrapped datamodule's.
         seed: fixes the validation hold-out, the anomaly selection and the generated defects.
+        shot_share: in the online and cached modes, the share of the anomalous training items that are
+            augmented real shots instead of generated defects (``ShotMixedDataset``); 0 trains on
+            generated defects alone.
     """
 
     def __init__(
@@ -125,7 +125,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         generator: AnomalyGenerator | str | None = None,
         anomaly_ratio: float = 0.5,
         mode: TrainMode = TrainMode.online,
-        shot_share: float = 0.0,
         shot_fraction: float = DEFAULT_SHOT_FRACTION,
         val_split: ValSplit = ValSplit.synthetic,
         val_split_ratio: float = 0.2,
@@ -139,6 +138,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         seed: int = 0,
+        shot_share: float = 0.0,
     ) -> None:
         if not isinstance(datamodule, AnomalibDataModule):
             raise InvalidInputError(
@@ -148,7 +148,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         check_init_args(
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
-        check_shot_share(shot_share, mode)
+        check_shot_share(shot_share, mode, anomaly_ratio)
         if is_cached(mode) and cache_dir is None:
             raise InvalidInputError(
                 "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"

@@ -76,8 +76,8 @@ def check_init_args(
         raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")
 
 
-def check_shot_share(shot_share: float, mode: object) -> None:
-    """``shot_share`` is a share, and it mixes shots into generated defects, which ``mode="shots"`` has none of."""
+def check_shot_share(shot_share: float, mode: object, anomaly_ratio: float) -> None:
+    """``shot_share`` is a share of the anomalous items' defects: there must be generated defects to share with."""
     if not 0.0 <= shot_share <= 1.0:
         raise InvalidInputError(
             f"shot_share must be in [0, 1], got {shot_share}",
@@ -87,6 +87,11 @@ def check_shot_share(shot_share: float, mode: object) -> None:
         raise InvalidInputError(
             f"shot_share={shot_share} mixes shots into generated defects, but mode='shots' generates none",
             fix="use mode='online' or 'cached' with shot_share, or mode='shots' alone to train on the shots only",
+        )
+    if shot_share > 0.0 and anomaly_ratio == 0.0:
+        raise InvalidInputError(
+            f"shot_share={shot_share} has no anomalous items to share: anomaly_ratio is 0",
+            fix="set anomaly_ratio > 0 (e.g. 0.5), or drop shot_share",
         )
 
 

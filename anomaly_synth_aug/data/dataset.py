@@ -153,7 +153,8 @@ class SyntheticAnomalyDataset(AnomalibDatasetWrapper):
     reproducible and each epoch draws a fresh selection (``set_epoch``; Lightning reaches it via
     ``EpochRandomSampler``). Each generated defect has its own seed, mixed from ``seed``, the epoch
     and the item's index, so the datamodule's ``seed`` fixes every defect whatever the global RNG
-    (which orders the batches) does. Synthetic items keep the source normal's ``image_path``; their ``mask_path`` is None.
+    (which orders the batches) does. Synthetic items keep the source normal's ``image_path``; their
+    ``mask_path`` is None.
     """
 
     #: Separates the random streams of subclasses that share a seed.

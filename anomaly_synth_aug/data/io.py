@@ -163,7 +163,9 @@ def load_sample(
                 fix="add <stem>_mask.png under ground_truth/<defect_type>/",
             )
         return AnomalySample.normal(image, image_path=str(image_path))
-    mask = load_mask(mask_path, threshold=threshold, expected_size=tuple(image.shape[-2:]), require_defect=require_defect)
+    mask = load_mask(
+        mask_path, threshold=threshold, expected_size=tuple(image.shape[-2:]), require_defect=require_defect
+    )
     return AnomalySample(
         image=image,
         mask=mask,

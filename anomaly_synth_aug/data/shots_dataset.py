@@ -85,7 +85,7 @@ class ShotsTrainDataset(SyntheticAnomalyDataset):
         self.shot_transform = shot_transform if shot_transform is not None else shot_augmentations()
 
     def shot_sample(self, index: int) -> AnomalySample:
-        """The augmented real shot that stands in for item ``index`` this epoch (a pure function of seed, epoch, index)."""
+        """The augmented real shot that stands in for item ``index`` this epoch (a function of seed, epoch, index)."""
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, int(index), self.pick_stream])
         shot = self.shots[int(rng.integers(len(self.shots)))]
         augmentation_seed = torch.Generator().manual_seed(
@@ -143,9 +143,14 @@ class ShotMixedDataset(SyntheticAnomalyDataset):
             augmentations=generated.augmentations,
             mask_threshold=generated.mask_threshold,
         )
+        if not any(bool(shot.mask.any()) for shot in shots):
+            raise InvalidInputError(
+                f"shot_share={shot_share} mixes in the real shots, but no shot has a non-empty mask",
+                fix="check the shots' ground_truth masks (pixels > mask_threshold mark the defect), or drop shot_share",
+            )
         self.generated = generated
         self.shot_share = shot_share
-        self.shots = ShotsTrainDataset(
+        self.shot_source = ShotsTrainDataset(
             generated.dataset,
             shots,
             generated.generator,
@@ -158,7 +163,7 @@ class ShotMixedDataset(SyntheticAnomalyDataset):
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.generated.set_epoch(epoch)
-        self.shots.set_epoch(epoch)
+        self.shot_source.set_epoch(epoch)
 
     def is_synthetic(self, index: int) -> bool:
         return self.generated.is_synthetic(index)
@@ -175,6 +180,6 @@ class ShotMixedDataset(SyntheticAnomalyDataset):
         generated = [index for index, shot in zip(indices, from_shots, strict=True) if not shot]
         rest = iter(self.generated._samples_with_anomalies(generated))
         return [
-            self.shots.shot_sample(index) if shot else next(rest)
+            self.shot_source.shot_sample(index) if shot else next(rest)
             for index, shot in zip(indices, from_shots, strict=True)
         ]

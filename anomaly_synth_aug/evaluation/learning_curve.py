@@ -82,7 +82,7 @@ def reference_values(
 
 def learning_curve_markdown(points: Sequence[CurvePoint], references: Mapping[str, Mapping[str, float]]) -> str:
     """The curve as a table (one row per budget), then the reference sources at their own budgets."""
-    headers = ["fit steps", "seeds", *(DETECTION_COLUMNS[m] for m in CURVE_METRICS), "fit seconds (2 cores)"]
+    headers = ["fit steps", "seeds", *(DETECTION_COLUMNS[m] for m in CURVE_METRICS), "fit seconds"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for point in points:
         fit = f"{point.fit_seconds:.0f}" if point.fit_seconds is not None else "reused"

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD, THRESHOLD_METRICS
@@ -53,18 +56,22 @@ class ResultsStore:
         self.meta: dict[str, Any] = {}
         self.runs: list[dict[str, Any]] = []
         self.quality: list[dict[str, Any]] = []
+        self._added: set[tuple] = set()  # keys this process recorded: they win over the file when merging
         if self.path.is_file():
-            try:
-                content = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(
-                    f"results file is not valid JSON ({exc})",
-                    path=self.path,
-                    fix="move it aside to start over (each write is atomic, so this file was edited by hand)",
-                ) from exc
+            content = self._read()
             self.meta = content.get("meta", {})
             self.runs = content.get("runs", [])
             self.quality = content.get("quality", [])
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"results file is not valid JSON ({exc})",
+                path=self.path,
+                fix="move it aside to start over (each write is atomic, so this file was edited by hand)",
+            ) from exc
 
     @staticmethod
     def run_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
@@ -83,21 +90,48 @@ class ResultsStore:
     def add_run(self, record: dict[str, Any]) -> None:
         key = self.run_key(record)
         self.runs = [r for r in self.runs if self.run_key(r) != key] + [record]
+        self._added.add(("run", *key))
         self.save()
 
     def add_quality(self, record: dict[str, Any]) -> None:
         key = self.quality_key(record)
         self.quality = [r for r in self.quality if self.quality_key(r) != key] + [record]
+        self._added.add(("quality", *key))
         self.save()
 
     def save(self) -> Path:
-        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+        """Merge with the file on disk and write atomically, under a lock.
+
+        Two benchmark processes may share a results file (the learning curve's default budget is the
+        main benchmark's): whatever another process saved since this one read the file is kept, and
+        only the records this process added replace those of the same key. The write goes through a temporary file and
+        a rename, so a crash never leaves half a file.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"meta": self.meta, "runs": self.runs, "quality": self.quality}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
-        tmp.replace(self.path)
+        with FileLock(self.path.with_name(f".{self.path.name}.lock")):
+            if self.path.is_file():
+                on_disk = self._read()
+                self.runs = self._merged(on_disk.get("runs", []), self.runs, "run", self.run_key)
+                self.quality = self._merged(on_disk.get("quality", []), self.quality, "quality", self.quality_key)
+            payload = {"meta": self.meta, "runs": self.runs, "quality": self.quality}
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+            tmp.replace(self.path)
         return self.path
+
+    def _merged(
+        self,
+        on_disk: Sequence[dict[str, Any]],
+        mine: Sequence[dict[str, Any]],
+        kind: str,
+        key: Callable[[dict[str, Any]], tuple],
+    ) -> list[dict[str, Any]]:
+        """The file's records, with the ones this process added in place of theirs (and any the file lacks)."""
+        added = [record for record in mine if (kind, *key(record)) in self._added]
+        replaced = {key(record) for record in added}
+        kept = [record for record in on_disk if key(record) not in replaced]
+        known = {key(record) for record in kept} | replaced
+        return kept + [record for record in mine if key(record) not in known] + added
 
 
 def json_safe(value: Any) -> Any:

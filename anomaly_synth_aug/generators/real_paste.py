@@ -186,8 +186,10 @@ class RealShotPasteGenerator(ClassicGenerator):
             raise CorruptFileError("defect types missing", path=directory / SHOTS_FILE, fix="re-save the generator")
         self._crops, self._masks = lists["crops"], lists["masks"]
         self._types = json.loads(metadata["defect_types"])
-        # saved before placements followed the object: they were made anywhere
-        self.object_category = bool(json.loads(metadata.get("object_category", "false")))
+        if "object_category" not in metadata:  # saved before placements followed the object: anywhere, as then
+            self.restrict_to_foreground, self.object_category = False, False
+        else:
+            self.object_category = bool(json.loads(metadata["object_category"]))
 
 
 def _scaled(size: torch.Size | tuple[int, ...], factor: float) -> list[int]:

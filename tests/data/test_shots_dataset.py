@@ -79,8 +79,23 @@ def test_shot_share_mixes_real_shots_into_the_generated_defects(tiny_folder) -> 
     assert from_shots == [dataset.is_shot(i) for i in indices]  # a shot exactly where the draw says so
     assert any(from_shots) and not all(from_shots), "a half share gave all or nothing"
     assert all(sample.label == ANOMALOUS_LABEL and sample.mask.any() for sample in samples)
-    generated = [s for s, shot in zip(samples, from_shots, strict=True) if not shot]
-    assert all(s.defect_type == "square" for s in generated)  # the generator's own defects, in order
+    mixed_in = [s for s, shot in zip(samples, from_shots, strict=True) if not shot]
+    generated_indices = [i for i, shot in zip(indices, from_shots, strict=True) if not shot]
+    alone = dataset.generated._samples_with_anomalies(generated_indices)
+    assert [s.image_path for s in mixed_in] == [s.image_path for s in alone]  # each at its own item, in order
+    assert all(torch.equal(a.image, b.image) for a, b in zip(mixed_in, alone, strict=True))
+
+
+def test_shots_and_generated_defects_both_get_the_datasets_augmentations(tiny_folder) -> None:
+    from torchvision.transforms.v2 import Resize
+
+    dataset = _mixed(tiny_folder, shot_share=0.5).train_data
+    dataset.augmentations = Resize((16, 24))  # what anomalib's _update_augmentations sets on the train set
+    indices = list(range(len(dataset)))
+    kinds = {dataset.is_shot(i) for i in indices}
+    assert kinds == {True, False}
+    items = dataset.__getitems__(indices)
+    assert all(tuple(item.image.shape[-2:]) == tuple(item.gt_mask.shape[-2:]) == (16, 24) for item in items)
 
 
 def test_shot_share_draws_are_fixed_by_seed_and_epoch(tiny_folder) -> None:
@@ -106,8 +121,21 @@ def test_shot_share_bounds_are_generated_only_and_shots_only(tiny_folder, share:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"shot_share": 1.5}, "shot_share must be in"), ({"shot_share": 0.5, "mode": "shots"}, "generates none")],
+    [
+        ({"shot_share": 1.5}, "shot_share must be in"),
+        ({"shot_share": 0.5, "mode": "shots"}, "generates none"),
+        ({"shot_share": 0.5, "anomaly_ratio": 0.0}, "no anomalous items to share"),
+    ],
 )
 def test_bad_shot_share_is_refused_at_construction(tiny_folder, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         SyntheticAnomalyDataModule(tiny_folder, generator=FakeSquareGenerator(), **kwargs)
+
+
+def test_shot_share_without_a_usable_shot_names_shot_share(tiny_folder) -> None:
+    datamodule = _mixed(tiny_folder, shot_share=0.0)
+    empty = datamodule.load_shots()
+    for shot in empty:
+        shot.mask = torch.zeros_like(shot.mask)
+    with pytest.raises(InvalidInputError, match="shot_share=0.5 mixes in the real shots"):
+        ShotMixedDataset(datamodule.train_data, empty, shot_share=0.5)

@@ -147,7 +147,7 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     from dataclasses import replace
 
     from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset
-    from anomaly_synth_aug.evaluation.downstream import PRESETS, WITH_SHOTS, generates, pool_source, training_options
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, generates, pool_source, training_options
 
     assert pool_source("perlin_with_shots") == "perlin" and pool_source("perlin") == "perlin"
     assert training_options("shots_only") == {"train_mode": "shots"} and training_options("perlin") == {}
@@ -156,14 +156,20 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     assert type(build_generator("diffusion_with_shots", preset, "tiny")) is type(
         build_generator("diffusion", preset, "tiny")
     )
-    datamodule = synthetic_datamodule(
-        tiny_mvtec,
-        build_generator("perlin_with_shots", preset, "tiny"),
-        preset,
-        0,
-        inject=True,
-        cache_dir=tmp_path / "cache",
-        **training_options("perlin_with_shots"),
-    )
-    assert isinstance(datamodule.prepare_train_data(), ShotMixedDataset)
-    assert datamodule.train_data.shot_share == training_options(next(iter(WITH_SHOTS)))["shot_share"]
+    cache = tmp_path / "cache"
+
+    def pool(name: str) -> object:
+        datamodule = synthetic_datamodule(
+            tiny_mvtec, build_generator(name, preset, "tiny"), preset, 0, inject=True, cache_dir=cache,
+            **training_options(name),
+        )  # fmt: skip
+        return datamodule.prepare_train_data()
+
+    alone = pool("perlin")
+    written = {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")}
+    mixed = pool("perlin_with_shots")
+    assert isinstance(mixed, ShotMixedDataset) and mixed.shot_share == training_options("perlin_with_shots")[
+        "shot_share"
+    ]
+    assert mixed.generated.entries == alone.entries  # the source's pool, read back
+    assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")} == written  # not regenerated

@@ -96,3 +96,22 @@ def test_per_type_table_averages_each_type_over_seeds() -> None:
     assert "| training defects | seeds | crack | dent |" in table
     assert "| perlin | 2 | 0.700 ± 0.141 | 0.500 ± 0.000 |" in table
     assert "none" not in table and per_type_markdown(runs, "padim") == ""
+
+
+def _stored(generator: str, seed: int, auroc: float) -> dict:
+    return {"preset": "full", "detector": "segmenter", **_run(generator, seed, auroc, None, flagged=False)}
+
+
+def test_two_processes_sharing_a_results_file_keep_each_others_runs(tmp_path) -> None:
+    """The learning curve and the main benchmark write one file: the later save dropped the other's run."""
+    from anomaly_synth_aug.evaluation.reporting import ResultsStore
+
+    path = tmp_path / "downstream_full.json"
+    ResultsStore(path).add_run(_stored("perlin", 0, 0.7))
+    first, second = ResultsStore(path), ResultsStore(path)  # both read the file now
+    first.add_run(_stored("diffusion", 0, 0.8))
+    first.add_run(_stored("perlin", 0, 0.75))  # a rerun replaces the old record
+    second.add_run(_stored("real_paste", 0, 0.9))  # its stale perlin record must not come back
+    runs = {(r["generator"], r["metrics"]["image_AUROC"]) for r in ResultsStore(path).runs}
+    assert runs == {("perlin", 0.75), ("diffusion", 0.8), ("real_paste", 0.9)}
+    assert {r["generator"] for r in second.runs} == {"perlin", "diffusion", "real_paste"}  # it sees them too

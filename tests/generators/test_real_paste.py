@@ -152,3 +152,18 @@ def test_the_object_category_is_saved_with_the_shots(tmp_path: Path) -> None:
     shots = [_object_scene(28, seed, defect_at=(26 + 2 * seed, 24 + 2 * seed)) for seed in range(4)]
     RealShotPasteGenerator().fit([], shots).save(tmp_path / "paste")
     assert AnomalyGenerator.load(tmp_path / "paste").object_category
+
+
+def test_a_folder_saved_before_placements_followed_the_object_pastes_anywhere_as_then(tmp_path: Path) -> None:
+    from anomaly_synth_aug.generators._tensor_store import load_tensor_lists
+
+    shots = [_object_scene(28, seed, defect_at=(26 + 2 * seed, 24 + 2 * seed)) for seed in range(4)]
+    generator = RealShotPasteGenerator().fit([], shots)
+    old = tmp_path / "old"
+    lists, metadata = generator._state()
+    del metadata["object_category"]  # what the generator saved before it had the option
+    generator._state = lambda: (lists, metadata)  # type: ignore[method-assign]
+    generator.save(old)
+    assert "object_category" not in load_tensor_lists(next(old.rglob(SHOTS_FILE)))[1]
+    loaded = AnomalyGenerator.load(old)
+    assert not loaded.object_category and loaded.get_config()["restrict_to_foreground"] is False

@@ -132,7 +132,7 @@ def run_experiment(
         fit_store: where fitted generators are kept and reused (``FitStore`` or its folder; None: fit every time).
         work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
         cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
-            same generator and seed (None: a temporary one).
+            same generator and seed, and by its ``_with_shots`` row (None: a temporary one).
         progress: show Lightning's progress bars (the demo does; the benchmark's logs do not want them).
 
     Returns:
@@ -206,6 +206,7 @@ def run_experiment(
         "preset": preset.name,
         "generator_config": generator.get_config() if generator is not None else None,
         "generator_training_steps": training_steps(generator) if generator is not None else None,
+        "training_options": training_options(generator_name),  # the shots' part in training, if any
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,

@@ -47,8 +47,8 @@ __all__ = [
     "OBJECT_THRESHOLDS",
     "MaskAugmentation",
     "MaskSource",
-    "defects_lie_on_objects",
     "ShotMaskBank",
+    "defects_lie_on_objects",
     "foreground_region",
     "place_mask",
 ]
