@@ -55,6 +55,7 @@ from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     ablation_markdown,
+    contrast_markdown,
     detection_markdown,
     headline_markdown,
     per_type_markdown,
@@ -280,6 +281,15 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
             "Samples: " + ", ".join(f"[{g}](samples/{preset}/{g}.png)" for g in shown),
             "",
         ]
+        contrast = contrast_markdown(quality, generators)
+        if contrast:
+            lines += [
+                "### How visible the defects are",
+                "",
+                "Mean |grey level inside the mask - a 7 px band around it| per defect type (mean ± std over seeds).",
+                "",
+                contrast,
+            ]
     (out / f"downstream_{preset}.md").write_text("\n".join(lines))
 
 

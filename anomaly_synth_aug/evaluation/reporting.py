@@ -353,6 +353,33 @@ def quality_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequenc
     return "\n".join(lines) + "\n"
 
 
+def contrast_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequence[str] = ()) -> str:
+    """Mean |contrast| of each defect type: the shots, the held-out real defects, then each generator's.
+
+    A generator that learns from the shots draws defects as visible as *they* are; when the held-out
+    defects are more (or less) visible than the shots, this table shows it beside the detector's scores.
+    Empty when no record carries the shots' contrast (records made before it was measured).
+    """
+    with_shots = [q for q in quality if "shots" in q.get("contrast_by_type", {})]
+    if not with_shots:
+        return ""
+    types = sorted(with_shots[0]["contrast_by_type"]["shots"])
+    lines = ["| defects | " + " | ".join(types) + " |", "|" + "---|" * (len(types) + 1)]
+
+    def row(label: str, tables: Sequence[Mapping[str, float]]) -> str:
+        cells = [format_cell(*mean_std([t[name] for t in tables if name in t])) for name in types]
+        return "| " + " | ".join([label, *cells]) + " |"
+
+    per_seed = {q["seed"]: q["contrast_by_type"] for q in with_shots}  # the same for every generator of a seed
+    lines.append(row("shots (what generators learn from)", [t["shots"] for t in per_seed.values()]))
+    lines.append(row("held-out real (the test)", [t["real"] for t in per_seed.values()]))
+    for generator in _ordered({q["generator"] for q in with_shots}, generator_order):
+        mine = [q["contrast_by_type"]["generated"] for q in with_shots if q["generator"] == generator]
+        if any(name in table for table in mine for name in types):
+            lines.append(row(generator, mine))
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ chart
 def gains_figure(
     runs: Sequence[dict[str, Any]],

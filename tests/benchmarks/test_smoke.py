@@ -39,11 +39,12 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert math.isfinite(quality["c2st_auroc"])
     assert quality["background_psnr_min_db"] == "inf"  # strict JSON for a bit-exact background
     assert quality["generator_training_steps"] is None  # classic generators do not train
-    assert set(quality["contrast_by_type"]["real"]) == {"blob", "scratch"}
+    assert set(quality["contrast_by_type"]["real"]) == set(quality["contrast_by_type"]["shots"]) == {"blob", "scratch"}
     assert all(value > 0 for value in quality["contrast_by_type"]["generated"].values())
     table = (out / "downstream_smoke.md").read_text()
     assert "| perlin | 1 |" in table and "Δ image AUROC vs none" in table
     assert "| segmenter | perlin | 1 |" in table  # the headline table
+    assert "| shots (what generators learn from) |" in table  # beside the held-out defects' contrast
     assert (out / "downstream_smoke_gains.png").stat().st_size > 0
     assert (out / "samples" / "smoke" / "perlin.png").stat().st_size > 0
 

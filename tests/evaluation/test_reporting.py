@@ -115,3 +115,24 @@ def test_two_processes_sharing_a_results_file_keep_each_others_runs(tmp_path) ->
     runs = {(r["generator"], r["metrics"]["image_AUROC"]) for r in ResultsStore(path).runs}
     assert runs == {("perlin", 0.75), ("diffusion", 0.8), ("real_paste", 0.9)}
     assert {r["generator"] for r in second.runs} == {"perlin", "diffusion", "real_paste"}  # it sees them too
+
+
+def test_contrast_table_puts_the_shots_beside_the_test_and_each_generator() -> None:
+    from anomaly_synth_aug.evaluation.reporting import contrast_markdown
+
+    def record(generator: str, generated: dict, shots: dict | None) -> dict:
+        table = {"generated": generated, "real": {"crack": 0.2, "hole": 0.1}}
+        if shots is not None:
+            table["shots"] = shots
+        return {"generator": generator, "seed": 0, "contrast_by_type": table}
+
+    assert contrast_markdown([record("perlin", {"perlin": 0.3}, None)]) == ""  # older records: no table
+    quality = [
+        record("diffusion", {"crack": 0.11, "hole": 0.05}, {"crack": 0.1, "hole": 0.06}),
+        record("perlin", {"perlin": 0.3}, {"crack": 0.1, "hole": 0.06}),  # no type in common: no row
+    ]
+    table = contrast_markdown(quality, ["diffusion", "perlin"]).splitlines()
+    assert table[0] == "| defects | crack | hole |"
+    assert table[2] == "| shots (what generators learn from) | 0.100 | 0.060 |"
+    assert table[3] == "| held-out real (the test) | 0.200 | 0.100 |"
+    assert table[4] == "| diffusion | 0.110 | 0.050 |" and len(table) == 5

@@ -81,6 +81,7 @@ def measure_generation_quality(
     samples = generate_samples(datamodule, preset.quality_samples, seed)
     generated = samples.batch
     real = load_defect_records(few_shot_split(data_root).eval_anomalies, on_empty_mask="skip")
+    shots = datamodule.load_shots()  # what a learned generator matches; the held-out defects may differ
 
     real_images, real_masks = [s.image for s in real], [s.mask for s in real]
     two_sample = classifier_two_sample_test(
@@ -114,6 +115,9 @@ def measure_generation_quality(
         "contrast_by_type": {
             "generated": contrast_by_type(generated.images, generated.masks, generated.defect_types),
             "real": contrast_by_type(real_images, real_masks, [s.defect_type for s in real]),
+            "shots": contrast_by_type(
+                [s.image for s in shots], [s.mask for s in shots], [s.defect_type for s in shots]
+            ),
         },
         "background_psnr_min_db": min(psnr),
         "background_bit_exact_share": sum(p == float("inf") for p in psnr) / len(psnr),
