@@ -229,14 +229,17 @@ def headline_markdown(
     rows: Sequence[tuple[str, str, str]],
     *,
     anchors: Sequence[tuple[str, str]] = (),
+    fit_seconds: Mapping[tuple[str, int], float] | None = None,
 ) -> str:
-    """The first table of a dataset: chosen (detector, source) rows, and their gain over the best anchor.
+    """The first table of a dataset: chosen (detector, source) rows, their gain over the best anchor, their cost.
 
     Args:
         runs: run records of one dataset and preset.
         rows: (detector, generator, label) in display order; rows without runs are left out.
         anchors: (detector, generator) of the one-class anchors. Each other row's Δ is paired by seed
             against the anchor with the higher mean image AUROC.
+        fit_seconds: (generator, seed) -> seconds its generator's fit took, wherever it was fitted (a run
+            that loaded the fit records 0): the cost column charges every row its generator's fit.
     """
     present = [row for row in rows if per_seed(runs, row[0], row[1], "image_AUROC")]
     if not present:
@@ -249,6 +252,7 @@ def headline_markdown(
     headers = ["detector", "training defects", "seeds", *DETECTION_COLUMNS.values()]
     if best_anchor is not None:
         headers += [f"Δ {DETECTION_COLUMNS[m]} vs {best_anchor[0]}" for m in ("image_AUROC", "pixel_AUPR")]
+    headers.append("minutes: fit + train + test")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for detector, generator, label in present:
         seeds = per_seed(runs, detector, generator, "image_AUROC")
@@ -264,8 +268,25 @@ def headline_markdown(
                 ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, *best_anchor, metric)
                 differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
                 cells.append(format_cell(*mean_std(differences), signed=True))
+        cells.append(_minutes(runs, detector, generator, fit_seconds or {}))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _minutes(
+    runs: Sequence[dict[str, Any]], detector: str, generator: str, fit_seconds: Mapping[tuple[str, int], float]
+) -> str:
+    """Mean over seeds of generator fit + detector training + test, in minutes ("n/a" without timings)."""
+    totals = []
+    for run in runs:
+        timings = run.get("timings")
+        if run["detector"] != detector or run["generator"] != generator or not timings:
+            continue
+        fit = max(timings.get("generator_fit_s", 0.0), fit_seconds.get((generator, int(run["seed"])), 0.0))
+        totals.append((fit + timings.get("train_s", 0.0) + timings.get("test_s", 0.0)) / 60)
+    if not totals:
+        return "n/a"
+    return f"{statistics.fmean(totals):.0f}"
 
 
 def per_type_markdown(runs: Sequence[dict[str, Any]], detector: str, generator_order: Sequence[str] = ()) -> str:

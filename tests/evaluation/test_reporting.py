@@ -99,7 +99,7 @@ def test_per_type_table_averages_each_type_over_seeds() -> None:
 
 
 def _stored(generator: str, seed: int, auroc: float) -> dict:
-    return {"preset": "full", "detector": "segmenter", **_run(generator, seed, auroc, None, flagged=False)}
+    return {**_run(generator, seed, auroc, None, flagged=False), "preset": "full", "detector": "segmenter"}
 
 
 def test_two_processes_sharing_a_results_file_keep_each_others_runs(tmp_path) -> None:
@@ -136,3 +136,21 @@ def test_contrast_table_puts_the_shots_beside_the_test_and_each_generator() -> N
     assert table[2] == "| shots (what generators learn from) | 0.100 | 0.060 |"
     assert table[3] == "| held-out real (the test) | 0.200 | 0.100 |"
     assert table[4] == "| diffusion | 0.110 | 0.050 |" and len(table) == 5
+
+
+def test_the_headline_charges_each_row_its_generators_fit_once_loaded() -> None:
+    """A row that loaded its fit recorded 0 s of fitting: the cost column must still include the fit."""
+    from anomaly_synth_aug.evaluation.reporting import headline_markdown
+
+    def run(generator: str, fit_s: float) -> dict:
+        record = _stored(generator, 0, 0.8)
+        record["timings"] = {"generator_fit_s": fit_s, "train_s": 600.0, "test_s": 60.0}
+        return record
+
+    runs = [run("diffusion", 0.0), run("shots_only", 0.0)]
+    table = headline_markdown(
+        runs, [("segmenter", "diffusion", "diffusion"), ("segmenter", "shots_only", "shots")],
+        fit_seconds={("diffusion", 0): 540.0},
+    )  # fmt: skip
+    assert table.splitlines()[0].endswith("| minutes: fit + train + test |")
+    assert table.splitlines()[2].endswith("| 20 |") and table.splitlines()[3].endswith("| 11 |")
