@@ -16,6 +16,7 @@ once per generator and seed, the generation-quality measures. After every run it
     python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
+    python benchmarks/downstream.py --report-only                     # tables and charts from the JSON only
     python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
 """
 
@@ -151,6 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fitted generators and cached pools, reused across detectors and resumed runs (not results)",
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the tables and charts from the results files; run nothing"
+    )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (the budgets are for 2 cores)"
     )
@@ -398,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import_all_submodules()  # hours of runs: keep the code they started with, even if the tree is edited
     preset = resolve_preset(args.preset)
+    if args.report_only:
+        for data in args.data if args.data else default_datasets():
+            store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")
+            if store.runs:
+                write_reports(store, args.out / data.name, preset.name)
+                logger.info("rewrote the reports of %s", store.path)
+        return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
     seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]
     datasets = args.data if args.data else default_datasets()

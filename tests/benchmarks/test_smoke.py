@@ -55,6 +55,9 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     monkeypatch.setattr(downstream, "measure_generation_quality", must_not_run)
     assert downstream.main(argv) == 0  # everything is already recorded: nothing reruns
     assert json.loads((out / "downstream_smoke.json").read_text())["runs"] == results["runs"]
+    (out / "downstream_smoke.md").unlink()
+    assert downstream.main([*argv, "--report-only"]) == 0  # the tables again, from the JSON alone
+    assert (out / "downstream_smoke.md").read_text() == table
 
     # A later invocation limited to one generator still reports every recorded row, baseline first.
     limited = [*argv[:5], "perlin", *argv[7:]]
