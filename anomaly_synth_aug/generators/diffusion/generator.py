@@ -132,6 +132,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             least as visible as its shots, and scale the change down to the shots' contrast (``matched_guidance``,
             ``defect_strength``, from the same calibration: ``calibration.lowest_reaching_scale``,
             ``calibration.attenuation``); never up. Off: the scale closest to the shots, the whole change.
+        strength_jitter: each defect's change is scaled by a factor drawn log-uniformly from
+            ``[1 / (1 + j), 1 + j]`` on top of its calibrated strength (0: none). A few dozen shots show only
+            some of the visibilities a type comes in; a detector trained on a spread of them relies less on
+            the shots' own. Off by default; measured as the benchmark variant ``diffusion_strength_jitter``.
         keep_fine_detail: where a defect's box is larger than the patch (generated coarse, then upscaled), add
             back the target surface's texture finer than the patch can hold (``patches.fine_detail``), so a
             large defect changes the surface without smoothing it away.
@@ -163,6 +167,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "quality_filter",
             "keep_fine_detail",
             "match_contrast",
+            "strength_jitter",
             "min_inside_change",
             "max_outside_change",
             "max_retries",
@@ -205,6 +210,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         quality_filter: bool = True,
         keep_fine_detail: bool = True,
         match_contrast: bool = True,
+        strength_jitter: float = 0.0,
         min_inside_change: float = 0.03,
         max_outside_change: float = 2.0 / 255.0,
         max_retries: int = 2,
@@ -224,6 +230,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         if calibration_samples < 1:
             raise InvalidInputError(
                 f"calibration_samples must be >= 1, got {calibration_samples}", fix="use e.g. 8 defects per type"
+            )
+        if strength_jitter < 0:
+            raise InvalidInputError(
+                f"strength_jitter must be >= 0, got {strength_jitter}", fix="use 0 (off) or e.g. 1.0 (x0.5 to x2)"
             )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")

@@ -15,12 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from anomaly_synth_aug.data.sample import NORMAL_TYPE
 from anomaly_synth_aug.errors import NotFittedError
 from anomaly_synth_aug.generators.batch import GeneratedBatch
 from anomaly_synth_aug.generators.diffusion.masks import (
@@ -98,8 +100,20 @@ class SynthesisMixin:
             max_aspect=self.max_aspect,
         )
         scale = self.guidance_for(label) if guidance is None else guidance
-        strength = self.strength_for(label) if strength is None else strength
+        if strength is None:
+            strength = self.strength_for(label) * self._strength_factor(label, rng)
         return SynthesisJob(image, mask, box, token, label, rng, check_quality, scale, strength)
+
+    def _strength_factor(self: DiffusionAnomalyGenerator, label: str, rng: torch.Generator) -> float:
+        """How much more or less visible than its calibrated strength this defect is (``strength_jitter``).
+
+        Log-uniform in ``[1 / (1 + j), 1 + j]``, drawn from the job's stream only when jitter is on, so
+        without it every defect is the same as before. Normal variations are never jittered.
+        """
+        if self.strength_jitter == 0.0 or label == NORMAL_TYPE:
+            return 1.0
+        span = math.log1p(self.strength_jitter)
+        return math.exp(span * (2.0 * float(torch.rand((), generator=rng)) - 1.0))
 
     def _sample_mask(
         self: DiffusionAnomalyGenerator, image: torch.Tensor, defect_type: str, rng: torch.Generator

@@ -118,3 +118,30 @@ def test_strength_keeps_that_share_of_the_generated_change(tmp_path: Path) -> No
         assert change.abs().mean() > 0.01  # the defect changed the surface
         assert torch.allclose(kept, 0.5 * change, atol=1e-4)  # half of it
         assert torch.equal(halved[:, ~mask], image[:, ~mask])  # the background is still the input
+
+
+def test_strength_jitter_spreads_each_defects_strength_and_is_off_by_default(tmp_path: Path) -> None:
+    import pytest
+
+    from anomaly_synth_aug.errors import InvalidInputError
+
+    generator = DiffusionAnomalyGenerator(category="tiles", guidance_candidates=(1.0,), calibration_samples=1, **FAST)
+    generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
+    generator.defect_strength = {"dent": 0.5, "streak": 1.0}
+    token = generator.denoiser.token(1)[0]
+    image = normals()[0]
+
+    def strengths(label: str) -> list[float]:
+        streams = [torch.Generator().manual_seed(i) for i in range(40)]
+        return [generator._job(image, None, "dent", token, label, rng, False).strength for rng in streams]
+
+    assert set(strengths("dent")) == {0.5}  # off: the calibrated strength, nothing drawn
+    generator.strength_jitter = 1.0
+    jittered = strengths("dent")
+    assert all(0.25 - 1e-9 <= value <= 1.0 + 1e-9 for value in jittered)  # 0.5 x [1/2, 2]
+    assert min(jittered) < 0.4 and max(jittered) > 0.7  # spread over the range
+    assert set(strengths("good")) == {1.0}  # normal variations are never jittered
+    loaded = AnomalyGenerator.load(generator.save(tmp_path / "gen"), strength_jitter=0.5)  # a sampling option
+    assert loaded.strength_jitter == 0.5
+    with pytest.raises(InvalidInputError, match="strength_jitter"):
+        DiffusionAnomalyGenerator(strength_jitter=-1.0)
