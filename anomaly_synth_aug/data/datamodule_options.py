@@ -76,13 +76,18 @@ def check_init_args(
         raise InvalidInputError(f"seed must be >= 0, got {seed}", fix="pass a non-negative integer seed")
 
 
-def check_shot_share(shot_share: float, mode: object, anomaly_ratio: float) -> None:
-    """``shot_share`` is a share of the anomalous items' defects: there must be generated defects to share with."""
+def check_shot_share_range(shot_share: float) -> None:
+    """``shot_share`` is a share: in [0, 1] (the datamodule and ``ShotMixedDataset`` both check it)."""
     if not 0.0 <= shot_share <= 1.0:
         raise InvalidInputError(
             f"shot_share must be in [0, 1], got {shot_share}",
             fix="use e.g. 0.5: half of the anomalous training items are real shots, half generated defects",
         )
+
+
+def check_shot_share(shot_share: float, mode: object, anomaly_ratio: float) -> None:
+    """``shot_share`` is a share of the anomalous items' defects: there must be generated defects to share with."""
+    check_shot_share_range(shot_share)
     if shot_share > 0.0 and parse_choice(TrainMode, mode, "mode") == TrainMode.shots:
         raise InvalidInputError(
             f"shot_share={shot_share} mixes shots into generated defects, but mode='shots' generates none",
@@ -95,4 +100,4 @@ def check_shot_share(shot_share: float, mode: object, anomaly_ratio: float) -> N
         )
 
 
-__all__ = ["TrainMode", "ValSplit", "check_init_args", "check_shot_share", "is_cached"]
+__all__ = ["TrainMode", "ValSplit", "check_init_args", "check_shot_share", "check_shot_share_range", "is_cached"]

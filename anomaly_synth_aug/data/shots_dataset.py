@@ -28,6 +28,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
+from anomaly_synth_aug.data.datamodule_options import check_shot_share_range
 from anomaly_synth_aug.data.dataset import SyntheticAnomalyDataset
 from anomaly_synth_aug.data.io import MASK_THRESHOLD
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
@@ -130,11 +131,7 @@ class ShotMixedDataset(SyntheticAnomalyDataset):
         shot_share: float = 0.5,
         shot_transform: Transform | None = None,
     ) -> None:
-        if not 0.0 <= shot_share <= 1.0:
-            raise InvalidInputError(
-                f"shot_share must be in [0, 1], got {shot_share}",
-                fix="use e.g. 0.5: half of the anomalous training items are real shots, half generated defects",
-            )
+        check_shot_share_range(shot_share)
         super().__init__(
             generated.dataset,
             generated.generator,
