@@ -78,6 +78,10 @@ class AnomalyGenerator(ABC):
     #: Constructor arguments that change only how samples are drawn, never what ``fit`` learns:
     #: ``load(directory, **overrides)`` may change them on a saved generator without refitting.
     sampling_options: ClassVar[frozenset[str]] = frozenset()
+    #: Options added after fits and caches were stored, each with the value that behaves as the code did
+    #: before the option existed. At that value an option is left out of the fingerprints, so adding it
+    #: does not make every stored fit and sample cache look stale.
+    neutral_defaults: ClassVar[dict[str, Any]] = {}
     _registry: ClassVar[dict[str, type[AnomalyGenerator]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -253,6 +257,14 @@ class AnomalyGenerator(ABC):
             config[name] = _jsonable(getattr(self, name, param.default))
         return config
 
+    def fingerprint_config(self) -> dict[str, Any]:
+        """``get_config`` without the options that sit at their ``neutral_defaults`` (what fingerprints hash)."""
+        return {
+            name: value
+            for name, value in self.get_config().items()
+            if name not in self.neutral_defaults or value != _jsonable(self.neutral_defaults[name])
+        }
+
     def state_fingerprint(self) -> str:
         """Hash of learned state; classic generators have none. Learned ones override."""
         return ""
@@ -260,7 +272,7 @@ class AnomalyGenerator(ABC):
     def fingerprint(self) -> str:
         """Identity of this generator's behaviour: class, config and learned state (sha256 hex)."""
         payload = json.dumps(
-            {"class": type(self).__name__, "config": self.get_config(), "state": self.state_fingerprint()},
+            {"class": type(self).__name__, "config": self.fingerprint_config(), "state": self.state_fingerprint()},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()

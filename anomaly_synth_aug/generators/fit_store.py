@@ -94,7 +94,7 @@ class FitData:
 def training_fingerprint(generator: AnomalyGenerator) -> str:
     """sha256 of the class, its ``fit_version`` and the constructor config that shapes fitting (sampling options
     left out)."""
-    config = {k: v for k, v in generator.get_config().items() if k not in generator.sampling_options}
+    config = {k: v for k, v in generator.fingerprint_config().items() if k not in generator.sampling_options}
     return config_fingerprint(
         {"class": type(generator).__name__, "fit_version": generator.fit_version, "config": config}
     )

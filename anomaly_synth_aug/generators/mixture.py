@@ -84,6 +84,12 @@ class MixtureGenerator(AnomalyGenerator):
         """The components as ``{"class", "config"}`` records (what ``get_config`` saves)."""
         return [{"class": type(c).__name__, "config": c.get_config()} for c in self.components]
 
+    def fingerprint_config(self) -> dict[str, Any]:
+        """The components' fingerprint configs, so a component's neutral option is left out here too."""
+        config = super().fingerprint_config()
+        config["generators"] = [{"class": type(c).__name__, "config": c.fingerprint_config()} for c in self.components]
+        return config
+
     @property
     def defect_types(self) -> list[str]:
         names: list[str] = []

@@ -176,6 +176,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "progress",
         }
     )
+    #: strength_jitter came after fits and caches were stored; at 0 it draws exactly as before.
+    neutral_defaults: ClassVar[dict[str, Any]] = {"strength_jitter": 0.0}
 
     @captures_config
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError,
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import synthesis as synthesis_module
+from anomaly_synth_aug.generators.fit_store import training_fingerprint
 
 FAST = {**TINY, "max_steps": 4, "max_minutes": None, "batch_size": 4, "num_inference_steps": 3, "progress": False}
 
@@ -192,6 +194,32 @@ def test_save_load_round_trip_and_compatibility(fitted: DiffusionAnomalyGenerato
         loaded.check_compatible(defect_types=["dent"])
     with pytest.raises(CheckpointMismatchError, match="patch size"):
         loaded.check_compatible(patch_size=64)
+
+
+def test_folder_saved_before_an_option_existed_keeps_its_fingerprint(
+    fitted: DiffusionAnomalyGenerator, tmp_path: Path
+) -> None:
+    """Sample caches are keyed by the fingerprint: adding ``strength_jitter`` (neutral at 0) must not stale them."""
+    original_get_config = fitted.get_config
+
+    def config_of_older_code() -> dict:
+        return {k: v for k, v in original_get_config().items() if k != "strength_jitter"}
+
+    fitted.get_config = config_of_older_code  # type: ignore[method-assign]
+    try:
+        fitted.save(tmp_path)
+        saved_fingerprint = fitted.fingerprint()
+        saved_training = training_fingerprint(fitted)
+    finally:
+        del fitted.get_config
+    meta = json.loads((tmp_path / "generator.json").read_text())
+    assert "strength_jitter" not in meta["config"]
+    loaded = DiffusionAnomalyGenerator.load(tmp_path)
+    assert loaded.strength_jitter == 0.0
+    assert loaded.fingerprint() == saved_fingerprint == meta["fingerprint"]
+    assert training_fingerprint(loaded) == saved_training
+    jittered = DiffusionAnomalyGenerator.load(tmp_path, strength_jitter=1.0)
+    assert jittered.fingerprint() != saved_fingerprint  # a non-neutral value is a different generator
 
 
 def test_fit_resumes_from_checkpoint_dir_and_refuses_another_category(tmp_path: Path) -> None:
