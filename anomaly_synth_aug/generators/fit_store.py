@@ -13,7 +13,9 @@ that, and the store keeps one folder per key: ``<root>/<category>/<Class>-<key>/
 
 A fit is written to a temporary sibling folder and renamed into place, so an interrupted run never
 leaves a half-written fit that a later run would load; the saved state is checksummed and verified
-on load (``AnomalyGenerator.load_state``).
+on load (``AnomalyGenerator.load_state``). A generator that can resume its training (one with a
+``checkpoint_dir`` the caller left unset) checkpoints into ``.<Class>-<key>.partial/`` beside the
+fit's folder, so a fit interrupted after an hour continues from there on the next run.
 
 Example:
     >>> store = FitStore("runs/generators")
@@ -28,7 +30,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -189,9 +192,12 @@ class FitStore:
         logger.info("Fitting the %s for %r.", key.generator_class, key.category)
         normals, shots = data.load()
         start = time.perf_counter()
-        generator.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
+        partial = folder.parent / f".{folder.name}.partial"
+        with _resumable(generator, partial):
+            generator.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
         seconds = time.perf_counter() - start
         self._save(generator, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
+        shutil.rmtree(partial, ignore_errors=True)
         logger.info("Fitted the %s for %r in %.1f s; stored in %s.", key.generator_class, key.category, seconds, folder)
         return "fitted"
 
@@ -227,6 +233,24 @@ class FitStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
+
+
+@contextmanager
+def _resumable(generator: AnomalyGenerator, partial: Path) -> Iterator[None]:
+    """Checkpoint the fit into ``partial`` when the generator can resume (a ``checkpoint_dir`` left unset).
+
+    An interrupted fit then continues from its last checkpoint the next time the store fits this key.
+    The option is reset before the fit is saved: where a fit was checkpointed does not change what it
+    learned, and the stored config must match a fresh generator's.
+    """
+    if "checkpoint_dir" not in generator.get_config() or getattr(generator, "checkpoint_dir", None) is not None:
+        yield
+        return
+    generator.checkpoint_dir = partial  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        generator.checkpoint_dir = None  # type: ignore[attr-defined]
 
 
 def read_fit_record(folder: str | Path) -> dict[str, Any] | None:

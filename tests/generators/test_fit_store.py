@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -22,6 +23,25 @@ class SamplingSideGenerator(CountingLearnedGenerator):
     """``side`` only changes how samples are drawn: a changed side must not force a refit."""
 
     sampling_options = frozenset({"side"})
+
+
+class ResumableGenerator(CountingLearnedGenerator):
+    """Fails its first fit after writing progress to ``checkpoint_dir``; the next fit finds that progress."""
+
+    resumed_from: ClassVar[list[object]] = []
+
+    def __init__(self, side: int = 6, checkpoint_dir: str | Path | None = None) -> None:
+        super().__init__(side)
+        self.checkpoint_dir = checkpoint_dir
+
+    def _fit(self, normal_images, shots, generator) -> None:
+        progress = Path(self.checkpoint_dir) / "progress" if self.checkpoint_dir else None
+        type(self).resumed_from.append(progress.read_text() if progress and progress.is_file() else None)
+        if progress is not None and not progress.is_file():
+            progress.parent.mkdir(parents=True)
+            progress.write_text("step 3")
+            raise KeyboardInterrupt
+        super()._fit(normal_images, shots, generator)
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +79,26 @@ def test_sampling_options_share_a_fit_training_settings_do_not(tmp_path: Path, t
     assert store.fit_or_load(other, fit_data(tiny_mvtec, other)) == "fitted"
     fresh = CountingLearnedGenerator(side=4)
     assert store.fit_or_load(fresh, fit_data(tiny_mvtec, fresh, seed=1)) == "fitted"  # another seed, another fit
+
+
+def test_an_interrupted_fit_resumes_from_its_partial_folder(tmp_path: Path, tiny_mvtec: Path) -> None:
+    ResumableGenerator.resumed_from = []
+    store = FitStore(tmp_path / "fits")
+    first = ResumableGenerator()
+    with pytest.raises(KeyboardInterrupt):
+        store.fit_or_load(first, fit_data(tiny_mvtec, first))
+    assert first.checkpoint_dir is None  # the store's checkpoint folder is not left on the generator
+    again = ResumableGenerator()
+    assert store.fit_or_load(again, fit_data(tiny_mvtec, again)) == "fitted"
+    assert ResumableGenerator.resumed_from == [None, "step 3"]
+    folder = store.folder_for(again, fit_data(tiny_mvtec, again))
+    assert json.loads((folder / "generator.json").read_text())["config"]["checkpoint_dir"] is None
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # the partial folder is gone
+    assert store.fit_or_load(ResumableGenerator(), fit_data(tiny_mvtec, again)) == "loaded"
+    own = ResumableGenerator(checkpoint_dir=tmp_path / "mine")  # a caller's own checkpoint_dir is respected
+    with pytest.raises(KeyboardInterrupt):
+        FitStore(tmp_path / "other").fit_or_load(own, fit_data(tiny_mvtec, own))
+    assert (tmp_path / "mine" / "progress").is_file()
 
 
 def test_the_key_is_the_files_contents_not_their_place(tmp_path: Path, tiny_mvtec: Path) -> None:
