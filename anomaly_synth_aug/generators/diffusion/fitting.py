@@ -35,13 +35,10 @@ from anomaly_synth_aug.generators.diffusion.masks import (
     defects_lie_on_objects,
 )
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.patch_source import PatchSource
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
-from anomaly_synth_aug.generators.diffusion.training import (
-    PatchSource,
-    TrainingSettings,
-    train_denoiser,
-)
+from anomaly_synth_aug.generators.diffusion.training import TrainingSettings, train_denoiser
 from anomaly_synth_aug.utils.random import (
     as_torch_generator,
     derive_seed,
@@ -94,6 +91,8 @@ class FittingMixin:
                 fill=self.fill,
                 max_aspect=self.max_aspect,
                 channels=self._image_channels,
+                window_scale=self.window_scale,
+                max_windows=self.max_windows,
             )
             settings = TrainingSettings(
                 max_steps=self.max_steps,
@@ -246,7 +245,7 @@ class FittingMixin:
 
     def _identity(self: DiffusionAnomalyGenerator) -> dict[str, Any]:
         """What a resumable training checkpoint must match to be resumed for this generator."""
-        return {
+        identity: dict[str, Any] = {
             "category": self.category,
             "defect_types": self._defect_types,
             "patch_size": self.patch_size,
@@ -255,6 +254,9 @@ class FittingMixin:
             "layers_per_block": self.layers_per_block,
             "attention": self.attention,
         }
+        if self.window_scale is not None:  # only then: checkpoints written before the option still resume
+            identity.update(window_scale=self.window_scale, max_windows=self.max_windows)
+        return identity
 
 
 __all__ = ["AUTO", "FALLBACK_GUIDANCE", "FEW_SHOTS_WARNING", "FittingMixin"]

@@ -88,6 +88,14 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         patch_size: side of the square patch the defect is generated in (multiple of 4).
         fill: fraction of the patch side the mask's bounding box spans; the rest is context.
         max_aspect: largest aspect ratio of the crop box (long thin defects keep their width).
+        window_scale: patch scale follows the defect. None: each defect is generated in one patch over
+            its context box, however large (a large box is generated coarse and upscaled). A number:
+            a defect whose box is larger than ``patch_size * window_scale`` native pixels is generated
+            in windows of that side, one after another, and training crops such shots to windows of
+            the same size (``patches.defect_windows``); e.g. 2.0 keeps a 3 px crack 1.5 px wide in
+            the patch. Shapes what is learned, so it is a fitting option.
+        max_windows: most windows per defect; a defect that needs more is tiled at a coarser scale.
+            Bounds generation cost at ``max_windows`` times the UNet passes of one patch.
         block_out_channels: UNet widths per level.
         layers_per_block: UNet ResNet layers per level.
         attention: self-attention at the UNet's lowest resolution.
@@ -176,8 +184,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "progress",
         }
     )
-    #: strength_jitter came after fits and caches were stored; at 0 it draws exactly as before.
-    neutral_defaults: ClassVar[dict[str, Any]] = {"strength_jitter": 0.0}
+    #: Options that came after fits and caches were stored; at these values they behave exactly as before.
+    neutral_defaults: ClassVar[dict[str, Any]] = {"strength_jitter": 0.0, "window_scale": None, "max_windows": 4}
 
     @captures_config
     def __init__(
@@ -186,6 +194,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         patch_size: int = 32,
         fill: float = 0.5,
         max_aspect: float = 3.0,
+        window_scale: float | None = None,
+        max_windows: int = 4,
         block_out_channels: Sequence[int] = (32, 64, 64),
         layers_per_block: int = 1,
         attention: bool = True,
@@ -239,6 +249,11 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
+        if (window_scale is not None and window_scale < 1.0) or max_windows < 1:
+            raise InvalidInputError(
+                f"got window_scale={window_scale}, max_windows={max_windows}",
+                fix="use window_scale >= 1 (e.g. 2.0) or None, and max_windows >= 1",
+            )
         self.block_out_channels = tuple(block_out_channels)
         self.guidance_candidates = tuple(float(c) for c in guidance_candidates)
         self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir is not None else None

@@ -7,7 +7,9 @@ patch, so small defects are modelled 1:1, and long thin defects get a box of
 bounded aspect ratio so they stay visible), resized to ``patch_size`` and, after
 generation, resized back and pasted *only inside a mask*, so every pixel outside
 it is bit-identical to the input. Training and generation use the same rule, so
-the model always sees defects at the scale it will be asked to draw them.
+the model always sees defects at the scale it will be asked to draw them. With ``window_scale``
+a defect whose box is larger than a window is generated in several windows of finer scale instead
+(``defect_windows``), and training crops such defects to windows of the same size.
 """
 
 from __future__ import annotations
@@ -88,6 +90,86 @@ def context_box(
     top = _place(bbox.top, bbox.bottom, box_h, height, offset[0])
     left = _place(bbox.left, bbox.right, box_w, width, offset[1])
     return CropBox(top, left, box_h, box_w)
+
+
+#: Each retry of the window search coarsens the scale by this factor.
+_SCALE_STEP = 1.25
+
+
+def defect_windows(
+    mask: torch.Tensor,
+    box: CropBox,
+    *,
+    patch_size: int,
+    window_scale: float | None,
+    max_windows: int = 4,
+    overlap: float = 0.25,
+) -> list[CropBox]:
+    """The boxes one defect is generated in: ``box`` itself, or windows whose scale follows the defect.
+
+    A context box larger than the patch is generated coarse and upscaled: a large defect loses its
+    fine structure, and a thin crack in a long box becomes sub-pixel in the patch. With
+    ``window_scale`` (native pixels per patch pixel), square windows of side ``patch_size *
+    window_scale`` tile the mask's bounding box instead (neighbours overlap by ``overlap`` of a side)
+    and are generated one after another, each seeing what the earlier ones painted. A defect that
+    would need more than ``max_windows`` windows is tiled at the finest coarser scale (in steps of
+    x1.25) that needs at most that many, which bounds the cost per defect; one that fits a window,
+    or needs one as large as ``box``, keeps ``box``. Only windows holding mask pixels that no earlier
+    window held are kept, in row-major order.
+
+    Example:
+        >>> defect_windows(mask, box, patch_size=32, window_scale=2.0)  # [box] when box fits in 64 px
+    """
+    if window_scale is None:
+        return [box]
+    if window_scale < 1.0 or max_windows < 1 or not 0.0 <= overlap < 1.0:
+        raise InvalidInputError(
+            f"got window_scale={window_scale}, max_windows={max_windows}, overlap={overlap}",
+            fix="use window_scale >= 1 (or None), max_windows >= 1 and overlap in [0, 1)",
+        )
+    bbox = mask_bbox(mask)
+    scale = window_scale
+    while True:
+        side = round(patch_size * scale)
+        if side >= max(box.height, box.width):
+            return [box]
+        windows = _tiles(mask, bbox, side, overlap)
+        if len(windows) <= max_windows:
+            return windows
+        scale *= _SCALE_STEP
+
+
+def _tiles(mask: torch.Tensor, bbox: CropBox, side: int, overlap: float) -> list[CropBox]:
+    """Windows of ``side`` over ``bbox`` that each add mask pixels no earlier window held (row-major)."""
+    height, width = mask.shape[-2:]
+    side_h, side_w = min(side, height), min(side, width)
+    windows: list[CropBox] = []
+    covered = torch.zeros_like(mask, dtype=torch.bool)
+    for top in _window_starts(bbox.top, bbox.bottom, side_h, height, overlap):
+        for left in _window_starts(bbox.left, bbox.right, side_w, width, overlap):
+            window = CropBox(top, left, side_h, side_w)
+            rows, cols = window.slices()
+            if bool((mask[rows, cols] & ~covered[rows, cols]).any()):
+                windows.append(window)
+                covered[rows, cols] = True
+    return windows
+
+
+def _window_starts(start: int, end: int, side: int, limit: int, overlap: float) -> list[int]:
+    """Starts of windows of ``side`` covering ``[start, end)`` with the given overlap, inside ``[0, limit)``."""
+    span = end - start
+    if span <= side:
+        return [_place(start, end, side, limit, 0.5)]
+    count = math.ceil((span - side) / (side * (1.0 - overlap))) + 1
+    starts = [start + round(i * (span - side) / (count - 1)) for i in range(count)]
+    return [min(max(0, value), limit - side) for value in starts]
+
+
+def enclosing_box(boxes: list[CropBox]) -> CropBox:
+    """The smallest box holding every box of ``boxes``."""
+    top, left = min(b.top for b in boxes), min(b.left for b in boxes)
+    bottom, right = max(b.bottom for b in boxes), max(b.right for b in boxes)
+    return CropBox(top, left, bottom - top, right - left)
 
 
 def _place(start: int, end: int, length: int, limit: int, offset: float) -> int:

@@ -1,10 +1,12 @@
 """The generate loop of the diffusion generator: place, sample, paste, judge, retry.
 
 Each defect to make is a ``SynthesisJob``: a target image, a placement mask (given, or drawn from
-the shot-mask bank or the mask prior, on the foreground), the context box around it, a token, a
-guidance scale and a private random stream. ``SynthesisMixin._synthesise`` crops every job's box
-to a patch, denoises the patches in UNet batches (``sampling.PatchSampler``), resizes each back and
-pastes it *only inside its mask*, so the background stays bit-identical. Jobs that check quality are
+the shot-mask bank or the mask prior, on the foreground), the boxes it is generated in (its context
+box, or with ``window_scale`` several windows, ``patches.defect_windows``), a token, a guidance scale
+and a private random stream. ``SynthesisMixin._synthesise`` crops every job's box to a patch,
+denoises the patches in UNet batches (``sampling.PatchSampler``), resizes each back and pastes it
+*only inside its mask*, so the background stays bit-identical. Windows are drawn in rounds: round
+``k`` generates every job's ``k``-th window from the image the earlier rounds painted. Jobs that check quality are
 judged by the pixel ``QualityFilter`` and, with ``realism_filter``, by ``ShotRealism``; rejected ones
 are drawn again with more fresh noise, up to ``max_retries`` times, and the last draw is kept.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,14 +39,14 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     context_box,
     crop_image_patch,
     crop_mask_patch,
+    defect_windows,
+    enclosing_box,
     fine_detail,
     mask_bbox,
     paste_patch,
     uncrop_patch,
 )
 from anomaly_synth_aug.generators.diffusion.quality import (
-    QualityVerdict,
-    composite,
     refine_mask,
 )
 from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler, SamplingMode
@@ -61,7 +63,11 @@ RETRY_INVERSION_NOISE = 0.5
 
 @dataclass
 class SynthesisJob:
-    """One patch to synthesise: its image, placement, token, guidance scale and private random stream."""
+    """One defect to synthesise: its image, placement, boxes, token, guidance scale and private random stream.
+
+    ``windows`` are the boxes generated one after another (default: ``[box]``); ``box`` encloses them
+    all and is where the result is judged.
+    """
 
     image: torch.Tensor
     mask: torch.Tensor
@@ -72,6 +78,11 @@ class SynthesisJob:
     check_quality: bool
     guidance: float = 1.0
     strength: float = 1.0
+    windows: list[CropBox] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            self.windows = [self.box]
 
 
 class SynthesisMixin:
@@ -99,10 +110,14 @@ class SynthesisMixin:
             fill=self.fill,
             max_aspect=self.max_aspect,
         )
+        windows = defect_windows(
+            mask, box, patch_size=self.patch_size, window_scale=self.window_scale, max_windows=self.max_windows
+        )
         scale = self.guidance_for(label) if guidance is None else guidance
         if strength is None:
             strength = self.strength_for(label) * self._strength_factor(label, rng)
-        return SynthesisJob(image, mask, box, token, label, rng, check_quality, scale, strength)
+        extent = enclosing_box([box, *windows])
+        return SynthesisJob(image, mask, extent, token, label, rng, check_quality, scale, strength, windows)
 
     def _strength_factor(self: DiffusionAnomalyGenerator, label: str, rng: torch.Generator) -> float:
         """How much more or less visible than its calibrated strength this defect is (``strength_jitter``).
@@ -140,14 +155,8 @@ class SynthesisMixin:
         """
         if not jobs:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
-        channels = self.denoiser.config.image_channels
-        known = torch.stack(
-            [crop_image_patch(channels_for_model(job.image, channels), job.box, self.patch_size) for job in jobs]
-        )
-        patch_masks = torch.stack([crop_mask_patch(job.mask, job.box, self.patch_size) for job in jobs])
-        details: dict[int, torch.Tensor] = {}  # each job's fine detail, once, however often it is retried
-        results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         reasons: Counter[str] = Counter()
+        results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         attempts = exhausted = 0
         pending = list(range(len(jobs)))
         realism = self._realism if self.realism_filter and judge_realism else None
@@ -155,26 +164,16 @@ class SynthesisMixin:
             for attempt in range(self.max_retries + 1):
                 if not pending:
                     break
-                patches = self._sample_patches(self._sampler(attempt), jobs, pending, known, patch_masks)
+                candidates = self._draw(self._sampler(attempt), jobs, pending)
                 attempts += len(pending)
                 last = attempt == self.max_retries
-                candidates: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
                 rejected: dict[int, str] = {}
-                for index, patch in zip(pending, patches, strict=True):
+                for index, (image, region) in candidates.items():
                     job = jobs[index]
-                    if job.strength != 1.0:  # as visible as the shots: keep that share of the change
-                        patch = known[index] + job.strength * (patch - known[index])
-                    restored = uncrop_patch(patch, job.box).expand(job.image.shape[0], -1, -1)
-                    if self.keep_fine_detail:
-                        if index not in details:
-                            details[index] = fine_detail(job.image, job.box, self.patch_size)
-                        restored = (restored + details[index]).clamp(0.0, 1.0)
-                    region = self._paste_region(job, restored)
-                    full_region = torch.zeros_like(job.mask)
-                    full_region[job.box.slices()] = region
-                    candidates[index] = (paste_patch(job.image, restored, job.box, full_region), full_region)
                     if job.check_quality:
-                        verdict = self._assess(job, restored, region)
+                        rows, cols = job.box.slices()
+                        before, after = job.image[:, rows, cols], image[:, rows, cols]
+                        verdict = self._filter.assess(before, after, (job.mask | region)[rows, cols])
                         if not verdict.accepted:
                             rejected[index] = verdict.reason
                 judged = [i for i in candidates if jobs[i].check_quality and i not in rejected]
@@ -228,35 +227,63 @@ class SynthesisMixin:
         known: torch.Tensor,
         patch_masks: torch.Tensor,
     ) -> list[torch.Tensor]:
-        """Generated patches for ``indices``, ``generation_batch_size`` at a time (sizes already uniform)."""
+        """Generated patches for ``indices`` (``known[k]`` and ``patch_masks[k]`` belong to ``indices[k]``),
+        ``generation_batch_size`` at a time."""
         patches: list[torch.Tensor] = []
         for start in range(0, len(indices), self.generation_batch_size):
-            chunk = indices[start : start + self.generation_batch_size]
+            stop = start + self.generation_batch_size
+            chunk = indices[start:stop]
             tokens = torch.stack([jobs[i].token for i in chunk])
             scales = torch.tensor([jobs[i].guidance for i in chunk])
-            out = sampler.sample(known[chunk], patch_masks[chunk], tokens, [jobs[i].rng for i in chunk], scales)
-            patches.extend(out)
+            rngs = [jobs[i].rng for i in chunk]
+            patches.extend(sampler.sample(known[start:stop], patch_masks[start:stop], tokens, rngs, scales))
         return patches
 
-    def _paste_region(self: DiffusionAnomalyGenerator, job: SynthesisJob, restored: torch.Tensor) -> torch.Tensor:
+    def _draw(
+        self: DiffusionAnomalyGenerator, sampler: PatchSampler, jobs: list[SynthesisJob], indices: list[int]
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """One draw of each job in ``indices``: ``{index: (image, pasted region)}``, window by window.
+
+        Round ``k`` samples the ``k``-th window of every job that has one, in UNet batches, from the
+        image as the earlier rounds left it, and pastes the mask pixels no earlier window painted.
+        """
+        channels = self.denoiser.config.image_channels
+        images = {i: jobs[i].image for i in indices}
+        painted = {i: torch.zeros_like(jobs[i].mask) for i in indices}
+        for round_index in range(max(len(jobs[i].windows) for i in indices)):
+            active = [i for i in indices if round_index < len(jobs[i].windows)]
+            windows = {i: jobs[i].windows[round_index] for i in active}
+            known = torch.stack(
+                [crop_image_patch(channels_for_model(images[i], channels), windows[i], self.patch_size) for i in active]
+            )
+            masks = torch.stack([crop_mask_patch(jobs[i].mask, windows[i], self.patch_size) for i in active])
+            patches = self._sample_patches(sampler, jobs, active, known, masks)
+            for position, (index, patch) in enumerate(zip(active, patches, strict=True)):
+                job, window = jobs[index], windows[index]
+                if job.strength != 1.0:  # as visible as the shots: keep that share of the change
+                    patch = known[position] + job.strength * (patch - known[position])
+                restored = uncrop_patch(patch, window).expand(job.image.shape[0], -1, -1)
+                if self.keep_fine_detail:
+                    restored = (restored + fine_detail(images[index], window, self.patch_size)).clamp(0.0, 1.0)
+                rows, cols = window.slices()
+                placement = job.mask[rows, cols] & ~painted[index][rows, cols]
+                region = self._paste_region(images[index][:, rows, cols], restored, placement)
+                region &= ~painted[index][rows, cols]
+                full_region = torch.zeros_like(job.mask)
+                full_region[rows, cols] = region
+                images[index] = paste_patch(images[index], restored, window, full_region)
+                painted[index] |= full_region
+        return {i: (images[i], painted[i]) for i in indices}
+
+    def _paste_region(
+        self: DiffusionAnomalyGenerator, before: torch.Tensor, restored: torch.Tensor, placement: torch.Tensor
+    ) -> torch.Tensor:
         """Bool mask over the box to paste through: where the patch really changed near the placement
         (mask alignment), or the placement itself when refinement is off or finds no change (never empty)."""
-        rows, cols = job.box.slices()
-        placement = job.mask[rows, cols]
         if not self.refine_masks:
-            return placement
-        refined = refine_mask(job.image[:, rows, cols], restored, placement, dilation=self.refine_dilation)
-        return refined if bool(refined.any()) else placement
-
-    def _assess(
-        self: DiffusionAnomalyGenerator, job: SynthesisJob, restored: torch.Tensor, region: torch.Tensor
-    ) -> QualityVerdict:
-        """Judge the box as it will be returned; measured over placement and refined mask together, so a
-        defect that filled only a sliver of the requested placement counts as incomplete."""
-        rows, cols = job.box.slices()
-        before = job.image[:, rows, cols]
-        placement = job.mask[rows, cols]
-        return self._filter.assess(before, composite(before, restored, region), placement | region)
+            return placement.clone()
+        refined = refine_mask(before, restored, placement, dilation=self.refine_dilation)
+        return refined if bool(refined.any()) else placement.clone()
 
 
 __all__ = ["RETRY_INVERSION_NOISE", "SynthesisJob", "SynthesisMixin"]

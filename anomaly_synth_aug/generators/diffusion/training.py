@@ -1,13 +1,8 @@
 """Training the denoiser from scratch on few-shot defect patches and normal patches, on CPU, within a budget.
 
-Each batch mixes
-
-* defect patches cut around each shot's mask (jittered scale/position, flips,
-  rot90, mild gain/offset), labelled with their type's token only (SeaS
-  decoupled anomaly alignment), and
-* normal patches cut from normal images at the same scales, carrying a real
-  shot's mask as the inpainting region and the NORMAL token, trained on the
-  whole patch (SeaS normal alignment: the model also learns normal variation).
+Each batch (``patch_source.PatchSource``) mixes defect patches cut around each shot's mask,
+labelled with their type's token only (SeaS decoupled anomaly alignment), and normal patches at
+the same scales with the NORMAL token, trained on the whole patch (SeaS normal alignment).
 
 The loss combines the mechanisms in ``losses.py`` (masked defect loss, adaptive
 mask re-weighting, background disentanglement), each switchable in
@@ -21,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +26,6 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.diffusion.losses import (
     adaptive_mask_weights,
@@ -42,14 +35,7 @@ from anomaly_synth_aug.generators.diffusion.losses import (
     masked_denoising_loss,
 )
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
-from anomaly_synth_aug.generators.diffusion.patches import (
-    CropBox,
-    channels_for_model,
-    context_box,
-    crop_image_patch,
-    crop_mask_patch,
-    mask_bbox,
-)
+from anomaly_synth_aug.generators.diffusion.patch_source import PatchBatch, PatchSource
 from anomaly_synth_aug.generators.diffusion.training_checkpoint import (
     TrainingCheckpoint,
 )
@@ -66,134 +52,6 @@ def make_noise_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
         prediction_type="epsilon",
         clip_sample=True,
     )
-
-
-@dataclass
-class PatchBatch:
-    """A training batch: patches in [0, 1], their masks, token indices and which ones are defects."""
-
-    images: torch.Tensor  # [B, C, p, p] float in [0, 1]
-    masks: torch.Tensor  # [B, 1, p, p] bool
-    tokens: torch.Tensor  # [B] long: 0 normal, k + 1 defect type k
-    is_defect: torch.Tensor  # [B] bool
-
-
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _index(count: int, generator: torch.Generator | None) -> int:
-    return int(torch.randint(count, (), generator=generator))
-
-
-class PatchSource:
-    """Draws augmented training patches from the shots and the normal images.
-
-    Args:
-        shots: defect samples (non-empty masks), each of a type in ``defect_types``.
-        normal_images: float ``[C, H, W]`` normal images (any sizes).
-        defect_types: ordered type names; type ``k`` gets token ``k + 1``.
-        patch_size: side of the patches.
-        fill: nominal fraction of the patch side the mask bbox spans (jittered by ``fill_jitter``).
-        max_aspect: largest aspect ratio of the crop box (see ``context_box``).
-        augment: flips, rot90 and gain/offset jitter (off for tests that need exact crops).
-        channels: image channels the model works in (1 for grey datasets, see ``channels_for_model``).
-    """
-
-    def __init__(
-        self,
-        shots: Sequence[AnomalySample],
-        normal_images: Sequence[torch.Tensor],
-        defect_types: Sequence[str],
-        *,
-        patch_size: int,
-        fill: float,
-        fill_jitter: float = 1.3,
-        max_aspect: float = 1.0,
-        augment: bool = True,
-        channels: int = 3,
-    ) -> None:
-        self.defect_types = list(defect_types)
-        self.patch_size = patch_size
-        self.fill = fill
-        self.fill_jitter = fill_jitter
-        self.max_aspect = max_aspect
-        self.augment = augment
-        self.normal_images = [channels_for_model(image, channels) for image in normal_images]
-        self.shots = list(shots)
-        self._shot_images = [channels_for_model(shot.image, channels) for shot in self.shots]
-        self._bboxes = [mask_bbox(shot.mask) for shot in self.shots]
-        self._by_type: list[list[int]] = [[] for _ in self.defect_types]
-        for index, shot in enumerate(self.shots):
-            self._by_type[self.defect_types.index(shot.defect_type)].append(index)
-        empty = [name for name, members in zip(self.defect_types, self._by_type, strict=True) if not members]
-        if empty:
-            raise InvalidInputError(f"no shots for defect types {empty}", fix="pass at least one shot per defect type")
-
-    def draw(self, batch_size: int, normal_fraction: float, generator: torch.Generator | None) -> PatchBatch:
-        """``batch_size`` patches, ``round(batch_size * normal_fraction)`` of them normal (if normal images exist)."""
-        n_normal = round(batch_size * normal_fraction) if self.normal_images else 0
-        images, masks, tokens = [], [], []
-        for position in range(batch_size):
-            is_normal = position < n_normal
-            type_index = _index(len(self.defect_types), generator)  # uniform over types, then over shots
-            shot_index = self._by_type[type_index][_index(len(self._by_type[type_index]), generator)]
-            image, mask, box = self._shot_patch(shot_index, generator)
-            if is_normal:  # the shot's mask at its own scale, as the inpainting region of a normal patch
-                image = self._normal_patch((box.height, box.width), generator)
-                mask = self._augment_geometry(mask, generator)
-            images.append(self._augment_gain(image, generator))
-            masks.append(mask)
-            tokens.append(NORMAL_TOKEN if is_normal else type_index + 1)
-        token_tensor = torch.tensor(tokens, dtype=torch.long)
-        return PatchBatch(
-            images=torch.stack(images),
-            masks=torch.stack(masks),
-            tokens=token_tensor,
-            is_defect=token_tensor != NORMAL_TOKEN,
-        )
-
-    def _jittered_box(self, bbox: CropBox, image_size: tuple[int, int], generator: torch.Generator | None) -> CropBox:
-        fill, offset = self.fill, (0.5, 0.5)
-        if self.augment:
-            scale = math.exp(_uniform(-math.log(self.fill_jitter), math.log(self.fill_jitter), generator))
-            offset = (_uniform(0.2, 0.8, generator), _uniform(0.2, 0.8, generator))
-            fill = min(1.0, self.fill * scale)
-        return context_box(
-            bbox, image_size, patch_size=self.patch_size, fill=fill, offset=offset, max_aspect=self.max_aspect
-        )
-
-    def _shot_patch(
-        self, index: int, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, CropBox]:
-        shot = self.shots[index]
-        box = self._jittered_box(self._bboxes[index], tuple(shot.image.shape[-2:]), generator)
-        image = crop_image_patch(self._shot_images[index], box, self.patch_size)
-        mask = crop_mask_patch(shot.mask, box, self.patch_size)
-        both = self._augment_geometry(torch.cat([image, mask.to(image.dtype)]), generator)
-        return both[:-1], both[-1:] > 0.5, box
-
-    def _normal_patch(self, box_size: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
-        image = self.normal_images[_index(len(self.normal_images), generator)]
-        height, width = image.shape[-2:]
-        box_h, box_w = min(box_size[0], height), min(box_size[1], width)
-        box = CropBox(_index(height - box_h + 1, generator), _index(width - box_w + 1, generator), box_h, box_w)
-        return self._augment_geometry(crop_image_patch(image, box, self.patch_size), generator)
-
-    def _augment_geometry(self, patch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        if not self.augment:
-            return patch
-        if _index(2, generator):
-            patch = patch.flip(-1)
-        if _index(2, generator):
-            patch = patch.flip(-2)
-        return torch.rot90(patch, _index(4, generator), dims=(-2, -1))
-
-    def _augment_gain(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Mild global gain/offset so a defect is learned relative to its surroundings, not absolute grey levels."""
-        if not self.augment:
-            return image
-        return (image * _uniform(0.9, 1.1, generator) + _uniform(-0.05, 0.05, generator)).clamp(0.0, 1.0)
 
 
 @dataclass

@@ -196,6 +196,34 @@ def test_save_load_round_trip_and_compatibility(fitted: DiffusionAnomalyGenerato
         loaded.check_compatible(patch_size=64)
 
 
+def test_window_scale_paints_a_long_defect_window_by_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patch scale follows the defect: a 40 px streak is drawn in 16 px windows, not one downscaled box."""
+    windowed = DiffusionAnomalyGenerator(category="tiles", window_scale=1.0, max_windows=8, **FAST)
+    windowed.fit(normals(), shots(), generator=_seed(0))
+    rounds: list[int] = []
+    sample_patches = windowed._sample_patches
+
+    def counting(sampler, jobs, indices, known, masks):
+        rounds.append(len(indices))
+        assert known.shape[-1] == 16
+        return sample_patches(sampler, jobs, indices, known, masks)
+
+    monkeypatch.setattr(windowed, "_sample_patches", counting)
+    placement = torch.zeros(40, 48, dtype=torch.bool)
+    placement[20:22, 4:44] = True
+    image = surface(1)
+    batch = windowed.generate([image], masks=[placement], defect_types=["streak"], generator=_seed(3))
+    assert len(rounds) >= 3  # one UNet pass per window, in order
+    assert torch.equal(batch.masks[0], placement)  # every pixel painted, once
+    assert torch.equal(batch.images[0][:, ~placement], image[:, ~placement])  # nothing else touched
+    assert float((batch.images[0][:, placement] - image[:, placement]).abs().mean()) > 0
+    again = DiffusionAnomalyGenerator(category="tiles", window_scale=1.0, max_windows=8, **FAST)
+    again.fit(normals(), shots(), generator=_seed(0))
+    repeat = again.generate([image], masks=[placement], defect_types=["streak"], generator=_seed(3))
+    assert torch.equal(repeat.images[0], batch.images[0])  # deterministic, window order included
+    assert training_fingerprint(again) != training_fingerprint(DiffusionAnomalyGenerator(category="tiles", **FAST))
+
+
 def test_folder_saved_before_an_option_existed_keeps_its_fingerprint(
     fitted: DiffusionAnomalyGenerator, tmp_path: Path
 ) -> None:

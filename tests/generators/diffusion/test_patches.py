@@ -11,6 +11,8 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     context_box,
     crop_image_patch,
     crop_mask_patch,
+    defect_windows,
+    enclosing_box,
     fine_detail,
     mask_bbox,
     paste_patch,
@@ -142,3 +144,58 @@ def test_a_large_generated_defect_keeps_the_surface_texture() -> None:
     inside = (slice(None), slice(20, 140), slice(20, 140))
     assert smooth[inside].std() < 0.02 < 0.15 < textured[inside].std()
     assert torch.allclose(textured[inside].mean(), image[inside].mean() + 0.1, atol=1e-3)  # still brighter
+
+
+# ------------------------------------------------------------------ windows
+def _crack(length: int = 150, size: tuple[int, int] = (120, 200)) -> torch.Tensor:
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[60:63, 20 : 20 + length] = True
+    return mask
+
+
+def _box(mask: torch.Tensor) -> CropBox:
+    return context_box(mask_bbox(mask), tuple(mask.shape), patch_size=16, fill=0.5, max_aspect=3.0)
+
+
+def test_without_window_scale_a_defect_keeps_its_one_box() -> None:
+    mask = _crack()
+    assert defect_windows(mask, _box(mask), patch_size=16, window_scale=None) == [_box(mask)]
+
+
+def test_a_defect_that_fits_one_window_keeps_its_box() -> None:
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[30:34, 30:34] = True  # box 16 px: fits a 32 px window
+    assert defect_windows(mask, _box(mask), patch_size=16, window_scale=2.0) == [_box(mask)]
+
+
+def test_a_long_crack_is_tiled_at_the_window_scale_and_every_pixel_is_in_a_window() -> None:
+    mask = _crack()
+    box = _box(mask)
+    assert box.width / 16 > 9  # one patch would shrink the 3 px crack below a pixel
+    windows = defect_windows(mask, box, patch_size=16, window_scale=2.0, max_windows=8)
+    assert len(windows) > 1 and all((w.height, w.width) == (32, 32) for w in windows)
+    covered = torch.zeros_like(mask)
+    for window in windows:
+        rows, cols = window.slices()
+        assert bool((mask[rows, cols] & ~covered[rows, cols]).any())  # each window adds defect pixels
+        covered[rows, cols] = True
+        assert window.top >= 0 and window.left >= 0 and window.bottom <= 120 and window.right <= 200
+    assert bool(covered[mask].all())
+    outer = enclosing_box(windows)
+    assert all(outer.top <= w.top and w.bottom <= outer.bottom for w in windows)
+
+
+def test_max_windows_coarsens_the_scale_instead_of_adding_windows() -> None:
+    mask = _crack()
+    fine = defect_windows(mask, _box(mask), patch_size=16, window_scale=2.0, max_windows=8)
+    bounded = defect_windows(mask, _box(mask), patch_size=16, window_scale=2.0, max_windows=2)
+    assert len(bounded) <= 2 < len(fine)
+    assert bounded[0].width > fine[0].width
+
+
+def test_bad_window_settings_are_rejected() -> None:
+    mask = _crack()
+    with pytest.raises(InvalidInputError, match="window_scale"):
+        defect_windows(mask, _box(mask), patch_size=16, window_scale=0.5)
+    with pytest.raises(InvalidInputError, match="max_windows"):
+        defect_windows(mask, _box(mask), patch_size=16, window_scale=2.0, max_windows=0)

@@ -1,4 +1,4 @@
-"""Training: patch sampling, the loss mechanisms (each would fail its test if removed), budget and resumption."""
+"""Training: the loss mechanisms (each would fail its test if removed), budget and resumption."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import torch
 from diffusion_helpers import TINY, normals, shots
 
 from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
-from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
-from anomaly_synth_aug.generators.diffusion.patches import CropBox, crop_image_patch
+from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.patch_source import PatchBatch, PatchSource
 from anomaly_synth_aug.generators.diffusion.training import (
     LossSwitches,
-    PatchBatch,
-    PatchSource,
     TrainingCheckpoint,
     TrainingSettings,
     expected_total_steps,
@@ -40,36 +38,6 @@ def _settings(**overrides: object) -> TrainingSettings:
     values = {"max_steps": 3, "max_minutes": None, "batch_size": 4, "progress": False, "warmup_steps": 1}
     values.update(overrides)
     return TrainingSettings(**values)
-
-
-# ------------------------------------------------------------------ patches
-def test_draw_mixes_normal_and_typed_defect_patches() -> None:
-    batch = _source().draw(8, 0.25, torch.Generator().manual_seed(0))
-    assert batch.images.shape == (8, 3, 16, 16) and batch.masks.shape == (8, 1, 16, 16)
-    assert batch.masks.dtype == torch.bool and bool(batch.masks.flatten(1).any(1).all())
-    assert int((batch.tokens == NORMAL_TOKEN).sum()) == 2
-    assert torch.equal(batch.is_defect, batch.tokens != NORMAL_TOKEN)
-    assert set(batch.tokens[batch.is_defect].tolist()) <= {1, 2}
-
-
-def test_defect_patches_carry_only_their_own_type_token() -> None:
-    """SeaS decoupled alignment: a dent patch never trains the streak token (dents are dark, streaks bright)."""
-    batch = _source(augment=False).draw(32, 0.0, torch.Generator().manual_seed(1))
-    for image, mask, token in zip(batch.images, batch.masks, batch.tokens, strict=True):
-        inside = image[0][mask[0]].mean()
-        assert (inside < 0.4) if token == 1 else (inside > 0.6)
-
-
-def test_unaugmented_defect_patch_is_the_centred_context_crop() -> None:
-    source = _source(augment=False)
-    image, mask, box = source._shot_patch(0, torch.Generator().manual_seed(0))
-    assert torch.equal(image, crop_image_patch(source.shots[0].image, box, 16))
-    assert isinstance(box, CropBox) and bool(mask.any())
-
-
-def test_source_rejects_type_without_shots() -> None:
-    with pytest.raises(InvalidInputError, match="no shots"):
-        PatchSource(shots(), normals(), ["dent", "streak", "hole"], patch_size=16, fill=0.5)
 
 
 # --------------------------------------------------------------------- loss
