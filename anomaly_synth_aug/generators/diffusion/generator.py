@@ -61,6 +61,7 @@ from anomaly_synth_aug.generators.diffusion.fitting import AUTO, FittingMixin
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
 from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBank
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.patches import check_window_settings
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.sampling import (
@@ -249,11 +250,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
-        if (window_scale is not None and window_scale < 1.0) or max_windows < 1:
-            raise InvalidInputError(
-                f"got window_scale={window_scale}, max_windows={max_windows}",
-                fix="use window_scale >= 1 (e.g. 2.0) or None, and max_windows >= 1",
-            )
+        check_window_settings(window_scale, max_windows)  # at construction, not first at fit()
         self.block_out_channels = tuple(block_out_channels)
         self.guidance_candidates = tuple(float(c) for c in guidance_candidates)
         self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir is not None else None

@@ -96,6 +96,15 @@ def context_box(
 _SCALE_STEP = 1.25
 
 
+def check_window_settings(window_scale: float | None, max_windows: int) -> None:
+    """``window_scale`` is None or at least 1 native pixel per patch pixel; ``max_windows`` at least 1."""
+    if (window_scale is not None and window_scale < 1.0) or max_windows < 1:
+        raise InvalidInputError(
+            f"got window_scale={window_scale}, max_windows={max_windows}",
+            fix="use window_scale >= 1 (e.g. 2.0) or None, and max_windows >= 1",
+        )
+
+
 def defect_windows(
     mask: torch.Tensor,
     box: CropBox,
@@ -120,13 +129,11 @@ def defect_windows(
     Example:
         >>> defect_windows(mask, box, patch_size=32, window_scale=2.0)  # [box] when box fits in 64 px
     """
+    check_window_settings(window_scale, max_windows)
     if window_scale is None:
         return [box]
-    if window_scale < 1.0 or max_windows < 1 or not 0.0 <= overlap < 1.0:
-        raise InvalidInputError(
-            f"got window_scale={window_scale}, max_windows={max_windows}, overlap={overlap}",
-            fix="use window_scale >= 1 (or None), max_windows >= 1 and overlap in [0, 1)",
-        )
+    if not 0.0 <= overlap < 1.0:
+        raise InvalidInputError(f"overlap must be in [0, 1), got {overlap}", fix="use e.g. 0.25")
     bbox = mask_bbox(mask)
     scale = window_scale
     while True:

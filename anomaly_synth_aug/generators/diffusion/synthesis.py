@@ -268,7 +268,7 @@ class SynthesisMixin:
                 rows, cols = window.slices()
                 placement = job.mask[rows, cols] & ~painted[index][rows, cols]
                 region = self._paste_region(images[index][:, rows, cols], restored, placement)
-                region &= ~painted[index][rows, cols]
+                region = region & ~painted[index][rows, cols]  # a refined region may grow into painted pixels
                 full_region = torch.zeros_like(job.mask)
                 full_region[rows, cols] = region
                 images[index] = paste_patch(images[index], restored, window, full_region)
@@ -281,9 +281,9 @@ class SynthesisMixin:
         """Bool mask over the box to paste through: where the patch really changed near the placement
         (mask alignment), or the placement itself when refinement is off or finds no change (never empty)."""
         if not self.refine_masks:
-            return placement.clone()
+            return placement
         refined = refine_mask(before, restored, placement, dilation=self.refine_dilation)
-        return refined if bool(refined.any()) else placement.clone()
+        return refined if bool(refined.any()) else placement
 
 
 __all__ = ["RETRY_INVERSION_NOISE", "SynthesisJob", "SynthesisMixin"]
