@@ -51,8 +51,8 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     run_experiment,
     same_preset,
 )
+from anomaly_synth_aug.evaluation.gains_chart import plot_gains  # noqa: E402
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD  # noqa: E402
-from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     ablation_markdown,
@@ -60,9 +60,9 @@ from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     detection_markdown,
     headline_markdown,
     per_type_markdown,
-    plot_gains,
     quality_markdown,
 )
+from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noqa: E402
 

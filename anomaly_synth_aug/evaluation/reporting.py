@@ -1,4 +1,4 @@
-"""Benchmark results on disk (resumable JSON) and their summaries (markdown tables, gain chart).
+"""Benchmark results on disk (resumable JSON) and their summaries (markdown tables).
 
 The JSON keeps *every* run, never only aggregates, so any table can be recomputed. It is
 rewritten atomically after each run, so an interrupted benchmark loses at most the run in
@@ -17,15 +17,12 @@ import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock
 
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD, THRESHOLD_METRICS
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 BASELINE = "none"
 #: Columns of the detection table, in order, with their display names.
@@ -183,7 +180,7 @@ def paired_gain(
     return mean, std, len(differences)
 
 
-def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
     values = set(values)
     return [v for v in order if v in values] + sorted(values - set(order))
 
@@ -201,14 +198,14 @@ def detection_markdown(
 ) -> str:
     """One table per detector: mean ± std over seeds per generator, and the paired gain vs ``none``."""
     lines: list[str] = []
-    for detector in _ordered({r["detector"] for r in runs}, detector_order):
+    for detector in ordered({r["detector"] for r in runs}, detector_order):
         mine = [r for r in runs if r["detector"] == detector]
         seeds = sorted({int(r["seed"]) for r in mine})
         lines += [f"### {detector}", "", f"Seeds: {', '.join(map(str, seeds))}. Mean ± sample std over seeds.", ""]
         headers = ["generator", "runs", *DETECTION_COLUMNS.values()]
         headers += [f"Δ {DETECTION_COLUMNS[m]} vs none" for m in GAIN_METRICS]
         lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        for generator in _ordered({r["generator"] for r in mine}, generator_order):
+        for generator in ordered({r["generator"] for r in mine}, generator_order):
             count = sum(r["generator"] == generator for r in mine)
             cells = [generator, str(count)]
             for metric in DETECTION_COLUMNS:
@@ -307,7 +304,7 @@ def per_type_markdown(runs: Sequence[dict[str, Any]], detector: str, generator_o
     types = sorted({name for scores in by_source.values() for name in scores})
     headers = ["training defects", "seeds", *types]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for source in _ordered(by_source, generator_order):
+    for source in ordered(by_source, generator_order):
         scores = by_source[source]
         seeds = max(len(values) for values in scores.values())
         cells = [source, str(seeds), *(format_cell(*mean_std(scores.get(name, []))) for name in types)]
@@ -332,7 +329,7 @@ def ablation_markdown(
         detector_order: detectors in this order first.
     """
     lines: list[str] = []
-    for detector in _ordered({r["detector"] for r in runs}, detector_order):
+    for detector in ordered({r["detector"] for r in runs}, detector_order):
         mine = [r for r in runs if r["detector"] == detector]
         rows: list[str] = []
         for ablation, (reference, switched_off) in ablations.items():
@@ -362,7 +359,7 @@ def quality_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequenc
     }
     headers = ["generator", "seeds", *columns.values(), "background outside mask"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for generator in _ordered({q["generator"] for q in quality}, generator_order):
+    for generator in ordered({q["generator"] for q in quality}, generator_order):
         mine = [q for q in quality if q["generator"] == generator]
         cells = [generator, str(len(mine))]
         for key in columns:
@@ -394,100 +391,8 @@ def contrast_markdown(quality: Sequence[dict[str, Any]], generator_order: Sequen
     per_seed = {q["seed"]: q["contrast_by_type"] for q in with_shots}  # the same for every generator of a seed
     lines.append(row("shots (what generators learn from)", [t["shots"] for t in per_seed.values()]))
     lines.append(row("held-out real (the test)", [t["real"] for t in per_seed.values()]))
-    for generator in _ordered({q["generator"] for q in with_shots}, generator_order):
+    for generator in ordered({q["generator"] for q in with_shots}, generator_order):
         mine = [q["contrast_by_type"]["generated"] for q in with_shots if q["generator"] == generator]
         if any(name in table for table in mine for name in types):
             lines.append(row(generator, mine))
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------ chart
-def gains_figure(
-    runs: Sequence[dict[str, Any]],
-    *,
-    metrics: Sequence[str] = GAIN_METRICS,
-    generator_order: Sequence[str] = (),
-    detector_order: Sequence[str] = (),
-) -> Figure | None:
-    """Bar chart of the paired gains vs ``none``: one panel per detector, titled with its seed count.
-
-    Panels share the y axis, so a detector whose gains are tiny looks tiny, and bars have the same
-    width in every panel. Error bars (std over seeds) are drawn only where two or more seeds are paired.
-    Returns None when no generator has a baseline to compare with.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    detectors = [
-        d
-        for d in _ordered({r["detector"] for r in runs}, detector_order)
-        if any(r["detector"] == d and r["generator"] == BASELINE for r in runs)
-    ]
-    panels = []
-    for detector in detectors:
-        generators = [
-            g for g in _ordered({r["generator"] for r in runs if r["detector"] == detector}, generator_order)
-            if g != BASELINE
-        ]
-        if generators:
-            panels.append((detector, generators))
-    if not panels:
-        return None
-    slots = [max(len(generators), 2) for _, generators in panels]
-    figure, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(2.5 + 0.9 * sum(slots), 4.5),
-        squeeze=False,
-        sharey=True,
-        gridspec_kw={"width_ratios": slots},
-    )
-    width = 0.8 / len(metrics)
-    for axis, (detector, generators) in zip(axes[0], panels, strict=True):
-        baseline_seeds = per_seed(runs, detector, BASELINE, metrics[0]).keys()
-        seeds = {s for g in generators for s in per_seed(runs, detector, g, metrics[0]).keys() & baseline_seeds}
-        for index, metric in enumerate(metrics):
-            gains = [paired_gain(runs, detector, g, metric) for g in generators]
-            spread = any(count >= 2 for _, _, count in gains)  # one seed has no std to draw
-            axis.bar(
-                [x + (index - (len(metrics) - 1) / 2) * width for x in range(len(generators))],
-                [mean if mean is not None else 0.0 for mean, _, _ in gains],
-                width,
-                yerr=[std if std is not None and count >= 2 else 0.0 for _, std, count in gains] if spread else None,
-                capsize=3,
-                color=f"C{index}",
-                label=DETECTION_COLUMNS.get(metric, metric),
-            )
-        axis.axhline(0.0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(generators)), generators, rotation=30, ha="right")
-        axis.set_xlim(-0.6, max(len(generators), 2) - 0.4)
-        axis.set_title(f"{detector} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
-        axis.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("gain vs no synthetic anomalies (paired by seed)")
-    axes[0][0].legend(fontsize="small")
-    figure.tight_layout()
-    return figure
-
-
-def plot_gains(
-    runs: Sequence[dict[str, Any]],
-    path: str | Path,
-    *,
-    metrics: Sequence[str] = GAIN_METRICS,
-    generator_order: Sequence[str] = (),
-    detector_order: Sequence[str] = (),
-) -> Path | None:
-    """Write ``gains_figure`` to ``path`` (PNG); None (nothing written) when there is nothing to compare."""
-    import matplotlib.pyplot as plt
-
-    figure = gains_figure(runs, metrics=metrics, generator_order=generator_order, detector_order=detector_order)
-    if figure is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
