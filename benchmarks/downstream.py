@@ -102,8 +102,12 @@ FULL_MATRICES["sources"] = [
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
     *((source, "segmenter") for source in WITH_SHOTS if source not in CORE_SOURCES),
 ]
+#: The segmenter with PatchCore's verdict added (``segmenter_prior``) on the core's sources: does a one-class
+#: prior make the supervised detector find defects that its training defects did not show?
+FULL_MATRICES["prior"] = [(source, "segmenter_prior") for source in CORE_SOURCES]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],
+    *FULL_MATRICES["prior"],
     *((name, "segmenter") for name in ABLATIONS),
     *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in BASE_SOURCES),
     *((source, "supersimplenet") for source in BASE_SOURCES),
@@ -119,6 +123,7 @@ HEADLINE_ROWS: list[tuple[str, str, str]] = [
     ("patchcore", "real_paste", "none (one-class; thresholds on pasted shots)"),
     ("padim", "real_paste", "none (one-class; thresholds on pasted shots)"),
     *(("segmenter", source, source) for source in SOURCES),
+    *(("segmenter_prior", source, source) for source in SOURCES),
 ]
 SAMPLES_IN_GRID = 8
 
@@ -136,8 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=list(FULL_MATRICES),
         help="full preset only: core (the default: the anchors, the shots, pasted shots and diffusion, the last "
         "two also next to the shots), sources (adds none, Perlin, CutPaste and Poisson, alone and next to the "
-        "shots, and the diffusion/Perlin mixture) or all (adds the diffusion ablations, the detector ablations and "
-        "SuperSimpleNet)",
+        "shots, and the diffusion/Perlin mixture), prior (the core's sources on segmenter_prior) or all (sources, "
+        "prior, the diffusion ablations, the detector ablations and SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")

@@ -13,6 +13,10 @@ item) and it predicts a per-pixel defect probability. The network (``segmenter_n
 * ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
   trained from scratch, kept as an option and as an ablation.
 
+``normal_prior=True`` keeps PatchCore's verdict in the final map as well (``NormalPrior``): the logit's
+and the memory distance's standard scores on the validation set's *normal* images, added. A defect
+unlike every training defect then still scores as far from normal as it is.
+
 All are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
 the prediction cropped back, so it trains on crops and predicts on whole images of any size.
 
@@ -23,7 +27,7 @@ It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor``, ``PostP
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -72,6 +76,9 @@ class DefectSegmenter(AnomalibModule):
             from-scratch U-Net.
         memory_images: normal training images (crops) the memory is built from.
         memory_size: patches kept in the memory (a greedy k-center coreset of the collected ones).
+        normal_prior: predict the sum of the logit's and the memory distance's standard scores
+            (``NormalPrior``) instead of the defect probability, both measured on the validation
+            normals at every validation (or, without a validation set, on training normals).
         pre_processor: anomalib pre-processor, or True for ImageNet normalisation at native resolution
             (no resize; none at all for the from-scratch U-Net).
         post_processor: anomalib post-processor, or True for thresholds without normalisation.
@@ -101,6 +108,7 @@ class DefectSegmenter(AnomalibModule):
         normal_memory: bool | None = None,
         memory_images: int = 128,
         memory_size: int = 4096,
+        normal_prior: bool = False,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -127,6 +135,7 @@ class DefectSegmenter(AnomalibModule):
             base_width=base_width,
             score_top_fraction=score_top_fraction,
             normal_memory=normal_memory,
+            normal_prior=normal_prior,
         )
         self.memory_images = memory_images
         self.memory_size = memory_size
@@ -159,6 +168,63 @@ class DefectSegmenter(AnomalibModule):
         logger.info(
             "Normal memory: %d patches kept from %d normal training images.", len(memory.memory_bank), collected
         )
+
+    def on_validation_epoch_start(self) -> None:
+        """Measure the prior's normal statistics for the weights being validated (they move in training)."""
+        if self.model.prior is not None:
+            self._calibrate_prior(_loaders(self.trainer.val_dataloaders), "validation")
+
+    def on_test_start(self) -> None:
+        self._ensure_prior()
+
+    def on_predict_start(self) -> None:
+        self._ensure_prior()
+
+    def _ensure_prior(self) -> None:
+        """A prior that no validation calibrated: measure it on the validation normals, else the training ones."""
+        prior = self.model.prior
+        if prior is None or prior.is_calibrated:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise InvalidInputError(
+                "normal_prior needs normal images to calibrate on, and neither a validation run nor a datamodule "
+                "gave any",
+                fix="validate once (Engine.fit or Engine.validate) before predicting, or pass normal_prior=False",
+            )
+        try:
+            loaders, source = _loaders(datamodule.val_dataloader()), "validation"
+        except Exception:  # noqa: BLE001 - anomalib raises different errors for a missing val set
+            loaders, source = [], ""
+        if not any(_has_batches(loader) for loader in loaders):
+            logger.warning("normal_prior: no validation set, so it is calibrated on training normals (seen in training)")
+            loaders, source = _loaders(datamodule.train_dataloader()), "training"
+        self._calibrate_prior(loaders, source)
+
+    @torch.no_grad()
+    def _calibrate_prior(self, loaders: list[Iterable[Batch]], source: str) -> None:
+        prior = self.model.prior
+        assert prior is not None
+        prior.reset()
+        was_training = self.model.training
+        self.model.eval()
+        seen = 0
+        try:
+            for batch in (batch for loader in loaders for batch in loader):
+                labels = batch.gt_label if batch.gt_label is not None else torch.zeros(len(batch.image))
+                normal = labels == 0
+                if not bool(normal.any()):
+                    continue
+                images = batch.image[normal].to(self.device)
+                if self.pre_processor is not None and self.pre_processor.transform is not None:
+                    images = self.pre_processor.transform(images)
+                logits, distance = self.model.signals(images, with_distance=True)
+                prior.accumulate(logits, distance)
+                seen += len(images)
+        finally:
+            self.model.train(was_training)
+        prior.finish()
+        logger.debug("Normal prior calibrated on %d %s normal images.", seen, source)
 
     def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Focal loss plus ``dice_weight`` times the soft Dice loss, for logits and float masks ``[B, 1, H, W]``."""
@@ -234,6 +300,20 @@ class DefectSegmenter(AnomalibModule):
         outside the validation range to 0 or 1, and the resulting ties distort AUROC.
         """
         return RawScorePostProcessor()
+
+
+def _loaders(loaders: Any) -> list[Iterable[Batch]]:
+    """Lightning's and anomalib's dataloader attributes: one loader, a list of them, or None."""
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+
+
+def _has_batches(loader: Iterable[Any]) -> bool:
+    try:
+        return len(loader) > 0  # type: ignore[arg-type]
+    except TypeError:
+        return True
 
 
 def _check_args(

@@ -8,6 +8,10 @@
 * ``normal_memory=False``: the same U-Net on the image alone;
 * ``encoder=None``: DRÆM's discriminative U-Net trained from scratch (an ablation).
 
+With ``normal_prior=True`` (and the memory) the eval-mode map is no longer the defect probability but
+the sum of the logit's and the memory distance's standard scores on normal images (``NormalPrior``):
+the supervised verdict and PatchCore's, on one scale.
+
 The memory needs features that stay fixed while the U-Net's encoder fine-tunes. Its stages are
 frozen copies of the encoder's own ImageNet stages (blocks 2 to 4 of EfficientNet-Lite0), fed from
 the encoder's frozen stride-4 map, so the shared early stages run once and the memory keeps the
@@ -30,10 +34,12 @@ import torch
 from anomalib.data import InferenceBatch
 from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork
 from torch import nn
+from torch.nn import functional as F
 
 from anomaly_synth_aug.data.transforms import pad_to_multiple
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
+from anomaly_synth_aug.models.normal_prior import NormalPrior
 
 #: The U-Nets halve the resolution five times; inputs are padded to a multiple of this.
 SIZE_MULTIPLE = 32
@@ -69,8 +75,9 @@ class SegmenterModel(nn.Module):
     """The torch network: image ``[B, 3, H, W]`` (any size) to defect logits ``[B, 1, H, W]``.
 
     In training mode ``forward`` returns the logits (for the loss); in eval mode it returns an
-    ``InferenceBatch`` whose ``anomaly_map`` ``[B, H, W]`` is the defect probability and whose ``pred_score`` is
-    the mean of the map's highest ``score_top_fraction`` of pixels (the maximum when 0).
+    ``InferenceBatch`` whose ``anomaly_map`` ``[B, H, W]`` is the defect probability (with ``normal_prior``:
+    the fused standard score) and whose ``pred_score`` is the mean of the map's highest
+    ``score_top_fraction`` of pixels (the maximum when 0).
 
     Args:
         encoder: timm name of the U-Net encoder, or None for DRÆM's from-scratch U-Net.
@@ -83,6 +90,9 @@ class SegmenterModel(nn.Module):
         normal_memory: give the decoder the distance to the nearest normal patch (``NormalPatchMemory``;
             build it before training, ``DefectSegmenter`` does so from the training normals). None: on for
             a pretrained-style encoder, off for the from-scratch U-Net.
+        normal_prior: in eval mode, add the memory distance's standard score to the logit's (``NormalPrior``;
+            calibrate it on normal images before predicting, ``DefectSegmenter`` does so on its validation
+            normals). Needs the normal memory.
     """
 
     def __init__(
@@ -94,10 +104,17 @@ class SegmenterModel(nn.Module):
         base_width: int = 16,
         score_top_fraction: float = 0.001,
         normal_memory: bool | None = None,
+        normal_prior: bool = False,
     ) -> None:
         super().__init__()
         if normal_memory is None:
             normal_memory = encoder is not None
+        if normal_prior and not normal_memory:
+            raise InvalidInputError(
+                "normal_prior adds the normal memory's distances to the segmenter's verdict, and the memory is off",
+                fix="keep normal_memory on (it needs a pretrained encoder), or pass normal_prior=False",
+            )
+        self.prior = NormalPrior() if normal_prior else None
         self.memory: NormalPatchMemory | None = None
         self._memory_stages = nn.ModuleList()
         self._memory_taps: list[bool] = []
@@ -216,23 +233,40 @@ class SegmenterModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        padded, (height, width) = self._prepare(images)
-        logits = self._logits(padded)[..., :height, :width].contiguous()
         if self.training:
-            return logits
-        anomaly_map = torch.sigmoid(logits).squeeze(1)
+            return self.signals(images)[0]
+        logits, distance = self.signals(images, with_distance=self.prior is not None)
+        if self.prior is not None:
+            anomaly_map = self.prior.fuse(logits, distance).squeeze(1)
+        else:
+            anomaly_map = torch.sigmoid(logits).squeeze(1)
         return InferenceBatch(pred_score=self.image_score(anomaly_map), anomaly_map=anomaly_map)
 
-    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+    def signals(self, images: torch.Tensor, *, with_distance: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Defect logits ``[B, 1, H, W]`` and, when asked, the memory's distance upsampled to the same size.
+
+        ``NormalPrior`` is calibrated on these two from normal images and fuses them at prediction.
+        """
+        padded, (height, width) = self._prepare(images)
+        logits, distance = self._logits(padded)
+        logits = logits[..., :height, :width].contiguous()
+        if not with_distance:
+            return logits, None
+        if distance is None:
+            raise InvalidInputError("the distance map needs the normal memory", fix="pass normal_memory=True")
+        distance = F.interpolate(distance.float(), size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, distance[..., :height, :width].contiguous()
+
+    def _logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.memory is None:
-            return self.network(images)
+            return self.network(images), None
         features = self.network.encoder(images)
         distance = self.memory.distance_map(self._memory_maps(features[_MEMORY_INPUT]))
         for index in _MEMORY_SKIPS:
             size = features[index].shape[-2:]
             resized = distance if distance.shape[-2:] == size else nn.functional.adaptive_max_pool2d(distance, size)
             features[index] = torch.cat([features[index], resized.to(features[index].dtype)], dim=1)
-        return self.network.segmentation_head(self.network.decoder(features))
+        return self.network.segmentation_head(self.network.decoder(features)), distance
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Mean of the top ``score_top_fraction`` pixels per image: as sharp as the max, less noisy."""

@@ -216,8 +216,10 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     sources = script.matrix_pairs("full", None, None, "sources")
     assert set(core) < set(sources)
     assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
+    prior = script.matrix_pairs("full", None, None, "prior")
+    assert prior == [(g, "segmenter_prior") for g, d in core if d == "segmenter"]  # the core's sources, with the prior
     everything = script.matrix_pairs("full", None, None, "all")
-    assert set(sources) < set(everything)
+    assert set(sources) < set(everything) and set(prior) < set(everything)
     assert ("diffusion_no_filter", "segmenter") in everything
     assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
     assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row

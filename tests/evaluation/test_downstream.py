@@ -173,3 +173,16 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     ]
     assert mixed.generated.entries == alone.entries  # the source's pool, read back
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")} == written  # not regenerated
+
+
+def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validation(tiny_mvtec: Path) -> None:
+    """``segmenter_prior`` through the benchmark's own path: built, calibrated on validation, thresholded, tested."""
+    import dataclasses
+
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+
+    preset = dataclasses.replace(PRESETS["smoke"], crop_size=64)  # the memory's stride-32 stage needs room
+    record = run_experiment(tiny_mvtec, "perlin", "segmenter_prior", 0, preset)
+    assert record["detector"] == "segmenter_prior" and set(record["metrics"]) == TEST_METRICS
+    assert_ranking_metrics(record["metrics"])
+    assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True

@@ -99,6 +99,7 @@ def test_anomalib_components_and_hparams() -> None:
         "normal_memory",
         "memory_images",
         "memory_size",
+        "normal_prior",
     }
     assert isinstance(DefectSegmenter(**model.hparams), DefectSegmenter)  # as load_from_checkpoint does
 

@@ -3,6 +3,8 @@
 * ``segmenter``: ``DefectSegmenter``, a U-Net over frozen EfficientNet-Lite0 features (offline ImageNet
   weights) that also sees PatchCore's distance to the nearest normal patch, trained on defect-centred
   crops at native resolution and run on whole images (the product's supervised detector);
+* ``segmenter_prior``: the same segmenter, its map the sum of its logit's and the memory distance's standard
+  scores on the validation normals (``NormalPrior``): the supervised verdict and PatchCore's together;
 * ``segmenter_image_only``: the same U-Net without the normal memory (ablation: what the memory adds);
 * ``segmenter_scratch``: the same protocol with DRÆM's U-Net trained from scratch (ablation);
 * ``supersimplenet``: SuperSimpleNet in supervised mode on the pretrained backbone (its paper's setting);
@@ -63,6 +65,13 @@ def _segmenter(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibMo
 
     del generator  # learns from the datamodule's masks
     return DefectSegmenter(encoder=preset.backbone, pretrained=True, **_components())
+
+
+def _segmenter_prior(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    del generator
+    return DefectSegmenter(encoder=preset.backbone, pretrained=True, normal_prior=True, **_components())
 
 
 def _segmenter_image_only(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
@@ -185,6 +194,13 @@ DETECTORS: dict[str, DetectorSpec] = {
         True,
         False,
         "U-Net on pretrained EfficientNet-Lite0 plus PatchCore's normal-patch distances, native resolution",
+    ),
+    "segmenter_prior": DetectorSpec(
+        _segmenter_prior,
+        True,
+        True,
+        False,
+        "the segmenter with PatchCore's verdict added to its own (standard scores on the validation normals)",
     ),
     "segmenter_image_only": DetectorSpec(
         _segmenter_image_only, True, True, False, "the same U-Net without the normal memory (ablation)"

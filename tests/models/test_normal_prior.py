@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.engine import Engine
+
+from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
+from anomaly_synth_aug.models.normal_prior import NormalPrior
+from anomaly_synth_aug.models.segmenter import DefectSegmenter, SegmenterModel
+
+
+def test_statistics_are_the_normal_pixels_mean_and_std() -> None:
+    torch.manual_seed(0)
+    logits = [torch.randn(2, 1, 5, 7) * 3 - 4, torch.randn(1, 1, 5, 7) * 3 - 4]
+    distances = [torch.rand(2, 1, 5, 7) + 1, torch.rand(1, 1, 5, 7) + 1]
+    prior = NormalPrior()
+    for logit, distance in zip(logits, distances, strict=True):
+        prior.accumulate(logit, distance)
+    prior.finish()
+    every_logit, every_distance = torch.cat([x.flatten() for x in logits]), torch.cat([x.flatten() for x in distances])
+    assert torch.isclose(prior.logit_mean, every_logit.mean(), atol=1e-5)
+    assert torch.isclose(prior.logit_std, every_logit.std(unbiased=False), atol=1e-5)
+    assert torch.isclose(prior.distance_mean, every_distance.mean(), atol=1e-5)
+    assert torch.isclose(prior.distance_std, every_distance.std(unbiased=False), atol=1e-5)
+    fused = prior.fuse(logits[0], distances[0])
+    expected = (logits[0] - every_logit.mean()) / every_logit.std(unbiased=False) + (
+        distances[0] - every_distance.mean()
+    ) / every_distance.std(unbiased=False)
+    assert torch.allclose(fused, expected, atol=1e-4)
+
+
+def test_refuses_to_fuse_uncalibrated_or_without_normals() -> None:
+    prior = NormalPrior()
+    with pytest.raises(NotFittedError, match="not calibrated"):
+        prior.fuse(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(InvalidInputError, match="no normal image"):
+        prior.finish()
+    with pytest.raises(InvalidInputError, match="upsample"):
+        prior.accumulate(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2))
+
+
+def test_a_new_measurement_forgets_the_old_one() -> None:
+    prior = NormalPrior()
+    prior.accumulate(torch.full((1, 1, 2, 2), 100.0), torch.full((1, 1, 2, 2), 100.0))
+    prior.reset()
+    prior.accumulate(torch.tensor([[[[0.0, 2.0]]]]), torch.tensor([[[[1.0, 3.0]]]]))
+    prior.finish()
+    assert prior.logit_mean.item() == pytest.approx(1.0) and prior.distance_mean.item() == pytest.approx(2.0)
+
+
+def test_needs_the_normal_memory() -> None:
+    with pytest.raises(InvalidInputError, match="normal_prior"):
+        SegmenterModel(encoder="efficientnet_lite0", pretrained=False, normal_memory=False, normal_prior=True)
+    with pytest.raises(InvalidInputError, match="normal_prior"):
+        SegmenterModel(encoder=None, normal_prior=True)
+
+
+def test_the_map_keeps_a_deviation_the_decoder_never_learned() -> None:
+    """A decoder that says "no defect" everywhere still leaves the bright square above the surface in the map."""
+    torch.manual_seed(0)
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=True, normal_prior=True).eval()
+    for parameter in model.network.segmentation_head.parameters():
+        torch.nn.init.zeros_(parameter)  # logits 0 on every pixel: the segmenter sees nothing
+    model.memory.collect(model.memory_features(0.5 + 0.05 * torch.randn(4, 3, 128, 128)))
+    model.memory.build(size=512)
+    held_back = 0.5 + 0.05 * torch.randn(4, 3, 128, 128)  # other normals, as the validation ones are
+    with torch.no_grad():
+        model.prior.accumulate(*model.signals(held_back, with_distance=True))
+    model.prior.finish()
+    image = 0.5 + 0.05 * torch.randn(1, 3, 128, 128)
+    image[..., 56:72, 56:72] = 1.0
+    square = torch.zeros(128, 128, dtype=torch.bool)
+    square[56:72, 56:72] = True
+    with torch.no_grad():
+        fused = model(image).anomaly_map[0]
+    corner = fused[:32, :32]  # far from the square: a normal surface, near 0
+    assert corner.abs().mean() < 2.0
+    assert fused[square].mean() > corner.mean() + 3.0  # standard-score units
+    model.prior = None  # without the prior the map is the segmenter's probability alone: flat
+    with torch.no_grad():
+        assert model(image).anomaly_map.unique().tolist() == [0.5]
+
+
+def test_engine_calibrates_on_validation_normals_and_the_checkpoint_keeps_it(
+    tiny_folder, fake_generator, tmp_path: Path
+) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
+    engine = Engine(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    prior = model.model.prior
+    assert prior.is_calibrated
+    reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
+    assert reloaded.hparams["normal_prior"] and reloaded.model.prior.is_calibrated
+    assert torch.equal(reloaded.model.prior.logit_std, prior.logit_std)
+    (results,) = engine.test(model, datamodule=datamodule, ckpt_path=engine.best_model_path, verbose=False)
+    assert all(torch.isfinite(torch.tensor(float(value))) for value in results.values())
+
+
+def test_without_validation_it_calibrates_on_training_normals(tiny_folder, fake_generator, tmp_path: Path, caplog) -> None:
+    datamodule = SyntheticAnomalyDataModule(
+        tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0, val_split="none"
+    )
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
+    engine = Engine(max_steps=2, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    assert not model.model.prior.is_calibrated  # no validation ran
+    with caplog.at_level("WARNING"):
+        engine.test(model, datamodule=datamodule, verbose=False)
+    assert model.model.prior.is_calibrated
+    assert "training normals" in caplog.text
