@@ -227,7 +227,13 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
 
 def test_generators_and_detectors_limit_the_matrix_or_cross() -> None:
     script = load_script("downstream")
-    assert script.matrix_pairs("full", ["real_paste"], None) == [("real_paste", "patchcore"), ("real_paste", "padim"), ("real_paste", "segmenter")]
+    assert script.matrix_pairs("full", ["real_paste"], None) == [
+        ("real_paste", "patchcore"),
+        ("real_paste", "padim"),
+        ("real_paste", "patchcore_native"),
+        ("real_paste", "padim_native"),
+        ("real_paste", "segmenter"),
+    ]
     assert script.matrix_pairs("full", None, ["padim"]) == [("real_paste", "padim")]
     assert script.matrix_pairs("quick", ["cutpaste"], ["segmenter", "padim"]) == [
         ("cutpaste", "segmenter"),

@@ -186,3 +186,33 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     assert record["detector"] == "segmenter_prior" and set(record["metrics"]) == TEST_METRICS
     assert_ranking_metrics(record["metrics"])
     assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
+
+
+def test_native_side_keeps_the_median_pixel_count(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from anomaly_synth_aug.evaluation.downstream.datamodules import native_side
+
+    root = tmp_path / "sizes"
+    for folder in ("train/good", "test/good", "test/dent", "ground_truth/dent"):
+        (root / folder).mkdir(parents=True)
+    for index, (width, height) in enumerate([(200, 200), (400, 100), (600, 600)]):  # sqrt(h*w): 200, 200, 600
+        Image.new("RGB", (width, height)).save(root / "train" / "good" / f"{index}.png")
+    for name in ("test/good/0.png", "test/dent/0.png"):
+        Image.new("RGB", (64, 64)).save(root / name)
+    Image.new("L", (64, 64), 255).save(root / "ground_truth" / "dent" / "0_mask.png")
+    assert native_side(root) == 192  # median 200, to a multiple of 32
+    assert native_side(root, most=128) == 128
+
+
+def test_a_native_anchor_is_built_at_the_categorys_side_and_records_it(tiny_mvtec: Path) -> None:
+    import dataclasses
+
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+    from anomaly_synth_aug.evaluation.downstream.datamodules import native_side
+
+    preset = dataclasses.replace(PRESETS["smoke"], image_size=32)
+    record = run_experiment(tiny_mvtec, "real_paste", "patchcore_native", 0, preset)
+    assert record["detector_image_size"] == native_side(tiny_mvtec) == 64  # 48 x 64 images, not the preset's 32
+    assert_ranking_metrics(record["metrics"], ("image_AUROC", "pixel_AUROC"))
+    assert run_experiment(tiny_mvtec, "real_paste", "patchcore", 0, preset)["detector_image_size"] == 32

@@ -13,11 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from functools import lru_cache
 from pathlib import Path
 
 from anomalib.data import Folder
+from PIL import Image
 from torchvision.transforms.v2 import Transform
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
@@ -31,6 +34,23 @@ from anomaly_synth_aug.generators.fit_store import FitStore
 def _scanned(root: Path) -> MvtecLayout:
     """The validated layout of ``root``, scanned once per process (every run of a benchmark reads it)."""
     return scan_mvtec_folder(root)
+
+
+def native_side(data_root: str | Path, multiple: int = 32, most: int = 1024) -> int:
+    """The square side that keeps a category's typical pixel count: median ``sqrt(h * w)`` of its train normals.
+
+    Rounded to ``multiple`` (at least one, at most ``most``). Fixed-input detectors resized to it see
+    thin defects at about their native scale instead of at a fixed 256 px.
+    """
+    normals = _scanned(Path(data_root).resolve()).train_normals
+    if not normals:
+        raise InvalidInputError("no training normals to measure the native size on", path=data_root)
+    sides = []
+    for path in normals:
+        with Image.open(path) as image:  # the header only
+            sides.append(math.sqrt(image.width * image.height))
+    side = round(statistics.median(sides) / multiple) * multiple
+    return min(max(side, multiple), most)
 
 
 def folder_datamodule(data_root: str | Path, preset: Preset, *, train_augmentations: Transform | None = None) -> Folder:

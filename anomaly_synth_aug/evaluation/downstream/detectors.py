@@ -10,7 +10,10 @@
 * ``supersimplenet``: SuperSimpleNet in supervised mode on the pretrained backbone (its paper's setting);
 * ``draem``: anomalib DRÆM with its augmenter replaced by the generator;
 * ``padim``, ``patchcore``: one-class detectors on the pretrained backbone, trained on normals only.
-  They are the anchor of every table: what a user runs without generating anything.
+  They are the anchor of every table: what a user runs without generating anything;
+* ``padim_native``, ``patchcore_native``: the same at the category's native scale (a square of its
+  median pixel count, ``native_side``) instead of ``preset.image_size``: 512 px for MVTec's screw, whose
+  thin defects a 256 px resize thins out further.
 
 Every detector gets the benchmark's evaluator and ``RawScorePostProcessor`` (no normalisation;
 thresholds from the synthetic validation set). Fixed-input detectors see images resized to
@@ -161,6 +164,8 @@ class DetectorSpec:
             to ``preset.image_size``).
         one_class: fits in one pass over the normals (PaDiM, PatchCore), not by optimiser steps.
         description: how the README names it.
+        native_size: resized to the category's native side (``native_side``) instead of ``preset.image_size``;
+            the runner puts that side into the preset it hands to ``build`` and ``train_augmentations``.
     """
 
     build: Builder
@@ -168,6 +173,7 @@ class DetectorSpec:
     native_crops: bool
     one_class: bool
     description: str
+    native_size: bool = False
 
     def train_augmentations(self, preset: Preset) -> Transform:
         """What every training image goes through before batching."""
@@ -214,6 +220,12 @@ DETECTORS: dict[str, DetectorSpec] = {
     "draem": DetectorSpec(_draem, False, False, False, "DRÆM (width 16) with the generator as its augmenter"),
     "padim": DetectorSpec(_padim, False, False, True, "PaDiM on pretrained EfficientNet-Lite0 (one-class)"),
     "patchcore": DetectorSpec(_patchcore, False, False, True, "PatchCore on pretrained EfficientNet-Lite0 (one-class)"),
+    "padim_native": DetectorSpec(
+        _padim, False, False, True, "PaDiM at the category's native scale (one-class)", native_size=True
+    ),
+    "patchcore_native": DetectorSpec(
+        _patchcore, False, False, True, "PatchCore at the category's native scale (one-class)", native_size=True
+    ),
 }
 
 

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
@@ -39,7 +40,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from torchmetrics.functional.classification import binary_auroc
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
-from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
+from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, native_side, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
 from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator, training_options
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
@@ -142,6 +143,8 @@ def run_experiment(
     """
     preset = resolve_preset(preset)
     spec = detector_spec(detector_name)
+    # What the detector is built with: a native-size one-class detector sees the category's own scale.
+    model_preset = dataclasses.replace(preset, image_size=native_side(data_root)) if spec.native_size else preset
     seed_everything(seed, workers=True)
     generator = build_generator(generator_name, preset, Path(data_root).name)
     with tempfile.TemporaryDirectory(prefix="downstream_") as scratch:
@@ -154,14 +157,14 @@ def run_experiment(
             inject=spec.supervised,
             cache_dir=cache_dir if cache_dir is not None else root / "cache",
             **training_options(generator_name),
-            train_augmentations=spec.train_augmentations(preset),
+            train_augmentations=spec.train_augmentations(model_preset),
         )
         start = time.perf_counter()
         store = fit_store if isinstance(fit_store, FitStore) or fit_store is None else FitStore(fit_store)
         fit_seconds, generator_loaded = fit_generator(datamodule, store) if generator else (0.0, False)
         prepare_seconds = time.perf_counter() - start  # the fit, or the load, plus any cached pool
         generator = datamodule.generator if generator else None  # the loaded one, when it was reused
-        model = spec.build(preset, generator)
+        model = spec.build(model_preset, generator)
         checkpoint = ModelCheckpoint(
             dirpath=root / "checkpoints",
             filename="best-step{step}",
@@ -209,6 +212,7 @@ def run_experiment(
         "training_options": training_options(generator_name),  # the shots' part in training, if any
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
+        "detector_image_size": None if spec.native_crops else model_preset.image_size,
         "metrics": metrics,
         "image_AUROC_by_type": per_type.per_type_auroc(),
         "thresholds": thresholds,
