@@ -17,6 +17,7 @@ once per generator and seed, the generation-quality measures. After every run it
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
     python benchmarks/downstream.py --report-only                     # tables and charts from the JSON only
+    python benchmarks/downstream.py --report-only --readme README.md  # ... and the README's headline tables
     python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
 """
 
@@ -53,6 +54,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
 )
 from anomaly_synth_aug.evaluation.gains_chart import plot_gains  # noqa: E402
 from anomaly_synth_aug.evaluation.metrics import LABELS_AT_THRESHOLD  # noqa: E402
+from anomaly_synth_aug.evaluation.readme_tables import sync_readme  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     ResultsStore,
     ablation_markdown,
@@ -170,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report-only", action="store_true", help="rewrite the tables and charts from the results files; run nothing"
     )
     parser.add_argument(
+        "--readme",
+        type=Path,
+        help="with --report-only: also copy each dataset's headline table into this README, between its "
+        "<!-- headline:<dataset> --> markers",
+    )
+    parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (the budgets are for 2 cores)"
     )
     return parser.parse_args(argv)
@@ -231,6 +239,12 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
         )
 
 
+def headline_table(store: ResultsStore, preset: str) -> str:
+    """The headline table of one dataset's results file (every recorded run of ``preset``)."""
+    runs = [r for r in store.runs if r["preset"] == preset]
+    return headline_markdown(runs, HEADLINE_ROWS, anchors=[(d, g) for g, d in ANCHORS], fit_seconds=fit_costs(store))
+
+
 def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     """Markdown tables and the gain chart from everything in the store (so far), in the canonical order.
 
@@ -262,7 +276,7 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
         "thresholds picked on the synthetic validation set (n/a for `none`, which has none).",
         "Δ: paired by seed against the one-class anchor with the higher mean image AUROC.",
         "",
-        headline_markdown(runs, HEADLINE_ROWS, anchors=[(d, g) for g, d in ANCHORS], fit_seconds=fit_costs(store)),
+        headline_table(store, preset),
         "## Which defect types each source teaches the segmenter to find",
         "",
         "Image AUROC of each defect type's held-out images against the test normals (mean ± std over seeds).",
@@ -422,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             if store.runs:
                 write_reports(store, args.out / data.name, preset.name)
                 logger.info("rewrote the reports of %s", store.path)
+                if args.readme is not None and sync_readme(
+                    args.readme, f"headline:{data.name}", headline_table(store, preset.name)
+                ):
+                    logger.info("rewrote the %s headline table in %s", data.name, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
     seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]

@@ -58,6 +58,11 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     (out / "downstream_smoke.md").unlink()
     assert downstream.main([*argv, "--report-only"]) == 0  # the tables again, from the JSON alone
     assert (out / "downstream_smoke.md").read_text() == table
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- headline:tiny -->\nstale\n<!-- /headline:tiny -->\nend\n")
+    assert downstream.main([*argv, "--report-only", "--readme", str(readme)]) == 0
+    copied = readme.read_text()
+    assert "stale" not in copied and "| segmenter | perlin | 1 |" in copied and copied.endswith("end\n")
 
     # A later invocation limited to one generator still reports every recorded row, baseline first.
     limited = [*argv[:5], "perlin", *argv[7:]]
