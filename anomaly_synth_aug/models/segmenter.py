@@ -27,7 +27,7 @@ It is an ``AnomalibModule``, so anomalib's ``Engine``, ``PreProcessor``, ``PostP
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -152,14 +152,7 @@ class DefectSegmenter(AnomalibModule):
         if memory is None or memory.is_built:
             return
         collected = 0
-        for batch in self.trainer.train_dataloader:
-            labels = batch.gt_label if batch.gt_label is not None else torch.zeros(len(batch.image))
-            normal = labels == 0
-            if not bool(normal.any()):
-                continue
-            images = batch.image[normal].to(self.device)
-            if self.pre_processor is not None and self.pre_processor.transform is not None:
-                images = self.pre_processor.transform(images)
+        for images in self._normal_images([self.trainer.train_dataloader]):
             memory.collect(self.model.memory_features(images))
             collected += len(images)
             if collected >= self.memory_images:
@@ -168,6 +161,19 @@ class DefectSegmenter(AnomalibModule):
         logger.info(
             "Normal memory: %d patches kept from %d normal training images.", len(memory.memory_bank), collected
         )
+
+    def _normal_images(self, loaders: Iterable[Iterable[Batch]]) -> Iterator[torch.Tensor]:
+        """The normal images of each batch of ``loaders``, on the model's device and pre-processed."""
+        for loader in loaders:
+            for batch in loader:
+                labels = batch.gt_label if batch.gt_label is not None else torch.zeros(len(batch.image))
+                normal = labels == 0
+                if not bool(normal.any()):
+                    continue
+                images = batch.image[normal].to(self.device)
+                if self.pre_processor is not None and self.pre_processor.transform is not None:
+                    images = self.pre_processor.transform(images)
+                yield images
 
     def on_validation_epoch_start(self) -> None:
         """Measure the prior's normal statistics for the weights being validated (they move in training)."""
@@ -202,7 +208,7 @@ class DefectSegmenter(AnomalibModule):
         self._calibrate_prior(loaders, source)
 
     @torch.no_grad()
-    def _calibrate_prior(self, loaders: list[Iterable[Batch]], source: str) -> None:
+    def _calibrate_prior(self, loaders: Iterable[Iterable[Batch]], source: str) -> None:
         prior = self.model.prior
         assert prior is not None
         prior.reset()
@@ -210,14 +216,7 @@ class DefectSegmenter(AnomalibModule):
         self.model.eval()
         seen = 0
         try:
-            for batch in (batch for loader in loaders for batch in loader):
-                labels = batch.gt_label if batch.gt_label is not None else torch.zeros(len(batch.image))
-                normal = labels == 0
-                if not bool(normal.any()):
-                    continue
-                images = batch.image[normal].to(self.device)
-                if self.pre_processor is not None and self.pre_processor.transform is not None:
-                    images = self.pre_processor.transform(images)
+            for images in self._normal_images(loaders):
                 logits, distance = self.model.signals(images, with_distance=True)
                 prior.accumulate(logits, distance)
                 seen += len(images)
