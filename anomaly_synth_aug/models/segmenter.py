@@ -200,7 +200,7 @@ class DefectSegmenter(AnomalibModule):
             )
         try:
             loaders, source = _loaders(datamodule.val_dataloader()), "validation"
-        except Exception:  # noqa: BLE001 - anomalib raises different errors for a missing val set
+        except AttributeError:  # an anomalib datamodule that was set up without val_data
             loaders, source = [], ""
         if not any(_has_batches(loader) for loader in loaders):
             logger.warning("normal_prior: no validation set, so it is calibrated on training normals (seen in training)")
