@@ -29,7 +29,7 @@ def replace_marked_block(text: str, name: str, content: str) -> str:
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     if start not in text:
         return text
-    pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), flags=re.DOTALL)
+    pattern = re.compile(re.escape(start) + r"\r?\n.*?" + re.escape(end), flags=re.DOTALL)
     if not pattern.search(text):
         raise InvalidInputError(f"the marker {start} has no closing {end}", fix=f"add {end} after the table")
     body = content if content.endswith("\n") else content + "\n"

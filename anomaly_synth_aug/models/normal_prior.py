@@ -63,14 +63,16 @@ class NormalPrior(nn.Module):
                 fix="upsample the distance map to the logits' size first",
             )
         logits, distance = logits.double(), distance.double()
-        self._sums += torch.stack(
+        # Summed on the signals' device, kept on the CPU: the buffers alone follow the module.
+        self._sums += torch.tensor(
             [
-                torch.tensor(float(logits.numel()), dtype=torch.float64),
-                logits.sum(),
-                logits.square().sum(),
-                distance.sum(),
-                distance.square().sum(),
-            ]
+                float(logits.numel()),
+                logits.sum().item(),
+                logits.square().sum().item(),
+                distance.sum().item(),
+                distance.square().sum().item(),
+            ],
+            dtype=torch.float64,
         )
 
     def finish(self) -> None:

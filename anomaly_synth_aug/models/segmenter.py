@@ -39,6 +39,7 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
@@ -187,25 +188,30 @@ class DefectSegmenter(AnomalibModule):
         self._ensure_prior()
 
     def _ensure_prior(self) -> None:
-        """A prior that no validation calibrated: measure it on the validation normals, else the training ones."""
+        """Measure the prior for the weights about to predict: on the validation normals when there are any.
+
+        Without a validation set, a prior that a checkpoint brought is kept; an uncalibrated one is
+        measured on training normals (with a warning: the segmenter was trained on them).
+        """
         prior = self.model.prior
-        if prior is None or prior.is_calibrated:
+        if prior is None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
+        has_validation = datamodule is not None and getattr(datamodule, "val_data", None) is not None
+        loaders = _loaders(datamodule.val_dataloader()) if has_validation else []
+        if any(_has_batches(loader) for loader in loaders):
+            self._calibrate_prior(loaders, "validation")
+            return
+        if prior.is_calibrated:
+            return
         if datamodule is None:
             raise InvalidInputError(
                 "normal_prior needs normal images to calibrate on, and neither a validation run nor a datamodule "
                 "gave any",
                 fix="validate once (Engine.fit or Engine.validate) before predicting, or pass normal_prior=False",
             )
-        try:
-            loaders, source = _loaders(datamodule.val_dataloader()), "validation"
-        except AttributeError:  # an anomalib datamodule that was set up without val_data
-            loaders, source = [], ""
-        if not any(_has_batches(loader) for loader in loaders):
-            logger.warning("normal_prior: no validation set, so it is calibrated on training normals (seen in training)")
-            loaders, source = _loaders(datamodule.train_dataloader()), "training"
-        self._calibrate_prior(loaders, source)
+        logger.warning("normal_prior: no validation set, so it is calibrated on training normals (seen in training)")
+        self._calibrate_prior(_loaders(datamodule.train_dataloader()), "training")
 
     @torch.no_grad()
     def _calibrate_prior(self, loaders: Iterable[Iterable[Batch]], source: str) -> None:
@@ -216,7 +222,7 @@ class DefectSegmenter(AnomalibModule):
         self.model.eval()
         seen = 0
         try:
-            for images in self._normal_images(loaders):
+            for images in self._normal_images(_private_loader(loader) for loader in loaders):
                 logits, distance = self.model.signals(images, with_distance=True)
                 prior.accumulate(logits, distance)
                 seen += len(images)
@@ -306,6 +312,19 @@ def _loaders(loaders: Any) -> list[Iterable[Batch]]:
     if loaders is None:
         return []
     return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+
+
+def _private_loader(loader: Iterable[Batch]) -> Iterable[Batch]:
+    """A loader of its own over the same data, so that a pass never shares (or uses up) Lightning's iterator.
+
+    A DataLoader with persistent workers hands every ``iter`` the same iterator; the calibration runs
+    inside the validation loop, whose iterator is already open.
+    """
+    if not isinstance(loader, DataLoader):
+        return loader
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size or 1, shuffle=False, num_workers=0, collate_fn=loader.collate_fn
+    )
 
 
 def _has_batches(loader: Iterable[Any]) -> bool:

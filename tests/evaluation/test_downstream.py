@@ -205,14 +205,30 @@ def test_native_side_keeps_the_median_pixel_count(tmp_path: Path) -> None:
     assert native_side(root, most=128) == 128
 
 
-def test_a_native_anchor_is_built_at_the_categorys_side_and_records_it(tiny_mvtec: Path) -> None:
+def test_a_native_anchor_is_built_at_the_categorys_side_and_records_it(tiny_mvtec: Path, monkeypatch) -> None:
     import dataclasses
 
-    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, run_experiment, runner
     from anomaly_synth_aug.evaluation.downstream.datamodules import native_side
 
+    built: dict[str, tuple[int, int]] = {}
+    real_spec = runner.detector_spec
+
+    def recording_spec(name: str):
+        spec = real_spec(name)
+
+        def build(model_preset, generator):
+            model = spec.build(model_preset, generator)
+            built[name] = tuple(model.pre_processor.image_size)  # what the detector really sees
+            return model
+
+        return dataclasses.replace(spec, build=build)
+
+    monkeypatch.setattr(runner, "detector_spec", recording_spec)
     preset = dataclasses.replace(PRESETS["smoke"], image_size=32)
     record = run_experiment(tiny_mvtec, "real_paste", "patchcore_native", 0, preset)
-    assert record["detector_image_size"] == native_side(tiny_mvtec) == 64  # 48 x 64 images, not the preset's 32
+    assert native_side(tiny_mvtec) == 64  # 48 x 64 images, not the preset's 32
+    assert built["patchcore_native"] == (64, 64) and record["detector_image_size"] == 64
     assert_ranking_metrics(record["metrics"], ("image_AUROC", "pixel_AUROC"))
     assert run_experiment(tiny_mvtec, "real_paste", "patchcore", 0, preset)["detector_image_size"] == 32
+    assert built["patchcore"] == (32, 32)

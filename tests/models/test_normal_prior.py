@@ -85,15 +85,21 @@ def test_the_map_keeps_a_deviation_the_decoder_never_learned() -> None:
 def test_engine_calibrates_on_validation_normals_and_the_checkpoint_keeps_it(
     tiny_folder, fake_generator, tmp_path: Path
 ) -> None:
+    """Several validations; the saved statistics are those of the saved weights on the validation normals."""
     datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
     model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
-    engine = Engine(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine = Engine(max_epochs=3, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
     engine.fit(model, datamodule=datamodule)
-    prior = model.model.prior
-    assert prior.is_calibrated
+    assert model.model.prior.is_calibrated
     reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
     assert reloaded.hparams["normal_prior"] and reloaded.model.prior.is_calibrated
-    assert torch.equal(reloaded.model.prior.logit_std, prior.logit_std)
+    stored = {name: buffer.clone() for name, buffer in reloaded.model.prior.named_buffers()}
+    reloaded._calibrate_prior([datamodule.val_dataloader()], "validation")  # again, by hand, for those weights
+    for name, buffer in reloaded.model.prior.named_buffers():
+        assert torch.allclose(buffer, stored[name], rtol=1e-5), name
+    # A prior measured on the training normals instead would differ: the check above can fail.
+    reloaded._calibrate_prior([datamodule.train_dataloader()], "training")
+    assert not torch.allclose(reloaded.model.prior.distance_mean, stored["distance_mean"])
     (results,) = engine.test(model, datamodule=datamodule, ckpt_path=engine.best_model_path, verbose=False)
     assert all(torch.isfinite(torch.tensor(float(value))) for value in results.values())
 
