@@ -277,11 +277,16 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
         "Δ: paired by seed against the one-class anchor with the higher mean image AUROC.",
         "",
         headline_table(store, preset),
-        "## Which defect types each source teaches the segmenter to find",
+        "## Which defect types each detector finds",
         "",
-        "Image AUROC of each defect type's held-out images against the test normals (mean ± std over seeds).",
+        "Image AUROC of each defect type's held-out images against the test normals (mean ± std over seeds),",
+        "per detector and source of training defects.",
         "",
-        per_type_markdown(runs, "segmenter", generators),
+        *(
+            f"### {detector}\n\n{table}"
+            for detector in detectors
+            if (table := per_type_markdown(runs, detector, generators))
+        ),
         "## Every detector",
         "",
         f"Δ = gain over `none`, paired by seed. Runs without `{LABELS_AT_THRESHOLD}` labelled at raw score 0.5;",

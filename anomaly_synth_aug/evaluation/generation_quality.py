@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms.v2 import functional as TF
 
 from anomaly_synth_aug.data.sample import to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.evaluation.metrics import image_auroc
 from anomaly_synth_aug.generators.diffusion.calibration import signed_contrast
 
 #: Side of the square crops the realism classifier and the diversity measure look at.
@@ -165,7 +165,7 @@ def classifier_two_sample_test(
     model.eval()
     with torch.no_grad():
         scores = model(test_x).squeeze(1)
-    auroc = float(binary_auroc(scores, test_y))
+    auroc = image_auroc(scores, test_y)  # raw logits: no sigmoid to saturate
     return TwoSampleResult(auroc=auroc, train_size=count - test_size, test_size=test_size)
 
 

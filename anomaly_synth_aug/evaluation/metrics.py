@@ -152,6 +152,16 @@ def compute_detection_metrics(
     return results
 
 
+def image_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """AUROC of raw scores of any range (anomalib's, as in the Engine's metrics).
+
+    torchmetrics' ``binary_auroc`` passes scores outside [0, 1] through a sigmoid, which saturates in
+    float32 above about 17: raw PaDiM scores, the prior's standard scores or a classifier's confident
+    logits all tie at 1.0 there, and the AUROC falls towards 0.5.
+    """
+    return compute_detection_metrics(scores.flatten(), labels.flatten())["image_AUROC"]
+
+
 def metric_value(value: float | torch.Tensor | None) -> float | None:
     """A logged metric as a plain float, or None when it is missing or undefined (NaN)."""
     if value is None:

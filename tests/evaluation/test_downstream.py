@@ -232,3 +232,12 @@ def test_a_native_anchor_is_built_at_the_categorys_side_and_records_it(tiny_mvte
     assert_ranking_metrics(record["metrics"], ("image_AUROC", "pixel_AUROC"))
     assert run_experiment(tiny_mvtec, "real_paste", "patchcore", 0, preset)["detector_image_size"] == 32
     assert built["patchcore"] == (32, 32)
+
+
+def test_per_type_auroc_ranks_raw_scores_as_the_engines_metrics_do() -> None:
+    """A one-class detector's scores run into the hundreds; they were squashed to ties by a sigmoid (all 0.5)."""
+    from anomaly_synth_aug.evaluation.downstream.runner import PerTypeImageScores
+
+    per_type = PerTypeImageScores()
+    per_type.scores = [("good", 0, 90.0), ("good", 0, 95.0), ("crack", 1, 240.0), ("crack", 1, 93.0), ("dent", 1, 300.0)]
+    assert per_type.per_type_auroc() == {"crack": pytest.approx(0.75), "dent": pytest.approx(1.0)}

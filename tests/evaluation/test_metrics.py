@@ -108,3 +108,12 @@ def test_raw_scores_above_one_are_ranked_as_they_are() -> None:
     validation_auroc = next(m for m in evaluator.val_metrics if m.name == "val_image_AUROC")
     validation_auroc.update(SimpleNamespace(pred_score=scores, gt_label=labels))
     assert float(validation_auroc.compute()) == pytest.approx(1.0)
+
+
+def test_image_auroc_ranks_raw_scores_without_a_sigmoid() -> None:
+    """Scores far above 1 (PaDiM's, the prior's standard scores, confident logits) keep their order."""
+    from anomaly_synth_aug.evaluation.metrics import image_auroc
+
+    labels = torch.tensor([0, 0, 1, 1])
+    assert image_auroc(torch.tensor([80.0, 90.0, 200.0, 250.0]), labels) == pytest.approx(1.0)
+    assert image_auroc(torch.tensor([[0.9], [0.8], [0.2], [0.1]]), labels) == pytest.approx(0.0)  # [N, 1] too

@@ -37,7 +37,6 @@ import torch
 from anomalib.callbacks import ModelCheckpoint
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from torchmetrics.functional.classification import binary_auroc
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, native_side, synthetic_datamodule
@@ -48,6 +47,7 @@ from anomaly_synth_aug.evaluation.metrics import (
     CHECKPOINT_MONITOR,
     LABELS_AT_THRESHOLD,
     THRESHOLD_METRICS,
+    image_auroc,
     metric_value,
 )
 from anomaly_synth_aug.generators.base import AnomalyGenerator
@@ -106,7 +106,7 @@ class PerTypeImageScores(Callback):
             if len(normals) and len(anomalous):
                 scores = torch.cat([anomalous, normals])
                 labels = torch.cat([torch.ones(len(anomalous)), torch.zeros(len(normals))]).long()
-                result[name] = float(binary_auroc(scores, labels))
+                result[name] = image_auroc(scores, labels)
         return result
 
 
