@@ -96,18 +96,21 @@ SOURCES = [
 ]
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
-#: fewest runs: does the diffusion generator make the segmenter better than the anchors, than the real
-#: shots themselves and than pasting them, alone and next to the shots? ``sources`` adds every other
-#: source of defects (the diffusion and Perlin mixture, none, the classic generators alone and next to
-#: the shots): the whole comparison table. ``all`` adds the diffusion ablations, the detector
-#: ablations (the segmenter without its normal memory, the from-scratch U-Net) and SuperSimpleNet.
+#: fewest runs that fit a few hours per seed on 2 cores: is a supervised detector trained on the shots
+#: alone, on pasted shots plus the shots, or on diffusion defects plus the shots better than the one-class
+#: anchors, and which of the three is best? ``sources`` adds every other source of defects (pasted shots
+#: and diffusion alone, the diffusion and Perlin mixture, none, the classic generators alone and next to the
+#: shots): the whole comparison table. ``prior`` runs the core's sources on ``segmenter_prior``. ``all`` adds
+#: the diffusion ablations, the detector ablations (the segmenter without its normal memory, the
+#: from-scratch U-Net) and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
-CORE_SOURCES = (*BASE_SOURCES, "real_paste_with_shots", "diffusion_with_shots")
+CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")
 FULL_MATRICES: dict[str, list[Pair]] = {
     "core": [*ANCHORS, *((source, "segmenter") for source in CORE_SOURCES)],
 }
 FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
+    *((source, "segmenter") for source in ("real_paste", "diffusion")),
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
     *((source, "segmenter") for source in WITH_SHOTS if source not in CORE_SOURCES),
 ]
@@ -150,10 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--matrix",
         choices=list(FULL_MATRICES),
-        help="full preset only: core (the default: the anchors, the shots, pasted shots and diffusion, the last "
-        "two also next to the shots), sources (adds none, Perlin, CutPaste and Poisson, alone and next to the "
-        "shots, and the diffusion/Perlin mixture), prior (the core's sources on segmenter_prior) or all (sources, "
-        "prior, the diffusion ablations, the detector ablations and SuperSimpleNet)",
+        help="full preset only: core (the default: the anchors; the segmenter on the shots, and on pasted shots "
+        "and on diffusion defects next to the shots), sources (adds pasted shots and diffusion alone, none, Perlin, "
+        "CutPaste and Poisson, alone and next to the shots, and the diffusion/Perlin mixture), prior (the core's "
+        "sources on segmenter_prior) or all (sources, prior, the diffusion ablations, the detector ablations and "
+        "SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")
