@@ -63,25 +63,16 @@ def _square(preset: Preset) -> tuple[int, int]:
     return (preset.image_size, preset.image_size)
 
 
-def _segmenter(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
-    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+def _segmenter(**options: Any) -> Builder:
+    """The pretrained ``DefectSegmenter`` with ``options`` over its defaults (the product's detector and its variants)."""
 
-    del generator  # learns from the datamodule's masks
-    return DefectSegmenter(encoder=preset.backbone, pretrained=True, **_components())
+    def build(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
+        from anomaly_synth_aug.models.segmenter import DefectSegmenter
 
+        del generator  # learns from the datamodule's masks
+        return DefectSegmenter(encoder=preset.backbone, pretrained=True, **options, **_components())
 
-def _segmenter_prior(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
-    from anomaly_synth_aug.models.segmenter import DefectSegmenter
-
-    del generator
-    return DefectSegmenter(encoder=preset.backbone, pretrained=True, normal_prior=True, **_components())
-
-
-def _segmenter_image_only(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
-    from anomaly_synth_aug.models.segmenter import DefectSegmenter
-
-    del generator
-    return DefectSegmenter(encoder=preset.backbone, pretrained=True, normal_memory=False, **_components())
+    return build
 
 
 def _segmenter_scratch(preset: Preset, generator: AnomalyGenerator | None) -> AnomalibModule:
@@ -195,21 +186,21 @@ class DetectorSpec:
 
 DETECTORS: dict[str, DetectorSpec] = {
     "segmenter": DetectorSpec(
-        _segmenter,
+        _segmenter(),
         True,
         True,
         False,
         "U-Net on pretrained EfficientNet-Lite0 plus PatchCore's normal-patch distances, native resolution",
     ),
     "segmenter_prior": DetectorSpec(
-        _segmenter_prior,
+        _segmenter(normal_prior=True),
         True,
         True,
         False,
         "the segmenter with PatchCore's verdict added to its own (standard scores on the validation normals)",
     ),
     "segmenter_image_only": DetectorSpec(
-        _segmenter_image_only, True, True, False, "the same U-Net without the normal memory (ablation)"
+        _segmenter(normal_memory=False), True, True, False, "the same U-Net without the normal memory (ablation)"
     ),
     "segmenter_scratch": DetectorSpec(
         _segmenter_scratch, True, True, False, "DRÆM's U-Net from scratch, native resolution (ablation)"
