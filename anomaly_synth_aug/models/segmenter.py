@@ -13,8 +13,9 @@ item) and it predicts a per-pixel defect probability. The network (``segmenter_n
 * ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
   trained from scratch, kept as an option and as an ablation.
 
-``normal_prior=True`` keeps PatchCore's verdict in the final map as well (``NormalPrior``): the logit's
-and the memory distance's standard scores on the validation set's *normal* images, added. A defect
+``normal_prior=True`` keeps PatchCore's verdict in the final map and score as well (``NormalPrior``): the
+logit's and the memory distance's standard scores on the validation set's *normal* images, added per
+pixel for the map and per image (each detector's own image score) for the image score. A defect
 unlike every training defect then still scores as far from normal as it is.
 
 All are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
@@ -78,8 +79,9 @@ class DefectSegmenter(AnomalibModule):
         memory_images: normal training images (crops) the memory is built from.
         memory_size: patches kept in the memory (a greedy k-center coreset of the collected ones).
         normal_prior: predict the sum of the logit's and the memory distance's standard scores
-            (``NormalPrior``) instead of the defect probability, both measured on the validation
-            normals at every validation (or, without a validation set, on training normals).
+            (``NormalPrior``; per pixel for the map, per image for the score) instead of the defect
+            probability, measured on the validation normals at every validation (or, without a
+            validation set, on training normals).
         pre_processor: anomalib pre-processor, or True for ImageNet normalisation at native resolution
             (no resize; none at all for the from-scratch U-Net).
         post_processor: anomalib post-processor, or True for thresholds without normalisation.

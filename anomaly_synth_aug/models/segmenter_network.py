@@ -9,8 +9,9 @@
 * ``encoder=None``: DRÆM's discriminative U-Net trained from scratch (an ablation).
 
 With ``normal_prior=True`` (and the memory) the eval-mode map is no longer the defect probability but
-the sum of the logit's and the memory distance's standard scores on normal images (``NormalPrior``):
-the supervised verdict and PatchCore's, on one scale.
+the sum of the logit's and the memory distance's standard scores on normal images, and the image
+score the sum of the two detectors' image scores' standard scores (``NormalPrior``): the supervised
+verdict and PatchCore's, on one scale.
 
 The memory needs features that stay fixed while the U-Net's encoder fine-tunes. Its stages are
 frozen copies of the encoder's own ImageNet stages (blocks 2 to 4 of EfficientNet-Lite0), fed from
@@ -27,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from anomaly_synth_aug.data.transforms import pad_to_multiple
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
-from anomaly_synth_aug.models.normal_prior import NormalPrior
+from anomaly_synth_aug.models.normal_prior import NormalPrior, top_fraction_mean
 
 #: The U-Nets halve the resolution five times; inputs are padded to a multiple of this.
 SIZE_MULTIPLE = 32
@@ -77,7 +77,7 @@ class SegmenterModel(nn.Module):
     In training mode ``forward`` returns the logits (for the loss); in eval mode it returns an
     ``InferenceBatch`` whose ``anomaly_map`` ``[B, H, W]`` is the defect probability (with ``normal_prior``:
     the fused standard score) and whose ``pred_score`` is the mean of the map's highest
-    ``score_top_fraction`` of pixels (the maximum when 0).
+    ``score_top_fraction`` of pixels (the maximum when 0; with ``normal_prior``: the fused image score).
 
     Args:
         encoder: timm name of the U-Net encoder, or None for DRÆM's from-scratch U-Net.
@@ -114,7 +114,7 @@ class SegmenterModel(nn.Module):
                 "normal_prior adds the normal memory's distances to the segmenter's verdict, and the memory is off",
                 fix="keep normal_memory on (it needs a pretrained encoder), or pass normal_prior=False",
             )
-        self.prior = NormalPrior() if normal_prior else None
+        self.prior = NormalPrior(score_top_fraction) if normal_prior else None
         self.memory: NormalPatchMemory | None = None
         self._memory_stages = nn.ModuleList()
         self._memory_taps: list[bool] = []
@@ -237,9 +237,10 @@ class SegmenterModel(nn.Module):
             return self.signals(images)[0]
         logits, distance = self.signals(images, with_distance=self.prior is not None)
         if self.prior is not None:
+            assert distance is not None
             anomaly_map = self.prior.fuse(logits, distance).squeeze(1)
-        else:
-            anomaly_map = torch.sigmoid(logits).squeeze(1)
+            return InferenceBatch(pred_score=self.prior.fuse_scores(logits, distance), anomaly_map=anomaly_map)
+        anomaly_map = torch.sigmoid(logits).squeeze(1)
         return InferenceBatch(pred_score=self.image_score(anomaly_map), anomaly_map=anomaly_map)
 
     def signals(self, images: torch.Tensor, *, with_distance: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -270,9 +271,7 @@ class SegmenterModel(nn.Module):
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Mean of the top ``score_top_fraction`` pixels per image: as sharp as the max, less noisy."""
-        flat = anomaly_map.flatten(1)
-        k = max(1, math.ceil(flat.shape[1] * self.score_top_fraction))
-        return flat.topk(k, dim=1).values.mean(dim=1)
+        return top_fraction_mean(anomaly_map, self.score_top_fraction)
 
 
 def _block_index(stage: str) -> int:

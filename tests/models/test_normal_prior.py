@@ -19,10 +19,10 @@ def test_statistics_are_the_normal_pixels_mean_and_std() -> None:
         prior.accumulate(logit, distance)
     prior.finish()
     every_logit, every_distance = torch.cat([x.flatten() for x in logits]), torch.cat([x.flatten() for x in distances])
-    assert torch.isclose(prior.logit_mean, every_logit.mean(), atol=1e-5)
-    assert torch.isclose(prior.logit_std, every_logit.std(unbiased=False), atol=1e-5)
-    assert torch.isclose(prior.distance_mean, every_distance.mean(), atol=1e-5)
-    assert torch.isclose(prior.distance_std, every_distance.std(unbiased=False), atol=1e-5)
+    assert torch.isclose(prior.pixel_logit.mean, every_logit.mean(), atol=1e-5)
+    assert torch.isclose(prior.pixel_logit.std, every_logit.std(unbiased=False), atol=1e-5)
+    assert torch.isclose(prior.pixel_distance.mean, every_distance.mean(), atol=1e-5)
+    assert torch.isclose(prior.pixel_distance.std, every_distance.std(unbiased=False), atol=1e-5)
     fused = prior.fuse(logits[0], distances[0])
     expected = (logits[0] - every_logit.mean()) / every_logit.std(unbiased=False) + (
         distances[0] - every_distance.mean()
@@ -30,23 +30,77 @@ def test_statistics_are_the_normal_pixels_mean_and_std() -> None:
     assert torch.allclose(fused, expected, atol=1e-4)
 
 
+def test_image_statistics_are_those_of_the_normal_images_scores() -> None:
+    torch.manual_seed(0)
+    logits, distances = torch.randn(6, 1, 10, 10), torch.rand(6, 1, 10, 10)
+    prior = NormalPrior(score_top_fraction=0.05)  # the top 5 of 100 pixels
+    prior.accumulate(logits[:4], distances[:4])
+    prior.accumulate(logits[4:], distances[4:])
+    prior.finish()
+    logit_scores = logits.flatten(1).topk(5, dim=1).values.mean(dim=1)
+    distance_scores = distances.flatten(1).topk(5, dim=1).values.mean(dim=1)
+    assert torch.isclose(prior.image_logit.mean, logit_scores.mean(), atol=1e-5)
+    assert torch.isclose(prior.image_distance.std, distance_scores.std(unbiased=False), atol=1e-5)
+    expected = (logit_scores - logit_scores.mean()) / logit_scores.std(unbiased=False) + (
+        distance_scores - distance_scores.mean()
+    ) / distance_scores.std(unbiased=False)
+    assert torch.allclose(prior.fuse_scores(logits, distances), expected, atol=1e-4)
+
+
+def test_a_false_positive_spot_common_on_normals_does_not_outrank_a_defect_the_memory_sees() -> None:
+    """Half the normal images carry a segmenter spot; a defect shows only in the memory's distance.
+
+    Per pixel the spot is extreme (spots are rare among pixels), so the top of the pixel-fused map
+    ranks the spotted normal first. Per image the spot is ordinary, and the distance is not.
+    """
+    torch.manual_seed(0)
+    normals = 16
+    logits = torch.full((normals, 1, 32, 32), -8.0) + 0.1 * torch.randn(normals, 1, 32, 32)
+    logits[::2, :, 10:12, 10:12] = 4.0 + torch.rand(normals // 2, 1, 1, 1)  # spots on every other normal
+    distances = 1.0 + 0.1 * torch.randn(normals, 1, 32, 32)
+    prior = NormalPrior(score_top_fraction=0.001)
+    prior.accumulate(logits, distances)
+    prior.finish()
+    spotted_logits = torch.full((1, 1, 32, 32), -8.0)
+    spotted_logits[..., 20:22, 20:22] = 5.0
+    spotted = (spotted_logits, torch.ones(1, 1, 32, 32))
+    defect_distance = torch.ones(1, 1, 32, 32)
+    defect_distance[..., 4:8, 4:8] = 2.0  # ten standard deviations above the normal pixels
+    defect = (torch.full((1, 1, 32, 32), -8.0), defect_distance)
+    assert prior.fuse(*spotted).max() > prior.fuse(*defect).max()  # what a pixel-fused image score would say
+    assert prior.fuse_scores(*defect) > prior.fuse_scores(*spotted) + 3.0
+
+
 def test_refuses_to_fuse_uncalibrated_or_without_normals() -> None:
     prior = NormalPrior()
     with pytest.raises(NotFittedError, match="not calibrated"):
         prior.fuse(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+    with pytest.raises(NotFittedError, match="not calibrated"):
+        prior.fuse_scores(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
     with pytest.raises(InvalidInputError, match="no normal image"):
         prior.finish()
     with pytest.raises(InvalidInputError, match="upsample"):
         prior.accumulate(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2))
 
 
+def test_one_normal_image_standardises_its_scores_with_the_pixel_statistics(caplog) -> None:
+    prior = NormalPrior()
+    with caplog.at_level("WARNING"):
+        prior.accumulate(torch.tensor([[[[0.0, 2.0]]]]), torch.tensor([[[[1.0, 5.0]]]]))
+        prior.finish()  # one image has no spread of image scores
+    assert "one normal image" in caplog.text
+    assert prior.is_calibrated
+    assert prior.image_distance.mean.item() == pytest.approx(3.0) and prior.image_distance.std.item() == pytest.approx(2.0)
+
+
 def test_a_new_measurement_forgets_the_old_one() -> None:
     prior = NormalPrior()
-    prior.accumulate(torch.full((1, 1, 2, 2), 100.0), torch.full((1, 1, 2, 2), 100.0))
+    prior.accumulate(torch.full((2, 1, 2, 2), 100.0), torch.full((2, 1, 2, 2), 100.0))
     prior.reset()
-    prior.accumulate(torch.tensor([[[[0.0, 2.0]]]]), torch.tensor([[[[1.0, 3.0]]]]))
+    prior.accumulate(torch.tensor([[[[0.0, 2.0]]], [[[0.0, 2.0]]]]), torch.tensor([[[[1.0, 3.0]]], [[[1.0, 3.0]]]]))
     prior.finish()
-    assert prior.logit_mean.item() == pytest.approx(1.0) and prior.distance_mean.item() == pytest.approx(2.0)
+    assert prior.pixel_logit.mean.item() == pytest.approx(1.0) and prior.pixel_distance.mean.item() == pytest.approx(2.0)
+    assert prior.image_logit.mean.item() == pytest.approx(2.0)
 
 
 def test_needs_the_normal_memory() -> None:
@@ -73,7 +127,9 @@ def test_the_map_keeps_a_deviation_the_decoder_never_learned() -> None:
     square = torch.zeros(128, 128, dtype=torch.bool)
     square[56:72, 56:72] = True
     with torch.no_grad():
-        fused = model(image).anomaly_map[0]
+        prediction, normal_predictions = model(image), model(held_back)
+    fused = prediction.anomaly_map[0]
+    assert prediction.pred_score[0] > normal_predictions.pred_score.max() + 3.0  # the image verdict follows
     corner = fused[:32, :32]  # far from the square: a normal surface, near 0
     assert corner.abs().mean() < 2.0
     assert fused[square].mean() > corner.mean() + 3.0  # standard-score units
@@ -99,7 +155,7 @@ def test_engine_calibrates_on_validation_normals_and_the_checkpoint_keeps_it(
         assert torch.allclose(buffer, stored[name], rtol=1e-5), name
     # A prior measured on the training normals instead would differ: the check above can fail.
     reloaded._calibrate_prior([datamodule.train_dataloader()], "training")
-    assert not torch.allclose(reloaded.model.prior.distance_mean, stored["distance_mean"])
+    assert not torch.allclose(reloaded.model.prior.pixel_distance.mean, stored["pixel_distance.mean"])
     (results,) = engine.test(model, datamodule=datamodule, ckpt_path=engine.best_model_path, verbose=False)
     assert all(torch.isfinite(torch.tensor(float(value))) for value in results.values())
 

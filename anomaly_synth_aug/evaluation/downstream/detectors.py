@@ -4,7 +4,8 @@
   weights) that also sees PatchCore's distance to the nearest normal patch, trained on defect-centred
   crops at native resolution and run on whole images (the product's supervised detector);
 * ``segmenter_prior``: the same segmenter, its map the sum of its logit's and the memory distance's standard
-  scores on the validation normals (``NormalPrior``): the supervised verdict and PatchCore's together;
+  scores on the validation normals and its image score the sum of the two image scores' standard scores
+  (``NormalPrior``): the supervised verdict and PatchCore's together;
 * ``segmenter_image_only``: the same U-Net without the normal memory (ablation: what the memory adds);
 * ``segmenter_scratch``: the same protocol with DRÆM's U-Net trained from scratch (ablation);
 * ``supersimplenet``: SuperSimpleNet in supervised mode on the pretrained backbone (its paper's setting);
