@@ -32,6 +32,7 @@ Example:
     >>> prior.finish()
     >>> anomaly_map = prior.fuse(logits, distance)  # [B, 1, H, W]: standard scores, added
     >>> pred_score = prior.fuse_scores(logits, distance)  # [B]: image standard scores, added
+    >>> prior.last_components["memory"]  # [B]: the memory's part of that sum
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class NormalPrior(nn.Module):
         self.pixel_distance = StandardScore()
         self.image_logit = StandardScore()
         self.image_distance = StandardScore()
+        # The standardised parts of the last ``fuse_scores`` call, each ``[B]``: which detector drove
+        # the verdict (the benchmark records each part's own image AUROC). Not state: never saved.
+        self.last_components: dict[str, torch.Tensor] | None = None
 
     def _scores(self) -> tuple[StandardScore, ...]:
         return self.pixel_logit, self.pixel_distance, self.image_logit, self.image_distance
@@ -185,7 +189,9 @@ class NormalPrior(nn.Module):
         self._check_calibrated()
         logit_scores = top_fraction_mean(logits, self.score_top_fraction)
         distance_scores = top_fraction_mean(distance, self.score_top_fraction)
-        return self.image_logit(logit_scores) + self.image_distance(distance_scores)
+        components = {"segmenter": self.image_logit(logit_scores), "memory": self.image_distance(distance_scores)}
+        self.last_components = {name: value.detach() for name, value in components.items()}
+        return components["segmenter"] + components["memory"]
 
 
 __all__ = ["NormalPrior", "StandardScore", "top_fraction_mean"]

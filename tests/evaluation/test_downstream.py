@@ -186,6 +186,12 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     assert record["detector"] == "segmenter_prior" and set(record["metrics"]) == TEST_METRICS
     assert_ranking_metrics(record["metrics"])
     assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
+    parts = record["prior_components"]
+    assert set(parts) == {"segmenter", "memory"}
+    for part in parts.values():
+        assert 0.0 <= part["image_AUROC"] <= 1.0
+        assert set(part["image_AUROC_by_type"]) == set(record["image_AUROC_by_type"])
+    assert run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset)["prior_components"] is None
 
 
 def test_native_side_keeps_the_median_pixel_count(tmp_path: Path) -> None:
@@ -241,3 +247,30 @@ def test_per_type_auroc_ranks_raw_scores_as_the_engines_metrics_do() -> None:
     per_type = PerTypeImageScores()
     per_type.scores = [("good", 0, 90.0), ("good", 0, 95.0), ("crack", 1, 240.0), ("crack", 1, 93.0), ("dent", 1, 300.0)]
     assert per_type.per_type_auroc() == {"crack": pytest.approx(0.75), "dent": pytest.approx(1.0)}
+
+
+def test_prior_components_score_each_part_of_the_fused_verdict_on_its_own() -> None:
+    """The memory finds the dent, the segmenter the crack: each part's AUROC says so, the sum hides it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from anomaly_synth_aug.evaluation.downstream.runner import PriorComponentScores
+
+    collector = PriorComponentScores()
+    prior = SimpleNamespace(last_components=None)
+    module = SimpleNamespace(model=SimpleNamespace(prior=prior))
+    outputs = SimpleNamespace(image_path=["t/good/a.png", "t/good/b.png"], gt_label=torch.tensor([0, 0]))
+    collector.on_test_batch_end(None, module, outputs, None, 0)  # no fused score yet: nothing recorded
+    assert collector.component_auroc() is None
+    paths = ["t/good/a.png", "t/good/b.png", "t/crack/c.png", "t/dent/d.png"]
+    prior.last_components = {
+        "segmenter": torch.tensor([0.0, 1.0, 5.0, 0.5]),
+        "memory": torch.tensor([1.0, 0.0, 0.5, 5.0]),
+    }
+    outputs = SimpleNamespace(image_path=paths, gt_label=torch.tensor([0, 0, 1, 1]))
+    collector.on_test_batch_end(None, module, outputs, None, 0)
+    parts = collector.component_auroc()
+    assert parts["segmenter"]["image_AUROC_by_type"] == {"crack": pytest.approx(1.0), "dent": pytest.approx(0.5)}
+    assert parts["memory"]["image_AUROC_by_type"] == {"crack": pytest.approx(0.5), "dent": pytest.approx(1.0)}
+    assert parts["segmenter"]["image_AUROC"] == pytest.approx(0.75)

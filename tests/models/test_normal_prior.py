@@ -172,3 +172,17 @@ def test_without_validation_it_calibrates_on_training_normals(tiny_folder, fake_
         engine.test(model, datamodule=datamodule, verbose=False)
     assert model.model.prior.is_calibrated
     assert "training normals" in caplog.text
+
+
+def test_last_components_are_the_two_parts_of_the_fused_image_score() -> None:
+    torch.manual_seed(0)
+    prior = NormalPrior(score_top_fraction=0.1)
+    prior.accumulate(torch.randn(4, 1, 8, 8), torch.rand(4, 1, 8, 8))
+    prior.finish()
+    assert prior.last_components is None
+    logits, distance = torch.randn(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    fused = prior.fuse_scores(logits, distance)
+    parts = prior.last_components
+    assert set(parts) == {"segmenter", "memory"} and parts["segmenter"].shape == (3,)
+    assert torch.allclose(parts["segmenter"] + parts["memory"], fused)
+    assert "last_components" not in prior.state_dict()

@@ -74,6 +74,30 @@ class ValidationHistory(Callback):
         self.history.append({"step": trainer.global_step, **logged})
 
 
+def auroc_by_type(scores: list[tuple[str, int, float]]) -> dict[str, float]:
+    """Image AUROC of each defect type's images against the normal ones, from ``(type, label, score)`` rows.
+
+    Types with no images are left out.
+    """
+    normals = torch.tensor([s for _, label, s in scores if label == 0])
+    result: dict[str, float] = {}
+    for name in sorted({t for t, label, _ in scores if label == 1}):
+        anomalous = torch.tensor([s for t, label, s in scores if label == 1 and t == name])
+        if len(normals) and len(anomalous):
+            values = torch.cat([anomalous, normals])
+            labels = torch.cat([torch.ones(len(anomalous)), torch.zeros(len(normals))]).long()
+            result[name] = image_auroc(values, labels)
+    return result
+
+
+def overall_auroc(scores: list[tuple[str, int, float]]) -> float | None:
+    """Image AUROC of all ``(type, label, score)`` rows (None without both labels)."""
+    labels = torch.tensor([label for _, label, _ in scores]).long()
+    if labels.numel() == 0 or labels.min() == labels.max():
+        return None
+    return image_auroc(torch.tensor([s for _, _, s in scores]), labels)
+
+
 class PerTypeImageScores(Callback):
     """Collects each test image's score with its defect type (its folder): which types a detector finds.
 
@@ -99,15 +123,48 @@ class PerTypeImageScores(Callback):
 
     def per_type_auroc(self) -> dict[str, float]:
         """Image AUROC of each defect type against the normal test images (types with no images are left out)."""
-        normals = torch.tensor([s for _, label, s in self.scores if label == 0])
-        result: dict[str, float] = {}
-        for name in sorted({t for t, label, _ in self.scores if label == 1}):
-            anomalous = torch.tensor([s for t, label, s in self.scores if label == 1 and t == name])
-            if len(normals) and len(anomalous):
-                scores = torch.cat([anomalous, normals])
-                labels = torch.cat([torch.ones(len(anomalous)), torch.zeros(len(normals))]).long()
-                result[name] = image_auroc(scores, labels)
-        return result
+        return auroc_by_type(self.scores)
+
+
+class PriorComponentScores(Callback):
+    """Each test image's parts of a ``NormalPrior`` image score: which detector drives the fused verdict.
+
+    The fused score is the sum of the segmenter's and the normal memory's standard scores. Each
+    part's own image AUROC (overall and per defect type) shows whether the sum does better than
+    either alone, or just follows one of them. Models without a prior record nothing.
+    """
+
+    def __init__(self) -> None:
+        self.scores: dict[str, list[tuple[str, int, float]]] = {}
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        del trainer, batch, batch_idx, dataloader_idx  # unused
+        prior = getattr(getattr(pl_module, "model", None), "prior", None)
+        components = getattr(prior, "last_components", None)
+        if not components:
+            return
+        types = [Path(path).parent.name for path in outputs.image_path]
+        for name, values in components.items():
+            rows = self.scores.setdefault(name, [])
+            for kind, label, value in zip(types, outputs.gt_label, values.tolist(), strict=True):
+                rows.append((kind, int(label), float(value)))
+
+    def component_auroc(self) -> dict[str, dict[str, Any]] | None:
+        """``{part: {"image_AUROC": x, "image_AUROC_by_type": {...}}}``; None when no prior scored the test set."""
+        if not self.scores:
+            return None
+        return {
+            name: {"image_AUROC": overall_auroc(rows), "image_AUROC_by_type": auroc_by_type(rows)}
+            for name, rows in sorted(self.scores.items())
+        }
 
 
 def run_experiment(
@@ -174,8 +231,9 @@ def run_experiment(
         )
         history = ValidationHistory()
         per_type = PerTypeImageScores()
+        prior_parts = PriorComponentScores()
         engine = Engine(
-            callbacks=[history, per_type, checkpoint],
+            callbacks=[history, per_type, prior_parts, checkpoint],
             accelerator="cpu",
             devices=1,
             default_root_dir=root,
@@ -215,6 +273,7 @@ def run_experiment(
         "detector_image_size": None if spec.native_crops else model_preset.image_size,
         "metrics": metrics,
         "image_AUROC_by_type": per_type.per_type_auroc(),
+        "prior_components": prior_parts.component_auroc(),
         "thresholds": thresholds,
         LABELS_AT_THRESHOLD: True,
         "best_step": best_step,
