@@ -62,6 +62,7 @@ from anomaly_synth_aug.evaluation.reporting import (  # noqa: E402
     detection_markdown,
     headline_markdown,
     per_type_markdown,
+    prior_components_markdown,
     quality_markdown,
 )
 from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
@@ -291,6 +292,17 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
             for detector in detectors
             if (table := per_type_markdown(runs, detector, generators))
         ),
+    ]
+    if components := prior_components_markdown(runs, generators):
+        lines += [
+            "## What drives the normal prior's verdict",
+            "",
+            "The fused image score is the sum of two standard scores on the validation normals: the segmenter's",
+            "image score and the normal memory's (PatchCore's distance). Each part's own image AUROC beside the sum's.",
+            "",
+            components,
+        ]
+    lines += [
         "## Every detector",
         "",
         f"Δ = gain over `none`, paired by seed. Runs without `{LABELS_AT_THRESHOLD}` labelled at raw score 0.5;",

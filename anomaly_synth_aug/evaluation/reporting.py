@@ -312,6 +312,35 @@ def per_type_markdown(runs: Sequence[dict[str, Any]], detector: str, generator_o
     return "\n".join(lines) + "\n"
 
 
+def prior_components_markdown(runs: Sequence[dict[str, Any]], generator_order: Sequence[str] = ()) -> str:
+    """Image AUROC of a fused ``NormalPrior`` score beside that of each of its parts, per source (mean over seeds).
+
+    Answers whether the sum of the segmenter's and the memory's standard scores beats both parts, or
+    just follows one of them. Runs recorded before the parts were kept are left out.
+    """
+    by_source: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        parts = run.get("prior_components")
+        if not parts:
+            continue
+        values = by_source.setdefault(f"{run['detector']} | {run['generator']}", {})
+        values.setdefault("fused", []).append(run["metrics"]["image_AUROC"])
+        for name, part in parts.items():
+            values.setdefault(name, []).append(part["image_AUROC"])
+    if not by_source:
+        return ""
+    names = ["fused", *sorted({name for values in by_source.values() for name in values} - {"fused"})]
+    headers = ["detector", "training defects", "seeds", *(f"image AUROC: {name}" for name in names)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    order = [key for generator in generator_order for key in by_source if key.endswith(f"| {generator}")]
+    for key in ordered(by_source, order):
+        values = by_source[key]
+        means = (format_cell(*mean_std(values.get(name, []))) for name in names)
+        cells = [*key.split(" | "), str(len(values["fused"])), *means]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def ablation_markdown(
     runs: Sequence[dict[str, Any]],
     ablations: Mapping[str, tuple[str, str]],

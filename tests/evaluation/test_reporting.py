@@ -124,3 +124,25 @@ def test_the_headline_charges_each_row_its_generators_fit_once_loaded() -> None:
     )  # fmt: skip
     assert table.splitlines()[0].endswith("| minutes: fit + train + test |")
     assert table.splitlines()[2].endswith("| 20 |") and table.splitlines()[3].endswith("| 11 |")
+
+
+def test_prior_components_table_puts_each_part_beside_the_fused_score() -> None:
+    from anomaly_synth_aug.evaluation.reporting import prior_components_markdown
+
+    runs = [
+        {
+            "detector": "segmenter_prior",
+            "generator": "shots_only",
+            "seed": seed,
+            "metrics": {"image_AUROC": fused},
+            "prior_components": {"memory": {"image_AUROC": memory}, "segmenter": {"image_AUROC": 0.7}},
+        }
+        for seed, fused, memory in ((0, 0.8, 0.9), (1, 0.6, 0.9))
+    ]
+    runs.append({"detector": "segmenter_prior", "generator": "perlin", "seed": 0, "metrics": {"image_AUROC": 0.5}})
+    runs.append({"detector": "segmenter", "generator": "perlin", "seed": 0, "prior_components": None})
+    table = prior_components_markdown(runs, ["perlin", "shots_only"])
+    header = "| detector | training defects | seeds | image AUROC: fused | image AUROC: memory | image AUROC: segmenter |"
+    assert header in table
+    assert "| segmenter_prior | shots_only | 2 | 0.700 ± 0.141 | 0.900 ± 0.000 | 0.700 ± 0.000 |" in table
+    assert "perlin" not in table and prior_components_markdown(runs[2:]) == ""
