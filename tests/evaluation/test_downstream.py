@@ -191,7 +191,12 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     for part in parts.values():
         assert 0.0 <= part["image_AUROC"] <= 1.0
         assert set(part["image_AUROC_by_type"]) == set(record["image_AUROC_by_type"])
-    assert run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset)["prior_components"] is None
+    plain = run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset)
+    assert plain["prior_components"] is None
+    # The segmenter's own image score is the top-0.1 % mean of its map: the fraction record reproduces it.
+    fractions = plain["image_AUROC_by_score_fraction"]
+    assert fractions["test"]["0.001"] == pytest.approx(plain["metrics"]["image_AUROC"], abs=1e-6)
+    assert isinstance(fractions["validation"], list)  # the tiny set's one validation image has no AUROC
 
 
 def test_native_side_keeps_the_median_pixel_count(tmp_path: Path) -> None:

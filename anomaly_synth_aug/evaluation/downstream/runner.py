@@ -43,6 +43,7 @@ from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, n
 from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
 from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator, training_options
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
+from anomaly_synth_aug.evaluation.downstream.score_fractions import ScoreFractionScores
 from anomaly_synth_aug.evaluation.metrics import (
     CHECKPOINT_MONITOR,
     LABELS_AT_THRESHOLD,
@@ -232,8 +233,9 @@ def run_experiment(
         history = ValidationHistory()
         per_type = PerTypeImageScores()
         prior_parts = PriorComponentScores()
+        fractions = ScoreFractionScores()
         engine = Engine(
-            callbacks=[history, per_type, prior_parts, checkpoint],
+            callbacks=[history, per_type, prior_parts, fractions, checkpoint],
             accelerator="cpu",
             devices=1,
             default_root_dir=root,
@@ -274,6 +276,7 @@ def run_experiment(
         "metrics": metrics,
         "image_AUROC_by_type": per_type.per_type_auroc(),
         "prior_components": prior_parts.component_auroc(),
+        "image_AUROC_by_score_fraction": fractions.record(),
         "thresholds": thresholds,
         LABELS_AT_THRESHOLD: True,
         "best_step": best_step,
