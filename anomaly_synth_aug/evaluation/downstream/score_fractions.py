@@ -89,21 +89,9 @@ class ScoreFractionScores(Callback):
         if not trainer.sanity_checking and (aurocs := self._aurocs()):
             self.validation.append({"step": trainer.global_step, "image_AUROC": aurocs})
 
-    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del trainer, pl_module  # unused
-        self._start()
-
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        del trainer, pl_module, batch, batch_idx, dataloader_idx  # unused
-        self._collect(outputs)
+    # Test collects the same way: a fresh start, every batch's maps.
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_batch_end = on_validation_batch_end
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         del trainer, pl_module  # unused
