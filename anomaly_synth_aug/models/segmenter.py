@@ -51,6 +51,9 @@ from anomaly_synth_aug.models.segmenter_network import SegmenterModel
 
 logger = logging.getLogger(__name__)
 
+#: Passes over the training loader that filling the normal memory may take (each draws new crops).
+MAX_MEMORY_PASSES = 8
+
 
 class DefectSegmenter(AnomalibModule):
     """Supervised defect segmentation trained on normals and (synthetic) anomalies with masks.
@@ -76,7 +79,9 @@ class DefectSegmenter(AnomalibModule):
         normal_memory: give the decoder PatchCore's distance to the nearest normal patch, built from
             the training loader's normals when training starts. None: on with an encoder, off for the
             from-scratch U-Net.
-        memory_images: normal training images (crops) the memory is built from.
+        memory_images: normal training images (crops) the memory is built from; when one pass over
+            the training loader holds fewer normals, further passes (new random crops) fill it, up to
+            ``MAX_MEMORY_PASSES``.
         memory_size: patches kept in the memory (a greedy k-center coreset of the collected ones).
         normal_prior: predict the sum of the logit's and the memory distance's standard scores
             (``NormalPrior``; per pixel for the map, per image for the score) instead of the defect
@@ -155,10 +160,18 @@ class DefectSegmenter(AnomalibModule):
         if memory is None or memory.is_built:
             return
         collected = 0
-        for images in self._normal_images([self.trainer.train_dataloader]):
-            memory.collect(self.model.memory_features(images))
-            collected += len(images)
-            if collected >= self.memory_images:
+        loader = self.trainer.train_dataloader
+        # One pass holds only the loader's normal items (about 1 - anomaly_ratio of them), each a random
+        # crop; further passes draw new crops, so a memory larger than one pass still sees that many.
+        for _ in range(MAX_MEMORY_PASSES):
+            found = 0
+            for images in self._normal_images([loader]):
+                memory.collect(self.model.memory_features(images))
+                found += len(images)
+                if collected + found >= self.memory_images:
+                    break
+            collected += found
+            if collected >= self.memory_images or found == 0:
                 break
         memory.build(self.memory_size)
         logger.info(

@@ -184,6 +184,7 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     preset = dataclasses.replace(PRESETS["smoke"], crop_size=64)  # the memory's stride-32 stage needs room
     record = run_experiment(tiny_mvtec, "perlin", "segmenter_prior", 0, preset)
     assert record["detector"] == "segmenter_prior" and set(record["metrics"]) == TEST_METRICS
+    assert record["detector_hparams"]["normal_prior"] is True and record["detector_hparams"]["memory_images"] == 512
     assert_ranking_metrics(record["metrics"])
     assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
     parts = record["prior_components"]
@@ -191,6 +192,17 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     for part in parts.values():
         assert 0.0 <= part["image_AUROC"] <= 1.0
         assert set(part["image_AUROC_by_type"]) == set(record["image_AUROC_by_type"])
+    # Every test image's score is kept: it reproduces the run's image AUROC, and the fused score is its parts' sum.
+    import torch
+
+    from anomaly_synth_aug.evaluation.metrics import image_auroc
+
+    scores = record["test_image_scores"]
+    assert len(scores["image"]) == record["data"]["test_anomalies"] + record["data"]["test_normals"]
+    auroc = image_auroc(torch.tensor(scores["score"]), torch.tensor(scores["label"]).long())
+    assert auroc == pytest.approx(record["metrics"]["image_AUROC"], abs=1e-4)
+    summed = [a + b for a, b in zip(scores["score_segmenter"], scores["score_memory"], strict=True)]
+    assert summed == pytest.approx(scores["score"], abs=1e-4)
     plain = run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset)
     assert plain["prior_components"] is None
     # The segmenter's own image score is the top-0.1 % mean of its map: the fraction record reproduces it.

@@ -181,6 +181,21 @@ def test_engine_builds_the_memory_from_training_normals(tiny_folder, fake_genera
     assert reloaded.model.memory.is_built
 
 
+def test_a_memory_larger_than_one_pass_fills_from_further_passes(
+    tiny_folder, fake_generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass holds about half of the 12 training normals; asking for 20 takes further passes (new crops)."""
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=20, memory_size=64, visualizer=False)
+    collected: list[int] = []
+    original = model.model.memory.collect
+    monkeypatch.setattr(model.model.memory, "collect", lambda features: (collected.append(len(features[0])), original(features)))
+    engine = Engine(max_steps=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    assert sum(collected) >= 20
+    assert model.model.memory.is_built
+
+
 def test_filling_the_memory_moves_no_batch_norm_statistics() -> None:
     """Memory features are read in eval mode: one small image in training mode neither fails nor updates a BN."""
     model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False).train()

@@ -53,6 +53,11 @@ PADIM_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
 PATCHCORE_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
 SUPERSIMPLENET_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
 
+#: Normal crops the prior's memory is built from. Its image score is PatchCore's verdict in the fused
+#: one, so it gets PatchCore's coverage: about as many crops as a category has training normals (the
+#: anchors' memory holds every training normal), where the plain segmenter's decoder input keeps 128.
+PRIOR_MEMORY_IMAGES = 512
+
 Builder = Callable[[Preset, AnomalyGenerator | None], AnomalibModule]
 
 
@@ -194,11 +199,12 @@ DETECTORS: dict[str, DetectorSpec] = {
         "U-Net on pretrained EfficientNet-Lite0 plus PatchCore's normal-patch distances, native resolution",
     ),
     "segmenter_prior": DetectorSpec(
-        _segmenter(normal_prior=True),
+        _segmenter(normal_prior=True, memory_images=PRIOR_MEMORY_IMAGES),
         True,
         True,
         False,
-        "the segmenter with PatchCore's verdict added to its own (standard scores on the validation normals)",
+        "the segmenter with PatchCore's verdict added to its own (standard scores on the validation normals), "
+        f"its memory from {PRIOR_MEMORY_IMAGES} normal crops",
     ),
     "segmenter_image_only": DetectorSpec(
         _segmenter(normal_memory=False), True, True, False, "the same U-Net without the normal memory (ablation)"

@@ -108,6 +108,7 @@ class PerTypeImageScores(Callback):
 
     def __init__(self) -> None:
         self.scores: list[tuple[str, int, float]] = []
+        self.images: list[str] = []
 
     def on_test_batch_end(
         self,
@@ -121,10 +122,27 @@ class PerTypeImageScores(Callback):
         del trainer, pl_module, batch, batch_idx, dataloader_idx  # unused
         for path, label, score in zip(outputs.image_path, outputs.gt_label, outputs.pred_score, strict=True):
             self.scores.append((Path(path).parent.name, int(label), float(score)))
+            self.images.append(Path(path).name)
 
     def per_type_auroc(self) -> dict[str, float]:
         """Image AUROC of each defect type against the normal test images (types with no images are left out)."""
         return auroc_by_type(self.scores)
+
+    def image_scores(self, parts: dict[str, list[float]] | None = None) -> dict[str, list[Any]]:
+        """Every test image's score, as aligned lists (``image``, ``type``, ``label``, ``score``, and ``parts``).
+
+        Kept in the record so that a question asked after the run (which normal images a detector
+        flags, how two detectors' verdicts relate) is answered from the run, not by training again.
+        """
+        record: dict[str, list[Any]] = {
+            "image": list(self.images),
+            "type": [kind for kind, _, _ in self.scores],
+            "label": [label for _, label, _ in self.scores],
+            "score": [round(score, 6) for _, _, score in self.scores],
+        }
+        for name, values in sorted((parts or {}).items()):
+            record[f"score_{name}"] = [round(value, 6) for value in values]
+        return record
 
 
 class PriorComponentScores(Callback):
@@ -157,6 +175,10 @@ class PriorComponentScores(Callback):
             rows = self.scores.setdefault(name, [])
             for kind, label, value in zip(types, outputs.gt_label, values.tolist(), strict=True):
                 rows.append((kind, int(label), float(value)))
+
+    def values(self) -> dict[str, list[float]]:
+        """Each part's score per test image, in test order."""
+        return {name: [value for _, _, value in rows] for name, rows in self.scores.items()}
 
     def component_auroc(self) -> dict[str, dict[str, Any]] | None:
         """``{part: {"image_AUROC": x, "image_AUROC_by_type": {...}}}``; None when no prior scored the test set."""
@@ -272,11 +294,13 @@ def run_experiment(
         "training_options": training_options(generator_name),  # the shots' part in training, if any
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
+        "detector_hparams": plain_hparams(model),
         "detector_image_size": None if spec.native_crops else model_preset.image_size,
         "metrics": metrics,
         "image_AUROC_by_type": per_type.per_type_auroc(),
         "prior_components": prior_parts.component_auroc(),
         "image_AUROC_by_score_fraction": fractions.record(),
+        "test_image_scores": per_type.image_scores(prior_parts.values()),
         "thresholds": thresholds,
         LABELS_AT_THRESHOLD: True,
         "best_step": best_step,
@@ -289,6 +313,21 @@ def run_experiment(
             "test_s": test_seconds,
         },
         "data": split_sizes(datamodule),
+    }
+
+
+def plain_hparams(model: LightningModule) -> dict[str, Any]:
+    """The model's Lightning hyperparameters that JSON can hold (the run's detector settings, as built)."""
+
+    def plain(value: Any) -> bool:
+        if isinstance(value, list | tuple):
+            return all(plain(item) for item in value)
+        return value is None or isinstance(value, str | int | float | bool)
+
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dict(model.hparams).items()
+        if plain(value)
     }
 
 
