@@ -415,6 +415,19 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             collate_fn=self.external_collate_fn or dataset.collate_fn,
         )
 
+    def normal_dataloader(self) -> DataLoader:
+        """The training normals, whole and unaugmented, one image per batch, in file order.
+
+        What a model keeping a memory of normal surface is built from (``DefectSegmenter``'s normal
+        memory, as PatchCore builds its own): training batches carry crops and defects, and features
+        near a crop's border are not those of the same surface inside a whole image.
+        """
+        self._ensure_setup()
+        dataset = EvaluationDataset(self._train_normals, mask_threshold=self.mask_threshold)
+        return DataLoader(
+            dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=dataset.collate_fn
+        )
+
     def val_dataloader(self) -> EVAL_DATALOADERS:
         if self.val_split == "none":
             return []

@@ -8,8 +8,8 @@ item) and it predicts a per-pixel defect probability. The network (``segmenter_n
   over an EfficientNet-Lite0 encoder with ImageNet weights that install offline
   (``anomaly_synth_aug.backbones``); the stem and first stages stay frozen, so a few hundred
   steps adapt the rest. Its decoder also sees PatchCore's distance to the nearest normal patch
-  (``normal_memory``), built from the training normals before the first step, so a defect unlike
-  any training defect still stands out as unlike any normal surface;
+  (``normal_memory``), built from the whole training normals before the first step, so a defect
+  unlike any training defect still stands out as unlike any normal surface;
 * ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
   trained from scratch, kept as an option and as an ablation.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -48,11 +49,23 @@ from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 from anomaly_synth_aug.models.segmenter_network import SegmenterModel
+from anomaly_synth_aug.utils.choices import parse_choice
 
 logger = logging.getLogger(__name__)
 
-#: Passes over the training loader that filling the normal memory may take (each draws new crops).
+#: Passes over the training loader that filling the normal memory from crops may take (each draws new crops).
 MAX_MEMORY_PASSES = 8
+#: Normal crops the memory is built from when it reads crops and ``memory_images`` is None.
+DEFAULT_MEMORY_CROPS = 512
+
+
+class MemorySource(StrEnum):
+    """Where ``DefectSegmenter``'s normal memory takes its normal images from."""
+
+    #: the datamodule's training normals, whole (``normal_dataloader()``), as PatchCore builds its memory
+    normals = "normals"
+    #: normal crops of the training loader (the earlier default; also the fallback without ``normal_dataloader``)
+    training_crops = "training_crops"
 
 
 class DefectSegmenter(AnomalibModule):
@@ -77,11 +90,15 @@ class DefectSegmenter(AnomalibModule):
         score_top_fraction: share of the highest anomaly-map pixels averaged into the image score
             (0 uses the maximum).
         normal_memory: give the decoder PatchCore's distance to the nearest normal patch, built from
-            the training loader's normals when training starts. None: on with an encoder, off for the
-            from-scratch U-Net.
-        memory_images: normal training images (crops) the memory is built from; when one pass over
-            the training loader holds fewer normals, further passes (new random crops) fill it, up to
-            ``MAX_MEMORY_PASSES``.
+            the training normals when training starts (``memory_source``). None: on with an encoder, off
+            for the from-scratch U-Net.
+        memory_source: ``"normals"``: the datamodule's training normals, whole (its ``normal_dataloader()``;
+            ``SyntheticAnomalyDataModule`` has one), as PatchCore builds its memory; ``"training_crops"``:
+            normal crops of the training loader, whose features near a crop's border differ from the same
+            surface inside a whole image (the fallback when the datamodule has no ``normal_dataloader``).
+        memory_images: at most this many images go into the memory (None: every training normal;
+            ``DEFAULT_MEMORY_CROPS`` crops). Crops are drawn over several passes of the training loader
+            when one pass holds fewer normals, up to ``MAX_MEMORY_PASSES``.
         memory_size: patches kept in the memory (a greedy k-center coreset of the collected ones).
         normal_prior: predict the sum of the logit's and the memory distance's standard scores
             (``NormalPrior``; per pixel for the map, per image for the score) instead of the defect
@@ -114,7 +131,8 @@ class DefectSegmenter(AnomalibModule):
         dice_weight: float = 1.0,
         score_top_fraction: float = 0.001,
         normal_memory: bool | None = None,
-        memory_images: int = 128,
+        memory_source: MemorySource | str = "normals",
+        memory_images: int | None = None,
         memory_size: int = 4096,
         normal_prior: bool = False,
         pre_processor: PreProcessor | bool = True,
@@ -145,6 +163,13 @@ class DefectSegmenter(AnomalibModule):
             normal_memory=normal_memory,
             normal_prior=normal_prior,
         )
+        self.memory_source = parse_choice(MemorySource, memory_source, "memory_source")
+        if "memory_source" in self.hparams:  # plain data, so that checkpoints load with weights_only
+            self.hparams["memory_source"] = self.memory_source.value
+        if memory_images is not None and memory_images < 1:
+            raise InvalidInputError(
+                f"memory_images must be >= 1 or None, got {memory_images}", fix="use None (every training normal)"
+            )
         self.memory_images = memory_images
         self.memory_size = memory_size
         self.learning_rate = learning_rate
@@ -155,28 +180,39 @@ class DefectSegmenter(AnomalibModule):
 
     # ----------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        """Build the normal memory from the training loader's normal images, before the first step."""
+        """Build the normal memory from the training normals (``memory_source``), before the first step."""
         memory = self.model.memory
         if memory is None or memory.is_built:
             return
+        loader, limit, passes, what = self._memory_images_source()
         collected = 0
-        loader = self.trainer.train_dataloader
-        # One pass holds only the loader's normal items (about 1 - anomaly_ratio of them), each a random
-        # crop; further passes draw new crops, so a memory larger than one pass still sees that many.
-        for _ in range(MAX_MEMORY_PASSES):
+        for _ in range(passes):  # crops: each pass holds only the loader's normal items, and draws new crops
             found = 0
             for images in self._normal_images([loader]):
                 memory.collect(self.model.memory_features(images))
                 found += len(images)
-                if collected + found >= self.memory_images:
+                if limit is not None and collected + found >= limit:
                     break
             collected += found
-            if collected >= self.memory_images or found == 0:
+            if (limit is not None and collected >= limit) or found == 0:
                 break
         memory.build(self.memory_size)
-        logger.info(
-            "Normal memory: %d patches kept from %d normal training images.", len(memory.memory_bank), collected
-        )
+        logger.info("Normal memory: %d patches kept from %d %s.", len(memory.memory_bank), collected, what)
+
+    def _memory_images_source(self) -> tuple[Iterable[Batch], int | None, int, str]:
+        """(loader, most images, passes, what they are) that the normal memory is built from."""
+        if self.memory_source == MemorySource.normals:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            offer = getattr(datamodule, "normal_dataloader", None)
+            if callable(offer):
+                return offer(), self.memory_images, 1, "whole training normals"
+            logger.warning(
+                "%s has no normal_dataloader() of whole training normals, so the normal memory is built from normal "
+                "crops of the training loader; wrap the datamodule in SyntheticAnomalyDataModule for whole images",
+                type(datamodule).__name__,
+            )
+        limit = self.memory_images or DEFAULT_MEMORY_CROPS
+        return self.trainer.train_dataloader, limit, MAX_MEMORY_PASSES, "normal training crops"
 
     def _normal_images(self, loaders: Iterable[Iterable[Batch]]) -> Iterator[torch.Tensor]:
         """The normal images of each batch of ``loaders``, on the model's device and pre-processed."""
@@ -368,4 +404,4 @@ def _check_args(
         )
 
 
-__all__ = ["DefectSegmenter", "SegmenterModel"]
+__all__ = ["DefectSegmenter", "MemorySource", "SegmenterModel"]

@@ -184,7 +184,7 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     preset = dataclasses.replace(PRESETS["smoke"], crop_size=64)  # the memory's stride-32 stage needs room
     record = run_experiment(tiny_mvtec, "perlin", "segmenter_prior", 0, preset)
     assert record["detector"] == "segmenter_prior" and set(record["metrics"]) == TEST_METRICS
-    assert record["detector_hparams"]["normal_prior"] is True and record["detector_hparams"]["memory_images"] == 512
+    assert record["detector_hparams"]["normal_prior"] is True and record["detector_hparams"]["memory_source"] == "normals"
     assert_ranking_metrics(record["metrics"])
     assert record["thresholds"]["image"] is not None and record["labels_at_validation_threshold"] is True
     parts = record["prior_components"]
@@ -205,6 +205,8 @@ def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validat
     assert summed == pytest.approx(scores["score"], abs=1e-4)
     plain = run_experiment(tiny_mvtec, "perlin", "segmenter", 0, preset)
     assert plain["prior_components"] is None
+    # the plain rows keep the memory their committed results were measured with
+    assert plain["detector_hparams"]["memory_source"] == "training_crops" and plain["detector_hparams"]["memory_images"] == 128
     # The segmenter's own image score is the top-0.1 % mean of its map: the fraction record reproduces it.
     fractions = plain["image_AUROC_by_score_fraction"]
     assert fractions["test"]["0.001"] == pytest.approx(plain["metrics"]["image_AUROC"], abs=1e-6)

@@ -9,7 +9,7 @@ from anomalib.engine import Engine
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.models.segmenter import DefectSegmenter, SegmenterModel
+from anomaly_synth_aug.models.segmenter import DefectSegmenter, MemorySource, SegmenterModel
 
 
 def toy_batch(count: int, generator: torch.Generator) -> SimpleNamespace:
@@ -97,6 +97,7 @@ def test_anomalib_components_and_hparams() -> None:
         "dice_weight",
         "score_top_fraction",
         "normal_memory",
+        "memory_source",
         "memory_images",
         "memory_size",
         "normal_prior",
@@ -171,7 +172,10 @@ def test_the_decoder_sees_the_memory_distance() -> None:
 def test_engine_builds_the_memory_from_training_normals(tiny_folder, fake_generator, tmp_path: Path) -> None:
     """``fit`` fills the memory before the first step; the checkpoint carries it into a fresh model."""
     datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
-    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, visualizer=False)
+    # an enum member in the hyperparameters would stop the checkpoint loading with weights_only
+    model = DefectSegmenter(
+        pretrained=False, memory_source=MemorySource.normals, memory_images=4, memory_size=64, visualizer=False
+    )
     assert not model.model.memory.is_built
     engine = Engine(max_steps=2, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
     engine.fit(model, datamodule=datamodule)
@@ -181,19 +185,54 @@ def test_engine_builds_the_memory_from_training_normals(tiny_folder, fake_genera
     assert reloaded.model.memory.is_built
 
 
-def test_a_memory_larger_than_one_pass_fills_from_further_passes(
-    tiny_folder, fake_generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One pass holds about half of the 12 training normals; asking for 20 takes further passes (new crops)."""
-    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
-    model = DefectSegmenter(pretrained=False, memory_images=20, memory_size=64, visualizer=False)
-    collected: list[int] = []
+def _fit_recording_memory(
+    model: DefectSegmenter, datamodule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, ...]]:
+    """Fit one step; the shape of every stride-8 feature map the memory collected."""
+    collected: list[tuple[int, ...]] = []
     original = model.model.memory.collect
-    monkeypatch.setattr(model.model.memory, "collect", lambda features: (collected.append(len(features[0])), original(features)))
+    monkeypatch.setattr(
+        model.model.memory, "collect", lambda features: (collected.append(tuple(features[0].shape)), original(features))
+    )
     engine = Engine(max_steps=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
     engine.fit(model, datamodule=datamodule)
-    assert sum(collected) >= 20
     assert model.model.memory.is_built
+    return collected
+
+
+def test_the_memory_holds_every_training_normal_whole(
+    tiny_mvtec: Path, fake_generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training batches are 32 px crops; the memory reads each of the training normals once, whole (48 x 64)."""
+    from shared_fixtures import make_folder_datamodule
+
+    from anomaly_synth_aug.data.transforms import native_crop_augmentations
+
+    folder = make_folder_datamodule(tiny_mvtec, train_augmentations=native_crop_augmentations(32))
+    datamodule = SyntheticAnomalyDataModule(folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_size=64, visualizer=False)
+    collected = _fit_recording_memory(model, datamodule, tmp_path, monkeypatch)
+    assert len(collected) == len(datamodule.train_normal_paths())
+    assert set(collected) == {(1, 40, 8, 8)}  # 48 x 64 padded to 64 x 64, stride 8; a crop would give 4 x 4
+
+
+def test_memory_crops_larger_than_one_pass_fill_from_further_passes(
+    tiny_folder, fake_generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass holds about half of the 12 training normals; asking for 20 crops takes further passes."""
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(
+        pretrained=False, memory_source="training_crops", memory_images=20, memory_size=64, visualizer=False
+    )
+    collected = _fit_recording_memory(model, datamodule, tmp_path, monkeypatch)
+    assert sum(shape[0] for shape in collected) >= 20
+
+
+def test_memory_options_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="memory_source"):
+        DefectSegmenter(pretrained=False, memory_source="test_images")
+    with pytest.raises(InvalidInputError, match="memory_images"):
+        DefectSegmenter(pretrained=False, memory_images=0)
 
 
 def test_filling_the_memory_moves_no_batch_norm_statistics() -> None:
