@@ -39,6 +39,7 @@ from tqdm import tqdm
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 from anomaly_synth_aug.data.io import load_image
 from anomaly_synth_aug.data.transforms import DefectCentredRandomCrop
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator
 from anomaly_synth_aug.evaluation.downstream.presets import resolve_preset
@@ -112,6 +113,12 @@ def run_dataset(root: Path, variants: list[str], seed: int) -> dict[str, object]
     normals = [Path(p) for p in datamodule.train_normal_paths()]
     validation = [(item.image.unsqueeze(0), int(item.gt_label)) for item in datamodule.val_data]
     labels = torch.tensor([label for _, label in validation])
+    if labels.numel() == 0 or labels.min() == labels.max():
+        raise InvalidInputError(
+            f"the validation set of {root} holds {int(labels.sum())} anomalous of {labels.numel()} images, so no "
+            "AUROC can be measured on it",
+            fix="use a category with more training normals (15 % of them are held back, half get a pasted shot)",
+        )
     model = SegmenterModel().eval()
     record: dict[str, object] = {"train_normals": len(normals), "val_images": len(validation),
                                  "val_anomalous": int(labels.sum()), "variants": {}}

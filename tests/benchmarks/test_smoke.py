@@ -280,3 +280,23 @@ def test_fit_costs_charge_a_loaded_fit_and_a_with_shots_row_their_sources_fit(tm
     costs = script.fit_costs(store)
     assert costs[("diffusion", 0)] == costs[("diffusion_with_shots", 0)] == 540.0
     assert costs[("real_paste_with_shots", 0)] == 0.2 and ("perlin", 0) not in costs
+
+
+@pytest.mark.slow
+def test_normal_memory_script_scores_memories_on_the_validation_set_only(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """The whole-image memory reads every training normal once and is scored on the synthetic validation set."""
+    from shared_fixtures import make_mvtec_layout
+
+    script = load_script("normal_memory")
+    with pytest.raises(InvalidInputError, match="no AUROC"):  # 12 normals: one held back, none with a shot
+        script.main(["--data", str(tiny_mvtec), "--variants", "whole_4096", "--out", str(tmp_path)])
+    data = make_mvtec_layout(tmp_path / "larger", n_train=40)
+    script.main(["--data", str(data), "--variants", "whole_4096", "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "larger_seed0.json").read_text())
+    assert set(record["variants"]) == {"whole_4096"}
+    assert record["val_anomalous"] * 2 == record["val_images"]  # held-back normals, half with a pasted shot
+    whole = record["variants"]["whole_4096"]
+    # 48 x 64 images, padded to 64 x 64: 64 stride-8 patches each, all kept (fewer than 4096)
+    assert whole["memory_patches"] == 64 * record["train_normals"]
+    for variant in record["variants"].values():
+        assert 0.0 <= variant["val_image_AUROC_top0.001"] <= 1.0 and 0.0 <= variant["val_image_AUROC_max_patch"] <= 1.0
