@@ -80,13 +80,16 @@ class NormalPatchMemory(nn.Module):
         self._store.append(embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]))
 
     @torch.no_grad()
-    def build(self, size: int) -> None:
-        """Keep a greedy k-center coreset of ``size`` collected patches and set the distance scale."""
+    def build(self, size: int, *, progress: bool = False) -> None:
+        """Keep a greedy k-center coreset of ``size`` collected patches and set the distance scale.
+
+        ``progress`` shows a bar over the coreset search (minutes for a category's worth of images).
+        """
         if not self._store:
             raise InvalidInputError("the normal memory saw no normal images", fix="give it normal training images")
         bank = torch.cat(self._store)
         self._store.clear()
-        self.memory_bank = bank[greedy_coreset(bank, min(size, bank.shape[0]))]
+        self.memory_bank = bank[greedy_coreset(bank, min(size, bank.shape[0]), progress=progress)]
         if len(self.memory_bank) < 2:
             raise InvalidInputError(
                 "the normal memory needs at least two distinct patches", fix="give it more or larger normal images"

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from anomalib.models import Patchcore
+from tqdm.auto import tqdm
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from anomaly_synth_aug.errors import InvalidInputError
@@ -29,13 +30,16 @@ from anomaly_synth_aug.errors import InvalidInputError
 PROJECTION_DIM = 128
 
 
-def greedy_coreset(embedding: torch.Tensor, size: int, *, projection_dim: int | None = PROJECTION_DIM) -> torch.Tensor:
+def greedy_coreset(
+    embedding: torch.Tensor, size: int, *, projection_dim: int | None = PROJECTION_DIM, progress: bool = False
+) -> torch.Tensor:
     """Indices of a greedy k-center coreset of ``embedding`` ``[N, D]`` (``size`` of them, in selection order).
 
     Each step adds the point farthest from the points selected so far. Distances are computed in a
     Gaussian random projection to ``projection_dim`` dimensions (None: in the original space), as
     squared norms minus twice a dot product, so a step costs one matrix-vector product. The first
-    point and the projection draw from the global torch RNG (seeded by ``seed_everything``).
+    point and the projection draw from the global torch RNG (seeded by ``seed_everything``). ``progress``
+    shows a tqdm bar over the selection steps.
     """
     count = embedding.shape[0]
     if not 0 < size <= count:
@@ -50,7 +54,7 @@ def greedy_coreset(embedding: torch.Tensor, size: int, *, projection_dim: int | 
     selected = torch.empty(size, dtype=torch.long)
     index = int(torch.randint(count, ()))
     min_distances = torch.full((count,), float("inf"))
-    for step in range(size):
+    for step in tqdm(range(size), desc="coreset", unit="patch", disable=not progress, leave=False):
         selected[step] = index
         distances = squared - 2 * (features @ features[index]) + squared[index]
         torch.minimum(min_distances, distances, out=min_distances)

@@ -44,6 +44,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 from torchvision.transforms.v2 import Compose, Normalize, Resize
+from tqdm.auto import tqdm
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 from anomaly_synth_aug.errors import InvalidInputError
@@ -185,18 +186,22 @@ class DefectSegmenter(AnomalibModule):
         if memory is None or memory.is_built:
             return
         loader, limit, passes, what = self._memory_images_source()
+        show = self.trainer.progress_bar_callback is not None
+        bar = tqdm(total=limit, desc=f"normal memory ({what})", unit="image", disable=not show, leave=False)
         collected = 0
         for _ in range(passes):  # crops: each pass holds only the loader's normal items, and draws new crops
             found = 0
             for images in self._normal_images([loader]):
                 memory.collect(self.model.memory_features(images))
                 found += len(images)
+                bar.update(len(images))
                 if limit is not None and collected + found >= limit:
                     break
             collected += found
             if (limit is not None and collected >= limit) or found == 0:
                 break
-        memory.build(self.memory_size)
+        bar.close()
+        memory.build(self.memory_size, progress=show)
         logger.info("Normal memory: %d patches kept from %d %s.", len(memory.memory_bank), collected, what)
 
     def _memory_images_source(self) -> tuple[Iterable[Batch], int | None, int, str]:
