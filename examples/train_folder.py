@@ -70,13 +70,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-steps", type=int, default=600, help="optimiser steps (a budget independent of load)")
     parser.add_argument("--val-every", type=int, default=100, help="steps between validations")
     parser.add_argument("--limit-batches", type=float, default=1.0, help="share (or count) of val/test batches")
+    parser.add_argument(
+        "--memory-images", type=int, default=None, help="training normals in the normal memory (default: all)"
+    )
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "results")
     args = parser.parse_args(argv)
 
     limit = int(args.limit_batches) if args.limit_batches > 1 else args.limit_batches
     scan_mvtec_folder(args.root)  # a missing or broken dataset fails here, naming the file, before any training
     datamodule = build_datamodule(args.root, tuple(args.defect_types), args.batch_size, args.crop_size)
-    model = DefectSegmenter()
+    model = DefectSegmenter(memory_images=args.memory_images)
     engine = Engine(
         max_steps=args.max_steps,
         max_epochs=-1,

@@ -29,6 +29,7 @@ def test_anomalib_fit_with_example_config(magnetic_tile_root: Path, tmp_path: Pa
         "--data.init_args.datamodule.init_args.train_batch_size=4",
         "--data.init_args.datamodule.init_args.train_augmentations.init_args.size=128",
         "--data.init_args.datamodule.init_args.num_workers=0",
+        "--model.init_args.memory_images=16",  # a memory of all 648 normals takes minutes; the CLI path is tested
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     completed = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -30,6 +30,7 @@ def test_train_folder_example_fits_and_tests(magnetic_tile_root: Path, tmp_path:
             "--limit-batches=2",
             "--crop-size=128",
             "--batch-size=4",
+            "--memory-images=16",  # the memory of all 648 normals takes minutes; the path is what is tested
             f"--output={tmp_path}",
         ]
     )
