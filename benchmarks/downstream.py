@@ -8,11 +8,12 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``downstream_<preset>.json``: every run and quality record (the resume point: runs already
   in it are skipped, so an interrupted benchmark continues where it stopped);
 * ``downstream_<preset>.md``: the headline table (pretrained PatchCore and PaDiM, then the segmenter
-  for every source), then per-detector tables with gains paired by seed;
+  and the segmenter with the normal prior for every source), then per-detector tables with gains paired by seed;
 * ``downstream_<preset>_gains.png``: the gains over ``none`` as a bar chart;
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
+    python benchmarks/downstream.py --matrix segmenter                # the plain segmenter on the core's sources
     python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
@@ -101,30 +102,31 @@ SOURCES = [
 ]
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
-#: fewest runs that fit a few hours per seed on 2 cores: is a supervised detector trained on the shots
-#: alone, on pasted shots plus the shots, or on diffusion defects plus the shots better than the one-class
-#: anchors, and which of the three is best? ``sources`` adds every other source of defects (pasted shots
-#: and diffusion alone, the diffusion and Perlin mixture, none, the classic generators alone and next to the
-#: shots): the whole comparison table. ``prior`` runs the core's sources on ``segmenter_prior``. ``all`` adds
-#: the diffusion ablations, the detector ablations (the segmenter without its normal memory, the
-#: from-scratch U-Net) and SuperSimpleNet.
+#: fewest runs that fit a few hours per seed on 2 cores: is the product's strongest supervised detector
+#: (``segmenter_prior``: the segmenter with PatchCore's verdict added, its memory of every training normal)
+#: trained on the shots alone, on pasted shots plus the shots, or on diffusion defects plus the shots better
+#: than the one-class anchors, and which of the three is best? ``segmenter`` runs the plain segmenter (no
+#: prior; the 128-crop memory its committed rows were measured with) on the same sources. ``sources`` adds
+#: those and every other source of defects on the plain segmenter (pasted shots and diffusion alone, the
+#: diffusion and Perlin mixture, none, the classic generators alone and next to the shots): the whole
+#: comparison table. ``prior`` is the core without its anchors. ``all`` adds the diffusion ablations, the detector ablations (the segmenter without its
+#: normal memory, the from-scratch U-Net) and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
 CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")
 FULL_MATRICES: dict[str, list[Pair]] = {
-    "core": [*ANCHORS, *((source, "segmenter") for source in CORE_SOURCES)],
+    "core": [*ANCHORS, *((source, "segmenter_prior") for source in CORE_SOURCES)],
+    "segmenter": [(source, "segmenter") for source in CORE_SOURCES],
+    "prior": [(source, "segmenter_prior") for source in CORE_SOURCES],  # the core without its anchors
 }
 FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
+    *FULL_MATRICES["segmenter"],
     *((source, "segmenter") for source in ("real_paste", "diffusion")),
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
     *((source, "segmenter") for source in WITH_SHOTS if source not in CORE_SOURCES),
 ]
-#: The segmenter with PatchCore's verdict added (``segmenter_prior``) on the core's sources: does a one-class
-#: prior make the supervised detector find defects that its training defects did not show?
-FULL_MATRICES["prior"] = [(source, "segmenter_prior") for source in CORE_SOURCES]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],
-    *FULL_MATRICES["prior"],
     *((name, "segmenter") for name in ABLATIONS),
     *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in BASE_SOURCES),
     *((source, "supersimplenet") for source in BASE_SOURCES),
@@ -158,11 +160,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--matrix",
         choices=list(FULL_MATRICES),
-        help="full preset only: core (the default: the anchors; the segmenter on the shots, and on pasted shots "
-        "and on diffusion defects next to the shots), sources (adds pasted shots and diffusion alone, none, Perlin, "
-        "CutPaste and Poisson, alone and next to the shots, and the diffusion/Perlin mixture), prior (the core's "
-        "sources on segmenter_prior) or all (sources, prior, the diffusion ablations, the detector ablations and "
-        "SuperSimpleNet)",
+        help="full preset only: core (the default: the anchors; segmenter_prior on the shots, and on pasted shots "
+        "and on diffusion defects next to the shots), prior (the core without its anchors), segmenter (the plain "
+        "segmenter on the core's sources), sources (core + segmenter + pasted shots and diffusion alone, none, "
+        "Perlin, CutPaste and Poisson, alone and next to the shots, and the diffusion/Perlin mixture, on the plain "
+        "segmenter) or all (sources, the diffusion ablations, the detector ablations and SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")

@@ -206,20 +206,24 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
 
 
 def test_full_preset_defaults_to_the_core_matrix() -> None:
-    """Without --matrix: the four anchors; the segmenter on the shots, and on pasted shots and diffusion with the shots."""
+    """Without --matrix: the four anchors; the prior segmenter on the shots, and on pasted shots and diffusion with the shots."""
     script = load_script("downstream")
     assert script.parse_args([]).matrix is None
     core = script.matrix_pairs("full", None, None)
-    anchors = {d for g, d in core if g == "real_paste" and d != "segmenter"}
+    anchors = {d for g, d in core if g == "real_paste" and d != "segmenter_prior"}
     assert anchors == {"patchcore", "padim", "patchcore_native", "padim_native"}
-    assert {g for g, d in core if d == "segmenter"} == {"shots_only", "real_paste_with_shots", "diffusion_with_shots"}
-    sources = script.matrix_pairs("full", None, None, "sources")
-    assert set(core) < set(sources)
-    assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
+    core_sources = {"shots_only", "real_paste_with_shots", "diffusion_with_shots"}
+    assert {g for g, d in core if d == "segmenter_prior"} == core_sources
+    assert "segmenter" not in {d for _, d in core}
+    plain = script.matrix_pairs("full", None, None, "segmenter")
+    assert plain == [(g, "segmenter") for g, d in core if d == "segmenter_prior"]  # the core's sources, no prior
     prior = script.matrix_pairs("full", None, None, "prior")
-    assert prior == [(g, "segmenter_prior") for g, d in core if d == "segmenter"]  # the core's sources, with the prior
+    assert prior == [pair for pair in core if pair[1] == "segmenter_prior"]  # the core without its anchors
+    sources = script.matrix_pairs("full", None, None, "sources")
+    assert set(core) < set(sources) and set(plain) < set(sources)
+    assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
     everything = script.matrix_pairs("full", None, None, "all")
-    assert set(sources) < set(everything) and set(prior) < set(everything)
+    assert set(sources) < set(everything)
     assert ("diffusion_no_filter", "segmenter") in everything
     assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
     assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row
