@@ -39,7 +39,7 @@ from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
-from anomalib.visualization import Visualizer
+from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
@@ -148,6 +148,9 @@ class DefectSegmenter(AnomalibModule):
             raise InvalidInputError(f"frozen_stages must be >= 0, got {frozen_stages}", fix="use e.g. 2, or 0")
         if pre_processor is True:  # the default depends on the network: ImageNet statistics or none
             pre_processor = self.configure_pre_processor(imagenet_normalization=encoder is not None)
+        if visualizer is True and normal_prior:
+            # the fused map is a sum of standard scores, not a probability in [0, 1]: scale it per image to be seen
+            visualizer = ImageVisualizer(fields_config={"anomaly_map": {"colormap": True, "normalize": True}})
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,

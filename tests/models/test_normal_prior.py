@@ -186,3 +186,13 @@ def test_last_components_are_the_two_parts_of_the_fused_image_score() -> None:
     assert set(parts) == {"segmenter", "memory"} and parts["segmenter"].shape == (3,)
     assert torch.allclose(parts["segmenter"] + parts["memory"], fused)
     assert "last_components" not in prior.state_dict()
+
+
+def test_the_fused_map_is_shown_scaled_per_image() -> None:
+    """Standard scores run far outside [0, 1]; anomalib's default visualizer would clip them to one colour."""
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    fused = DefectSegmenter(pretrained=False, normal_prior=True)
+    assert fused.visualizer.fields_config["anomaly_map"]["normalize"] is True
+    plain = DefectSegmenter(pretrained=False)  # a probability map: anomalib's default
+    assert plain.visualizer.fields_config["anomaly_map"]["normalize"] is False
