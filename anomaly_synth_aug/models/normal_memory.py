@@ -40,6 +40,9 @@ from anomaly_synth_aug.models.patchcore import greedy_coreset
 _QUERY_CHUNK = 4096
 #: Coreset patches whose distance to their nearest neighbour sets the scale.
 _SCALE_SAMPLE = 16384
+#: Patches held before the coreset search (about 1.2 GB of 152-dimensional features): about 500 images of
+#: 512 px fit whole; more, or larger, images are thinned uniformly (``collect``).
+MAX_PATCHES = 2_000_000
 
 
 class NormalPatchMemory(nn.Module):
@@ -47,10 +50,17 @@ class NormalPatchMemory(nn.Module):
 
     Args:
         pool_size: side of the neighbourhood each feature is averaged over (PatchCore's 3).
+        max_patches: most patches held before the coreset search. Past it, every held patch and every
+            later one is kept with half the chance, as often as needed, so a category of many large
+            images is thinned to a uniform sample instead of filling the RAM.
     """
 
-    def __init__(self, pool_size: int = 3) -> None:
+    def __init__(self, pool_size: int = 3, max_patches: int = MAX_PATCHES) -> None:
         super().__init__()
+        if max_patches < 2:
+            raise InvalidInputError(f"max_patches must be >= 2, got {max_patches}", fix=f"use e.g. {MAX_PATCHES}")
+        self.max_patches = max_patches
+        self._keep = 1.0  # the chance each collected patch is kept
         self.pooler = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2)
         self.memory_bank: torch.Tensor
         self.scale: torch.Tensor
@@ -77,7 +87,13 @@ class NormalPatchMemory(nn.Module):
     def collect(self, features: Sequence[torch.Tensor]) -> None:
         """Remember the patches of normal images' feature maps (call ``build`` once all are collected)."""
         embedding = self.embed(features)
-        self._store.append(embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]))
+        patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
+        if self._keep < 1.0:
+            patches = patches[torch.rand(len(patches)) < self._keep]
+        self._store.append(patches)
+        while sum(len(chunk) for chunk in self._store) > self.max_patches:
+            self._keep /= 2
+            self._store = [chunk[torch.rand(len(chunk)) < 0.5] for chunk in self._store]
 
     @torch.no_grad()
     def build(self, size: int, *, progress: bool = False) -> None:
@@ -89,6 +105,7 @@ class NormalPatchMemory(nn.Module):
             raise InvalidInputError("the normal memory saw no normal images", fix="give it normal training images")
         bank = torch.cat(self._store)
         self._store.clear()
+        self._keep = 1.0
         self.memory_bank = bank[greedy_coreset(bank, min(size, bank.shape[0]), progress=progress)]
         if len(self.memory_bank) < 2:
             raise InvalidInputError(
@@ -125,4 +142,4 @@ class NormalPatchMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-__all__ = ["NormalPatchMemory"]
+__all__ = ["MAX_PATCHES", "NormalPatchMemory"]

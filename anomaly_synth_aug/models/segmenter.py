@@ -190,7 +190,8 @@ class DefectSegmenter(AnomalibModule):
             return
         loader, limit, passes, what = self._memory_images_source()
         show = self.trainer.progress_bar_callback is not None
-        bar = tqdm(total=limit, desc=f"normal memory ({what})", unit="image", disable=not show, leave=False)
+        total = limit if limit is not None else _length(loader)
+        bar = tqdm(total=total, desc=f"normal memory ({what})", unit="image", disable=not show, leave=False)
         collected = 0
         for _ in range(passes):  # crops: each pass holds only the loader's normal items, and draws new crops
             found = 0
@@ -386,11 +387,17 @@ def _private_loader(loader: Iterable[Batch]) -> Iterable[Batch]:
     )
 
 
-def _has_batches(loader: Iterable[Any]) -> bool:
+def _length(loader: Iterable[Any]) -> int | None:
+    """Batches in ``loader``, or None when it cannot tell."""
     try:
-        return len(loader) > 0  # type: ignore[arg-type]
+        return len(loader)  # type: ignore[arg-type]
     except TypeError:
-        return True
+        return None
+
+
+def _has_batches(loader: Iterable[Any]) -> bool:
+    length = _length(loader)
+    return length is None or length > 0
 
 
 def _check_args(

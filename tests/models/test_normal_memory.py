@@ -54,3 +54,22 @@ def test_a_fresh_memory_loads_a_saved_bank_of_any_size() -> None:
     fresh.load_state_dict(memory.state_dict())
     assert fresh.is_built and torch.equal(fresh.memory_bank, memory.memory_bank)
     assert torch.equal(fresh.scale, memory.scale)
+
+
+def test_a_category_too_large_for_the_ram_is_thinned_uniformly() -> None:
+    """Ten images of 128 patches each, at most 300 held: every image keeps a share, none fills the memory alone."""
+    torch.manual_seed(0)
+    memory = NormalPatchMemory(max_patches=300)
+    for seed in range(10):
+        memory.collect(feature_maps(seed))
+    held = [len(chunk) for chunk in memory._store]
+    assert sum(held) <= 300 and len(held) == 10
+    assert min(held) > 0  # early images were thinned as much as later ones, not dropped
+    memory.build(size=10_000)
+    assert len(memory.memory_bank) == sum(held)
+    unbounded = NormalPatchMemory()
+    for seed in range(10):
+        unbounded.collect(feature_maps(seed))
+    assert sum(len(chunk) for chunk in unbounded._store) == 10 * 2 * 8 * 8  # under the default bound: all kept
+    with pytest.raises(InvalidInputError, match="max_patches"):
+        NormalPatchMemory(max_patches=1)
