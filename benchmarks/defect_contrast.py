@@ -4,6 +4,9 @@ For a saved generator (e.g. one the downstream benchmark fitted, under ``runs/be
 generates every defect type on ``--images`` evenly spaced train normals and prints, per type, the mean
 ``defect_contrast`` of the generated defects next to that of the generator's own *shots* and of the
 held-out real defects of the few-shot split. Writes the numbers as JSON when ``--out`` is given.
+It does the same in the downstream detectors' feature space (``FeatureContrast``: ImageNet
+EfficientNet-Lite0 features inside the mask against a ring of surface around it), and counts the
+generated defects that stand out less there than the faintest shot of their type.
 
 ``--set NAME=VALUE`` changes a sampling option of the saved generator (no refit), so sampling
 settings such as the guidance scale can be *calibrated on the shots*: pick the setting whose
@@ -35,6 +38,11 @@ from anomaly_synth_aug.data.fewshot import few_shot_split, load_defect_records  
 from anomaly_synth_aug.data.io import load_image  # noqa: E402
 from anomaly_synth_aug.evaluation.generation_quality import contrast_by_type, defect_crops  # noqa: E402
 from anomaly_synth_aug.generators.base import AnomalyGenerator  # noqa: E402
+from anomaly_synth_aug.generators.diffusion.visibility import (  # noqa: E402
+    FeatureContrast,
+    faintest_by_type,
+    median_by_type,
+)
 from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noqa: E402
 
 SHEET_CROP = 96
@@ -58,6 +66,35 @@ def ratio_to_shots(generated: dict[str, float], shots: dict[str, float]) -> floa
     """Geometric mean over the types of both of generated / shot contrast (1 = as visible as the shots)."""
     ratios = [generated[name] / shots[name] for name in generated.keys() & shots.keys() if shots[name] > 0]
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios)) if ratios and min(ratios) > 0 else None
+
+
+def feature_contrasts(
+    images: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    types: list[str],
+    shots: list[Any],
+    real: list[Any],
+) -> dict[str, Any]:
+    """Per type, the median ``FeatureContrast`` of generated defects, shots and held-out real defects, the
+    share of generated defects fainter in feature space than the faintest shot of their type, and the
+    geometric-mean ratio generated / shots."""
+    measure = FeatureContrast()
+    generated = measure(images, masks)
+    shot_values = measure([s.image for s in shots], [s.mask for s in shots])
+    shot_types = [s.defect_type for s in shots]
+    faintest = faintest_by_type(shot_values, shot_types)
+    below: dict[str, list[bool]] = {}
+    for value, name in zip(generated.tolist(), types, strict=True):
+        if name in faintest:
+            below.setdefault(name, []).append(value < faintest[name])
+    result: dict[str, Any] = {
+        "generated": median_by_type(generated, types),
+        "shots": median_by_type(shot_values, shot_types),
+        "real": median_by_type(measure([s.image for s in real], [s.mask for s in real]), [s.defect_type for s in real]),
+        "below_faintest_shot": {name: sum(flags) / len(flags) for name, flags in sorted(below.items())},
+    }
+    result["ratio_to_shots"] = ratio_to_shots(result["generated"], result["shots"])
+    return result
 
 
 def crop_sheet(
@@ -124,12 +161,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "real": contrast_by_type([s.image for s in real], [s.mask for s in real], [s.defect_type for s in real]),
     }
     result["ratio_to_shots"] = ratio_to_shots(result["generated"], result["shots"])
+    result["features"] = feature_contrasts(images, masks, types, shots, real)
     print(f"options {options or 'as saved'}")
     for name in sorted(set(result["generated"]) | set(result["real"])):
         row = {column: result[column].get(name) for column in ("generated", "shots", "real")}
         print(f"{name:>12}: " + ", ".join(f"{k} {'-' if v is None else round(v, 3)}" for k, v in row.items()))
     ratio = result["ratio_to_shots"]
     print(f"generated / shot contrast (geometric mean): {'-' if ratio is None else round(ratio, 3)}")
+    features = result["features"]
+    print("feature contrast (median; share of generated defects fainter than the type's faintest shot):")
+    for name in sorted(set(features["generated"]) | set(features["real"])):
+        row = {column: features[column].get(name) for column in ("generated", "shots", "real")}
+        below = features["below_faintest_shot"].get(name)
+        print(
+            f"{name:>12}: " + ", ".join(f"{k} {'-' if v is None else round(v, 2)}" for k, v in row.items())
+            + f", fainter than every shot {'-' if below is None else round(below, 2)}"
+        )
+    ratio = features["ratio_to_shots"]
+    print(f"generated / shot feature contrast (geometric mean): {'-' if ratio is None else round(ratio, 3)}")
     if args.sheet is not None:
         sheet = crop_sheet(
             [(s.image, s.mask, s.defect_type) for s in real], list(zip(images, masks, types, strict=True)), per_row=6

@@ -98,7 +98,7 @@ SOURCES = [
     "real_paste",
     "diffusion",
     "diffusion_perlin",
-    *WITH_SHOTS,
+    *(name for name, source in WITH_SHOTS.items() if source not in ABLATIONS),  # ablations have their own table
 ]
 Pair = tuple[str, str]  # (generator, detector)
 #: The full preset's matrices (--matrix). ``core``, the default, answers the headline question in the
@@ -123,7 +123,7 @@ FULL_MATRICES["sources"] = [
     *FULL_MATRICES["segmenter"],
     *((source, "segmenter") for source in ("real_paste", "diffusion")),
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
-    *((source, "segmenter") for source in WITH_SHOTS if source not in CORE_SOURCES),
+    *((source, "segmenter") for source in SOURCES if source in WITH_SHOTS and source not in CORE_SOURCES),
 ]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],

@@ -190,6 +190,10 @@ def test_defect_contrast_script_compares_generated_with_held_out_real(tiny_mvtec
     assert width > height > 0  # 2 types x (real row + generated row), 6 pairs per row
     assert json.loads(out.read_text())["real"] == pytest.approx(result["real"])
     assert result["ratio_to_shots"] > 0
+    features = result["features"]
+    assert set(features["generated"]) == set(features["shots"]) == {"blob", "scratch"}
+    assert all(0.0 <= share <= 1.0 for share in features["below_faintest_shot"].values())
+    assert features["ratio_to_shots"] > 0
 
 
 def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from shared_fixtures import FakeLearnedGenerator, TEST_METRICS, assert_ranking_m
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import (
     ABLATIONS,
+    WITH_SHOTS,
     GENERATORS,
     build_generator,
     fit_generator,
@@ -54,10 +55,17 @@ def test_saved_fit_with_other_training_settings_is_fitted_again(tiny_mvtec: Path
 
 
 def test_sampling_ablations_share_the_diffusion_fit_and_training_ablations_do_not() -> None:
-    """Every ablation switches one mechanism off; only a training switch may cost a second fit."""
+    """Every ablation switches one mechanism off; only a training switch may cost a second fit.
+
+    An ablation next to the shots compares with diffusion next to the shots, and its own pool is an ablation's.
+    """
     base = build_generator("diffusion", "smoke", "tile")
     for ablation, (compared_with, _) in ABLATIONS.items():
-        assert ablation in GENERATORS and compared_with == "diffusion"
+        assert ablation in GENERATORS
+        if ablation in WITH_SHOTS:
+            assert compared_with == "diffusion_with_shots" and WITH_SHOTS[ablation] in ABLATIONS
+        else:
+            assert compared_with == "diffusion"
         ours = build_generator(ablation, "smoke", "tile")
         changed = {k for k, v in ours.get_config().items() if base.get_config()[k] != v}
         assert len(changed) == 1, (ablation, changed)

@@ -76,6 +76,7 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
     "diffusion_strength_jitter": _diffusion(strength_jitter=1.0),
     "diffusion_windows": _diffusion(window_scale=2.0),
     "diffusion_realism": _diffusion(realism_filter=True),
+    "diffusion_visible": _diffusion(visibility_filter=True),
     "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
     "diffusion_guidance_5": _diffusion(guidance_scale=5.0),
     "diffusion_7_steps": _diffusion(num_inference_steps=7),
@@ -83,7 +84,8 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
 #: ``<source>_with_shots`` -> its source: the source's defects plus the real shots (``WITH_SHOTS_SHARE`` of the
 #: anomalous items, a half fixed before any run, not tuned).
 WITH_SHOTS: dict[str, str] = {
-    f"{source}_with_shots": source for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion")
+    f"{source}_with_shots": source
+    for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", "diffusion_visible")
 }
 WITH_SHOTS_SHARE = 0.5
 GENERATORS.update({name: GENERATORS[source] for name, source in WITH_SHOTS.items()})
@@ -97,6 +99,8 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_no_detail": ("diffusion", "the surface's fine detail under large defects (upscaled patch only)"),
     "diffusion_full_strength": ("diffusion", "strength matched to the shots (the whole generated change kept)"),
     "diffusion_realism": ("diffusion", "nothing: it switches the realism filter ON (off by default)"),
+    "diffusion_visible": ("diffusion", "nothing: it switches the visibility filter ON (off by default)"),
+    "diffusion_visible_with_shots": ("diffusion_with_shots", "nothing: the visibility filter ON, next to the shots"),
     "diffusion_strength_jitter": ("diffusion", "nothing: it switches strength jitter ON (x0.5 to x2, off by default)"),
     "diffusion_windows": ("diffusion", "nothing: patch scale follows the defect (2x windows, <= 4; off by default)"),
     "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1 instead of the calibrated scale)"),

@@ -30,6 +30,7 @@ mask refinement to real change        AnomalyDiffusion (mask alignment)      ``r
 quality filter with retries           —                                      ``quality_filter``
 fine detail kept under large defects  — (Laplacian split at the patch scale)  ``keep_fine_detail``
 realism filter, per-type guidance     — (ImageNet features of the shots)     ``realism_filter``, ``"auto"``
+visibility filter                     — (feature contrast of the shots)      ``visibility_filter``
 strength matched to the shots         — (signed contrast of the shots)       ``match_contrast``
 ====================================  =====================================  ==========================
 """
@@ -64,6 +65,7 @@ from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDen
 from anomaly_synth_aug.generators.diffusion.patches import check_window_settings
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
+from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.generators.diffusion.sampling import (
     SamplingMode,
     check_guidance_scale,
@@ -129,6 +131,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             in pretrained feature space, than the loneliest shot lies from the others (``realism.py``). Off by
             default: its retries cost generation speed, and what it buys a detector is measured in
             benchmarks/README.md (``diffusion_realism``).
+        visibility_filter: reject (and regenerate) defects that stand out from their surface, in the
+            detectors' pretrained feature space, less than the faintest shot of their type does
+            (``visibility.py``): a defect the backbone cannot see teaches a segmenter to mark normal-looking
+            surface. Off by default until the benchmark shows what it buys (``diffusion_visible``).
         mask_source: ``"bank"`` (augmented shot masks) or ``"prior"`` (learned mask VAE).
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
         restrict_to_foreground: place sampled masks on the object, in categories whose shots show defects on an
@@ -161,7 +167,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
     requires_fit: ClassVar[bool] = True
     #: 2: the fit also measures the shots' contrast, calibrates guidance per type on it, and decides
     #: whether the category is an object on a background. 3: it also records each type's strength.
-    fit_version: ClassVar[int] = 3
+    #: 4: it also records each type's faintest shot in feature space (``visibility_filter``).
+    fit_version: ClassVar[int] = 4
     per_sample_generators: ClassVar[bool] = True
     sampling_options: ClassVar[frozenset[str]] = frozenset(
         {
@@ -170,6 +177,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "inversion_noise",
             "guidance_scale",
             "realism_filter",
+            "visibility_filter",
             "restrict_to_foreground",
             "refine_masks",
             "refine_dilation",
@@ -215,6 +223,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         guidance_candidates: Sequence[float] = (1.0, 2.0, 3.0, 5.0),
         calibration_samples: int = 8,
         realism_filter: bool = False,
+        visibility_filter: bool = False,
         mask_source: MaskSource | str = MaskSource.bank,
         mask_prior_steps: int = 400,
         restrict_to_foreground: bool = True,
@@ -263,6 +272,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self._image_channels = 3
         self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
         self._realism: ShotRealism | None = None
+        self._visibility: FeatureContrast | None = None
         self.training_report: TrainingReport | None = None
         #: whether the shots showed an object on a background (``masks.defects_lie_on_objects``): then
         #: sampled placements stay on the object (``restrict_to_foreground``)
@@ -271,6 +281,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         #: contrast per type it matches, and each candidate's distance to it (``FittingMixin.calibrate_guidance``).
         self.calibrated_guidance: dict[str, float] = {}
         self.shot_contrast: dict[str, float] = {}
+        #: ``visibility_filter``: per defect type, the feature contrast of its faintest shot
+        self.shot_visibility: dict[str, float] = {}
         self.guidance_calibration: dict[str, dict[float, float]] = {}
         #: ``match_contrast``: per defect type, the lowest candidate scale at least as visible as the shots,
         #: and the share of that scale's change that brings it down to the shots' contrast

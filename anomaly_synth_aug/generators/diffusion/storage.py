@@ -71,6 +71,7 @@ class StorageMixin:
             "calibrated_guidance": self.calibrated_guidance,
             "object_category": self.object_category,
             "shot_contrast": self.shot_contrast,
+            "shot_visibility": self.shot_visibility,
             "defect_strength": self.defect_strength,
             "matched_guidance": self.matched_guidance,
             "guidance_calibration": {
@@ -110,6 +111,7 @@ class StorageMixin:
             self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
         self.object_category = bool(state.get("object_category", False))
         self.shot_contrast = {str(k): float(v) for k, v in (state.get("shot_contrast") or {}).items()}
+        self.shot_visibility = {str(k): float(v) for k, v in (state.get("shot_visibility") or {}).items()}
         self.defect_strength = {str(k): float(v) for k, v in (state.get("defect_strength") or {}).items()}
         self.matched_guidance = {str(k): float(v) for k, v in (state.get("matched_guidance") or {}).items()}
         calibrated = state.get("calibrated_guidance")

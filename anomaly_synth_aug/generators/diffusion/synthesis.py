@@ -7,7 +7,8 @@ and a private random stream. ``SynthesisMixin._synthesise`` crops every job's bo
 denoises the patches in UNet batches (``sampling.PatchSampler``), resizes each back and pastes it
 *only inside its mask*, so the background stays bit-identical. Windows are drawn in rounds: round
 ``k`` generates every job's ``k``-th window from the image the earlier rounds painted. Jobs that check quality are
-judged by the pixel ``QualityFilter`` and, with ``realism_filter``, by ``ShotRealism``; rejected ones
+judged by the pixel ``QualityFilter``, with ``realism_filter`` by ``ShotRealism`` and with
+``visibility_filter`` by ``FeatureContrast`` against the faintest shot of the type; rejected ones
 are drawn again with more fresh noise, up to ``max_retries`` times, and the last draw is kept.
 
 Example:
@@ -50,6 +51,7 @@ from anomaly_synth_aug.generators.diffusion.quality import (
     refine_mask,
 )
 from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler, SamplingMode
+from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.utils.threads import torch_threads
 
 if TYPE_CHECKING:
@@ -150,8 +152,9 @@ class SynthesisMixin:
     ) -> GeneratedBatch:
         """Run all jobs through the sampler in UNet batches; re-run rejected ones up to ``max_retries`` times.
 
-        A job that checks quality is rejected when its pixels fail the ``QualityFilter`` or, with
-        ``realism_filter`` (and ``judge_realism``), when its defect lies too far from the shots.
+        A job that checks quality is rejected when its pixels fail the ``QualityFilter``, with
+        ``realism_filter`` (and ``judge_realism``) when its defect lies too far from the shots, and with
+        ``visibility_filter`` (and ``judge_realism``) when it stands out less than its type's faintest shot.
         """
         if not jobs:
             return GeneratedBatch(images=[], masks=[], defect_types=[])
@@ -160,6 +163,7 @@ class SynthesisMixin:
         attempts = exhausted = 0
         pending = list(range(len(jobs)))
         realism = self._realism if self.realism_filter and judge_realism else None
+        visibility = self._visibility_measure() if self.visibility_filter and judge_realism else None
         with torch_threads(self.num_threads):
             for attempt in range(self.max_retries + 1):
                 if not pending:
@@ -183,6 +187,11 @@ class SynthesisMixin:
                     _, realistic = realism.judge(images, masks, [jobs[i].label for i in judged])
                     verdicts = zip(judged, realistic.tolist(), strict=True)
                     rejected.update({i: "unrealistic" for i, ok in verdicts if not ok})
+                judged = [i for i in judged if i not in rejected and jobs[i].label in self.shot_visibility]
+                if visibility is not None and judged:
+                    values = visibility([candidates[i][0] for i in judged], [candidates[i][1] for i in judged])
+                    verdicts = zip(judged, values.tolist(), strict=True)
+                    rejected.update({i: "faint" for i, v in verdicts if v < self.shot_visibility[jobs[i].label]})
                 reasons.update(rejected.values())
                 exhausted += len(rejected) if last else 0
                 results.update({i: c for i, c in candidates.items() if i not in rejected or last})
@@ -199,6 +208,18 @@ class SynthesisMixin:
             defect_types=[job.label for job in jobs],
             stats=stats,
         )
+
+    def _visibility_measure(self: DiffusionAnomalyGenerator) -> FeatureContrast:
+        """The ``FeatureContrast`` the visibility filter judges with (built once); the fit must have its floors."""
+        if not self.shot_visibility:
+            raise NotFittedError(
+                "visibility_filter needs each type's faintest shot in feature space, which this generator's fit "
+                "did not record (it was saved by an older version). Fix: fit the generator again, or generate "
+                "with visibility_filter=False."
+            )
+        if self._visibility is None:
+            self._visibility = FeatureContrast()
+        return self._visibility
 
     def _sampler(self: DiffusionAnomalyGenerator, attempt: int) -> PatchSampler:
         """The sampler for retry ``attempt`` (0 = first try); each job brings its own guidance scale.

@@ -1,0 +1,118 @@
+"""``FeatureContrast``: how far a defect stands out in the detectors' pretrained features; the filter's floors."""
+
+import pytest
+import torch
+
+from anomaly_synth_aug.errors import MaskError
+from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, faintest_by_type, median_by_type
+
+
+@pytest.fixture(scope="module")
+def contrast() -> FeatureContrast:
+    return FeatureContrast()
+
+
+def striped_surface(size: int = 128) -> torch.Tensor:
+    """A grey surface with fine vertical stripes (one channel), the same everywhere."""
+    columns = 0.5 + 0.1 * torch.sin(torch.arange(size, dtype=torch.float32) * 1.3)
+    return columns.expand(1, size, size).clone()
+
+
+def centre_mask(size: int = 128, half: int = 12) -> torch.Tensor:
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[size // 2 - half : size // 2 + half, size // 2 - half : size // 2 + half] = True
+    return mask
+
+
+def test_an_unchanged_surface_has_almost_no_feature_contrast_and_a_defect_has_much(contrast: FeatureContrast) -> None:
+    surface, mask = striped_surface(), centre_mask()
+    dented = surface.clone()
+    dented[:, mask] = 0.1  # a dark, flat dent wipes the stripes out
+    faint = surface.clone()
+    faint[:, mask] -= 0.03  # the same place, barely darker, stripes kept
+    values = contrast([surface, faint, dented], [mask, mask, mask])
+    assert values.shape == (3,)
+    assert float(values[0]) < 0.2 * float(values[2])  # the padding of a crop would have scored this high
+    assert float(values[0]) < float(values[1]) < float(values[2])
+
+
+def test_rgb_and_grey_images_agree(contrast: FeatureContrast) -> None:
+    surface, mask = striped_surface(), centre_mask()
+    surface[:, mask] = 0.2
+    grey = contrast([surface], [mask])
+    rgb = contrast([surface.expand(3, -1, -1)], [mask])
+    assert torch.allclose(grey, rgb)
+
+
+def test_masks_with_nothing_to_compare_are_refused(contrast: FeatureContrast) -> None:
+    surface = striped_surface(64)
+    with pytest.raises(MaskError, match="non-empty"):
+        contrast([surface], [torch.zeros(64, 64, dtype=torch.bool)])
+    with pytest.raises(MaskError, match="whole image"):
+        contrast([surface], [torch.ones(64, 64, dtype=torch.bool)])
+
+
+def test_median_and_faintest_by_type_group_values() -> None:
+    values = torch.tensor([1.0, 3.0, 2.0, 10.0])
+    assert median_by_type(values, ["a", "a", "a", "b"]) == {"a": 2.0, "b": 10.0}
+    assert faintest_by_type(values, ["a", "a", "a", "b"]) == {"a": 1.0, "b": 10.0}
+
+
+def test_without_a_margin_the_ring_still_lies_on_the_image() -> None:
+    surface, mask = striped_surface(), centre_mask()
+    surface[:, mask] = 0.1
+    assert float(FeatureContrast(margin=0)([surface], [mask])[0]) > 0.0
+
+
+@pytest.fixture(scope="module")
+def fitted() -> "DiffusionAnomalyGenerator":
+    from diffusion_helpers import TINY, normals, shots
+
+    from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
+
+    generator = DiffusionAnomalyGenerator(
+        category="tiles", guidance_scale=1.0, max_retries=1, visibility_filter=True,
+        **{**TINY, "max_steps": 4, "batch_size": 4, "num_inference_steps": 3, "progress": False},
+    )  # fmt: skip
+    return generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
+
+
+def test_the_fit_records_each_types_faintest_shot_and_saving_keeps_it(fitted, tmp_path) -> None:
+    from diffusion_helpers import shots
+
+    from anomaly_synth_aug.generators.base import AnomalyGenerator
+
+    by_type: dict[str, list] = {}
+    for shot in shots():
+        by_type.setdefault(shot.defect_type, []).append(shot)
+    assert set(fitted.shot_visibility) == set(by_type)
+    measure = FeatureContrast()
+    for name, members in by_type.items():
+        values = measure([s.image for s in members], [s.mask for s in members])
+        assert fitted.shot_visibility[name] == pytest.approx(float(values.min()), rel=1e-4)
+    restored = AnomalyGenerator.load(fitted.save(tmp_path / "gen"))
+    assert restored.shot_visibility == pytest.approx(fitted.shot_visibility)
+
+
+def test_defects_fainter_than_every_shot_are_regenerated_and_counted(fitted, monkeypatch) -> None:
+    from diffusion_helpers import normals
+
+    monkeypatch.setattr(fitted, "shot_visibility", {name: float("inf") for name in fitted.shot_visibility})
+    batch = fitted.generate(normals(2), defect_types="dent", generator=0)
+    assert batch.stats["reasons"].get("faint", 0) >= 2 and batch.stats["exhausted"] == 2
+    assert batch.stats["attempts"] == 4  # each image: a first draw and one retry, the last one kept
+    monkeypatch.setattr(fitted, "shot_visibility", {name: 0.0 for name in fitted.shot_visibility})
+    assert "faint" not in fitted.generate(normals(2), defect_types="dent", generator=0).stats["reasons"]
+    monkeypatch.setattr(fitted, "visibility_filter", False)
+    monkeypatch.setattr(fitted, "shot_visibility", {name: float("inf") for name in fitted.shot_visibility})
+    assert "faint" not in fitted.generate(normals(2), defect_types="dent", generator=0).stats["reasons"]
+
+
+def test_a_fit_without_floors_says_to_fit_again(fitted, monkeypatch) -> None:
+    from diffusion_helpers import normals
+
+    from anomaly_synth_aug.errors import NotFittedError
+
+    monkeypatch.setattr(fitted, "shot_visibility", {})  # as loaded from a folder saved before fit version 4
+    with pytest.raises(NotFittedError, match="fit the generator again"):
+        fitted.generate(normals(1), defect_types="dent", generator=0)
