@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD, pretrained_timm_model
 from anomaly_synth_aug.data.sample import to_bool_mask
-from anomaly_synth_aug.errors import MaskError
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
 
 #: timm feature indices of EfficientNet-Lite0: strides 8 and 16, the detectors' layers.
 FEATURE_INDICES = (2, 3)
@@ -49,8 +49,11 @@ class FeatureContrast:
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", ring: int = RING, margin: int = MARGIN) -> None:
-        if ring < 1:
-            raise ValueError(f"ring must be at least 1 pixel, got {ring}")
+        if ring < 1 or margin < 0:
+            raise InvalidInputError(
+                f"FeatureContrast needs ring >= 1 and margin >= 0 pixels, got ring={ring}, margin={margin}",
+                fix=f"use e.g. ring={RING}, margin={MARGIN}",
+            )
         self.backbone = backbone
         self.ring = ring
         self.margin = margin

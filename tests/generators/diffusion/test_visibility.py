@@ -1,9 +1,12 @@
 """``FeatureContrast``: how far a defect stands out in the detectors' pretrained features; the filter's floors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from anomaly_synth_aug.errors import MaskError
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, faintest_by_type, median_by_type
 
 
@@ -52,6 +55,13 @@ def test_masks_with_nothing_to_compare_are_refused(contrast: FeatureContrast) ->
         contrast([surface], [torch.ones(64, 64, dtype=torch.bool)])
 
 
+def test_a_ring_or_margin_out_of_range_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="ring >= 1"):
+        FeatureContrast(ring=0)
+    with pytest.raises(InvalidInputError, match="margin >= 0"):
+        FeatureContrast(margin=-1)
+
+
 def test_median_and_faintest_by_type_group_values() -> None:
     values = torch.tensor([1.0, 3.0, 2.0, 10.0])
     assert median_by_type(values, ["a", "a", "a", "b"]) == {"a": 2.0, "b": 10.0}
@@ -65,10 +75,8 @@ def test_without_a_margin_the_ring_still_lies_on_the_image() -> None:
 
 
 @pytest.fixture(scope="module")
-def fitted() -> "DiffusionAnomalyGenerator":
+def fitted() -> DiffusionAnomalyGenerator:
     from diffusion_helpers import TINY, normals, shots
-
-    from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 
     generator = DiffusionAnomalyGenerator(
         category="tiles", guidance_scale=1.0, max_retries=1, visibility_filter=True,
@@ -77,7 +85,9 @@ def fitted() -> "DiffusionAnomalyGenerator":
     return generator.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
 
 
-def test_the_fit_records_each_types_faintest_shot_and_saving_keeps_it(fitted, tmp_path) -> None:
+def test_the_fit_records_each_types_faintest_shot_and_saving_keeps_it(
+    fitted: DiffusionAnomalyGenerator, tmp_path: Path
+) -> None:
     from diffusion_helpers import shots
 
     from anomaly_synth_aug.generators.base import AnomalyGenerator
@@ -94,7 +104,9 @@ def test_the_fit_records_each_types_faintest_shot_and_saving_keeps_it(fitted, tm
     assert restored.shot_visibility == pytest.approx(fitted.shot_visibility)
 
 
-def test_defects_fainter_than_every_shot_are_regenerated_and_counted(fitted, monkeypatch) -> None:
+def test_defects_fainter_than_every_shot_are_regenerated_and_counted(
+    fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from diffusion_helpers import normals
 
     monkeypatch.setattr(fitted, "shot_visibility", {name: float("inf") for name in fitted.shot_visibility})
@@ -108,7 +120,9 @@ def test_defects_fainter_than_every_shot_are_regenerated_and_counted(fitted, mon
     assert "faint" not in fitted.generate(normals(2), defect_types="dent", generator=0).stats["reasons"]
 
 
-def test_a_fit_without_floors_says_to_fit_again(fitted, monkeypatch) -> None:
+def test_a_fit_without_floors_says_to_fit_again(
+    fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from diffusion_helpers import normals
 
     from anomaly_synth_aug.errors import NotFittedError
