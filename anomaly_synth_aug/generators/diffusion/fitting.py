@@ -38,7 +38,7 @@ from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patch_source import PatchSource
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
-from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, faintest_by_type
+from anomaly_synth_aug.generators.diffusion.visibility import faintest_by_type
 from anomaly_synth_aug.generators.diffusion.training import TrainingSettings, train_denoiser
 from anomaly_synth_aug.utils.random import (
     as_torch_generator,
@@ -115,7 +115,7 @@ class FittingMixin:
             )
             self._realism = ShotRealism().fit(shots)
             self.shot_visibility = faintest_by_type(
-                FeatureContrast()([shot.image for shot in shots], [shot.mask for shot in shots]),
+                self._feature_contrast()([shot.image for shot in shots], [shot.mask for shot in shots]),
                 [shot.defect_type for shot in shots],
             )
         self.shot_contrast = contrast_by_type(

@@ -187,7 +187,8 @@ class SynthesisMixin:
                     _, realistic = realism.judge(images, masks, [jobs[i].label for i in judged])
                     verdicts = zip(judged, realistic.tolist(), strict=True)
                     rejected.update({i: "unrealistic" for i, ok in verdicts if not ok})
-                judged = [i for i in judged if i not in rejected and jobs[i].label in self.shot_visibility]
+                if visibility is not None:
+                    judged = [i for i in judged if i not in rejected and jobs[i].label in self.shot_visibility]
                 if visibility is not None and judged:
                     values = visibility([candidates[i][0] for i in judged], [candidates[i][1] for i in judged])
                     verdicts = zip(judged, values.tolist(), strict=True)
@@ -217,6 +218,10 @@ class SynthesisMixin:
                 "did not record (it was saved by an older version). Fix: fit the generator again, or generate "
                 "with visibility_filter=False."
             )
+        return self._feature_contrast()
+
+    def _feature_contrast(self: DiffusionAnomalyGenerator) -> FeatureContrast:
+        """One ``FeatureContrast`` (one backbone) for the fit's floors and the filter's verdicts."""
         if self._visibility is None:
             self._visibility = FeatureContrast()
         return self._visibility

@@ -99,20 +99,22 @@ class FeatureContrast:
         return float(distance.sqrt())
 
 
-def faintest_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[str, float]:
-    """Smallest of ``values`` per defect type (types sorted): the visibility filter's floors."""
+def _group_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[str, list[float]]:
+    """``values`` listed per defect type, types sorted."""
     groups: dict[str, list[float]] = defaultdict(list)
     for value, name in zip(values.tolist(), defect_types, strict=True):
         groups[name].append(value)
-    return {name: min(groups[name]) for name in sorted(groups)}
+    return {name: groups[name] for name in sorted(groups)}
+
+
+def faintest_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[str, float]:
+    """Smallest of ``values`` per defect type (types sorted): the visibility filter's floors."""
+    return {name: min(group) for name, group in _group_by_type(values, defect_types).items()}
 
 
 def median_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[str, float]:
     """Median of ``values`` per defect type (types sorted)."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for value, name in zip(values.tolist(), defect_types, strict=True):
-        groups[name].append(value)
-    return {name: float(torch.tensor(groups[name]).median()) for name in sorted(groups)}
+    return {name: float(torch.tensor(group).median()) for name, group in _group_by_type(values, defect_types).items()}
 
 
 __all__ = ["FEATURE_INDICES", "MARGIN", "RING", "FeatureContrast", "faintest_by_type", "median_by_type"]
