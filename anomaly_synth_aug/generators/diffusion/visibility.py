@@ -82,7 +82,7 @@ class FeatureContrast:
         margin = min(self.margin, rgb.shape[-2] - 1, rgb.shape[-1] - 1)
         padded = F.pad(((rgb - mean) / std)[None], (margin,) * 4, mode="reflect")
         region = F.pad(inside.float()[None, None], (margin,) * 4)
-        grown = F.max_pool2d(region, kernel_size=2 * self.ring + 1, stride=1, padding=self.ring)
+        grown = _dilate(region, self.ring)
         on_image = torch.zeros_like(region)  # compare with the surface itself, not its mirror image
         on_image[..., margin : margin + inside.shape[0], margin : margin + inside.shape[1]] = 1.0
         ring = (grown - region) * on_image
@@ -97,6 +97,17 @@ class FeatureContrast:
             mean_ring = (feature * weight_ring).sum((2, 3)) / weight_ring.sum().clamp_min(1e-6)
             distance = distance + (mean_in - mean_ring).square().sum()
         return float(distance.sqrt())
+
+
+def _dilate(region: torch.Tensor, radius: int) -> torch.Tensor:
+    """``region`` (``[1, 1, H, W]``) grown by a square of ``radius`` pixels each way.
+
+    Two 1-D max-pools, rows then columns: the same result as one square max-pool, at a fraction of its
+    cost on a whole image (the square pool dominated the filter's time per candidate).
+    """
+    size = 2 * radius + 1
+    rows = F.max_pool2d(region, kernel_size=(1, size), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
 
 
 def _group_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[str, list[float]]:

@@ -7,7 +7,7 @@ import torch
 
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
-from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, faintest_by_type, median_by_type
+from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, _dilate, faintest_by_type, median_by_type
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,13 @@ def test_median_and_faintest_by_type_group_values() -> None:
     values = torch.tensor([1.0, 3.0, 2.0, 10.0])
     assert median_by_type(values, ["a", "a", "a", "b"]) == {"a": 2.0, "b": 10.0}
     assert faintest_by_type(values, ["a", "a", "a", "b"]) == {"a": 1.0, "b": 10.0}
+
+
+def test_the_ring_is_the_square_dilation_of_the_mask() -> None:
+    region = (torch.rand(1, 1, 70, 90, generator=torch.Generator().manual_seed(0)) > 0.97).float()
+    region[..., 0, 0] = region[..., -1, -1] = 1.0  # masks touching the corners
+    square = torch.nn.functional.max_pool2d(region, kernel_size=9, stride=1, padding=4)
+    assert torch.equal(_dilate(region, 4), square)
 
 
 def test_without_a_margin_the_ring_still_lies_on_the_image() -> None:
