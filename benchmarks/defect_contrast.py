@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from anomaly_synth_aug.data.fewshot import few_shot_split, load_defect_records  
 from anomaly_synth_aug.data.io import load_image  # noqa: E402
 from anomaly_synth_aug.evaluation.generation_quality import contrast_by_type, defect_crops  # noqa: E402
 from anomaly_synth_aug.generators.base import AnomalyGenerator  # noqa: E402
+from anomaly_synth_aug.generators.batch import GeneratedBatch  # noqa: E402
 from anomaly_synth_aug.generators.diffusion.visibility import (  # noqa: E402
     FeatureContrast,
     faintest_by_type,
@@ -123,6 +125,19 @@ def crop_sheet(
     return render_sample_grid(images, masks, pairs_per_row=per_row)
 
 
+def print_table(numbers: dict[str, Any], digits: int) -> None:
+    """Per type: generated / shots / real values (and the share fainter than every shot, where measured), then
+    the geometric-mean generated / shot ratio."""
+    below = numbers.get("below_faintest_shot", {})
+    for name in sorted(set(numbers["generated"]) | set(numbers["real"])):
+        cells = {column: numbers[column].get(name) for column in ("generated", "shots", "real")}
+        if below:
+            cells["fainter than every shot"] = below.get(name)
+        print(f"{name:>12}: " + ", ".join(f"{k} {'-' if v is None else round(v, digits)}" for k, v in cells.items()))
+    ratio = numbers["ratio_to_shots"]
+    print(f"generated / shot ratio (geometric mean): {'-' if ratio is None else round(ratio, 3)}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("generator_dir", type=Path, help="a folder written by AnomalyGenerator.save()")
@@ -147,14 +162,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     normals = [load_image(path) for path in split.train_normals[::step][: args.images]]
     options = dict(args.set)
     generator = AnomalyGenerator.load(args.generator_dir, **options)
-    images, masks, types = [], [], []
-    for defect_type in generator.defect_types:
-        batch = generator.generate(
-            normals, defect_types=[defect_type] * len(normals), generator=torch.Generator().manual_seed(args.seed)
-        )
-        images += batch.images
-        masks += batch.masks
-        types += batch.defect_types
+    start = time.perf_counter()
+    batch = GeneratedBatch.concat([
+        generator.generate(normals, defect_types=[name] * len(normals), generator=torch.Generator().manual_seed(args.seed))
+        for name in generator.defect_types
+    ])  # fmt: skip
+    seconds = time.perf_counter() - start
+    images, masks, types = batch.images, batch.masks, batch.defect_types
+    generation = {  # with the options given: e.g. the cost of a sampling filter
+        "images": len(images), "seconds": round(seconds, 1), "images_per_s": round(len(images) / seconds, 2),
+        "threads": args.threads, "load_average": round(os.getloadavg()[0], 2), "stats": batch.stats,
+    }  # fmt: skip
     result: dict[str, Any] = {
         "generated": contrast_by_type(images, masks, types),
         "shots": contrast_by_type([s.image for s in shots], [s.mask for s in shots], [s.defect_type for s in shots]),
@@ -162,23 +180,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     result["ratio_to_shots"] = ratio_to_shots(result["generated"], result["shots"])
     result["features"] = feature_contrasts(images, masks, types, shots, real)
-    print(f"options {options or 'as saved'}")
-    for name in sorted(set(result["generated"]) | set(result["real"])):
-        row = {column: result[column].get(name) for column in ("generated", "shots", "real")}
-        print(f"{name:>12}: " + ", ".join(f"{k} {'-' if v is None else round(v, 3)}" for k, v in row.items()))
-    ratio = result["ratio_to_shots"]
-    print(f"generated / shot contrast (geometric mean): {'-' if ratio is None else round(ratio, 3)}")
-    features = result["features"]
+    result["generation"] = generation
+    print(f"options {options or 'as saved'}; {generation['images']} images at {generation['images_per_s']} images/s")
+    print_table(result, digits=3)
     print("feature contrast (median; share of generated defects fainter than the type's faintest shot):")
-    for name in sorted(set(features["generated"]) | set(features["real"])):
-        row = {column: features[column].get(name) for column in ("generated", "shots", "real")}
-        below = features["below_faintest_shot"].get(name)
-        print(
-            f"{name:>12}: " + ", ".join(f"{k} {'-' if v is None else round(v, 2)}" for k, v in row.items())
-            + f", fainter than every shot {'-' if below is None else round(below, 2)}"
-        )
-    ratio = features["ratio_to_shots"]
-    print(f"generated / shot feature contrast (geometric mean): {'-' if ratio is None else round(ratio, 3)}")
+    print_table(result["features"], digits=2)
     if args.sheet is not None:
         sheet = crop_sheet(
             [(s.image, s.mask, s.defect_type) for s in real], list(zip(images, masks, types, strict=True)), per_row=6

@@ -194,6 +194,7 @@ def test_defect_contrast_script_compares_generated_with_held_out_real(tiny_mvtec
     assert set(features["generated"]) == set(features["shots"]) == {"blob", "scratch"}
     assert all(0.0 <= share <= 1.0 for share in features["below_faintest_shot"].values())
     assert features["ratio_to_shots"] > 0
+    assert result["generation"]["images"] == 2 * 3 and result["generation"]["images_per_s"] > 0
 
 
 def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_path: Path) -> None:
