@@ -24,11 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from anomaly_synth_aug.backbones.imagenet_weights import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    pretrained_timm_model,
-)
+from anomaly_synth_aug.backbones.frozen_features import frozen_feature_extractor, imagenet_input
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.patches import context_box, mask_bbox
@@ -61,17 +57,14 @@ class ShotRealism:
 
     def __init__(self, backbone: str = "efficientnet_lite0") -> None:
         self.backbone = backbone
-        self._extractor: torch.nn.Module | None = None
         self.references: dict[str, TypeReference] = {}
         self.fitted = False
 
     # ---------------------------------------------------------------- features
     @property
     def extractor(self) -> torch.nn.Module:
-        if self._extractor is None:
-            self._extractor = pretrained_timm_model(self.backbone, features_only=True, out_indices=_FEATURE_INDICES)
-            self._extractor.requires_grad_(False)
-        return self._extractor
+        """The shared frozen backbone (loaded on first use)."""
+        return frozen_feature_extractor(self.backbone, _FEATURE_INDICES)
 
     @torch.no_grad()
     def describe(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -80,14 +73,13 @@ class ShotRealism:
         for image, mask in zip(images, masks, strict=True):
             box = context_box(mask_bbox(mask), tuple(image.shape[-2:]), patch_size=CROP_SIZE, fill=0.5)
             rows, cols = box.slices()
-            rgb = image[:, rows, cols].expand(3, -1, -1) if image.shape[0] == 1 else image[:3, rows, cols]
-            crops.append(F.interpolate(rgb[None].float(), size=(CROP_SIZE, CROP_SIZE), mode="bilinear", antialias=True))
+            rgb = imagenet_input(image[:, rows, cols])[None]
+            crops.append(F.interpolate(rgb, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", antialias=True))
             region = mask[rows, cols].float()[None, None]
             crop_masks.append(F.interpolate(region, size=(CROP_SIZE, CROP_SIZE), mode="area"))
         if not crops:
             return torch.zeros(0, 0)
-        mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-        batch = (torch.cat(crops) - mean) / std
+        batch = torch.cat(crops)
         weights = torch.cat(crop_masks)
         descriptors = []
         for start in range(0, len(batch), _BATCH):

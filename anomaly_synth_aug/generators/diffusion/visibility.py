@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD, pretrained_timm_model
+from anomaly_synth_aug.backbones.frozen_features import frozen_feature_extractor, imagenet_input
 from anomaly_synth_aug.data.sample import to_bool_mask
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 
@@ -57,14 +57,11 @@ class FeatureContrast:
         self.backbone = backbone
         self.ring = ring
         self.margin = margin
-        self._extractor: torch.nn.Module | None = None
 
     @property
     def extractor(self) -> torch.nn.Module:
-        if self._extractor is None:
-            self._extractor = pretrained_timm_model(self.backbone, features_only=True, out_indices=FEATURE_INDICES)
-            self._extractor.requires_grad_(False).eval()
-        return self._extractor
+        """The shared frozen backbone (loaded on first use)."""
+        return frozen_feature_extractor(self.backbone, FEATURE_INDICES)
 
     @torch.no_grad()
     def __call__(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -77,10 +74,8 @@ class FeatureContrast:
         inside = to_bool_mask(mask, name="mask")
         if not bool(inside.any()):
             raise MaskError("a defect's feature contrast needs a non-empty mask", fix="skip normal samples")
-        rgb = image.float().expand(3, -1, -1) if image.shape[0] == 1 else image[:3].float()
-        mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-        margin = min(self.margin, rgb.shape[-2] - 1, rgb.shape[-1] - 1)
-        padded = F.pad(((rgb - mean) / std)[None], (margin,) * 4, mode="reflect")
+        margin = min(self.margin, image.shape[-2] - 1, image.shape[-1] - 1)
+        padded = F.pad(imagenet_input(image)[None], (margin,) * 4, mode="reflect")
         region = F.pad(inside.float()[None, None], (margin,) * 4)
         grown = _dilate(region, self.ring)
         on_image = torch.zeros_like(region)  # compare with the surface itself, not its mirror image
