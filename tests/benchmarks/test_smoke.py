@@ -276,21 +276,6 @@ def test_scripts_default_to_the_full_preset(name: str) -> None:
     assert script.parse_args([]).threads == 2  # the budgets and targets are measured on 2 cores
 
 
-def test_fit_costs_charge_a_loaded_fit_and_a_with_shots_row_their_sources_fit(tmp_path: Path) -> None:
-    from anomaly_synth_aug.evaluation.reporting import ResultsStore
-
-    script = load_script("downstream")
-    store = ResultsStore(tmp_path / "results.json")
-    store.quality = [{"generator": "diffusion", "seed": 0, "generator_fit_s": 540.0}]  # the quality stage fitted it
-    store.runs = [
-        {"generator": "diffusion", "seed": 0, "timings": {"generator_fit_s": 0.0}},  # loaded
-        {"generator": "real_paste", "seed": 0, "timings": {"generator_fit_s": 0.2}},
-    ]
-    costs = script.fit_costs(store)
-    assert costs[("diffusion", 0)] == costs[("diffusion_with_shots", 0)] == 540.0
-    assert costs[("real_paste_with_shots", 0)] == 0.2 and ("perlin", 0) not in costs
-
-
 @pytest.mark.slow
 def test_normal_memory_script_scores_memories_on_the_validation_set_only(tiny_mvtec: Path, tmp_path: Path) -> None:
     """The whole-image memory reads every training normal once and is scored on the synthetic validation set."""

@@ -7,7 +7,8 @@ One concern per module:
 * ``detectors``: each detector's network, training images and budget;
 * ``datamodules``: the few-shot data path and the generator's fit-or-load;
 * ``runner``: ``run_experiment``, one (source, detector, seed) run end to end;
-* ``quality``: realism, diversity and background fidelity of a fitted generator.
+* ``quality``: realism, diversity and background fidelity of a fitted generator;
+* ``report_file``: the per-dataset report (markdown tables, gain chart) from a results store.
 
 ``benchmarks/downstream.py`` runs the matrix and writes the reports.
 """
@@ -36,6 +37,7 @@ from anomaly_synth_aug.evaluation.downstream.quality import (
     generate_samples,
     measure_generation_quality,
 )
+from anomaly_synth_aug.evaluation.downstream.report_file import fit_costs, run_seconds, write_report_files
 from anomaly_synth_aug.evaluation.downstream.runner import run_experiment, split_sizes, training_steps
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "Preset",
     "build_generator",
     "detector_spec",
+    "fit_costs",
     "fit_generator",
     "folder_datamodule",
     "generate_samples",
@@ -58,10 +61,12 @@ __all__ = [
     "pool_source",
     "preset_record",
     "resolve_preset",
+    "run_seconds",
     "run_experiment",
     "same_preset",
     "split_sizes",
     "synthetic_datamodule",
     "training_options",
     "training_steps",
+    "write_report_files",
 ]
