@@ -7,6 +7,7 @@ import torch
 
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
+from anomaly_synth_aug.generators.diffusion.patches import CropBox
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast, _dilate, faintest_by_type, median_by_type
 
 
@@ -73,6 +74,12 @@ def test_the_ring_is_the_square_dilation_of_the_mask() -> None:
     region[..., 0, 0] = region[..., -1, -1] = 1.0  # masks touching the corners
     square = torch.nn.functional.max_pool2d(region, kernel_size=9, stride=1, padding=4)
     assert torch.equal(_dilate(region, 4), square)
+    blob = torch.zeros(1, 1, 70, 90)
+    blob[..., 3:9, 60:88] = 1.0  # near the top and right edges: the pooled window is clipped
+    blob[..., 5, 70] = 0.0  # not a full rectangle
+    box = CropBox(3, 60, 6, 28)
+    expected = torch.nn.functional.max_pool2d(blob, kernel_size=9, stride=1, padding=4)
+    assert torch.equal(_dilate(blob, 4, box), expected)
 
 
 def test_without_a_margin_the_ring_still_lies_on_the_image() -> None:
