@@ -5,6 +5,11 @@ The diffusion generator's visibility floors and filter (``FeatureContrast``) and
 weights; ``frozen_feature_extractor`` builds the model once and hands every caller the same
 inference-only module, and ``imagenet_input`` prepares images for it the way the detectors do.
 
+Being frozen, the model can be made faster without changing what it computes (beyond float
+rounding): every batch norm is folded into the convolution before it
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``) and it runs channels-last, which together make the
+visibility filter's one pass per generated defect several times cheaper on CPU (benchmarks/README.md).
+
 Example:
     >>> extractor = frozen_feature_extractor("efficientnet_lite0", (2, 3))
     >>> maps = extractor(imagenet_input(image)[None])  # strides 8 and 16
@@ -15,18 +20,53 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD, pretrained_timm_model
 from anomaly_synth_aug.errors import InvalidInputError
 
 
-@lru_cache(maxsize=4)
-def frozen_feature_extractor(name: str, out_indices: tuple[int, ...]) -> torch.nn.Module:
-    """timm ``name`` as a ``features_only`` pyramid of ``out_indices``, ImageNet weights, eval mode, no gradients.
+class _ChannelsLast(nn.Module):
+    """Runs ``model`` (channels-last weights) on a channels-last copy of its input."""
 
-    Cached: every caller asking for the same backbone and layers gets the same module. Do not train it.
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.model(images.contiguous(memory_format=torch.channels_last))
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` (in its parent's order) into that conv.
+
+    For inference only (eval statistics). timm's ``BatchNormAct2d`` keeps its dropout and activation.
+    Returns how many were folded.
     """
-    return pretrained_timm_model(name, features_only=True, out_indices=out_indices).requires_grad_(False).eval()
+    folded = 0
+    for parent in model.modules():
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            conv, norm = parent._modules[first], parent._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                parent._modules[first] = fuse_conv_bn_eval(conv.eval(), norm.eval())
+                kept = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if m is not None]
+                parent._modules[second] = nn.Sequential(*kept)
+                folded += 1
+    return folded
+
+
+@lru_cache(maxsize=4)
+def frozen_feature_extractor(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+    """timm ``name`` as a ``features_only`` pyramid of ``out_indices``, ImageNet weights, for inference only.
+
+    Batch norms folded, channels-last, eval mode, no gradients. Cached: every caller asking for the
+    same backbone and layers gets the same module. Do not train it.
+    """
+    model = pretrained_timm_model(name, features_only=True, out_indices=out_indices).eval()
+    fold_batch_norms(model)
+    return _ChannelsLast(model).requires_grad_(False).eval()
 
 
 def imagenet_input(image: torch.Tensor) -> torch.Tensor:
@@ -47,4 +87,4 @@ def imagenet_input(image: torch.Tensor) -> torch.Tensor:
     return (rgb - mean) / std
 
 
-__all__ = ["frozen_feature_extractor", "imagenet_input"]
+__all__ = ["fold_batch_norms", "frozen_feature_extractor", "imagenet_input"]
