@@ -39,6 +39,21 @@ def test_the_faster_frozen_pyramid_computes_what_the_plain_model_does() -> None:
                 assert torch.allclose(got, expected, atol=1e-3, rtol=1e-4)
 
 
+def test_the_shared_pyramid_refuses_training_and_keeps_only_the_blocks_it_needs() -> None:
+    fast = frozen_feature_extractor("efficientnet_lite0", (2, 3))
+    assert fast.feature_info.module_name() == ["blocks.2", "blocks.4"]
+    assert len(fast.model.blocks) == 5  # blocks 5 and 6 feed no requested map
+    with pytest.raises(InvalidInputError, match="inference only"):
+        fast.train()
+    assert fast.eval() is fast and not fast.training
+
+
+def test_fold_batch_norms_skips_a_norm_of_another_width() -> None:
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(5)).eval()
+    assert fold_batch_norms(block) == 0
+    assert isinstance(block[1], torch.nn.BatchNorm2d)
+
+
 def test_fold_batch_norms_keeps_the_activation_of_a_fused_norm_act() -> None:
     from timm.layers import BatchNormAct2d
 

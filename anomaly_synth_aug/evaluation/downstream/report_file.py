@@ -158,13 +158,10 @@ def fit_costs(store: ResultsStore) -> dict[tuple[str, int], float]:
     }
 
 
-
-
 def run_seconds(record: dict[str, Any]) -> float:
     """A run's fit + train + test seconds."""
     timings = record["timings"]
     return timings["generator_fit_s"] + timings["train_s"] + timings["test_s"]
-
 
 
 __all__ = ["fit_costs", "run_seconds", "write_report_files"]

@@ -221,7 +221,7 @@ class SynthesisMixin:
         return self._feature_contrast()
 
     def _feature_contrast(self: DiffusionAnomalyGenerator) -> FeatureContrast:
-        """One ``FeatureContrast`` (one backbone) for the fit's floors and the filter's verdicts."""
+        """One ``FeatureContrast`` for the fit's floors and the filter's verdicts (its backbone is process-wide)."""
         if self._visibility is None:
             self._visibility = FeatureContrast()
         return self._visibility

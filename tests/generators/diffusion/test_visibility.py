@@ -82,6 +82,27 @@ def test_the_ring_is_the_square_dilation_of_the_mask() -> None:
     assert torch.equal(_dilate(blob, 4, box), expected)
 
 
+@pytest.mark.parametrize("margin", [0, 64])
+def test_pooling_the_ring_around_the_box_changes_no_value(
+    contrast: FeatureContrast, margin: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masks touching each edge of the image: the same contrast with the ring pooled around the box or everywhere."""
+    import anomaly_synth_aug.generators.diffusion.visibility as visibility
+
+    surface = striped_surface(96)
+    masks = []
+    for rows, cols in ((slice(0, 10), slice(30, 50)), (slice(86, 96), slice(0, 20)), (slice(40, 60), slice(80, 96))):
+        mask = torch.zeros(96, 96, dtype=torch.bool)
+        mask[rows, cols] = True
+        masks.append(mask)
+    images = [surface.masked_fill(mask, 0.1) for mask in masks]
+    measure = FeatureContrast(margin=margin)
+    boxed = measure(images, masks)
+    whole_dilate = visibility._dilate
+    monkeypatch.setattr(visibility, "_dilate", lambda region, radius, box=None: whole_dilate(region, radius))
+    assert torch.equal(measure(images, masks), boxed)
+
+
 def test_without_a_margin_the_ring_still_lies_on_the_image() -> None:
     surface, mask = striped_surface(), centre_mask()
     surface[:, mask] = 0.1
