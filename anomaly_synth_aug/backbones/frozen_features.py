@@ -7,11 +7,12 @@ inference-only module, and ``imagenet_input`` prepares images for it the way the
 
 Being frozen, the model can be made faster without changing what it computes (beyond float
 rounding): every batch norm is folded into the convolution before it
-(``torch.nn.utils.fusion.fuse_conv_bn_eval``) and it runs channels-last, which together make the
-visibility filter's one pass per generated defect several times cheaper on CPU (benchmarks/README.md).
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``), the blocks after the last requested map are dropped,
+and it runs channels-last, which together make the visibility filter's one pass per generated
+defect several times cheaper on CPU (benchmarks/README.md).
 
 Example:
-    >>> extractor = frozen_feature_extractor("efficientnet_lite0", (2, 3))
+    >>> extractor = frozen_feature_extractor("efficientnet_lite0", DETECTOR_FEATURE_INDICES)
     >>> maps = extractor(imagenet_input(image)[None])  # strides 8 and 16
 """
 
@@ -25,6 +26,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD, pretrained_timm_model
 from anomaly_synth_aug.errors import InvalidInputError
+
+#: timm feature indices of EfficientNet-Lite0 at strides 8 and 16 (blocks.2 and blocks.4): the layers the
+#: downstream detectors read, so the generator's visibility and realism measures read them too (and share them).
+DETECTOR_FEATURE_INDICES: tuple[int, int] = (2, 3)
 
 
 class _ChannelsLast(nn.Module):
@@ -122,4 +127,4 @@ def imagenet_input(image: torch.Tensor) -> torch.Tensor:
     return (rgb - mean) / std
 
 
-__all__ = ["fold_batch_norms", "frozen_feature_extractor", "imagenet_input"]
+__all__ = ["DETECTOR_FEATURE_INDICES", "fold_batch_norms", "frozen_feature_extractor", "imagenet_input"]

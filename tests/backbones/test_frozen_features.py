@@ -10,14 +10,14 @@ from anomaly_synth_aug.backbones import (
     imagenet_input,
     pretrained_timm_model,
 )
-from anomaly_synth_aug.backbones.frozen_features import fold_batch_norms
+from anomaly_synth_aug.backbones.frozen_features import DETECTOR_FEATURE_INDICES, fold_batch_norms
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 
 
 def test_the_visibility_and_realism_measures_share_one_frozen_backbone() -> None:
-    extractor = frozen_feature_extractor("efficientnet_lite0", (2, 3))
+    extractor = frozen_feature_extractor("efficientnet_lite0", DETECTOR_FEATURE_INDICES)
     assert FeatureContrast().extractor is extractor
     assert ShotRealism().extractor is extractor
     assert not extractor.training
@@ -30,7 +30,7 @@ def test_the_visibility_and_realism_measures_share_one_frozen_backbone() -> None
 def test_the_faster_frozen_pyramid_computes_what_the_plain_model_does() -> None:
     """Folded batch norms and channels-last change nothing but float rounding, at any input size."""
     plain = pretrained_timm_model("efficientnet_lite0", features_only=True, out_indices=(2, 3))
-    fast = frozen_feature_extractor("efficientnet_lite0", (2, 3))
+    fast = frozen_feature_extractor("efficientnet_lite0", DETECTOR_FEATURE_INDICES)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # every one folded
     with torch.no_grad():
         for size in ((64, 64), (77, 131)):
@@ -40,7 +40,7 @@ def test_the_faster_frozen_pyramid_computes_what_the_plain_model_does() -> None:
 
 
 def test_the_shared_pyramid_refuses_training_and_keeps_only_the_blocks_it_needs() -> None:
-    fast = frozen_feature_extractor("efficientnet_lite0", (2, 3))
+    fast = frozen_feature_extractor("efficientnet_lite0", DETECTOR_FEATURE_INDICES)
     assert fast.feature_info.module_name() == ["blocks.2", "blocks.4"]
     assert len(fast.model.blocks) == 5  # blocks 5 and 6 feed no requested map
     with pytest.raises(InvalidInputError, match="inference only"):

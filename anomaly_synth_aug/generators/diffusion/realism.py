@@ -24,7 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from anomaly_synth_aug.backbones.frozen_features import frozen_feature_extractor, imagenet_input
+from anomaly_synth_aug.backbones.frozen_features import (
+    DETECTOR_FEATURE_INDICES,
+    frozen_feature_extractor,
+    imagenet_input,
+)
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.patches import context_box, mask_bbox
@@ -33,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: Side of the context crop the features are taken from; the mask's box fills half of it.
 CROP_SIZE = 64
-#: timm feature indices of EfficientNet-Lite0 used: strides 8 and 16 (blocks.2 and blocks.4).
-_FEATURE_INDICES = (2, 3)
 #: Images per backbone call.
 _BATCH = 32
 
@@ -64,7 +66,7 @@ class ShotRealism:
     @property
     def extractor(self) -> torch.nn.Module:
         """The shared frozen backbone (loaded on first use)."""
-        return frozen_feature_extractor(self.backbone, _FEATURE_INDICES)
+        return frozen_feature_extractor(self.backbone, DETECTOR_FEATURE_INDICES)
 
     @torch.no_grad()
     def describe(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:

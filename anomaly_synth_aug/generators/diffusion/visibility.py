@@ -26,13 +26,15 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from anomaly_synth_aug.backbones.frozen_features import frozen_feature_extractor, imagenet_input
+from anomaly_synth_aug.backbones.frozen_features import (
+    DETECTOR_FEATURE_INDICES,
+    frozen_feature_extractor,
+    imagenet_input,
+)
 from anomaly_synth_aug.data.sample import to_bool_mask
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 from anomaly_synth_aug.generators.diffusion.patches import CropBox, mask_bbox
 
-#: timm feature indices of EfficientNet-Lite0: strides 8 and 16, the detectors' layers.
-FEATURE_INDICES = (2, 3)
 #: Width of the surface ring around the mask, in pixels: one stride-16 feature cell.
 RING = 16
 #: Mirrored margin added around the image, so that the backbone's zero padding (felt far inward by its
@@ -62,7 +64,7 @@ class FeatureContrast:
     @property
     def extractor(self) -> torch.nn.Module:
         """The shared frozen backbone (loaded on first use)."""
-        return frozen_feature_extractor(self.backbone, FEATURE_INDICES)
+        return frozen_feature_extractor(self.backbone, DETECTOR_FEATURE_INDICES)
 
     @torch.no_grad()
     def __call__(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -133,4 +135,4 @@ def median_by_type(values: torch.Tensor, defect_types: Sequence[str]) -> dict[st
     return {name: float(torch.tensor(group).median()) for name, group in _group_by_type(values, defect_types).items()}
 
 
-__all__ = ["FEATURE_INDICES", "MARGIN", "RING", "FeatureContrast", "faintest_by_type", "median_by_type"]
+__all__ = ["MARGIN", "RING", "FeatureContrast", "faintest_by_type", "median_by_type"]
