@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 
 import torch
 
-from anomaly_synth_aug.data.sample import NORMAL_TYPE, AnomalySample, to_bool_mask, to_rgb_float
+from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask, to_rgb_float
 from anomaly_synth_aug.errors import (
     InvalidInputError,
     MaskError,
@@ -42,6 +42,7 @@ from anomaly_synth_aug.generators.persistence import (
     state_checksums,
     verify_state_files,
 )
+from anomaly_synth_aug.generators.shot_checks import validate_shots
 from anomaly_synth_aug.utils.random import as_torch_generator
 
 _MISSING = object()
@@ -417,30 +418,6 @@ def _import_packaged_generator(name: object) -> type[AnomalyGenerator] | None:
         return None
     exported = getattr(importlib.import_module(PACKAGED_GENERATORS[name]), name)
     return exported if isinstance(exported, type) and issubclass(exported, AnomalyGenerator) else None
-
-
-def validate_shots(shots: Sequence[AnomalySample]) -> None:
-    """Every few-shot defect sample must be anomalous, typed and have a non-empty mask."""
-    for shot in shots:
-        where = shot.mask_path or shot.image_path
-        if not shot.is_anomalous:
-            raise InvalidInputError(
-                "a normal sample was passed as a defect shot",
-                path=where,
-                fix="pass normal images as normal_images, defect samples as shots",
-            )
-        if not shot.defect_type or shot.defect_type == NORMAL_TYPE:
-            raise InvalidInputError(
-                f"a defect shot has defect type {shot.defect_type!r}",
-                path=where,
-                fix=f"set defect_type to the defect's name (e.g. 'crack'); {NORMAL_TYPE!r} is reserved for normals",
-            )
-        if not bool(shot.mask.any()):
-            raise MaskError(
-                "defect shot has an empty mask",
-                path=where,
-                fix="drop this shot (e.g. masks that are entirely zero) or draw its defect region",
-            )
 
 
 def _jsonable(value: Any) -> Any:
