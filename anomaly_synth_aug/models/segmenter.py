@@ -2,7 +2,7 @@
 
 The practitioner's detector for the synthetic-defect workflow: train it on normals plus
 generated anomalies (``SyntheticAnomalyDataModule`` puts a pixel mask in every training
-item) and it predicts a per-pixel defect probability. The network (``segmenter_network.py``):
+item) and it predicts a per-pixel anomaly map and an image score. The network (``segmenter_network.py``):
 
 * ``encoder="efficientnet_lite0"`` (the default): a ``segmentation_models_pytorch`` U-Net decoder
   over an EfficientNet-Lite0 encoder with ImageNet weights that install offline
@@ -13,10 +13,11 @@ item) and it predicts a per-pixel defect probability. The network (``segmenter_n
 * ``encoder=None``: DRÆM's discriminative U-Net (``DiscriminativeSubNetwork``, from anomalib),
   trained from scratch, kept as an option and as an ablation.
 
-``normal_prior=True`` keeps PatchCore's verdict in the final map and score as well (``NormalPrior``): the
-logit's and the memory distance's standard scores on the validation set's *normal* images, added per
-pixel for the map and per image (each detector's own image score) for the image score. A defect
-unlike every training defect then still scores as far from normal as it is.
+With the normal memory (the default with an encoder), PatchCore's verdict stays in the final map and score
+as well (``normal_prior``, ``NormalPrior``): the logit's and the memory distance's standard scores on the
+validation set's *normal* images, added per pixel for the map and per image (each detector's own image
+score) for the image score. A defect unlike every training defect then still scores as far from normal as
+it is. ``normal_prior=False`` predicts the decoder's defect probability instead.
 
 All are fully convolutional: any input is padded at the bottom and right to a multiple of 32 and
 the prediction cropped back, so it trains on crops and predicts on whole images of any size.
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
-from anomaly_synth_aug.models.segmenter_network import SegmenterModel
+from anomaly_synth_aug.models.segmenter_network import SegmenterModel, resolve_memory_and_prior
 from anomaly_synth_aug.utils.choices import parse_choice
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class DefectSegmenter(AnomalibModule):
         normal_prior: predict the sum of the logit's and the memory distance's standard scores
             (``NormalPrior``; per pixel for the map, per image for the score) instead of the defect
             probability, measured on the validation normals at every validation (or, without a
-            validation set, on training normals).
+            validation set, on training normals). None: on whenever the normal memory is (the default);
+            False keeps the decoder's defect probability as the output.
         pre_processor: anomalib pre-processor, or True for ImageNet normalisation at native resolution
             (no resize; none at all for the from-scratch U-Net).
         post_processor: anomalib post-processor, or True for thresholds without normalisation.
@@ -135,7 +137,7 @@ class DefectSegmenter(AnomalibModule):
         memory_source: MemorySource | str = "normals",
         memory_images: int | None = None,
         memory_size: int = 4096,
-        normal_prior: bool = False,
+        normal_prior: bool | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -148,7 +150,7 @@ class DefectSegmenter(AnomalibModule):
             raise InvalidInputError(f"frozen_stages must be >= 0, got {frozen_stages}", fix="use e.g. 2, or 0")
         if pre_processor is True:  # the default depends on the network: ImageNet statistics or none
             pre_processor = self.configure_pre_processor(imagenet_normalization=encoder is not None)
-        if visualizer is True and normal_prior:
+        if visualizer is True and resolve_memory_and_prior(encoder, normal_memory, normal_prior)[1]:
             # the fused map is a sum of standard scores, not a probability in [0, 1]: scale it per image to be seen
             visualizer = ImageVisualizer(fields_config={"anomaly_map": {"colormap": True, "normalize": True}})
         super().__init__(

@@ -192,7 +192,23 @@ def test_the_fused_map_is_shown_scaled_per_image() -> None:
     """Standard scores run far outside [0, 1]; anomalib's default visualizer would clip them to one colour."""
     from anomaly_synth_aug.models.segmenter import DefectSegmenter
 
-    fused = DefectSegmenter(pretrained=False, normal_prior=True)
-    assert fused.visualizer.fields_config["anomaly_map"]["normalize"] is True
-    plain = DefectSegmenter(pretrained=False)  # a probability map: anomalib's default
+    for fused in (DefectSegmenter(pretrained=False, normal_prior=True), DefectSegmenter(pretrained=False)):
+        assert fused.visualizer.fields_config["anomaly_map"]["normalize"] is True
+    plain = DefectSegmenter(pretrained=False, normal_prior=False)  # a probability map: anomalib's default
     assert plain.visualizer.fields_config["anomaly_map"]["normalize"] is False
+
+
+@pytest.mark.parametrize(
+    ("options", "memory", "prior"),
+    [
+        ({}, True, True),  # the default: the strongest detector measured
+        ({"normal_prior": False}, True, False),
+        ({"normal_memory": False}, False, False),
+        ({"encoder": None, "base_width": 2}, False, False),  # the from-scratch U-Net has no memory to add
+    ],
+)
+def test_the_prior_is_on_by_default_wherever_the_memory_is(options: dict, memory: bool, prior: bool) -> None:
+    from anomaly_synth_aug.models.segmenter import DefectSegmenter
+
+    model = DefectSegmenter(pretrained=False, visualizer=False, **options).model
+    assert (model.memory is not None, model.prior is not None) == (memory, prior)

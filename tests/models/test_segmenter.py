@@ -61,7 +61,7 @@ def test_image_score_is_top_fraction_mean() -> None:
 @pytest.mark.parametrize("encoder", [None, "efficientnet_lite0"])
 def test_predicts_whole_images_of_any_size(encoder: str | None) -> None:
     """Inputs are padded to a multiple of 32 and the map cropped back: native resolution, fully convolutional."""
-    model = SegmenterModel(encoder=encoder, pretrained=False, base_width=2).eval()
+    model = SegmenterModel(encoder=encoder, pretrained=False, base_width=2, normal_prior=False).eval()
     if model.memory is not None:
         model.memory.collect(model.memory_features(torch.rand(2, 3, 64, 64)))
         model.memory.build(size=16)
@@ -155,7 +155,7 @@ def test_memory_stages_stay_imagenet_while_the_encoder_fine_tunes() -> None:
 def test_the_decoder_sees_the_memory_distance() -> None:
     """Same image, different memories: a memory built on that very image gives other logits than a foreign one."""
     torch.manual_seed(0)
-    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False).eval()
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False, normal_prior=False).eval()
     image = torch.rand(1, 3, 64, 64)
     model.memory.collect(model.memory_features(image))
     model.memory.build(size=10_000)  # every patch of the image: distance 0 everywhere
