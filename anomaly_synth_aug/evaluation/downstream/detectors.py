@@ -210,11 +210,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         "its memory built from every training normal, whole",
     ),
     "segmenter_image_only": DetectorSpec(
-        _segmenter(normal_memory=False, normal_prior=False),
-        True,
-        True,
-        False,
-        "the same U-Net without the normal memory (ablation)",
+        _segmenter(normal_memory=False), True, True, False, "the same U-Net without the normal memory (ablation)"
     ),
     "segmenter_scratch": DetectorSpec(
         _segmenter_scratch, True, True, False, "DRÆM's U-Net from scratch, native resolution (ablation)"
