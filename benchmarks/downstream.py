@@ -14,6 +14,7 @@ once per generator and seed, the generation-quality measures. After every run it
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
     python benchmarks/downstream.py --matrix segmenter                # the plain segmenter on the core's sources
+    python benchmarks/downstream.py --matrix prior_sources            # segmenter_prior on every source of defects
     python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
@@ -43,6 +44,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     ABLATIONS,
     DETECTORS,
     GENERATORS,
+    SHOTS_PLUS,
     WITH_SHOTS,
     Preset,
     fit_costs,
@@ -96,8 +98,11 @@ Pair = tuple[str, str]  # (generator, detector)
 #: prior; the 128-crop memory its committed rows were measured with) on the same sources. ``sources`` adds
 #: those and every other source of defects on the plain segmenter (pasted shots and diffusion alone, the
 #: diffusion and Perlin mixture, none, the classic generators alone and next to the shots): the whole
-#: comparison table. ``prior`` is the core without its anchors. ``all`` adds the diffusion ablations, the detector ablations (the segmenter without its
-#: normal memory, the from-scratch U-Net) and SuperSimpleNet.
+#: comparison table. ``prior`` is the core without its anchors. ``prior_sources`` adds to the core the
+#: other sources on ``segmenter_prior``: none, the classic generators next to the shots, and pasted shots
+#: and diffusion on top of the shots' own exposure (``shots_plus_``). ``all`` adds the diffusion
+#: ablations, the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
+#: and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
 CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")
 FULL_MATRICES: dict[str, list[Pair]] = {
@@ -105,6 +110,11 @@ FULL_MATRICES: dict[str, list[Pair]] = {
     "segmenter": [(source, "segmenter") for source in CORE_SOURCES],
     "prior": [(source, "segmenter_prior") for source in CORE_SOURCES],  # the core without its anchors
 }
+PRIOR_EXTRA_SOURCES = ("none", "perlin_with_shots", "cutpaste_with_shots", "poisson_with_shots", *SHOTS_PLUS)
+FULL_MATRICES["prior_sources"] = [
+    *FULL_MATRICES["core"],
+    *((source, "segmenter_prior") for source in PRIOR_EXTRA_SOURCES),
+]
 FULL_MATRICES["sources"] = [
     *FULL_MATRICES["core"],
     *FULL_MATRICES["segmenter"],
@@ -131,7 +141,7 @@ HEADLINE_ROWS: list[tuple[str, str, str]] = [
     ("patchcore_native", "real_paste", "none (one-class, native scale; thresholds on pasted shots)"),
     ("padim_native", "real_paste", "none (one-class, native scale; thresholds on pasted shots)"),
     *(("segmenter", source, source) for source in SOURCES),
-    *(("segmenter_prior", source, source) for source in SOURCES),
+    *(("segmenter_prior", source, source) for source in (*SOURCES, *SHOTS_PLUS)),  # a lever of this detector's
 ]
 SAMPLES_IN_GRID = 8
 

@@ -227,6 +227,11 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     sources = script.matrix_pairs("full", None, None, "sources")
     assert set(core) < set(sources) and set(plain) < set(sources)
     assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
+    prior_sources = script.matrix_pairs("full", None, None, "prior_sources")
+    assert set(core) < set(prior_sources) and {d for _, d in prior_sources} - {d for _, d in core} == set()
+    assert {("none", "segmenter_prior"), ("shots_plus_diffusion", "segmenter_prior")} < set(prior_sources)
+    headline = {(g, d) for d, g, _ in script.HEADLINE_ROWS}
+    assert set(prior_sources) < headline  # every row it runs is in the headline table
     everything = script.matrix_pairs("full", None, None, "all")
     assert set(sources) < set(everything)
     assert ("diffusion_no_filter", "segmenter") in everything

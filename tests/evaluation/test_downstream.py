@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -181,6 +180,44 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     ]
     assert mixed.generated.entries == alone.entries  # the source's pool, read back
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")} == written  # not regenerated
+
+
+def test_a_shots_plus_source_keeps_the_shots_exposure_of_shots_only_and_adds_its_defects_on_top(
+    tiny_mvtec: Path, tmp_path: Path
+) -> None:
+    """``shots_plus_real_paste``: the shots in as many items as ``shots_only``, the source's defects in half the rest."""
+    from dataclasses import replace
+
+    from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset
+    from anomaly_synth_aug.evaluation.downstream import PRESETS, SHOTS_PLUS, generates, pool_source, training_options
+
+    preset = replace(PRESETS["smoke"], name="smoke_cached", train_mode="cached", samples_per_type=2, anomaly_ratio=0.4)
+    assert pool_source("shots_plus_real_paste") == "real_paste" and not generates("shots_plus_real_paste")
+    assert set(SHOTS_PLUS.values()) == {"real_paste", "diffusion"}
+    options = training_options("shots_plus_real_paste", preset)
+    assert options["anomaly_ratio"] == pytest.approx(0.7) and options["shot_share"] == pytest.approx(0.4 / 0.7)
+
+    def train_set(name: str) -> object:
+        datamodule = synthetic_datamodule(
+            tiny_mvtec, build_generator(name, preset, "tiny"), preset, 0, inject=True, cache_dir=tmp_path / "cache",
+            **training_options(name, preset),
+        )  # fmt: skip
+        return datamodule.prepare_train_data()
+
+    def shares(dataset: object, is_shot: object) -> tuple[float, float]:
+        draws = []
+        for epoch in range(400):
+            dataset.set_epoch(epoch)
+            draws += [(dataset.is_synthetic(i), is_shot(i)) for i in range(len(dataset))]
+        return sum(shot for _, shot in draws) / len(draws), sum(d and not s for d, s in draws) / len(draws)
+
+    shots_only = train_set("shots_only")
+    plus = train_set("shots_plus_real_paste")
+    assert isinstance(plus, ShotMixedDataset)
+    shot_share, generated_share = shares(plus, plus.is_shot)
+    only_share, nothing_generated = shares(shots_only, shots_only.is_synthetic)
+    assert shot_share == pytest.approx(only_share, abs=0.03) and only_share == pytest.approx(0.4, abs=0.03)
+    assert nothing_generated == 0.0 and generated_share == pytest.approx(0.3, abs=0.03)
 
 
 def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validation(tiny_mvtec: Path) -> None:

@@ -18,6 +18,7 @@ from anomaly_synth_aug.evaluation.downstream.detectors import DETECTORS, Detecto
 from anomaly_synth_aug.evaluation.downstream.generator_table import (
     ABLATIONS,
     GENERATORS,
+    SHOTS_PLUS,
     TRAIN_MODE_OVERRIDES,
     WITH_SHOTS,
     build_generator,
@@ -45,6 +46,7 @@ __all__ = [
     "DETECTORS",
     "GENERATORS",
     "PRESETS",
+    "SHOTS_PLUS",
     "TRAIN_MODE_OVERRIDES",
     "WITH_SHOTS",
     "DetectorSpec",

@@ -74,6 +74,7 @@ def synthetic_datamodule(
     cache_dir: str | Path | None = None,
     train_mode: str | None = None,
     shot_share: float = 0.0,
+    anomaly_ratio: float | None = None,
     train_augmentations: Transform | None = None,
 ) -> SyntheticAnomalyDataModule:
     """The wrapped datamodule; ``inject`` puts defects into the training batches.
@@ -82,6 +83,8 @@ def synthetic_datamodule(
         train_mode: the datamodule's mode; default the preset's (``"cached"`` draws injected
             defects from a pool in ``cache_dir``). ``"shots"`` trains on the real shots.
         shot_share: share of the injected defects that are augmented real shots (``_with_shots`` sources).
+        anomaly_ratio: share of training items given a defect; default the preset's (``shots_plus_`` sources
+            raise it, so that the shots keep their share and the source's defects come on top).
         train_augmentations: applied to every training image (crops, resizes).
     """
     injecting = inject and generator is not None
@@ -96,7 +99,7 @@ def synthetic_datamodule(
     return SyntheticAnomalyDataModule(
         folder_datamodule(data_root, preset, train_augmentations=train_augmentations),
         generator=generator,
-        anomaly_ratio=preset.anomaly_ratio if injecting else 0.0,
+        anomaly_ratio=(preset.anomaly_ratio if anomaly_ratio is None else anomaly_ratio) if injecting else 0.0,
         mode=mode,
         shot_share=shot_share if injecting else 0.0,
         cache_dir=cache_dir if mode == "cached" else None,

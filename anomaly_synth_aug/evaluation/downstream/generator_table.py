@@ -9,7 +9,11 @@ one sample in (number of shot types + 1)). Variants that change only sampling op
 ``"diffusion"`` through the ``FitStore`` (its key leaves sampling options out), so each differs
 from it in exactly that switch, not also in a second training run. ``"<source>_with_shots"`` trains on
 that source's defects and the augmented real shots together, half and half (``shot_share``): what a
-user who has the shots would run. It shares its source's fit and cached pool.
+user who has the shots would run. It shares its source's fit and cached pool. At a fixed step budget
+it also shows the segmenter half as many real defects as ``"shots_only"``; ``"shots_plus_<source>"``
+keeps the shots' exposure exactly as in ``"shots_only"`` and adds the source's defects on top, in half
+of the items that ``"shots_only"`` leaves normal, so any change against ``"shots_only"`` is the
+synthetic defects' own contribution.
 
 Example:
     >>> generator = build_generator("perlin", "full", "magnetic_tile")
@@ -88,7 +92,12 @@ WITH_SHOTS: dict[str, str] = {
     for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", "diffusion_visible")
 }
 WITH_SHOTS_SHARE = 0.5
-GENERATORS.update({name: GENERATORS[source] for name, source in WITH_SHOTS.items()})
+#: ``shots_plus_<source>`` -> its source: the real shots in as many items as ``shots_only`` gives them (the
+#: preset's ``anomaly_ratio``), and the source's defects in ``SHOTS_PLUS_EXTRA`` of the items left normal (fixed
+#: before any run, not tuned).
+SHOTS_PLUS: dict[str, str] = {f"shots_plus_{source}": source for source in ("real_paste", "diffusion")}
+SHOTS_PLUS_EXTRA = 0.5
+GENERATORS.update({name: GENERATORS[source] for name, source in (WITH_SHOTS | SHOTS_PLUS).items()})
 #: Sources whose training items are not generated: the datamodule mode they train in.
 TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
 #: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
@@ -110,25 +119,34 @@ ABLATIONS: dict[str, tuple[str, str]] = {
 
 
 def generates(generator_name: str) -> bool:
-    """Whether the source has generated defects of its own to measure (not ``none``, the shots or a ``_with_shots``)."""
+    """Whether the source has generated defects of its own to measure (not ``none``, the shots, or the shots mixed
+    with another source's defects)."""
     return (
         GENERATORS.get(generator_name) is not None
         and generator_name not in TRAIN_MODE_OVERRIDES
-        and generator_name not in WITH_SHOTS
+        and pool_source(generator_name) == generator_name
     )
 
 
 def pool_source(generator_name: str) -> str:
-    """The source whose cached pool ``generator_name`` trains from (a ``_with_shots`` row reuses its source's)."""
-    return WITH_SHOTS.get(generator_name, generator_name)
+    """The source whose cached pool ``generator_name`` trains from (a row that mixes in the shots reuses its source's)."""
+    return (WITH_SHOTS | SHOTS_PLUS).get(generator_name, generator_name)
 
 
-def training_options(generator_name: str) -> dict[str, object]:
-    """``synthetic_datamodule`` options of the source: its train mode, or the share of real shots mixed in."""
+def training_options(generator_name: str, preset: str | Preset = "full") -> dict[str, object]:
+    """``synthetic_datamodule`` options of the source: its train mode, or how the real shots are mixed in.
+
+    A ``shots_plus_`` source raises the share of defective items from the preset's ``anomaly_ratio`` r to
+    r + ``SHOTS_PLUS_EXTRA`` (1 - r), of which r are shots: the shots' share of all items stays r.
+    """
     if generator_name in TRAIN_MODE_OVERRIDES:
         return {"train_mode": TRAIN_MODE_OVERRIDES[generator_name]}
     if generator_name in WITH_SHOTS:
         return {"shot_share": WITH_SHOTS_SHARE}
+    if generator_name in SHOTS_PLUS:
+        ratio = resolve_preset(preset).anomaly_ratio
+        raised = ratio + SHOTS_PLUS_EXTRA * (1.0 - ratio)
+        return {"anomaly_ratio": raised, "shot_share": ratio / raised if raised > 0 else 0.0}
     return {}
 
 

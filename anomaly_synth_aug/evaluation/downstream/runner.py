@@ -236,7 +236,7 @@ def run_experiment(
             seed,
             inject=spec.supervised,
             cache_dir=cache_dir if cache_dir is not None else root / "cache",
-            **training_options(generator_name),
+            **training_options(generator_name, preset),
             train_augmentations=spec.train_augmentations(model_preset),
         )
         start = time.perf_counter()
@@ -291,7 +291,7 @@ def run_experiment(
         "preset": preset.name,
         "generator_config": generator.get_config() if generator is not None else None,
         "generator_training_steps": training_steps(generator) if generator is not None else None,
-        "training_options": training_options(generator_name),  # the shots' part in training, if any
+        "training_options": training_options(generator_name, preset),  # the shots' part in training, if any
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
         "detector_hparams": plain_hparams(model),
