@@ -312,6 +312,7 @@ def run_dataset(
                     preset,
                     fit_store=fits,
                     cache_dir=pool_dir(work, generator, seed),
+                    memory_store=work / "normal_memory",
                 )
             except Exception as exc:  # recorded as failed, retried on the next invocation
                 logger.exception("%s / %s / seed %d failed", generator, detector, seed)

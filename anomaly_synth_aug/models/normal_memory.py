@@ -53,13 +53,19 @@ class NormalPatchMemory(nn.Module):
         max_patches: most patches held before the coreset search. Past it, every held patch and every
             later one is kept with half the chance, as often as needed, so a category of many large
             images is thinned to a uniform sample instead of filling the RAM.
+        seed: seeds the memory's own random draws (thinning, the coreset's projection and first patch),
+            so that the memory is a function of the normal images and the seed alone, and building it
+            leaves the global RNG where it was. None: the process's torch seed (``seed_everything``'s)
+            when the first images are collected.
     """
 
-    def __init__(self, pool_size: int = 3, max_patches: int = MAX_PATCHES) -> None:
+    def __init__(self, pool_size: int = 3, max_patches: int = MAX_PATCHES, seed: int | None = None) -> None:
         super().__init__()
         if max_patches < 2:
             raise InvalidInputError(f"max_patches must be >= 2, got {max_patches}", fix=f"use e.g. {MAX_PATCHES}")
         self.max_patches = max_patches
+        self.seed = seed
+        self._draws = torch.Generator()
         self._keep = 1.0  # the chance each collected patch is kept
         self.pooler = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2)
         self.memory_bank: torch.Tensor
@@ -86,14 +92,16 @@ class NormalPatchMemory(nn.Module):
 
     def collect(self, features: Sequence[torch.Tensor]) -> None:
         """Remember the patches of normal images' feature maps (call ``build`` once all are collected)."""
+        if not self._store:  # a new memory: its draws start from the seed
+            self._draws.manual_seed(self.seed if self.seed is not None else torch.initial_seed())
         embedding = self.embed(features)
         patches = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         if self._keep < 1.0:
-            patches = patches[torch.rand(len(patches)) < self._keep]
+            patches = patches[torch.rand(len(patches), generator=self._draws) < self._keep]
         self._store.append(patches)
         while sum(len(chunk) for chunk in self._store) > self.max_patches:
             self._keep /= 2
-            self._store = [chunk[torch.rand(len(chunk)) < 0.5] for chunk in self._store]
+            self._store = [chunk[torch.rand(len(chunk), generator=self._draws) < 0.5] for chunk in self._store]
 
     @torch.no_grad()
     def build(self, size: int, *, progress: bool = False) -> None:
@@ -106,12 +114,13 @@ class NormalPatchMemory(nn.Module):
         bank = torch.cat(self._store)
         self._store.clear()
         self._keep = 1.0
-        self.memory_bank = bank[greedy_coreset(bank, min(size, bank.shape[0]), progress=progress)]
+        kept = greedy_coreset(bank, min(size, bank.shape[0]), progress=progress, generator=self._draws)
+        self.memory_bank = bank[kept]
         if len(self.memory_bank) < 2:
             raise InvalidInputError(
                 "the normal memory needs at least two distinct patches", fix="give it more or larger normal images"
             )
-        sample = self.memory_bank[torch.randperm(len(self.memory_bank))[:_SCALE_SAMPLE]]
+        sample = self.memory_bank[torch.randperm(len(self.memory_bank), generator=self._draws)[:_SCALE_SAMPLE]]
         self.scale = self._nearest(sample, skip_self=True).mean().clamp_min(1e-6)
 
     def _nearest(self, embedding: torch.Tensor, *, skip_self: bool = False) -> torch.Tensor:

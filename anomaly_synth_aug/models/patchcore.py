@@ -31,15 +31,20 @@ PROJECTION_DIM = 128
 
 
 def greedy_coreset(
-    embedding: torch.Tensor, size: int, *, projection_dim: int | None = PROJECTION_DIM, progress: bool = False
+    embedding: torch.Tensor,
+    size: int,
+    *,
+    projection_dim: int | None = PROJECTION_DIM,
+    progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Indices of a greedy k-center coreset of ``embedding`` ``[N, D]`` (``size`` of them, in selection order).
 
     Each step adds the point farthest from the points selected so far. Distances are computed in a
     Gaussian random projection to ``projection_dim`` dimensions (None: in the original space), as
     squared norms minus twice a dot product, so a step costs one matrix-vector product. The first
-    point and the projection draw from the global torch RNG (seeded by ``seed_everything``). ``progress``
-    shows a tqdm bar over the selection steps.
+    point and the projection draw from ``generator`` (None: the global torch RNG, seeded by
+    ``seed_everything``). ``progress`` shows a tqdm bar over the selection steps.
     """
     count = embedding.shape[0]
     if not 0 < size <= count:
@@ -48,11 +53,11 @@ def greedy_coreset(
         )
     features = embedding.float()
     if projection_dim is not None and projection_dim < features.shape[1]:
-        projection = torch.randn(features.shape[1], projection_dim) / projection_dim**0.5
+        projection = torch.randn(features.shape[1], projection_dim, generator=generator) / projection_dim**0.5
         features = features @ projection
     squared = (features * features).sum(1)
     selected = torch.empty(size, dtype=torch.long)
-    index = int(torch.randint(count, ()))
+    index = int(torch.randint(count, (), generator=generator))
     min_distances = torch.full((count,), float("inf"))
     for step in tqdm(range(size), desc="coreset", unit="patch", disable=not progress, leave=False):
         selected[step] = index

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 from anomaly_synth_aug.models.segmenter_network import SegmenterModel, resolve_memory_and_prior
 from anomaly_synth_aug.utils.choices import parse_choice
@@ -186,10 +187,18 @@ class DefectSegmenter(AnomalibModule):
 
     # ----------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        """Build the normal memory from the training normals (``memory_source``), before the first step."""
+        """Build the normal memory from the training normals (``memory_source``), before the first step.
+
+        The global RNG is left where it was (the loaders' seeds are drawn from it), so a memory that
+        is built and one that is loaded (``memory.is_built`` already) lead to the same training run.
+        """
         memory = self.model.memory
         if memory is None or memory.is_built:
             return
+        with torch.random.fork_rng(devices=[]):
+            self._build_memory(memory)
+
+    def _build_memory(self, memory: NormalPatchMemory) -> None:
         loader, limit, passes, what = self._memory_images_source()
         show = self.trainer.progress_bar_callback is not None
         total = limit if limit is not None else _length(loader)

@@ -148,6 +148,7 @@ class SegmenterModel(nn.Module):
             self._frozen = self._freeze(frozen_stages)
             if normal_memory:
                 self._check_memory_input_frozen()
+            self.train(self.training)  # frozen stages in eval from the start: Lightning keeps the modes it finds
         # The EfficientNet U-Net's depthwise convolutions run much faster on CPU in channels_last
         # (benchmarks/README.md); the from-scratch U-Net does not gain, so it stays contiguous.
         self.channels_last = encoder is not None

@@ -73,3 +73,24 @@ def test_a_category_too_large_for_the_ram_is_thinned_uniformly() -> None:
     assert sum(len(chunk) for chunk in unbounded._store) == 10 * 2 * 8 * 8  # under the default bound: all kept
     with pytest.raises(InvalidInputError, match="max_patches"):
         NormalPatchMemory(max_patches=1)
+
+
+def test_the_memory_depends_on_its_images_and_seed_alone_and_leaves_the_global_rng_alone() -> None:
+    """So a stored memory can stand in for a built one: the run after it draws the same numbers either way."""
+
+    def built(seed: int | None, max_patches: int = 10_000) -> NormalPatchMemory:
+        memory = NormalPatchMemory(seed=seed, max_patches=max_patches)
+        for index in range(4):
+            memory.collect(feature_maps(index))
+        memory.build(size=20)
+        return memory
+
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    first = built(seed=None, max_patches=300)  # thinned as well: every draw is the memory's own
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(17)  # the global stream moves on (its seed stays 5); the memory does not follow it
+    again = built(seed=None, max_patches=300)
+    assert torch.equal(first.memory_bank, again.memory_bank) and torch.equal(first.scale, again.scale)
+    assert torch.equal(built(seed=5, max_patches=300).memory_bank, first.memory_bank)  # None: the process's seed
+    assert not torch.equal(built(seed=6).memory_bank, built(seed=5).memory_bank)

@@ -243,3 +243,16 @@ def test_filling_the_memory_moves_no_batch_norm_statistics() -> None:
     after = model.state_dict()
     assert all(torch.equal(value, after[key]) for key, value in before.items())
     assert model.training
+
+
+@pytest.mark.parametrize("normal_memory", [False, True])
+def test_frozen_stages_keep_their_imagenet_statistics_from_construction_on(normal_memory: bool) -> None:
+    """Lightning trains a module in the modes it finds (it calls no ``train()``): frozen stages must start in eval."""
+    torch.manual_seed(0)
+    model = SegmenterModel(encoder="efficientnet_lite0", pretrained=False, normal_memory=normal_memory)
+    assert model.training and model._frozen and not any(module.training for module in model._frozen)
+    if not normal_memory:  # with a memory, a forward needs it built, and building it sets the modes again
+        stem = model.network.encoder.model.bn1
+        before = stem.running_mean.clone()
+        model(torch.rand(2, 3, 64, 64))  # a training forward, in the mode it was built in
+        assert torch.equal(stem.running_mean, before)

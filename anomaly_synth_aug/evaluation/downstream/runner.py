@@ -42,6 +42,7 @@ from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, native_side, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.detectors import detector_spec
 from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator, training_options
+from anomaly_synth_aug.evaluation.downstream.memory_store import NormalMemoryStore
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
 from anomaly_synth_aug.evaluation.downstream.score_fractions import ScoreFractionScores
 from anomaly_synth_aug.evaluation.metrics import (
@@ -200,6 +201,7 @@ def run_experiment(
     fit_store: FitStore | str | Path | None = None,
     work_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    memory_store: NormalMemoryStore | str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``detector_name`` on ``generator_name``'s defects and test it on held-out real ones.
@@ -214,6 +216,8 @@ def run_experiment(
         work_dir: checkpoints go here (None: a temporary folder, deleted afterwards).
         cache_dir: the cached pool of a ``train_mode="cached"`` preset, reused by later runs of the
             same generator and seed, and by its ``_with_shots`` row (None: a temporary one).
+        memory_store: where a segmenter's normal memory is kept and reused by later runs on the same
+            normals and seed (``NormalMemoryStore`` or its folder; None: built every time).
         progress: show Lightning's progress bars (the demo does; the benchmark's logs do not want them).
 
     Returns:
@@ -256,8 +260,9 @@ def run_experiment(
         per_type = PerTypeImageScores()
         prior_parts = PriorComponentScores()
         fractions = ScoreFractionScores()
+        memories = NormalMemoryStore(memory_store) if isinstance(memory_store, str | Path) else memory_store
         engine = Engine(
-            callbacks=[history, per_type, prior_parts, fractions, checkpoint],
+            callbacks=[history, per_type, prior_parts, fractions, checkpoint, *([memories] if memories else [])],
             accelerator="cpu",
             devices=1,
             default_root_dir=root,
@@ -308,6 +313,7 @@ def run_experiment(
         "timings": {
             "generator_fit_s": fit_seconds,
             "generator_loaded": generator_loaded,
+            "normal_memory_loaded": memories.loaded if memories is not None else False,
             "prepare_s": prepare_seconds,
             "train_s": train_seconds,
             "test_s": test_seconds,
