@@ -39,7 +39,7 @@ from anomaly_synth_aug.models.patchcore import greedy_coreset
 #: Queries per nearest-neighbour chunk: bounds the distance matrix held at once.
 _QUERY_CHUNK = 4096
 #: Coreset patches whose distance to their nearest neighbour sets the scale.
-_SCALE_SAMPLE = 16384
+SCALE_SAMPLE = 16384
 #: Patches held before the coreset search (about 1.2 GB of 152-dimensional features): about 500 images of
 #: 512 px fit whole; more, or larger, images are thinned uniformly (``collect``).
 MAX_PATCHES = 2_000_000
@@ -120,7 +120,7 @@ class NormalPatchMemory(nn.Module):
             raise InvalidInputError(
                 "the normal memory needs at least two distinct patches", fix="give it more or larger normal images"
             )
-        sample = self.memory_bank[torch.randperm(len(self.memory_bank), generator=self._draws)[:_SCALE_SAMPLE]]
+        sample = self.memory_bank[torch.randperm(len(self.memory_bank), generator=self._draws)[:SCALE_SAMPLE]]
         self.scale = self._nearest(sample, skip_self=True).mean().clamp_min(1e-6)
 
     def _nearest(self, embedding: torch.Tensor, *, skip_self: bool = False) -> torch.Tensor:
@@ -151,4 +151,4 @@ class NormalPatchMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-__all__ = ["MAX_PATCHES", "NormalPatchMemory"]
+__all__ = ["MAX_PATCHES", "SCALE_SAMPLE", "NormalPatchMemory"]

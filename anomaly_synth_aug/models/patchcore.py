@@ -54,11 +54,11 @@ def greedy_coreset(
     features = embedding.float()
     if projection_dim is not None and projection_dim < features.shape[1]:
         projection = torch.randn(features.shape[1], projection_dim, generator=generator) / projection_dim**0.5
-        features = features @ projection
+        features = features @ projection.to(features.device)  # drawn on the CPU, like the generator
     squared = (features * features).sum(1)
     selected = torch.empty(size, dtype=torch.long)
     index = int(torch.randint(count, (), generator=generator))
-    min_distances = torch.full((count,), float("inf"))
+    min_distances = torch.full((count,), float("inf"), device=features.device)
     for step in tqdm(range(size), desc="coreset", unit="patch", disable=not progress, leave=False):
         selected[step] = index
         distances = squared - 2 * (features @ features[index]) + squared[index]

@@ -157,9 +157,9 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     from anomaly_synth_aug.evaluation.downstream import PRESETS, generates, pool_source, training_options
 
     assert pool_source("perlin_with_shots") == "perlin" and pool_source("perlin") == "perlin"
-    assert training_options("shots_only") == {"train_mode": "shots"} and training_options("perlin") == {}
-    assert not generates("perlin_with_shots") and generates("perlin")  # its quality is its source's
     preset = replace(PRESETS["smoke"], name="smoke_cached", train_mode="cached", samples_per_type=2)
+    assert training_options("shots_only", preset) == {"train_mode": "shots"} and training_options("perlin", preset) == {}
+    assert not generates("perlin_with_shots") and generates("perlin")  # its quality is its source's
     assert type(build_generator("diffusion_with_shots", preset, "tiny")) is type(
         build_generator("diffusion", preset, "tiny")
     )
@@ -168,16 +168,15 @@ def test_a_with_shots_source_trains_on_its_sources_pool_plus_the_shots(tiny_mvte
     def pool(name: str) -> object:
         datamodule = synthetic_datamodule(
             tiny_mvtec, build_generator(name, preset, "tiny"), preset, 0, inject=True, cache_dir=cache,
-            **training_options(name),
+            **training_options(name, preset),
         )  # fmt: skip
         return datamodule.prepare_train_data()
 
     alone = pool("perlin")
     written = {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")}
     mixed = pool("perlin_with_shots")
-    assert isinstance(mixed, ShotMixedDataset) and mixed.shot_share == training_options("perlin_with_shots")[
-        "shot_share"
-    ]
+    expected = training_options("perlin_with_shots", preset)["shot_share"]
+    assert isinstance(mixed, ShotMixedDataset) and mixed.shot_share == expected
     assert mixed.generated.entries == alone.entries  # the source's pool, read back
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.png")} == written  # not regenerated
 
@@ -188,7 +187,7 @@ def test_a_shots_plus_source_keeps_the_shots_exposure_of_shots_only_and_adds_its
     """``shots_plus_real_paste``: the shots in as many items as ``shots_only``, the source's defects in half the rest."""
     from dataclasses import replace
 
-    from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset
+    from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
     from anomaly_synth_aug.evaluation.downstream import PRESETS, SHOTS_PLUS, generates, pool_source, training_options
 
     preset = replace(PRESETS["smoke"], name="smoke_cached", train_mode="cached", samples_per_type=2, anomaly_ratio=0.4)
@@ -213,11 +212,11 @@ def test_a_shots_plus_source_keeps_the_shots_exposure_of_shots_only_and_adds_its
 
     shots_only = train_set("shots_only")
     plus = train_set("shots_plus_real_paste")
-    assert isinstance(plus, ShotMixedDataset)
+    assert isinstance(plus, ShotMixedDataset) and type(shots_only) is ShotsTrainDataset  # it generates nothing
     shot_share, generated_share = shares(plus, plus.is_shot)
-    only_share, nothing_generated = shares(shots_only, shots_only.is_synthetic)
+    only_share, _ = shares(shots_only, shots_only.is_synthetic)
     assert shot_share == pytest.approx(only_share, abs=0.03) and only_share == pytest.approx(0.4, abs=0.03)
-    assert nothing_generated == 0.0 and generated_share == pytest.approx(0.3, abs=0.03)
+    assert generated_share == pytest.approx(0.3, abs=0.03)
 
 
 def test_the_segmenter_with_the_normal_prior_thresholds_its_fused_map_on_validation(tiny_mvtec: Path) -> None:

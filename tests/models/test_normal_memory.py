@@ -94,3 +94,11 @@ def test_the_memory_depends_on_its_images_and_seed_alone_and_leaves_the_global_r
     assert torch.equal(first.memory_bank, again.memory_bank) and torch.equal(first.scale, again.scale)
     assert torch.equal(built(seed=5, max_patches=300).memory_bank, first.memory_bank)  # None: the process's seed
     assert not torch.equal(built(seed=6).memory_bank, built(seed=5).memory_bank)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_memory_builds_and_answers_on_the_gpu() -> None:
+    memory = NormalPatchMemory(seed=0).cuda()
+    memory.collect([f.cuda() for f in feature_maps(0)])
+    memory.build(size=20)
+    assert memory.memory_bank.is_cuda and memory.distance_map([f.cuda() for f in feature_maps(1)]).is_cuda

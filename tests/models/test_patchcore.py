@@ -44,3 +44,11 @@ def test_patchcore_uses_it_and_keeps_anomalibs_interface() -> None:
     model.model.subsample_embedding(0.5)
     assert model.model.memory_bank.shape == (20, 128)
     assert model.hparams["coreset_sampling_ratio"] == 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU path is tested above)")
+def test_the_coreset_runs_on_the_banks_device() -> None:
+    """The projection and the distances follow the bank onto the GPU (they were CPU tensors, and failed there)."""
+    bank = torch.randn(500, 200, generator=torch.Generator().manual_seed(0))
+    chosen = greedy_coreset(bank.cuda(), 16, generator=torch.Generator().manual_seed(1))
+    assert chosen.tolist() == greedy_coreset(bank, 16, generator=torch.Generator().manual_seed(1)).tolist()

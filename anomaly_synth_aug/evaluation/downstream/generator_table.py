@@ -11,9 +11,9 @@ from it in exactly that switch, not also in a second training run. ``"<source>_w
 that source's defects and the augmented real shots together, half and half (``shot_share``): what a
 user who has the shots would run. It shares its source's fit and cached pool. At a fixed step budget
 it also shows the segmenter half as many real defects as ``"shots_only"``; ``"shots_plus_<source>"``
-keeps the shots' exposure exactly as in ``"shots_only"`` and adds the source's defects on top, in half
-of the items that ``"shots_only"`` leaves normal, so any change against ``"shots_only"`` is the
-synthetic defects' own contribution.
+gives the shots the same expected share of the training items as ``"shots_only"`` and the source's
+defects half of the items that ``"shots_only"`` leaves normal (so the normals' share halves too):
+what synthetic defects add when they displace no real one.
 
 Example:
     >>> generator = build_generator("perlin", "full", "magnetic_tile")
@@ -133,7 +133,7 @@ def pool_source(generator_name: str) -> str:
     return (WITH_SHOTS | SHOTS_PLUS).get(generator_name, generator_name)
 
 
-def training_options(generator_name: str, preset: str | Preset = "full") -> dict[str, object]:
+def training_options(generator_name: str, preset: str | Preset) -> dict[str, object]:
     """``synthetic_datamodule`` options of the source: its train mode, or how the real shots are mixed in.
 
     A ``shots_plus_`` source raises the share of defective items from the preset's ``anomaly_ratio`` r to
@@ -146,7 +146,7 @@ def training_options(generator_name: str, preset: str | Preset = "full") -> dict
     if generator_name in SHOTS_PLUS:
         ratio = resolve_preset(preset).anomaly_ratio
         raised = ratio + SHOTS_PLUS_EXTRA * (1.0 - ratio)
-        return {"anomaly_ratio": raised, "shot_share": ratio / raised if raised > 0 else 0.0}
+        return {"anomaly_ratio": raised, "shot_share": ratio / raised}  # raised >= SHOTS_PLUS_EXTRA > 0
     return {}
 
 

@@ -11,29 +11,35 @@ then draws exactly the numbers it would have drawn after building it. ``FitStore
 the generators.
 
 Example:
-    >>> engine = Engine(callbacks=[NormalMemoryStore("runs/benchmark/screw/memory")])
+    >>> engine = Engine(callbacks=[NormalMemoryStore("runs/benchmark/mvtec_screw/full/normal_memory")])
     >>> engine.fit(DefectSegmenter(), datamodule=datamodule)  # builds and stores, or loads
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from anomaly_synth_aug.models import normal_memory, patchcore, segmenter_network
 from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
 
 logger = logging.getLogger(__name__)
 
-#: Raise when what a stored memory holds, or how it is built, changes: older files are then ignored.
+#: Raise when what a stored memory holds, or how it is built, changes in a way the fingerprint's constants
+#: below do not show: older files are then ignored.
 STORE_FORMAT = 1
+#: The segmenter's settings the memory depends on (the encoder's weights are hashed as well).
+MEMORY_HPARAMS = ("encoder", "pretrained", "normal_memory", "memory_source", "memory_images", "memory_size")
 
 
 def _memory(pl_module: LightningModule) -> NormalPatchMemory | None:
@@ -63,7 +69,7 @@ class NormalMemoryStore(Callback):
         offer = getattr(getattr(trainer, "datamodule", None), "normal_dataloader", None)
         if memory is None or getattr(pl_module, "memory_source", None) != "normals" or not callable(offer):
             return None
-        paths = [str(Path(path).resolve()) for path in offer().dataset.samples.image_path]
+        paths = list(offer().dataset.samples.image_path)
         digest = hashlib.sha256()  # the weights the memory reads, before any step: the encoder and its frozen copies
         for part in (pl_module.model.network.encoder, getattr(pl_module.model, "_memory_stages", None)):
             for name, tensor in sorted(part.state_dict().items()) if part is not None else ():
@@ -72,15 +78,21 @@ class NormalMemoryStore(Callback):
         transform = pl_module.pre_processor.transform if getattr(pl_module, "pre_processor", None) else None
         described = {
             "format": STORE_FORMAT,
-            "normals": paths,
-            "sizes": [os.path.getsize(path) for path in paths],
-            "hparams": dict(pl_module.hparams),
+            "normals": files_fingerprint(paths, ordered=True),  # names and contents, in the order collected
+            "hparams": {name: pl_module.hparams.get(name) for name in MEMORY_HPARAMS},
             "seed": memory.seed if memory.seed is not None else torch.initial_seed(),
             "max_patches": memory.max_patches,
+            "pool_size": memory.pooler.kernel_size,
+            "constants": [
+                patchcore.PROJECTION_DIM,
+                normal_memory.SCALE_SAMPLE,
+                segmenter_network.SIZE_MULTIPLE,
+                segmenter_network.MEMORY_FEATURES,
+            ],
             "pre_processing": repr(transform),
             "encoder": digest.hexdigest(),
         }
-        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        return config_fingerprint(described)[:20]
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         memory = _memory(pl_module)
@@ -93,7 +105,12 @@ class NormalMemoryStore(Callback):
         self._path = self.folder / f"{key}.safetensors"
         if not self._path.exists():
             return
-        tensors = load_file(self._path)
+        try:
+            tensors = load_file(self._path)
+        except (OSError, SafetensorError) as exc:  # a damaged file: build the memory again, and store it anew
+            logger.warning("Normal memory %s is unreadable (%s); building it again.", self._path, exc)
+            self._path.unlink(missing_ok=True)
+            return
         device = pl_module.device
         memory.memory_bank = tensors["memory_bank"].to(device)
         memory.scale = tensors["scale"].to(device)
@@ -104,11 +121,17 @@ class NormalMemoryStore(Callback):
         memory = _memory(pl_module)
         if self._path is None or self._path.exists() or memory is None or not memory.is_built:
             return
+        if not trainer.is_global_zero:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self._path.with_suffix(".partial")
         tensors: dict[str, Any] = {"memory_bank": memory.memory_bank.cpu(), "scale": memory.scale.cpu()}
-        save_file(tensors, str(partial))
-        os.replace(partial, self._path)  # never a half-written memory under the final name
+        handle, partial = tempfile.mkstemp(dir=self.folder, prefix=f".{self._path.stem}-", suffix=".partial")
+        os.close(handle)
+        try:
+            save_file(tensors, partial)
+            os.replace(partial, self._path)  # never a half-written memory under the final name
+        finally:
+            Path(partial).unlink(missing_ok=True)
         logger.info("Normal memory stored in %s.", self._path)
 
 
