@@ -97,7 +97,9 @@ WITH_SHOTS_SHARE = 0.5
 #: before any run, not tuned).
 SHOTS_PLUS: dict[str, str] = {f"shots_plus_{source}": source for source in ("real_paste", "diffusion")}
 SHOTS_PLUS_EXTRA = 0.5
-GENERATORS.update({name: GENERATORS[source] for name, source in (WITH_SHOTS | SHOTS_PLUS).items()})
+#: Every source that mixes the real shots with another source's defects -> that source (its fit and pool).
+MIXED_WITH_SHOTS: dict[str, str] = WITH_SHOTS | SHOTS_PLUS
+GENERATORS.update({name: GENERATORS[source] for name, source in MIXED_WITH_SHOTS.items()})
 #: Sources whose training items are not generated: the datamodule mode they train in.
 TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
 #: Ablation -> (the generator it is compared with, the mechanism it switches off): the ablation table.
@@ -130,7 +132,7 @@ def generates(generator_name: str) -> bool:
 
 def pool_source(generator_name: str) -> str:
     """The source whose cached pool ``generator_name`` trains from (a row that mixes in the shots reuses its source's)."""
-    return (WITH_SHOTS | SHOTS_PLUS).get(generator_name, generator_name)
+    return MIXED_WITH_SHOTS.get(generator_name, generator_name)
 
 
 def training_options(generator_name: str, preset: str | Preset) -> dict[str, object]:

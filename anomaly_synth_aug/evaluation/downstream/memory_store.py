@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from anomaly_synth_aug.cache.atomic import atomic_write_bytes
 from anomaly_synth_aug.models import normal_memory, patchcore, segmenter_network
 from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
 from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
@@ -124,14 +122,8 @@ class NormalMemoryStore(Callback):
         if not trainer.is_global_zero:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, Any] = {"memory_bank": memory.memory_bank.cpu(), "scale": memory.scale.cpu()}
-        handle, partial = tempfile.mkstemp(dir=self.folder, prefix=f".{self._path.stem}-", suffix=".partial")
-        os.close(handle)
-        try:
-            save_file(tensors, partial)
-            os.replace(partial, self._path)  # never a half-written memory under the final name
-        finally:
-            Path(partial).unlink(missing_ok=True)
+        data = save({"memory_bank": memory.memory_bank.cpu(), "scale": memory.scale.cpu()})
+        atomic_write_bytes(self._path, data)  # never a half-written memory under the final name
         logger.info("Normal memory stored in %s.", self._path)
 
 
