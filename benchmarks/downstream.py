@@ -15,6 +15,7 @@ once per generator and seed, the generation-quality measures. After every run it
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
     python benchmarks/downstream.py --matrix segmenter                # the plain segmenter on the core's sources
     python benchmarks/downstream.py --matrix prior_sources            # segmenter_prior on every source of defects
+    python benchmarks/downstream.py --matrix prior_ablations          # the diffusion ablations on segmenter_prior
     python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
@@ -100,8 +101,9 @@ Pair = tuple[str, str]  # (generator, detector)
 #: diffusion and Perlin mixture, none, the classic generators alone and next to the shots): the whole
 #: comparison table. ``prior`` is the core without its anchors. ``prior_sources`` adds to the core the
 #: other sources on ``segmenter_prior``: none, the classic generators next to the shots, and pasted shots
-#: and diffusion on top of the shots' own exposure (``shots_plus_``). ``all`` adds the diffusion
-#: ablations, the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
+#: and diffusion on top of the shots' own exposure (``shots_plus_``). ``prior_ablations`` runs the diffusion
+#: ablations next to the shots on ``segmenter_prior``. ``all`` adds the diffusion ablations (on both
+#: detectors), the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
 #: and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
 CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")
@@ -122,9 +124,12 @@ FULL_MATRICES["sources"] = [
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
     *((source, "segmenter") for source in SOURCES if source in WITH_SHOTS and source not in CORE_SOURCES),
 ]
+#: The diffusion ablations next to the shots on the strong detector, each paired with ``diffusion_with_shots``.
+FULL_MATRICES["prior_ablations"] = [(name, "segmenter_prior") for name in ABLATIONS if name in WITH_SHOTS]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],
-    *((name, "segmenter") for name in ABLATIONS),
+    *((name, "segmenter") for name in ABLATIONS if name not in WITH_SHOTS),
+    *FULL_MATRICES["prior_ablations"],
     *((source, detector) for detector in ("segmenter_image_only", "segmenter_scratch") for source in BASE_SOURCES),
     *((source, "supersimplenet") for source in BASE_SOURCES),
 ]

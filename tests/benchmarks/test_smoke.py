@@ -232,8 +232,14 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     assert {("none", "segmenter_prior"), ("shots_plus_diffusion", "segmenter_prior")} < set(prior_sources)
     headline = {(g, d) for d, g, _ in script.HEADLINE_ROWS}
     assert set(prior_sources) < headline  # every row it runs is in the headline table
+    prior_ablations = script.matrix_pairs("full", None, None, "prior_ablations")
+    assert {d for _, d in prior_ablations} == {"segmenter_prior"}
+    compared_with = {script.ABLATIONS[g][0] for g, _ in prior_ablations}
+    assert compared_with == {"diffusion_with_shots"}  # each paired with a core row, which runs on every seed
+    assert {"diffusion_no_disentangle_with_shots", "diffusion_no_inversion_with_shots"} < {g for g, _ in prior_ablations}
     everything = script.matrix_pairs("full", None, None, "all")
-    assert set(sources) < set(everything)
+    assert set(sources) < set(everything) and set(prior_ablations) < set(everything)
+    assert not {g for g, d in everything if d == "segmenter"} & set(script.WITH_SHOTS) - set(script.SOURCES)
     assert ("diffusion_no_filter", "segmenter") in everything
     assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
     assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row

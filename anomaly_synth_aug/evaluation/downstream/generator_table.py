@@ -87,9 +87,19 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
 }
 #: ``<source>_with_shots`` -> its source: the source's defects plus the real shots (``WITH_SHOTS_SHARE`` of the
 #: anomalous items, a half fixed before any run, not tuned).
+#: The ablations that are also run next to the shots, on the strong detector (#16 asks for the disentanglement loss,
+#: inversion, the filters, guidance and the new levers there): each is compared with diffusion next to the shots.
+ABLATIONS_WITH_SHOTS = (
+    "diffusion_no_disentangle",
+    "diffusion_no_inversion",
+    "diffusion_no_filter",
+    "diffusion_guidance_5",
+    "diffusion_windows",
+    "diffusion_visible",
+)
 WITH_SHOTS: dict[str, str] = {
     f"{source}_with_shots": source
-    for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", "diffusion_visible")
+    for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", *ABLATIONS_WITH_SHOTS)
 }
 WITH_SHOTS_SHARE = 0.5
 #: ``shots_plus_<source>`` -> its source: the real shots in as many items as ``shots_only`` gives them (the
@@ -111,13 +121,18 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_full_strength": ("diffusion", "strength matched to the shots (the whole generated change kept)"),
     "diffusion_realism": ("diffusion", "nothing: it switches the realism filter ON (off by default)"),
     "diffusion_visible": ("diffusion", "nothing: it switches the visibility filter ON (off by default)"),
-    "diffusion_visible_with_shots": ("diffusion_with_shots", "nothing: the visibility filter ON, next to the shots"),
     "diffusion_strength_jitter": ("diffusion", "nothing: it switches strength jitter ON (x0.5 to x2, off by default)"),
     "diffusion_windows": ("diffusion", "nothing: patch scale follows the defect (2x windows, <= 4; off by default)"),
     "diffusion_no_guidance": ("diffusion", "normal-token guidance (scale 1 instead of the calibrated scale)"),
     "diffusion_guidance_5": ("diffusion", "guidance calibrated on the shots (fixed scale 5, the old default)"),
     "diffusion_7_steps": ("diffusion", "3 of the 10 DDIM steps (7: 21 UNet passes per image, not 30)"),
 }
+ABLATIONS.update(
+    {
+        f"{name}_with_shots": ("diffusion_with_shots", f"{ABLATIONS[name][1]}, next to the shots")
+        for name in ABLATIONS_WITH_SHOTS
+    }
+)
 
 
 def generates(generator_name: str) -> bool:
