@@ -82,6 +82,7 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
     "diffusion_realism": _diffusion(realism_filter=True),
     "diffusion_visible": _diffusion(visibility_filter=True),
     "diffusion_refined": _diffusion(refine_masks=True),
+    "diffusion_context": _diffusion(context_placement=True),
     "diffusion_no_guidance": _diffusion(guidance_scale=1.0),
     "diffusion_guidance_5": _diffusion(guidance_scale=5.0),
     "diffusion_7_steps": _diffusion(num_inference_steps=7),
@@ -98,6 +99,7 @@ ABLATIONS_WITH_SHOTS = (
     "diffusion_windows",
     "diffusion_visible",
     "diffusion_refined",
+    "diffusion_context",
 )
 WITH_SHOTS: dict[str, str] = {
     f"{source}_with_shots": source
@@ -123,6 +125,7 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_full_strength": ("diffusion", "strength matched to the shots (the whole generated change kept)"),
     "diffusion_realism": ("diffusion", "nothing: it switches the realism filter ON (off by default)"),
     "diffusion_visible": ("diffusion", "nothing: it switches the visibility filter ON (off by default)"),
+    "diffusion_context": ("diffusion", "nothing: placed on the surface its type's shots sit on ON (off by default)"),
     "diffusion_refined": ("diffusion", "nothing: masks refined to where the image changed ON (off by default)"),
     "diffusion_strength_jitter": ("diffusion", "nothing: it switches strength jitter ON (x0.5 to x2, off by default)"),
     "diffusion_windows": ("diffusion", "nothing: patch scale follows the defect (2x windows, <= 4; off by default)"),

@@ -37,6 +37,7 @@ from anomaly_synth_aug.generators.diffusion.masks import (
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patch_source import PatchSource
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
+from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import faintest_by_type
 from anomaly_synth_aug.generators.diffusion.training import TrainingSettings, train_denoiser
@@ -114,6 +115,7 @@ class FittingMixin:
                 identity=self._identity(),
             )
             self._realism = ShotRealism().fit(shots)
+            self._placement = ContextPlacement().fit(shots)
             self.shot_visibility = faintest_by_type(
                 self._feature_contrast()([shot.image for shot in shots], [shot.mask for shot in shots]),
                 [shot.defect_type for shot in shots],

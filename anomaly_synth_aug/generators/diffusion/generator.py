@@ -31,6 +31,7 @@ quality filter with retries           —                                      `
 fine detail kept under large defects  — (Laplacian split at the patch scale)  ``keep_fine_detail``
 realism filter, per-type guidance     — (ImageNet features of the shots)     ``realism_filter``, ``"auto"``
 visibility filter                     — (feature contrast of the shots)      ``visibility_filter``
+placement on the shots' surface       — (feature context of the shots)       ``context_placement``
 strength matched to the shots         — (signed contrast of the shots)       ``match_contrast``
 ====================================  =====================================  ==========================
 """
@@ -65,6 +66,7 @@ from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDen
 from anomaly_synth_aug.generators.diffusion.patches import check_window_settings
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
+from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.generators.diffusion.sampling import (
     SamplingMode,
@@ -139,6 +141,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         mask_prior_steps: training steps of the mask prior (``mask_source="prior"``).
         restrict_to_foreground: place sampled masks on the object, in categories whose shots show defects on an
             object surrounded by background (decided at fit time from the shots, ``object_category``).
+        context_placement: place each sampled mask only where the surface looks like the surface the shots of
+            its type sit on, in pretrained features (``placement.py``): a screw's head scratch on its head.
+            Off by default until the benchmark shows what it buys (``diffusion_context``).
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
@@ -167,8 +172,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
     requires_fit: ClassVar[bool] = True
     #: 2: the fit also measures the shots' contrast, calibrates guidance per type on it, and decides
     #: whether the category is an object on a background. 3: it also records each type's strength.
-    #: 4: it also records each type's faintest shot in feature space (``visibility_filter``).
-    fit_version: ClassVar[int] = 4
+    #: 4: it also records each type's faintest shot in feature space (``visibility_filter``). 5: it also
+    #: describes the surface each type's shots sit on (``context_placement``).
+    fit_version: ClassVar[int] = 5
     per_sample_generators: ClassVar[bool] = True
     sampling_options: ClassVar[frozenset[str]] = frozenset(
         {
@@ -179,6 +185,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             "realism_filter",
             "visibility_filter",
             "restrict_to_foreground",
+            "context_placement",
             "refine_masks",
             "refine_dilation",
             "quality_filter",
@@ -194,7 +201,12 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         }
     )
     #: Options that came after fits and caches were stored; at these values they behave exactly as before.
-    neutral_defaults: ClassVar[dict[str, Any]] = {"strength_jitter": 0.0, "window_scale": None, "max_windows": 4}
+    neutral_defaults: ClassVar[dict[str, Any]] = {
+        "strength_jitter": 0.0,
+        "window_scale": None,
+        "max_windows": 4,
+        "context_placement": False,
+    }
 
     @captures_config
     def __init__(
@@ -227,6 +239,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         mask_source: MaskSource | str = MaskSource.bank,
         mask_prior_steps: int = 400,
         restrict_to_foreground: bool = True,
+        context_placement: bool = False,
         refine_masks: bool = False,
         refine_dilation: int = 3,
         quality_filter: bool = True,
@@ -273,6 +286,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
         self._realism: ShotRealism | None = None
         self._visibility: FeatureContrast | None = None
+        self._placement: ContextPlacement | None = None
         self.training_report: TrainingReport | None = None
         #: whether the shots showed an object on a background (``masks.defects_lie_on_objects``): then
         #: sampled placements stay on the object (``restrict_to_foreground``)

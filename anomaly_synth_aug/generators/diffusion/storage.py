@@ -29,6 +29,7 @@ from anomaly_synth_aug.errors import CheckpointMismatchError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
 from anomaly_synth_aug.generators.diffusion.masks import ShotMaskBank
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
+from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.training import TrainingReport
 
@@ -42,6 +43,7 @@ SCHEDULER_DIR = "scheduler"
 MASK_PRIOR_DIR = "mask_prior"
 SHOT_MASKS_FILE = "shot_masks.safetensors"
 REALISM_FILE = "realism.safetensors"
+PLACEMENT_FILE = "context_placement.safetensors"
 STATE_FILE = "diffusion_state.json"
 
 
@@ -63,6 +65,8 @@ class StorageMixin:
         save_file(shot_masks, directory / SHOT_MASKS_FILE)
         if self._realism is not None:
             save_file(self._realism.state_tensors(), directory / REALISM_FILE)
+        if self._placement is not None:
+            save_file(self._placement.state_tensors(), directory / PLACEMENT_FILE)
         state = {
             "category": self.category,
             "defect_types": self._defect_types,
@@ -109,6 +113,8 @@ class StorageMixin:
             self._mask_prior = MaskPrior.from_pretrained(directory / MASK_PRIOR_DIR).eval()
         if (directory / REALISM_FILE).is_file():
             self._realism = ShotRealism().load_tensors(load_file(directory / REALISM_FILE))
+        if (directory / PLACEMENT_FILE).is_file():  # absent in folders saved before fit version 5
+            self._placement = ContextPlacement().load_tensors(load_file(directory / PLACEMENT_FILE))
         self.object_category = bool(state.get("object_category", False))
         self.shot_contrast = {str(k): float(v) for k, v in (state.get("shot_contrast") or {}).items()}
         self.shot_visibility = {str(k): float(v) for k, v in (state.get("shot_visibility") or {}).items()}
