@@ -305,3 +305,18 @@ def test_normal_memory_script_scores_memories_on_the_validation_set_only(tiny_mv
     assert whole["memory_patches"] == 64 * record["train_normals"]
     for variant in record["variants"].values():
         assert 0.0 <= variant["val_image_AUROC_top0.001"] <= 1.0 and 0.0 <= variant["val_image_AUROC_max_patch"] <= 1.0
+
+
+def test_context_placement_ranks_each_shots_position_among_its_images_positions(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """The leave-one-shot-out check of context placement: a percentile per shot type, written to the out folder."""
+    from anomaly_synth_aug.data.fewshot import few_shot_split
+
+    out = tmp_path / "context"
+    (result,) = load_script("context_placement").main(["--data", str(tiny_mvtec), "--out", str(out), "--threads", "1"])
+    counts: dict[str, int] = {}
+    for shot in few_shot_split(tiny_mvtec).load_shots():
+        counts[shot.defect_type] = counts.get(shot.defect_type, 0) + 1
+    assert set(result["by_type"]) == {name for name, count in counts.items() if count >= 2}
+    for row in result["by_type"].values():
+        assert 0.0 <= row["mean_percentile"] <= 1.0 and 0.0 < row["admitted_share"] <= 1.0
+    assert (out / "README.md").is_file() and (out / "results.json").is_file()

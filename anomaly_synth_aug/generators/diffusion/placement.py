@@ -28,10 +28,10 @@ from anomaly_synth_aug.backbones.frozen_features import (
     frozen_feature_extractor,
     imagenet_input,
 )
-from anomaly_synth_aug.data.sample import AnomalySample
+from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask
 from anomaly_synth_aug.errors import InvalidInputError
 
-__all__ = ["ContextPlacement"]
+__all__ = ["ContextPlacement", "centre_cell", "without_defect"]
 
 #: Stride of the feature map the context is read from (the second of ``DETECTOR_FEATURE_INDICES``).
 STRIDE = 16
@@ -63,11 +63,11 @@ class ContextPlacement:
         """Describe every shot's surroundings and set each type's floor (leave one shot out)."""
         by_type: dict[str, list[torch.Tensor]] = {}
         for shot in shots:
-            mask = _bool_mask(shot.mask)
+            mask = to_bool_mask(shot.mask)
             if not bool(mask.any()):
                 continue
-            contexts = self.context_map(_without_defect(shot.image, mask))
-            row, col = _centre_cell(mask, contexts.shape[-2:])
+            contexts = self.context_map(without_defect(shot.image, mask))
+            row, col = centre_cell(mask, contexts.shape[-2:])
             by_type.setdefault(shot.defect_type, []).append(contexts[:, row, col])
         self.contexts = {name: torch.stack(vectors) for name, vectors in by_type.items()}
         self.floors = {}
@@ -114,11 +114,7 @@ class ContextPlacement:
         return self
 
 
-def _bool_mask(mask: torch.Tensor) -> torch.Tensor:
-    return (mask[0] if mask.dim() == 3 else mask) > 0.5
-
-
-def _without_defect(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def without_defect(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``image`` with the defect (and a margin) inpainted from its surroundings (Telea), so that only
     the surface around it is described."""
     pixels = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -129,7 +125,7 @@ def _without_defect(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0
 
 
-def _centre_cell(mask: torch.Tensor, cells: tuple[int, int]) -> tuple[int, int]:
+def centre_cell(mask: torch.Tensor, cells: tuple[int, int]) -> tuple[int, int]:
     """The feature cell under the mask's centre of mass."""
     rows, cols = torch.nonzero(mask, as_tuple=True)
     scale_r, scale_c = cells[0] / mask.shape[0], cells[1] / mask.shape[1]
