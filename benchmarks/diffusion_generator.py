@@ -9,6 +9,8 @@ JSON of the measurements under ``--out``.
 
     python benchmarks/diffusion_generator.py --data ../shared/data/magnetic_tile
     python benchmarks/diffusion_generator.py --quick          # a smoke run in about a minute
+    python benchmarks/diffusion_generator.py --data ../shared/data/mvtec_screw --set context_placement=true \
+        --out benchmarks/results/diffusion_screw_context        # with a sampling option changed
 """
 
 from __future__ import annotations
@@ -52,7 +54,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="resumable training state (optional)")
     parser.add_argument("--save", type=Path, default=None, help="save the fitted generator here (for later checks)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a constructor option of the generator, e.g. context_placement=true (JSON values; repeatable)",
+    )
     return parser.parse_args()
+
+
+def options(pairs: list[str]) -> dict[str, Any]:
+    """``["context_placement=true", "mode=repaint"]`` -> ``{"context_placement": True, "mode": "repaint"}``."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"--set {pair!r}: expected OPTION=VALUE, e.g. --set context_placement=true")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value  # a plain string
+    return parsed
 
 
 def peak_rss_mib() -> float:
@@ -170,6 +193,7 @@ def main() -> None:
         category=args.data.name,
         **({} if args.max_steps is None else {"max_steps": args.max_steps}),
         checkpoint_dir=args.checkpoint_dir,
+        **options(args.set),
     )
     start = time.perf_counter()
     generator.fit(normals, shots, generator=torch.Generator().manual_seed(args.seed))

@@ -48,3 +48,14 @@ def test_speed_by_mode_restores_the_mode_when_sampling_fails() -> None:
         script.speed_by_mode(generator, [torch.rand(3, 8, 8)], seed=0)
 
     assert generator.mode == "inversion"
+
+
+def test_set_options_are_parsed_as_json_or_kept_as_text() -> None:
+    script = load_script("diffusion_generator")
+    assert script.options(["context_placement=true", "mode=repaint", "max_retries=3"]) == {
+        "context_placement": True,
+        "mode": "repaint",
+        "max_retries": 3,
+    }
+    with pytest.raises(SystemExit, match="OPTION=VALUE"):
+        script.options(["context_placement"])
