@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -193,10 +194,13 @@ class FitStore:
         normals, shots = data.load()
         start = time.perf_counter()
         partial = folder.parent / f".{folder.name}.partial"
-        with _resumable(generator, partial):
-            generator.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
+        fitted = with_default_sampling(generator)
+        with _resumable(fitted, partial):
+            fitted.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
         seconds = time.perf_counter() - start
-        self._save(generator, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
+        self._save(fitted, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
+        if fitted is not generator:
+            generator.load_state(folder)  # in place, with its own sampling options
         shutil.rmtree(partial, ignore_errors=True)
         logger.info("Fitted the %s for %r in %.1f s; stored in %s.", key.generator_class, key.category, seconds, folder)
         return "fitted"
@@ -233,6 +237,30 @@ class FitStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
+
+
+#: Sampling options that change how a generator runs, not what it makes: kept as given while fitting.
+RUNTIME_OPTIONS = frozenset({"progress", "num_threads", "generation_batch_size"})
+
+
+def with_default_sampling(generator: AnomalyGenerator) -> AnomalyGenerator:
+    """``generator``, or a fresh copy of it with its sampling options at their defaults, to fit.
+
+    The key leaves sampling options out, so the stored fit must not depend on them: the diffusion
+    generator's fit calibrates guidance by drawing defects, and drew them with the sampling options of
+    whichever variant happened to fit first (mode, context placement, ...). Options in
+    ``RUNTIME_OPTIONS`` keep the caller's values.
+    """
+    parameters = inspect.signature(type(generator).__init__).parameters
+    defaults = {
+        name: parameters[name].default
+        for name in generator.sampling_options - RUNTIME_OPTIONS
+        if name in parameters and parameters[name].default is not inspect.Parameter.empty
+    }
+    config = generator.get_config()
+    if all(config.get(name) == value for name, value in defaults.items()):
+        return generator
+    return type(generator)(**{**config, **defaults})
 
 
 @contextmanager

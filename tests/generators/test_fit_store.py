@@ -25,6 +25,22 @@ class SamplingSideGenerator(CountingLearnedGenerator):
     sampling_options = frozenset({"side"})
 
 
+class SamplingLeaksIntoFit(CountingLearnedGenerator):
+    """Its fit draws with its sampling option ``side``, as the diffusion generator's guidance calibration does."""
+
+    sampling_options = frozenset({"side", "progress"})
+
+    def __init__(self, side: int = 6, progress: bool = True) -> None:
+        super().__init__(side)
+        self.progress = progress
+        self.fitted_with: tuple[int, bool] | None = None
+
+    def _fit(self, normal_images, shots, generator) -> None:
+        super()._fit(normal_images, shots, generator)
+        self.brightness = self.brightness * self.side
+        self.fitted_with = (self.side, self.progress)
+
+
 class ResumableGenerator(CountingLearnedGenerator):
     """Fails its first fit after writing progress to ``checkpoint_dir``; the next fit finds that progress."""
 
@@ -79,6 +95,25 @@ def test_sampling_options_share_a_fit_training_settings_do_not(tmp_path: Path, t
     assert store.fit_or_load(other, fit_data(tiny_mvtec, other)) == "fitted"
     fresh = CountingLearnedGenerator(side=4)
     assert store.fit_or_load(fresh, fit_data(tiny_mvtec, fresh, seed=1)) == "fitted"  # another seed, another fit
+
+
+def test_the_stored_fit_does_not_depend_on_the_sampling_options_of_the_first_caller(
+    tmp_path: Path, tiny_mvtec: Path
+) -> None:
+    """A variant that fits first must store the same fit the default would have: later variants load it as theirs.
+
+    The diffusion ablations share one fit, and its guidance calibration used to be drawn with the sampling
+    options (context placement, sampling mode) of whichever variant ran first.
+    """
+    default = SamplingLeaksIntoFit()
+    FitStore(tmp_path / "a").fit_or_load(default, fit_data(tiny_mvtec, default))
+    variant = SamplingLeaksIntoFit(side=4, progress=False)
+    assert FitStore(tmp_path / "b").fit_or_load(variant, fit_data(tiny_mvtec, variant)) == "fitted"
+    assert torch.equal(variant.brightness, default.brightness)  # fitted as the default would be
+    assert variant.side == 4 and not variant.progress  # and it keeps its own sampling options
+    later = SamplingLeaksIntoFit()
+    assert FitStore(tmp_path / "b").fit_or_load(later, fit_data(tiny_mvtec, later)) == "loaded"
+    assert torch.equal(later.brightness, default.brightness)
 
 
 def test_an_interrupted_fit_resumes_from_its_partial_folder(tmp_path: Path, tiny_mvtec: Path) -> None:
