@@ -16,6 +16,7 @@ JSON of the measurements under ``--out``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import resource
@@ -74,7 +75,13 @@ def options(pairs: list[str]) -> dict[str, Any]:
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
-            parsed[key] = value  # a plain string
+            try:
+                parsed[key] = ast.literal_eval(value)  # Python spellings: True, None, (1, 2)
+            except (ValueError, SyntaxError):
+                parsed[key] = value  # a plain string
+    reserved = {"category", "max_steps", "checkpoint_dir"} & set(parsed)
+    if reserved:
+        raise SystemExit(f"--set {', '.join(sorted(reserved))}: set by the script (use --max-steps / --checkpoint-dir)")
     return parsed
 
 

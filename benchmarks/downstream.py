@@ -102,8 +102,8 @@ Pair = tuple[str, str]  # (generator, detector)
 #: comparison table. ``prior`` is the core without its anchors. ``prior_sources`` adds to the core the
 #: other sources on ``segmenter_prior``: none, the classic generators next to the shots, and pasted shots
 #: and diffusion on top of the shots' own exposure (``shots_plus_``). ``prior_ablations`` runs the diffusion
-#: ablations next to the shots on ``segmenter_prior``. ``all`` adds the diffusion ablations (on both
-#: detectors), the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
+#: ablations next to the shots on ``segmenter_prior``. ``all`` adds the diffusion ablations (the plain
+#: ones on the plain segmenter), the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
 #: and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
 CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")

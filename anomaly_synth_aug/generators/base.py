@@ -76,6 +76,9 @@ class AnomalyGenerator(ABC):
     #: Bumped when what ``fit`` learns changes for the same configuration (the ``FitStore`` key holds it,
     #: so a fit made by older code is not reused as if it were current).
     fit_version: ClassVar[int] = 1
+    #: Sampling options that change how the generator runs, not what it makes (a ``FitStore`` fits with
+    #: every other sampling option at its default, and these as given).
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"progress", "num_threads", "generation_batch_size"})
     #: Constructor arguments that change only how samples are drawn, never what ``fit`` learns:
     #: ``load(directory, **overrides)`` may change them on a saved generator without refitting.
     sampling_options: ClassVar[frozenset[str]] = frozenset()

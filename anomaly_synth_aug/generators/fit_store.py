@@ -198,9 +198,11 @@ class FitStore:
         with _resumable(fitted, partial):
             fitted.fit(normals, shots, generator=torch.Generator().manual_seed(data.seed))
         seconds = time.perf_counter() - start
-        self._save(fitted, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
-        if fitted is not generator:
-            generator.load_state(folder)  # in place, with its own sampling options
+        if fitted is not generator:  # the fit into the caller's generator, in place, with its sampling options
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=f".{folder.name}.fit-", dir=folder.parent) as scratch:
+                generator.load_state(fitted.save(Path(scratch) / "fit"))
+        self._save(generator, key, folder, fit_seconds=round(seconds, 2), normals=len(normals), shots=len(shots))
         shutil.rmtree(partial, ignore_errors=True)
         logger.info("Fitted the %s for %r in %.1f s; stored in %s.", key.generator_class, key.category, seconds, folder)
         return "fitted"
@@ -239,22 +241,18 @@ class FitStore:
         return folder
 
 
-#: Sampling options that change how a generator runs, not what it makes: kept as given while fitting.
-RUNTIME_OPTIONS = frozenset({"progress", "num_threads", "generation_batch_size"})
-
-
 def with_default_sampling(generator: AnomalyGenerator) -> AnomalyGenerator:
     """``generator``, or a fresh copy of it with its sampling options at their defaults, to fit.
 
     The key leaves sampling options out, so the stored fit must not depend on them: the diffusion
     generator's fit calibrates guidance by drawing defects, and drew them with the sampling options of
-    whichever variant happened to fit first (mode, context placement, ...). Options in
-    ``RUNTIME_OPTIONS`` keep the caller's values.
+    whichever variant happened to fit first (mode, context placement, ...). Its ``runtime_options`` keep
+    the caller's values. The stored folder still records the caller's sampling options.
     """
     parameters = inspect.signature(type(generator).__init__).parameters
     defaults = {
         name: parameters[name].default
-        for name in generator.sampling_options - RUNTIME_OPTIONS
+        for name in generator.sampling_options - generator.runtime_options
         if name in parameters and parameters[name].default is not inspect.Parameter.empty
     }
     config = generator.get_config()

@@ -57,5 +57,11 @@ def test_set_options_are_parsed_as_json_or_kept_as_text() -> None:
         "mode": "repaint",
         "max_retries": 3,
     }
+    assert script.options(["context_placement=False", "window_scale=None"]) == {
+        "context_placement": False,
+        "window_scale": None,
+    }
     with pytest.raises(SystemExit, match="OPTION=VALUE"):
         script.options(["context_placement"])
+    with pytest.raises(SystemExit, match="max-steps"):
+        script.options(["max_steps=10"])

@@ -111,6 +111,9 @@ def test_the_stored_fit_does_not_depend_on_the_sampling_options_of_the_first_cal
     assert FitStore(tmp_path / "b").fit_or_load(variant, fit_data(tiny_mvtec, variant)) == "fitted"
     assert torch.equal(variant.brightness, default.brightness)  # fitted as the default would be
     assert variant.side == 4 and not variant.progress  # and it keeps its own sampling options
+    assert variant.fitted_with is None  # the fit ran on a copy with side at its default, progress as given
+    folder = FitStore(tmp_path / "b").folder_for(variant, fit_data(tiny_mvtec, variant))
+    assert AnomalyGenerator.load(folder).side == 4  # the stored folder records the caller's options
     later = SamplingLeaksIntoFit()
     assert FitStore(tmp_path / "b").fit_or_load(later, fit_data(tiny_mvtec, later)) == "loaded"
     assert torch.equal(later.brightness, default.brightness)

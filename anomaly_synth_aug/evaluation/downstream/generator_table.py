@@ -87,10 +87,8 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
     "diffusion_guidance_5": _diffusion(guidance_scale=5.0),
     "diffusion_7_steps": _diffusion(num_inference_steps=7),
 }
-#: ``<source>_with_shots`` -> its source: the source's defects plus the real shots (``WITH_SHOTS_SHARE`` of the
-#: anomalous items, a half fixed before any run, not tuned).
-#: The ablations that are also run next to the shots, on the strong detector (#16 asks for the disentanglement loss,
-#: inversion, the filters, guidance and the new levers there): each is compared with diffusion next to the shots.
+#: The ablations that are also run next to the shots, on the strong detector (the disentanglement loss, inversion,
+#: the filters, guidance and the new levers): each is compared with diffusion next to the shots.
 ABLATIONS_WITH_SHOTS = (
     "diffusion_no_disentangle",
     "diffusion_no_inversion",
@@ -101,6 +99,8 @@ ABLATIONS_WITH_SHOTS = (
     "diffusion_refined",
     "diffusion_context",
 )
+#: ``<source>_with_shots`` -> its source: the source's defects plus the real shots (``WITH_SHOTS_SHARE`` of the
+#: anomalous items, a half fixed before any run, not tuned).
 WITH_SHOTS: dict[str, str] = {
     f"{source}_with_shots": source
     for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", *ABLATIONS_WITH_SHOTS)
@@ -125,7 +125,7 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "diffusion_full_strength": ("diffusion", "strength matched to the shots (the whole generated change kept)"),
     "diffusion_realism": ("diffusion", "nothing: it switches the realism filter ON (off by default)"),
     "diffusion_visible": ("diffusion", "nothing: it switches the visibility filter ON (off by default)"),
-    "diffusion_context": ("diffusion", "nothing: placed on the surface its type's shots sit on ON (off by default)"),
+    "diffusion_context": ("diffusion", "nothing: context placement ON, on the surface its type's shots sit on (off by default)"),
     "diffusion_refined": ("diffusion", "nothing: masks refined to where the image changed ON (off by default)"),
     "diffusion_strength_jitter": ("diffusion", "nothing: it switches strength jitter ON (x0.5 to x2, off by default)"),
     "diffusion_windows": ("diffusion", "nothing: patch scale follows the defect (2x windows, <= 4; off by default)"),

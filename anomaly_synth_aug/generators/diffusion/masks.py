@@ -236,6 +236,7 @@ def place_mask(
     generator: torch.Generator | None = None,
     *,
     min_inside_fraction: float = 1.0,
+    centres: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Put ``crop`` at a random position fully inside an image of ``image_size`` (H, W); bool ``[H, W]``.
 
@@ -243,7 +244,9 @@ def place_mask(
     least ``min_inside_fraction`` of the crop's pixels fall inside the region
     are drawn; if no position reaches it, one of the best positions is used.
     A crop larger than the image (or than the region's bounding box) is first
-    shrunk, keeping its aspect ratio, so it can fit at all.
+    shrunk, keeping its aspect ratio, so it can fit at all. ``centres`` (bool
+    ``[H, W]``) further keeps the positions whose crop centre lies in it, where
+    any does; it never changes the crop's size.
     """
     crop = to_bool_mask(crop, name="crop")
     if not bool(crop.any()):
@@ -270,17 +273,29 @@ def place_mask(
                 fix="pass region=None, or a region that marks part of the image (e.g. foreground_region(...))",
             )
         bounds = tuple(tight_crop(region).shape)
+    if centres is not None and tuple(centres.shape) != (height, width):
+        raise MaskError(
+            f"centres has size {tuple(centres.shape)} but image_size is {(height, width)}",
+            fix="pass the allowed centres at the image's resolution",
+        )
     crop = tight_crop(_fit_within(crop, bounds))
     crop_h, crop_w = crop.shape
 
-    if region is None:
+    if region is None and centres is None:
         top = int(torch.randint(height - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(width - crop_w + 1, (1,), generator=generator))
     else:
-        inside = _inside_counts(region, crop) / float(crop.sum())
-        allowed = inside >= min_inside_fraction - 1e-9
-        if not allowed.any():
-            allowed = inside >= inside.max() - 1e-9
+        if region is None:
+            allowed = np.ones((height - crop_h + 1, width - crop_w + 1), dtype=bool)
+        else:
+            inside = _inside_counts(region, crop) / float(crop.sum())
+            allowed = inside >= min_inside_fraction - 1e-9
+            if not allowed.any():
+                allowed = inside >= inside.max() - 1e-9
+        if centres is not None:
+            centred = _centred_in(to_bool_mask(centres, name="centres"), allowed.shape, crop_h, crop_w)
+            if (allowed & centred).any():
+                allowed = allowed & centred
         tops, lefts = np.nonzero(allowed)
         pick = int(torch.randint(len(tops), (1,), generator=generator))
         top, left = int(tops[pick]), int(lefts[pick])
@@ -288,6 +303,12 @@ def place_mask(
     placed = torch.zeros(height, width, dtype=torch.bool)
     placed[top : top + crop_h, left : left + crop_w] = crop
     return placed
+
+
+def _centred_in(centres: torch.Tensor, positions: tuple[int, int], crop_h: int, crop_w: int) -> np.ndarray:
+    """For every top-left position (``positions`` = its grid's shape), whether the crop's centre lies in ``centres``."""
+    rows, cols = positions
+    return centres.numpy()[crop_h // 2 : crop_h // 2 + rows, crop_w // 2 : crop_w // 2 + cols]
 
 
 def _fit_within(crop: torch.Tensor, bounds: tuple[int, int]) -> torch.Tensor:

@@ -4,7 +4,7 @@ A screw's head scratches belong on its head and its thread defects on the thread
 the object, they teach a detector defects that never occur. ``ContextPlacement`` describes the
 surface around each shot's defect (the defect itself inpainted away) by EfficientNet-Lite0 features
 (offline ImageNet weights) at stride 16, averaged over a window of about a quarter of the image's
-shorter side, at the defect's centre. On a target image a position is admitted for a type when its
+shorter side, at the defect's centre. On a target image a position may centre a defect of a type when its
 context is at least as close to one of the type's shots as the type's least typical shot is to the
 others (leave one shot out): every shot would have been admitted where it was. The rule needs the
 shots only, no test data and no tuning; a type with one shot is placed anywhere.
@@ -46,13 +46,14 @@ class ContextPlacement:
 
     Args:
         backbone: timm name of the feature extractor (offline ImageNet weights).
-        window_fraction: side of the context window, as a share of the image's shorter side.
+        window_fraction: side of the context window, as a share of the image's shorter side (0.28: about a
+            quarter).
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", window_fraction: float = WINDOW_FRACTION) -> None:
         if not 0.0 < window_fraction <= 1.0:
             raise InvalidInputError(
-                f"window_fraction must lie in (0, 1], got {window_fraction}", fix="use e.g. 0.28 (a quarter)"
+                f"window_fraction must lie in (0, 1], got {window_fraction}", fix="use e.g. 0.28"
             )
         self.backbone = backbone
         self.window_fraction = window_fraction
@@ -90,8 +91,8 @@ class ContextPlacement:
         return F.normalize(pooled, dim=0)
 
     def region(self, image: torch.Tensor, defect_type: str) -> torch.Tensor | None:
-        """Bool ``[H, W]``: where ``defect_type``'s context is met in ``image``; None: anywhere (no floor, or
-        no position reaches it)."""
+        """Bool ``[H, W]``: where in ``image`` a ``defect_type`` defect may be centred (its context is met);
+        None: anywhere (no floor, or no position reaches it)."""
         if defect_type not in self.floors:
             return None
         similarity = torch.einsum("chw,nc->nhw", self.context_map(image), self.contexts[defect_type])

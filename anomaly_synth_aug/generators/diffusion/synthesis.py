@@ -144,26 +144,21 @@ class SynthesisMixin:
             raise NotFittedError("no mask source: fit() or load() the generator, or pass masks explicitly")
         on_object = self.restrict_to_foreground and self.object_category
         region = foreground_region(image, **OBJECT_THRESHOLDS) if on_object else None
-        if self.context_placement:
-            region = self._on_shot_surface(image, defect_type, region)
-        return place_mask(crop, tuple(image.shape[-2:]), region, rng)
+        centres = self._on_shot_surface(image, defect_type) if self.context_placement else None
+        return place_mask(crop, tuple(image.shape[-2:]), region, rng, centres=centres)
 
     def _on_shot_surface(
-        self: DiffusionAnomalyGenerator, image: torch.Tensor, defect_type: str, region: torch.Tensor | None
+        self: DiffusionAnomalyGenerator, image: torch.Tensor, defect_type: str
     ) -> torch.Tensor | None:
-        """``region`` narrowed to where ``image``'s surface looks like the one the type's shots sit on; unchanged
-        where nothing in it does."""
+        """Where in ``image`` a ``defect_type`` defect may be centred: where the surface looks like the one its
+        shots sit on (the floor is set at the shots' centres); None: anywhere."""
         if self._placement is None:
             raise NotFittedError(
                 "context_placement needs the shots' surroundings, which this generator's fit does not record "
                 "(fitted before fit version 5). Fix: fit the generator again, or load it with "
                 "context_placement=False."
             )
-        admitted = self._placement.region(image, defect_type)
-        if admitted is None or region is None:
-            return admitted if admitted is not None else region
-        narrowed = region & admitted
-        return narrowed if bool(narrowed.any()) else region
+        return self._placement.region(image, defect_type)
 
     @torch.no_grad()
     def _synthesise(

@@ -159,6 +159,27 @@ def test_place_mask_falls_back_to_the_best_positions_when_none_fits() -> None:
     assert int((partial & ring).sum()) >= 18
 
 
+def test_place_mask_centres_the_crop_in_the_allowed_centres_without_changing_its_size() -> None:
+    """Context placement admits centres; a small admitted patch must not shrink the defect (it once did, as a region)."""
+    region = torch.zeros(40, 50, dtype=torch.bool)
+    region[2:38, 2:48] = True  # the object
+    centres = torch.zeros(40, 50, dtype=torch.bool)
+    centres[10:13, 30:33] = True  # a 3 x 3 patch of admitted centres, much smaller than the crop
+    crop = _disk((11, 9), (5, 4), 4)
+    for seed in range(10):
+        placed = place_mask(crop, (40, 50), region, torch.Generator().manual_seed(seed), centres=centres)
+        assert int(placed.sum()) == int(crop.sum()) and not bool((placed & ~region).any())
+        rows, cols = torch.nonzero(placed.any(1)).flatten(), torch.nonzero(placed.any(0)).flatten()
+        centre = (int(rows[0]) + len(rows) // 2, int(cols[0]) + len(cols) // 2)  # of the placed (tight) crop
+        assert bool(centres[centre]), (seed, centre)
+    nowhere = torch.zeros(40, 50, dtype=torch.bool)
+    nowhere[0, 0] = True  # no crop inside the region can be centred there: the centres are ignored
+    placed = place_mask(crop, (40, 50), region, torch.Generator().manual_seed(0), centres=nowhere)
+    assert int(placed.sum()) == int(crop.sum()) and not bool((placed & ~region).any())
+    with pytest.raises(MaskError, match="centres has size"):
+        place_mask(crop, (40, 50), region, centres=torch.ones(10, 10, dtype=torch.bool))
+
+
 def test_place_mask_shrinks_a_crop_larger_than_the_image() -> None:
     crop = torch.ones(10, 100, dtype=torch.bool)
     placed = place_mask(crop, (20, 50), generator=torch.Generator().manual_seed(0))
