@@ -26,12 +26,7 @@ from torch.nn import functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from anomaly_synth_aug.data.fewshot import few_shot_split  # noqa: E402
-from anomaly_synth_aug.data.sample import to_bool_mask  # noqa: E402
-from anomaly_synth_aug.generators.diffusion.placement import (  # noqa: E402
-    ContextPlacement,
-    centre_cell,
-    without_defect,
-)
+from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement  # noqa: E402
 from anomaly_synth_aug.generators.foreground import (  # noqa: E402
     OBJECT_THRESHOLDS,
     defects_lie_on_objects,
@@ -45,24 +40,25 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 def measure(root: Path) -> dict[str, object]:
     shots = few_shot_split(root).load_shots()
     on_object = defects_lie_on_objects(shots)
-    placement = ContextPlacement().fit(shots)
+    placement = ContextPlacement()
+    described = [placement.describe(shot) for shot in tqdm(shots, desc=root.name, unit="shot")]
+    placement.fit_described(described)
     records = []
-    for shot in tqdm(shots, desc=root.name, unit="shot"):
-        mask = to_bool_mask(shot.mask)
-        clean = without_defect(shot.image, mask)
-        contexts = placement.context_map(clean)
-        cells = contexts.shape[-2:]
-        allowed = foreground_region(clean, **OBJECT_THRESHOLDS) if on_object else torch.ones(mask.shape, dtype=bool)
-        allowed = F.interpolate(allowed[None, None].float(), size=tuple(cells), mode="area")[0, 0] >= 0.5
-        row, col = centre_cell(mask, cells)
-        others = placement.contexts[shot.defect_type]
-        own = contexts[:, row, col]
-        others = others[(others - own).abs().amax(dim=1) > 1e-6]  # leave this shot out
+    for index, shot in enumerate(described):
+        same_type = [i for i, other in enumerate(described) if other.defect_type == shot.defect_type]
+        others = placement.contexts[shot.defect_type][[k for k, i in enumerate(same_type) if i != index]]
         if len(others) == 0:
-            continue
-        similarity = torch.einsum("chw,nc->nhw", contexts, others).max(dim=0).values
+            continue  # leave this shot out: nothing left to compare with
+        cells = shot.contexts.shape[-2:]
+        allowed = (
+            foreground_region(shot.surface, **OBJECT_THRESHOLDS)
+            if on_object
+            else torch.ones(shot.surface.shape[-2:], dtype=torch.bool)
+        )
+        allowed = F.interpolate(allowed[None, None].float(), size=tuple(cells), mode="area")[0, 0] >= 0.5
+        similarity = torch.einsum("chw,nc->nhw", shot.contexts, others).max(dim=0).values
         candidates = similarity[allowed]
-        percentile = float((candidates < similarity[row, col]).float().mean())
+        percentile = float((candidates < similarity[shot.cell]).float().mean())
         floor = placement.floors.get(shot.defect_type, -1.0)
         admitted = float((candidates >= floor - 1e-6).float().mean())
         records.append({"type": shot.defect_type, "percentile": percentile, "admitted": admitted})

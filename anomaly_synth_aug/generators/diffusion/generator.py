@@ -65,8 +65,8 @@ from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBan
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import check_window_settings
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
-from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
+from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.generators.diffusion.sampling import (
     SamplingMode,

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ from anomaly_synth_aug.backbones.frozen_features import (
 from anomaly_synth_aug.data.sample import AnomalySample, to_bool_mask
 from anomaly_synth_aug.errors import InvalidInputError
 
-__all__ = ["ContextPlacement", "centre_cell", "without_defect"]
+__all__ = ["ContextPlacement", "ShotContext", "centre_cell", "without_defect"]
 
 #: Stride of the feature map the context is read from (the second of ``DETECTOR_FEATURE_INDICES``).
 STRIDE = 16
@@ -39,6 +40,21 @@ STRIDE = 16
 WINDOW_FRACTION = 0.28
 #: Pixels around the defect that are inpainted with it before its surface is described.
 INPAINT_MARGIN = 4
+
+
+@dataclass(frozen=True)
+class ShotContext:
+    """One shot as ``ContextPlacement`` sees it (``describe``)."""
+
+    defect_type: str
+    surface: torch.Tensor  # [C, H, W], the defect inpainted away
+    contexts: torch.Tensor  # [C, h, w] unit context vectors
+    cell: tuple[int, int]  # (row, col) of the defect's centre in ``contexts``
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """The context at the defect's centre."""
+        return self.contexts[:, self.cell[0], self.cell[1]]
 
 
 class ContextPlacement:
@@ -62,14 +78,21 @@ class ContextPlacement:
 
     def fit(self, shots: Sequence[AnomalySample]) -> ContextPlacement:
         """Describe every shot's surroundings and set each type's floor (leave one shot out)."""
+        described = (self.describe(shot) for shot in shots if bool(to_bool_mask(shot.mask).any()))
+        return self.fit_described(list(described))
+
+    def describe(self, shot: AnomalySample) -> ShotContext:
+        """The shot's surface with its defect inpainted away, its context map, and the cell at the defect's centre."""
+        mask = to_bool_mask(shot.mask)
+        surface = without_defect(shot.image, mask)
+        contexts = self.context_map(surface)
+        return ShotContext(shot.defect_type, surface, contexts, centre_cell(mask, contexts.shape[-2:]))
+
+    def fit_described(self, described: Sequence[ShotContext]) -> ContextPlacement:
+        """``fit`` on shots already described (each type's vectors in the order of ``described``)."""
         by_type: dict[str, list[torch.Tensor]] = {}
-        for shot in shots:
-            mask = to_bool_mask(shot.mask)
-            if not bool(mask.any()):
-                continue
-            contexts = self.context_map(without_defect(shot.image, mask))
-            row, col = centre_cell(mask, contexts.shape[-2:])
-            by_type.setdefault(shot.defect_type, []).append(contexts[:, row, col])
+        for shot in described:
+            by_type.setdefault(shot.defect_type, []).append(shot.vector)
         self.contexts = {name: torch.stack(vectors) for name, vectors in by_type.items()}
         self.floors = {}
         for name, vectors in self.contexts.items():
