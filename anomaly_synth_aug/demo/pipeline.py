@@ -64,6 +64,8 @@ class DemoSettings:
         samples_per_type: cached samples generated per defect type.
         grid_samples: generated samples per defect type shown in the sample sheet (beside two real shots).
         classic_baseline: benchmark name of the classic generator to compare with (None: skip).
+        detector_name: benchmark name of the detector; ``segmenter_prior`` is ``DefectSegmenter``'s default
+            (the supervised map plus its normal memory's verdict), so the demo shows what a user gets.
         detector: the ``DefectSegmenter`` runs' preset (size, epochs, batches).
     """
 
@@ -85,6 +87,7 @@ class DemoSettings:
     samples_per_type: int = 12
     grid_samples: int = 3
     classic_baseline: str | None = "real_paste"
+    detector_name: str = "segmenter_prior"
     detector: Preset = field(
         default_factory=lambda: Preset(
             name="demo",
@@ -216,7 +219,7 @@ def run_demo(
             records[arm] = run_experiment(
                 root,
                 arm,
-                "segmenter",
+                settings.detector_name,
                 seed,
                 preset,
                 fit_store=store,

@@ -31,7 +31,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_generator(
     assert list(results["records"]) == ARMS
     for arm in ARMS:
         record = results["records"][arm]
-        assert record["detector"] == "segmenter" and record["generator"] == arm
+        assert record["detector"] == "segmenter_prior" and record["generator"] == arm
         assert_ranking_metrics(record["metrics"], RANKING_METRICS)
         assert record["data"]["test_anomalies"] == 6  # two held-out drawn defects per type; shots excluded
     assert results["records"]["diffusion"]["timings"]["generator_loaded"] is True  # the fine-tuned one
