@@ -26,7 +26,7 @@ from torch.nn import functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from anomaly_synth_aug.data.fewshot import few_shot_split  # noqa: E402
-from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement  # noqa: E402
+from anomaly_synth_aug.generators.context_placement import ContextPlacement  # noqa: E402
 from anomaly_synth_aug.generators.foreground import (  # noqa: E402
     OBJECT_THRESHOLDS,
     defects_lie_on_objects,

@@ -124,7 +124,8 @@ FULL_MATRICES["sources"] = [
     *((source, "segmenter") for source in ("diffusion_perlin", "none", "perlin", "cutpaste", "poisson")),
     *((source, "segmenter") for source in SOURCES if source in WITH_SHOTS and source not in CORE_SOURCES),
 ]
-#: The diffusion ablations next to the shots on the strong detector, each paired with ``diffusion_with_shots``.
+#: The ablations next to the shots on the strong detector: diffusion's, each paired with ``diffusion_with_shots``,
+#: and context placement for pasted shots, paired with ``real_paste_with_shots``.
 FULL_MATRICES["prior_ablations"] = [(name, "segmenter_prior") for name in ABLATIONS if name in WITH_SHOTS]
 FULL_MATRICES["all"] = [
     *FULL_MATRICES["sources"],

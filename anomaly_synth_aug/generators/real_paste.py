@@ -7,7 +7,9 @@ and colour-jitters a crop together with its mask (torchvision v2 tv_tensors
 keep them aligned) and blends it in with a feathered alpha or Poisson cloning.
 In an object category (the shots decide, as for the diffusion generator) each
 defect is centred on the object, not on the background around it. The crops
-are saved with the generator, so a loaded one needs no dataset.
+are saved with the generator, so a loaded one needs no dataset. With ``context_placement`` each shot
+is centred where the target's surface looks like the surface its type's shots sit on (the diffusion
+generator's ``ContextPlacement``): the same placement rule as diffusion's, so the two compare fairly.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors.torch import load_file, save_file
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from anomaly_synth_aug.data.sample import AnomalySample
-from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError
+from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, NotFittedError
 from anomaly_synth_aug.generators._patch_ops import (
     blend_patch,
     bounding_box,
@@ -37,10 +40,12 @@ from anomaly_synth_aug.generators._patch_ops import (
 )
 from anomaly_synth_aug.generators._tensor_store import digest_tensor_lists, load_tensor_lists, save_tensor_lists
 from anomaly_synth_aug.generators.classic import ClassicGenerator, checked_range
+from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.foreground import OBJECT_THRESHOLDS, defects_lie_on_objects, foreground_region
 from anomaly_synth_aug.utils.random import seeded_global_rng
 
 SHOTS_FILE = "shots.safetensors"
+PLACEMENT_FILE = "context_placement.safetensors"
 BlendMode = Literal["alpha", "poisson"]
 
 
@@ -59,6 +64,9 @@ class RealShotPasteGenerator(ClassicGenerator):
         restrict_to_foreground: centre each defect on the object, in categories whose shots show
             defects on an object a background surrounds (``defects_lie_on_objects``); a texture
             category is unaffected. A caller's placement mask always wins.
+        context_placement: centre each defect where the surface looks like the surface its type's shots
+            sit on, in pretrained features (``generators/context_placement.py``; one feature pass per
+            defect). Where no position qualifies, the defect goes anywhere allowed.
     """
 
     requires_fit = True
@@ -72,6 +80,7 @@ class RealShotPasteGenerator(ClassicGenerator):
         blend: BlendMode = "alpha",
         feather_sigma: float = 1.0,
         restrict_to_foreground: bool = True,
+        context_placement: bool = False,
     ) -> None:
         super().__init__()
         if blend not in ("alpha", "poisson"):
@@ -87,7 +96,9 @@ class RealShotPasteGenerator(ClassicGenerator):
         self.blend = blend
         self.feather_sigma = float(feather_sigma)
         self.restrict_to_foreground = bool(restrict_to_foreground)
+        self.context_placement = bool(context_placement)
         self.object_category = False  # decided by fit, on the shots
+        self._placement: ContextPlacement | None = None  # fitted on the shots when context_placement
         self._augment = v2.Compose(
             [
                 v2.RandomHorizontalFlip(),
@@ -122,6 +133,7 @@ class RealShotPasteGenerator(ClassicGenerator):
             self._masks.append(shot.mask[rows, cols].cpu().clone())
             self._types.append(shot.defect_type)
         self.object_category = self.restrict_to_foreground and defects_lie_on_objects(shots)
+        self._placement = ContextPlacement().fit(shots) if self.context_placement else None
 
     def _synthesize(
         self,
@@ -138,14 +150,31 @@ class RealShotPasteGenerator(ClassicGenerator):
         if shrink < 1.0:  # a crop larger than the target image is scaled down to fit
             size = _scaled(crop.shape[-2:], shrink)
             crop, defect, valid = TF.resize(crop, size, antialias=True), TF.resize(defect, size), TF.resize(valid, size)
-        if placement is None and self.object_category:
-            placement = foreground_region(image, **OBJECT_THRESHOLDS)
+        if placement is None:
+            placement = self._automatic_placement(image, defect_type)
         top, left = random_top_left((height, width), tuple(crop.shape[-2:]), placement, generator)
         crop, defect, valid = (t.as_subclass(torch.Tensor) for t in (crop, defect, valid))
         # Pixels that rotation filled in are not surface: never blend them in.
         if self.blend == "poisson":
             return self._clone(image, crop, defect, valid, top, left)
         return blend_patch(image, crop, feather(defect, self.feather_sigma) * valid, top, left)
+
+    def _automatic_placement(self, image: torch.Tensor, defect_type: str) -> torch.Tensor | None:
+        """Where a defect may be centred without a caller's mask: on the object (object categories), on
+        the surface its type's shots sit on (``context_placement``), both where they meet; None: anywhere."""
+        allowed = foreground_region(image, **OBJECT_THRESHOLDS) if self.object_category else None
+        if not self.context_placement:
+            return allowed
+        if self._placement is None:
+            raise NotFittedError(
+                f"context_placement needs the shots' surroundings ({PLACEMENT_FILE}), which this generator's "
+                "state lacks. Fix: fit and save the generator again."
+            )
+        centres = self._placement.region(image, defect_type)
+        if centres is None or allowed is None:
+            return allowed if centres is None else centres
+        both = allowed & centres
+        return both if bool(both.any()) else allowed
 
     def _augmented(
         self, index: int, generator: torch.Generator
@@ -175,10 +204,16 @@ class RealShotPasteGenerator(ClassicGenerator):
         return {"crops": self._crops, "masks": self._masks}, metadata
 
     def state_fingerprint(self) -> str:
-        return digest_tensor_lists(*self._state())
+        lists, metadata = self._state()
+        if self._placement is not None:
+            state = self._placement.state_tensors()
+            lists = {**lists, "placement": [state[name] for name in sorted(state)]}
+        return digest_tensor_lists(lists, metadata)
 
     def _save_state(self, directory: Path) -> None:
         save_tensor_lists(directory / SHOTS_FILE, *self._state())
+        if self._placement is not None:
+            save_file(self._placement.state_tensors(), directory / PLACEMENT_FILE)
 
     def _load_state(self, directory: Path) -> None:
         lists, metadata = load_tensor_lists(directory / SHOTS_FILE)
@@ -190,6 +225,8 @@ class RealShotPasteGenerator(ClassicGenerator):
             self.restrict_to_foreground, self.object_category = False, False
         else:
             self.object_category = bool(json.loads(metadata["object_category"]))
+        placement_file = directory / PLACEMENT_FILE
+        self._placement = ContextPlacement().load_tensors(load_file(placement_file)) if placement_file.is_file() else None
 
 
 def _scaled(size: torch.Size | tuple[int, ...], factor: float) -> list[int]:

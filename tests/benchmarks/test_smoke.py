@@ -235,8 +235,9 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     prior_ablations = script.matrix_pairs("full", None, None, "prior_ablations")
     assert {d for _, d in prior_ablations} == {"segmenter_prior"}
     compared_with = {script.ABLATIONS[g][0] for g, _ in prior_ablations}
-    assert compared_with == {"diffusion_with_shots"}  # each paired with a core row, which runs on every seed
+    assert compared_with == {"diffusion_with_shots", "real_paste_with_shots"}  # core rows: they run on every seed
     assert {"diffusion_no_disentangle_with_shots", "diffusion_no_inversion_with_shots"} < {g for g, _ in prior_ablations}
+    assert ("real_paste_context_with_shots", "segmenter_prior") in prior_ablations  # placement judged on both sources
     everything = script.matrix_pairs("full", None, None, "all")
     assert set(sources) < set(everything) and set(prior_ablations) < set(everything)
     assert not {g for g, d in everything if d == "segmenter"} & set(script.WITH_SHOTS) - set(script.SOURCES)

@@ -14,6 +14,7 @@ from anomaly_synth_aug.evaluation.downstream import (
     GENERATORS,
     build_generator,
     fit_generator,
+    pool_source,
     resolve_preset,
     synthetic_datamodule,
 )
@@ -56,20 +57,24 @@ def test_saved_fit_with_other_training_settings_is_fitted_again(tiny_mvtec: Path
 def test_sampling_ablations_share_the_diffusion_fit_and_training_ablations_do_not() -> None:
     """Every ablation switches one mechanism off; only a training switch may cost a second fit.
 
-    An ablation next to the shots compares with diffusion next to the shots, and its own pool is an ablation's.
+    An ablation next to the shots compares with its source next to the shots, and its own pool is an ablation's.
+    Pasted shots have no sampling options: their one switch (context placement) is fitted.
     """
-    base = build_generator("diffusion", "smoke", "tile")
     for ablation, (compared_with, _) in ABLATIONS.items():
         assert ablation in GENERATORS
         if ablation in WITH_SHOTS:
-            assert compared_with == "diffusion_with_shots" and WITH_SHOTS[ablation] in ABLATIONS
+            assert compared_with in WITH_SHOTS and WITH_SHOTS[ablation] in ABLATIONS
+            assert ABLATIONS[WITH_SHOTS[ablation]][0] == WITH_SHOTS[compared_with]  # the same pair, alone
         else:
-            assert compared_with == "diffusion"
-        ours = build_generator(ablation, "smoke", "tile")
-        changed = {k for k, v in ours.get_config().items() if base.get_config()[k] != v}
+            assert compared_with in ("diffusion", "real_paste")
+        base = build_generator(pool_source(compared_with), "smoke", "tile")
+        ours = build_generator(pool_source(ablation), "smoke", "tile")
+        assert type(ours) is type(base), ablation
+        changed = {k for k, v in ours.get_config().items() if base.get_config().get(k) != v}
         assert len(changed) == 1, (ablation, changed)
         shares_fit = training_fingerprint(ours) == training_fingerprint(base)
-        assert shares_fit == changed.isdisjoint({"background_disentangle", "window_scale"}), ablation
+        training_switches = {"background_disentangle", "window_scale"} if compared_with.startswith("diffusion") else changed
+        assert shares_fit == changed.isdisjoint(training_switches), ablation
 
 
 @pytest.mark.parametrize("preset", ["full", "quick"])

@@ -41,10 +41,10 @@ def _diffusion(**overrides: object) -> GeneratorFactory:
     return build
 
 
-def _classic(module: str, class_name: str) -> GeneratorFactory:
+def _classic(module: str, class_name: str, **options: object) -> GeneratorFactory:
     def build(preset: Preset, category: str) -> AnomalyGenerator:
         del preset, category  # classic generators have no budget and no category state
-        return getattr(importlib.import_module(module), class_name)()
+        return getattr(importlib.import_module(module), class_name)(**options)
 
     return build
 
@@ -70,6 +70,9 @@ GENERATORS: dict[str, GeneratorFactory | None] = {
     "cutpaste": _classic("anomaly_synth_aug.generators.cutpaste", "CutPasteGenerator"),
     "poisson": _classic("anomaly_synth_aug.generators.poisson", "PoissonBlendGenerator"),
     "real_paste": _REAL_PASTE,
+    "real_paste_context": _classic(
+        "anomaly_synth_aug.generators.real_paste", "RealShotPasteGenerator", context_placement=True
+    ),
     "diffusion": _diffusion(),
     "diffusion_perlin": _mixture(_diffusion(), _PERLIN, (0.5, 0.5)),
     "diffusion_no_disentangle": _diffusion(background_disentangle=False),
@@ -103,7 +106,7 @@ ABLATIONS_WITH_SHOTS = (
 #: anomalous items, a half fixed before any run, not tuned).
 WITH_SHOTS: dict[str, str] = {
     f"{source}_with_shots": source
-    for source in ("perlin", "cutpaste", "poisson", "real_paste", "diffusion", *ABLATIONS_WITH_SHOTS)
+    for source in ("perlin", "cutpaste", "poisson", "real_paste", "real_paste_context", "diffusion", *ABLATIONS_WITH_SHOTS)
 }
 WITH_SHOTS_SHARE = 0.5
 #: ``shots_plus_<source>`` -> its source: the real shots in as many items as ``shots_only`` gives them (the
@@ -139,6 +142,9 @@ ABLATIONS.update(
         for name in ABLATIONS_WITH_SHOTS
     }
 )
+#: The baseline's own placement switch, so that context placement is judged on pasted shots as well.
+ABLATIONS["real_paste_context"] = ("real_paste", "nothing: context placement ON for pasted shots (off by default)")
+ABLATIONS["real_paste_context_with_shots"] = ("real_paste_with_shots", f"{ABLATIONS['real_paste_context'][1]}, next to the shots")
 
 
 def generates(generator_name: str) -> bool:

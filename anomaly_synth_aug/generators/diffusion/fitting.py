@@ -37,7 +37,7 @@ from anomaly_synth_aug.generators.diffusion.masks import (
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patch_source import PatchSource
 from anomaly_synth_aug.generators.diffusion.patches import is_grayscale
-from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
+from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import faintest_by_type
 from anomaly_synth_aug.generators.diffusion.training import TrainingSettings, train_denoiser

@@ -65,7 +65,7 @@ from anomaly_synth_aug.generators.diffusion.masks import MaskSource, ShotMaskBan
 from anomaly_synth_aug.generators.diffusion.model import NORMAL_TOKEN, DefectDenoiser
 from anomaly_synth_aug.generators.diffusion.patches import check_window_settings
 from anomaly_synth_aug.generators.diffusion.quality import QualityFilter
-from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
+from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.generators.diffusion.sampling import (
@@ -142,8 +142,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         restrict_to_foreground: place sampled masks on the object, in categories whose shots show defects on an
             object surrounded by background (decided at fit time from the shots, ``object_category``).
         context_placement: centre each sampled mask where the surface looks like the surface the shots of its
-            type sit on, in pretrained features (``placement.py``): a screw's head scratch on its head (anywhere
-            allowed when no position looks so). Off by default until the benchmark shows what it buys.
+            type sit on, in pretrained features (``generators/context_placement.py``): a screw's head scratch
+            on its head (anywhere allowed when no position looks so). Off by default until the benchmark shows what it buys.
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.

@@ -29,7 +29,7 @@ from anomaly_synth_aug.errors import CheckpointMismatchError, NotFittedError
 from anomaly_synth_aug.generators.diffusion.mask_prior import MaskPrior
 from anomaly_synth_aug.generators.diffusion.masks import ShotMaskBank
 from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
-from anomaly_synth_aug.generators.diffusion.placement import ContextPlacement
+from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.training import TrainingReport
 
