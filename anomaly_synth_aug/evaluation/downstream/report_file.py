@@ -106,10 +106,11 @@ def write_report_files(store: ResultsStore, out: Path, preset: str, headline: st
     ablations = ablation_markdown(runs, ABLATIONS, detectors)
     if ablations:
         lines += [
-            "## Ablations of the diffusion generator",
+            "## Ablations",
             "",
-            "Each ablation switches one mechanism off. Δ = ablation minus the full generator, paired by seed",
-            "(negative: the mechanism helped the detector).",
+            "Each ablation switches one mechanism of a generator (diffusion's, or pasted shots' placement) off, or",
+            "an optional one on. Δ = ablation minus the generator as it comes (the `vs` column), paired by seed",
+            "(negative: the generator as it comes was better for the detector).",
             "",
             ablations,
         ]
