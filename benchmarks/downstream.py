@@ -15,7 +15,7 @@ once per generator and seed, the generation-quality measures. After every run it
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
     python benchmarks/downstream.py --matrix segmenter                # the plain segmenter on the core's sources
     python benchmarks/downstream.py --matrix prior_sources            # segmenter_prior on every source of defects
-    python benchmarks/downstream.py --matrix prior_ablations          # the diffusion ablations on segmenter_prior
+    python benchmarks/downstream.py --matrix prior_ablations          # the ablations on segmenter_prior
     python benchmarks/downstream.py --matrix sources                  # + none, perlin, cutpaste, poisson, ...
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
@@ -102,9 +102,9 @@ Pair = tuple[str, str]  # (generator, detector)
 #: comparison table. ``prior`` is the core without its anchors. ``prior_sources`` adds to the core the
 #: other sources on ``segmenter_prior``: none, the classic generators next to the shots, and pasted shots
 #: and diffusion on top of the shots' own exposure (``shots_plus_``). ``prior_ablations`` runs the diffusion
-#: ablations next to the shots on ``segmenter_prior``. ``all`` adds the diffusion ablations (the plain
-#: ones on the plain segmenter), the detector ablations (the segmenter without its normal memory, the from-scratch U-Net)
-#: and SuperSimpleNet.
+#: ablations, and context placement for pasted shots, next to the shots on ``segmenter_prior``. ``all`` adds
+#: those and the other ablations (the plain ones on the plain segmenter), the detector ablations (the
+#: segmenter without its normal memory, the from-scratch U-Net) and SuperSimpleNet.
 BASE_SOURCES = ("shots_only", "real_paste", "diffusion")
 CORE_SOURCES = ("shots_only", "real_paste_with_shots", "diffusion_with_shots")
 FULL_MATRICES: dict[str, list[Pair]] = {
@@ -167,7 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and on diffusion defects next to the shots), prior (the core without its anchors), segmenter (the plain "
         "segmenter on the core's sources), sources (core + segmenter + pasted shots and diffusion alone, none, "
         "Perlin, CutPaste and Poisson, alone and next to the shots, and the diffusion/Perlin mixture, on the plain "
-        "segmenter) or all (sources, the diffusion ablations, the detector ablations and SuperSimpleNet)",
+        "segmenter), prior_sources (core + segmenter_prior on every other source), prior_ablations (the ablations "
+        "next to the shots on segmenter_prior) or all (sources, every ablation, the detector ablations and "
+        "SuperSimpleNet)",
     )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument("--quick", action="store_const", const="quick", dest="preset", help="the quick preset")

@@ -44,6 +44,8 @@ TABLE_METRICS: dict[str, str] = {
     "pixel_AUPR": "pixel AP",
     "pixel_AUPRO": "pixel AUPRO",
 }
+#: The benchmark's detectors the demo may train: the ``DefectSegmenter`` variants.
+DEMO_DETECTORS: tuple[str, ...] = ("segmenter_prior", "segmenter", "segmenter_image_only", "segmenter_scratch")
 ARM_TITLES: dict[str, str] = {"none": "normals only", "diffusion": "+ diffusion defects (few-shot)"}
 
 
@@ -163,6 +165,11 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo into ``output`` and return what it produced (see the module docstring for the steps)."""
     settings = settings or DemoSettings()
+    if settings.detector_name not in DEMO_DETECTORS:
+        raise InvalidInputError(
+            f"the demo trains a DefectSegmenter; {settings.detector_name!r} is not one",
+            fix=f"use one of {list(DEMO_DETECTORS)}",
+        )
     console = console or Console()
     output = Path(output)
     timer = StageTimer(console)

@@ -366,10 +366,13 @@ class AnomalyGenerator(ABC):
                 fix=f"load it with AnomalyGenerator.load(), or point at a saved {type(self).__name__}",
             )
         saved, config = meta.get("config", {}), self.get_config()
+        # an option a folder predates reads as its neutral default, the value the older code behaved as
+        neutral = {name: _jsonable(value) for name, value in self.neutral_defaults.items()}
         changed = sorted(
             name
             for name in saved.keys() | config.keys()
-            if name not in self.sampling_options and saved.get(name, _MISSING) != config.get(name, _MISSING)
+            if name not in self.sampling_options
+            and saved.get(name, neutral.get(name, _MISSING)) != config.get(name, neutral.get(name, _MISSING))
         )
         if changed:
             raise InvalidInputError(

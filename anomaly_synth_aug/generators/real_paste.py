@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -70,6 +70,9 @@ class RealShotPasteGenerator(ClassicGenerator):
     """
 
     requires_fit = True
+    #: Options whose value here is how the generator behaved before they existed: left out of fingerprints,
+    #: so fits and sample caches saved earlier stay valid.
+    neutral_defaults: ClassVar[dict[str, Any]] = {"context_placement": False}
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class RealShotPasteGenerator(ClassicGenerator):
         self.context_placement = bool(context_placement)
         self.object_category = False  # decided by fit, on the shots
         self._placement: ContextPlacement | None = None  # fitted on the shots when context_placement
+        self._regions: dict[str, torch.Tensor | None] = {}  # the current image's automatic placement, per type
         self._augment = v2.Compose(
             [
                 v2.RandomHorizontalFlip(),
@@ -159,9 +163,29 @@ class RealShotPasteGenerator(ClassicGenerator):
             return self._clone(image, crop, defect, valid, top, left)
         return blend_patch(image, crop, feather(defect, self.feather_sigma) * valid, top, left)
 
+    def _generate_one(
+        self,
+        index: int,
+        image: torch.Tensor,
+        placement: torch.Tensor | None,
+        requested_type: str | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, str, int]:
+        """One image: its automatic placements are worked out once and reused by every redraw."""
+        self._regions = {}
+        try:
+            return super()._generate_one(index, image, placement, requested_type, generator)
+        finally:
+            self._regions = {}
+
     def _automatic_placement(self, image: torch.Tensor, defect_type: str) -> torch.Tensor | None:
         """Where a defect may be centred without a caller's mask: on the object (object categories), on
         the surface its type's shots sit on (``context_placement``), both where they meet; None: anywhere."""
+        if defect_type not in self._regions:
+            self._regions[defect_type] = self._placement_for(image, defect_type)
+        return self._regions[defect_type]
+
+    def _placement_for(self, image: torch.Tensor, defect_type: str) -> torch.Tensor | None:
         allowed = foreground_region(image, **OBJECT_THRESHOLDS) if self.object_category else None
         if not self.context_placement:
             return allowed
@@ -205,15 +229,17 @@ class RealShotPasteGenerator(ClassicGenerator):
 
     def state_fingerprint(self) -> str:
         lists, metadata = self._state()
-        if self._placement is not None:
+        if self.context_placement and self._placement is not None:
             state = self._placement.state_tensors()
             lists = {**lists, "placement": [state[name] for name in sorted(state)]}
         return digest_tensor_lists(lists, metadata)
 
     def _save_state(self, directory: Path) -> None:
         save_tensor_lists(directory / SHOTS_FILE, *self._state())
-        if self._placement is not None:
+        if self.context_placement and self._placement is not None:
             save_file(self._placement.state_tensors(), directory / PLACEMENT_FILE)
+        else:
+            (directory / PLACEMENT_FILE).unlink(missing_ok=True)  # a folder re-used by a generator without it
 
     def _load_state(self, directory: Path) -> None:
         lists, metadata = load_tensor_lists(directory / SHOTS_FILE)
@@ -226,7 +252,8 @@ class RealShotPasteGenerator(ClassicGenerator):
         else:
             self.object_category = bool(json.loads(metadata["object_category"]))
         placement_file = directory / PLACEMENT_FILE
-        self._placement = ContextPlacement().load_tensors(load_file(placement_file)) if placement_file.is_file() else None
+        wanted = self.context_placement and placement_file.is_file()
+        self._placement = ContextPlacement().load_tensors(load_file(placement_file)) if wanted else None
 
 
 def _scaled(size: torch.Size | tuple[int, ...], factor: float) -> list[int]:

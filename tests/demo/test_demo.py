@@ -59,3 +59,14 @@ def test_missing_data_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     status = main(["demo", "--quick", "true", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
     assert status == EXIT_BAD_INPUT
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_detector_the_demo_cannot_train_is_refused_before_any_work(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from anomaly_synth_aug.demo.pipeline import DemoSettings, run_demo
+    from anomaly_synth_aug.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="patchcore"):
+        run_demo(tmp_path / "out", settings=replace(DemoSettings.quick(), detector_name="patchcore"))
+    assert not (tmp_path / "out").exists()  # refused before the dataset was built

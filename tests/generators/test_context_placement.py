@@ -70,3 +70,87 @@ def test_pasted_shots_follow_their_type_s_surface_too(tmp_path: Path) -> None:
     again = restored.generate(targets[:3], defect_types=["right_dent"] * 3, generator=4)
     assert all(torch.equal(a, b) for a, b in zip(again.masks, first.masks, strict=True))
     assert placed.state_fingerprint() != anywhere.state_fingerprint()
+
+
+class _FixedPlacement:
+    """Stands in for a fitted ``ContextPlacement``: admits a fixed region."""
+
+    def __init__(self, region: torch.Tensor) -> None:
+        self.fixed = region
+
+    def region(self, image: torch.Tensor, defect_type: str) -> torch.Tensor:
+        return self.fixed
+
+
+def _columns(start: int, stop: int) -> torch.Tensor:
+    region = torch.zeros(SIZE, dtype=torch.bool)
+    region[:, start:stop] = True
+    return region
+
+
+def test_on_an_object_pasted_shots_go_where_object_and_surface_meet_or_on_the_object(monkeypatch) -> None:
+    import anomaly_synth_aug.generators.real_paste as real_paste
+
+    monkeypatch.setattr(real_paste, "foreground_region", lambda image, **_: _columns(0, 128))  # the object
+    generator = RealShotPasteGenerator(context_placement=True).fit([], shots())
+    generator.object_category = True
+    generator._placement = _FixedPlacement(_columns(64, 192))  # type: ignore[assignment]
+    image = two_surfaces(0)
+    assert torch.equal(generator._placement_for(image, "left_dent"), _columns(64, 128))  # both
+    generator._placement = _FixedPlacement(_columns(160, 192))  # type: ignore[assignment]
+    assert torch.equal(generator._placement_for(image, "left_dent"), _columns(0, 128))  # they do not meet: the object
+
+
+def test_pasted_shots_saved_before_context_placement_existed_keep_their_fit_and_fingerprint(tmp_path: Path) -> None:
+    """``context_placement=False`` is how the generator behaved before: fits and caches saved then stay valid."""
+    import json
+
+    from anomaly_synth_aug.generators.fit_store import training_fingerprint
+
+    plain = RealShotPasteGenerator().fit([], shots())
+    folder = plain.save(tmp_path / "old")
+    manifest = json.loads((folder / "generator.json").read_text())
+    del manifest["config"]["context_placement"]  # as the older code wrote it
+    (folder / "generator.json").write_text(json.dumps(manifest))
+    fresh = RealShotPasteGenerator()
+    assert fresh.load_state(folder).fingerprint() == plain.fingerprint() == manifest["fingerprint"]
+    assert "context_placement" not in fresh.fingerprint_config()  # so the FitStore key is the older one too
+    assert training_fingerprint(fresh) == training_fingerprint(plain)
+    placed = RealShotPasteGenerator(context_placement=True)
+    assert placed.fingerprint() != RealShotPasteGenerator().fingerprint()
+
+
+def test_a_plain_generator_saved_over_a_placed_one_leaves_no_placement_behind(tmp_path: Path) -> None:
+    folder = tmp_path / "reused"
+    RealShotPasteGenerator(context_placement=True).fit([], shots()).save(folder)
+    assert (folder / "context_placement.safetensors").is_file()
+    plain = RealShotPasteGenerator().fit([], shots())
+    plain.save(folder)
+    assert not (folder / "context_placement.safetensors").exists()
+    assert AnomalyGenerator.load(folder).fingerprint() == plain.fingerprint()
+
+
+def test_redraws_of_one_image_reuse_its_placement(monkeypatch) -> None:
+    """The placement costs a feature pass: an image's redraws (nothing visible changed) must not repeat it."""
+    import anomaly_synth_aug.generators.classic as classic
+
+    calls = {"region": 0, "judged": 0}
+    generator = RealShotPasteGenerator(context_placement=True).fit([], shots())
+    fitted_region = generator._placement.region  # type: ignore[union-attr]
+
+    def counted_region(image: torch.Tensor, defect_type: str) -> torch.Tensor | None:
+        calls["region"] += 1
+        return fitted_region(image, defect_type)
+
+    real_judge = classic.keep_visible_change
+
+    def invisible_twice(image: torch.Tensor, candidate: torch.Tensor, region: torch.Tensor):
+        calls["judged"] += 1
+        result, mask = real_judge(image, candidate, region)
+        return (result, mask & False) if calls["judged"] <= 2 else (result, mask)
+
+    monkeypatch.setattr(generator._placement, "region", counted_region)
+    monkeypatch.setattr(classic, "keep_visible_change", invisible_twice)
+    batch = generator.generate([two_surfaces(1), two_surfaces(2)], defect_types=["left_dent"] * 2, generator=0)
+    assert calls["judged"] == 4 and len(batch.masks) == 2  # two redraws of the first image
+    assert calls["region"] == 2  # one placement per image

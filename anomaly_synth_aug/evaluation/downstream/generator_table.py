@@ -106,7 +106,9 @@ ABLATIONS_WITH_SHOTS = (
 #: anomalous items, a half fixed before any run, not tuned).
 WITH_SHOTS: dict[str, str] = {
     f"{source}_with_shots": source
-    for source in ("perlin", "cutpaste", "poisson", "real_paste", "real_paste_context", "diffusion", *ABLATIONS_WITH_SHOTS)
+    for source in (
+        "perlin", "cutpaste", "poisson", "real_paste", "real_paste_context", "diffusion", *ABLATIONS_WITH_SHOTS
+    )
 }
 WITH_SHOTS_SHARE = 0.5
 #: ``shots_plus_<source>`` -> its source: the real shots in as many items as ``shots_only`` gives them (the
@@ -144,7 +146,10 @@ ABLATIONS.update(
 )
 #: The baseline's own placement switch, so that context placement is judged on pasted shots as well.
 ABLATIONS["real_paste_context"] = ("real_paste", "nothing: context placement ON for pasted shots (off by default)")
-ABLATIONS["real_paste_context_with_shots"] = ("real_paste_with_shots", f"{ABLATIONS['real_paste_context'][1]}, next to the shots")
+ABLATIONS["real_paste_context_with_shots"] = (
+    "real_paste_with_shots",
+    f"{ABLATIONS['real_paste_context'][1]}, next to the shots",
+)
 
 
 def generates(generator_name: str) -> bool:

@@ -143,7 +143,8 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             object surrounded by background (decided at fit time from the shots, ``object_category``).
         context_placement: centre each sampled mask where the surface looks like the surface the shots of its
             type sit on, in pretrained features (``generators/context_placement.py``): a screw's head scratch
-            on its head (anywhere allowed when no position looks so). Off by default until the benchmark shows what it buys.
+            on its head (anywhere allowed when no position looks so). Off by default until the benchmark shows
+            what it buys.
         refine_masks: shrink/grow the output mask to where the image changed (within the dilated mask).
             Off by default: on textured surfaces the pixel change is speckled, and so were the refined masks.
         refine_dilation: pixels the mask may grow by during refinement.
