@@ -52,6 +52,7 @@ FACTORIES: dict[str, Callable[[], AnomalyGenerator]] = {
     "poisson_normal": lambda: _fitted(PoissonBlendGenerator("normal")),
     "real_paste_alpha": lambda: _fitted(RealShotPasteGenerator()),
     "real_paste_poisson": lambda: _fitted(RealShotPasteGenerator(blend="poisson")),
+    "real_paste_context": lambda: _fitted(RealShotPasteGenerator(context_placement=True)),
     # components that share their defect types: the whole contract holds (typed requests included)
     "mixture": lambda: _fitted(
         MixtureGenerator([RealShotPasteGenerator(), RealShotPasteGenerator(blend="poisson")], weights=[1, 2])
