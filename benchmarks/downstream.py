@@ -60,6 +60,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
 )
 from anomaly_synth_aug.evaluation.readme_tables import sync_readme  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import ResultsStore, headline_markdown  # noqa: E402
+from anomaly_synth_aug.evaluation.source_verdict import verdict_markdown  # noqa: E402
 from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noqa: E402
@@ -150,6 +151,13 @@ HEADLINE_ROWS: list[tuple[str, str, str]] = [
     *(("segmenter_prior", source, source) for source in (*SOURCES, *SHOTS_PLUS)),  # a lever of this detector's
 ]
 SAMPLES_IN_GRID = 8
+#: The detector the verdict on the diffusion generator is read on: the strongest supervised one.
+VERDICT_DETECTOR = "segmenter_prior"
+VERDICT_NOTE = (
+    "Per source of defects, its best recipe (alone, next to the shots, on top of the shots) by mean pixel AP, "
+    "among rows with 3 seeds; diffusion must beat every other source's pixel AP by 0.03, not fall below its "
+    "image AUROC, and reach the best one-class anchor (`anomaly_synth_aug/evaluation/source_verdict.py`)."
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -261,9 +269,19 @@ def headline_table(store: ResultsStore, preset: str) -> str:
     return headline_markdown(runs, HEADLINE_ROWS, anchors=[(d, g) for g, d in ANCHORS], fit_seconds=fit_costs(store))
 
 
+def verdict_table(store: ResultsStore, preset: str) -> str:
+    """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none)."""
+    runs = [r for r in store.runs if r["preset"] == preset]
+    return verdict_markdown(runs, VERDICT_DETECTOR, anchors=[(d, g) for g, d in ANCHORS])
+
+
 def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
-    """``downstream_<preset>.md`` and the gain chart from everything in the store, headed by the headline table."""
-    write_report_files(store, out, preset, headline_table(store, preset))
+    """``downstream_<preset>.md`` and the gain chart from everything in the store, headed by the headline table
+    and the verdict on the diffusion generator."""
+    headline = headline_table(store, preset)
+    if verdict := verdict_table(store, preset):
+        headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
+    write_report_files(store, out, preset, headline)
 
 
 def pool_dir(work: Path, generator: str, seed: int) -> Path:
@@ -356,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.readme, f"headline:{data.name}", headline_table(store, preset.name)
                 ):
                     logger.info("rewrote the %s headline table in %s", data.name, args.readme)
+                if args.readme is not None and sync_readme(
+                    args.readme, f"verdict:{data.name}", verdict_table(store, preset.name)
+                ):
+                    logger.info("rewrote the %s verdict in %s", data.name, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
     seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]

@@ -1,0 +1,171 @@
+"""Does the diffusion generator beat every other source of defects? The product's claim, checked from the results.
+
+A *family* is one source of defects with every recipe that trains on it: alone, next to the shots
+(``<source>_with_shots``), on top of the shots (``shots_plus_<source>``). For each family the table
+shows its best recipe (highest mean pixel AP) among those measured on at least ``min_seeds`` seeds,
+on one detector. Diffusion wins when one of its recipes has a mean pixel AP of at least every other
+family's best + ``margin`` and a mean image AUROC not below any other family's recipe, and when
+it also reaches the best one-class anchor on image AUROC and pixel AP. Recipes with optional settings
+(a filter, a placement rule switched on) are listed apart and do not enter the verdict: they were
+added after the first results were seen. Rows with fewer seeds are left out, never extrapolated.
+
+Example:
+    >>> print(verdict_markdown(runs, "segmenter_prior", anchors=[("padim_native", "real_paste")]))
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from anomaly_synth_aug.evaluation.reporting import per_seed
+
+#: Family -> its recipes with the generators' default settings.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "shots_only": ("shots_only",),
+    "perlin": ("perlin", "perlin_with_shots"),
+    "cutpaste": ("cutpaste", "cutpaste_with_shots"),
+    "poisson": ("poisson", "poisson_with_shots"),
+    "real_paste": ("real_paste", "real_paste_with_shots", "shots_plus_real_paste"),
+    "diffusion": ("diffusion", "diffusion_with_shots", "shots_plus_diffusion"),
+}
+#: Family -> recipes with an optional setting switched on (shown, not judged).
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "real_paste": ("real_paste_context", "real_paste_context_with_shots"),
+    "diffusion": (
+        "diffusion_visible",
+        "diffusion_visible_with_shots",
+        "diffusion_context",
+        "diffusion_context_with_shots",
+        "diffusion_refined_with_shots",
+        "diffusion_windows_with_shots",
+    ),
+}
+CLAIMANT = "diffusion"
+MARGIN = 0.03
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One (detector, recipe) over its seeds."""
+
+    name: str
+    seeds: int
+    image_auroc: float
+    pixel_ap: float
+
+
+def measured(runs: Sequence[dict[str, Any]], detector: str, name: str) -> Recipe | None:
+    """Means over the seeds on which both metrics were measured; None without any."""
+    image, pixel = per_seed(runs, detector, name, "image_AUROC"), per_seed(runs, detector, name, "pixel_AUPR")
+    seeds = sorted(image.keys() & pixel.keys())
+    if not seeds:
+        return None
+    mean = statistics.fmean
+    return Recipe(name, len(seeds), mean(image[s] for s in seeds), mean(pixel[s] for s in seeds))
+
+
+def best_recipe(
+    runs: Sequence[dict[str, Any]], detector: str, names: Sequence[str], min_seeds: int
+) -> Recipe | None:
+    """The recipe with the highest mean pixel AP among ``names`` measured on at least ``min_seeds`` seeds."""
+    candidates = [r for r in (measured(runs, detector, name) for name in names) if r and r.seeds >= min_seeds]
+    return max(candidates, key=lambda r: r.pixel_ap, default=None)
+
+
+def verdict_markdown(
+    runs: Sequence[dict[str, Any]],
+    detector: str,
+    *,
+    anchors: Sequence[tuple[str, str]] = (),
+    min_seeds: int = 3,
+    margin: float = MARGIN,
+    families: Mapping[str, Sequence[str]] = FAMILIES,
+    optional: Mapping[str, Sequence[str]] = OPTIONAL,
+) -> str:
+    """The family table and the verdict on ``detector`` ("" when no family has ``min_seeds`` seeds)."""
+    best = {family: best_recipe(runs, detector, names, min_seeds) for family, names in families.items()}
+    if not any(best.values()):
+        return ""
+    lines = [
+        f"| source of defects | best recipe on `{detector}` (>= {min_seeds} seeds) | seeds | image AUROC | pixel AP |",
+        "|---|---|---|---|---|",
+    ]
+    for family, recipe in best.items():
+        if recipe is not None:
+            numbers = f"{recipe.seeds} | {recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f}"
+            lines.append(f"| {family} | `{recipe.name}` | {numbers} |")
+        else:
+            lines.append(f"| {family} | not measured on {min_seeds} seeds yet | | | |")
+    for family, names in optional.items():
+        for name in names:
+            recipe = measured(runs, detector, name)
+            if recipe is not None:
+                lines.append(
+                    f"| {family}, optional setting (not judged) | `{name}` | {recipe.seeds} | "
+                    f"{recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f} |"
+                )
+    anchor = _best_anchor(runs, anchors, min_seeds)
+    if anchor is not None:
+        numbers = f"{anchor.seeds} | {anchor.image_auroc:.3f} | {anchor.pixel_ap:.3f}"
+        lines.append(f"| one-class anchor | `{anchor.name}` | {numbers} |")
+    lines += ["", _verdict(runs, detector, best, anchor, min_seeds, margin, families)]
+    return "\n".join(lines) + "\n"
+
+
+def _best_anchor(runs: Sequence[dict[str, Any]], anchors: Sequence[tuple[str, str]], min_seeds: int) -> Recipe | None:
+    found = []
+    for detector, generator in anchors:
+        recipe = measured(runs, detector, generator)
+        if recipe is not None and recipe.seeds >= min_seeds:
+            found.append(Recipe(detector, recipe.seeds, recipe.image_auroc, recipe.pixel_ap))
+    return max(found, key=lambda r: r.image_auroc, default=None)
+
+
+def _verdict(
+    runs: Sequence[dict[str, Any]],
+    detector: str,
+    best: Mapping[str, Recipe | None],
+    anchor: Recipe | None,
+    min_seeds: int,
+    margin: float,
+    families: Mapping[str, Sequence[str]],
+) -> str:
+    others = {family: recipe for family, recipe in best.items() if family != CLAIMANT and recipe is not None}
+    missing = [family for family, recipe in best.items() if recipe is None]
+    if best.get(CLAIMANT) is None or not others:
+        return f"**Verdict: not yet judged** (no {min_seeds}-seed rows for: {', '.join(missing)})."
+    def judged(family: str) -> list[Recipe]:
+        found = (measured(runs, detector, name) for name in families[family])
+        return [recipe for recipe in found if recipe is not None and recipe.seeds >= min_seeds]
+
+    top_ap = max(others.values(), key=lambda r: r.pixel_ap)
+    top_image = max((r for family in others for r in judged(family)), key=lambda r: r.image_auroc)  # any recipe
+    recipes = judged(CLAIMANT)
+    winners = [
+        r
+        for r in recipes
+        if r.pixel_ap >= top_ap.pixel_ap + margin
+        and r.image_auroc >= top_image.image_auroc
+        and (anchor is None or (r.image_auroc >= anchor.image_auroc and r.pixel_ap >= anchor.pixel_ap))
+    ]
+    claimant = max(winners or recipes, key=lambda r: r.pixel_ap)
+    shortfall = top_ap.pixel_ap + margin - claimant.pixel_ap
+    parts = [
+        f"pixel AP {claimant.pixel_ap:.3f} (`{claimant.name}`) against {top_ap.pixel_ap:.3f} + {margin:.2f} "
+        f"(`{top_ap.name}`)" + ("" if shortfall <= 0 else f", short by {shortfall:.3f}"),
+        f"image AUROC {claimant.image_auroc:.3f} against {top_image.image_auroc:.3f} (`{top_image.name}`)",
+    ]
+    if anchor is not None:
+        parts.append(
+            f"against `{anchor.name}` {claimant.image_auroc - anchor.image_auroc:+.3f} image AUROC and "
+            f"{claimant.pixel_ap - anchor.pixel_ap:+.3f} pixel AP"
+        )
+    status = ("met" if winners else "missed") + (" so far" if missing else "")
+    pending = f" Families without {min_seeds}-seed rows yet: {', '.join(missing)}." if missing else ""
+    return f"**Diffusion beats every other source: {status}** — " + "; ".join(parts) + "." + pending
+
+
+__all__ = ["FAMILIES", "MARGIN", "OPTIONAL", "Recipe", "best_recipe", "measured", "verdict_markdown"]

@@ -1,0 +1,87 @@
+"""``verdict_markdown``: each source family's best 3-seed recipe, and whether diffusion beats them all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anomaly_synth_aug.evaluation.source_verdict import best_recipe, verdict_markdown
+
+DETECTOR = "segmenter_prior"
+ANCHOR = ("padim_native", "real_paste")
+
+
+def _runs(generator: str, image: float, pixel: float, seeds: int = 3, detector: str = DETECTOR) -> list[dict[str, Any]]:
+    return [
+        {
+            "detector": detector,
+            "generator": generator,
+            "seed": seed,
+            "metrics": {"image_AUROC": image + 0.001 * (seed - 1), "pixel_AUPR": pixel - 0.001 * (seed - 1)},
+        }
+        for seed in range(seeds)
+    ]
+
+
+def _everyone_but_diffusion() -> list[dict[str, Any]]:
+    return [
+        *_runs("shots_only", 0.90, 0.60),
+        *_runs("perlin_with_shots", 0.92, 0.50),
+        *_runs("cutpaste_with_shots", 0.91, 0.55),
+        *_runs("poisson_with_shots", 0.91, 0.45),
+        *_runs("real_paste_with_shots", 0.93, 0.58),
+        *_runs("shots_plus_real_paste", 0.90, 0.61),
+        *_runs("real_paste", 0.95, 0.20, detector="padim_native"),
+    ]
+
+
+def test_diffusion_wins_when_one_recipe_clears_every_family_and_the_anchor() -> None:
+    runs = [
+        *_everyone_but_diffusion(),
+        *_runs("diffusion_with_shots", 0.94, 0.50),
+        *_runs("shots_plus_diffusion", 0.96, 0.65),
+    ]
+    text = verdict_markdown(runs, DETECTOR, anchors=[ANCHOR])
+    assert "| real_paste | `shots_plus_real_paste` | 3 | 0.900 | 0.610 |" in text  # best by pixel AP, not by image
+    assert "| diffusion | `shots_plus_diffusion` | 3 |" in text
+    assert "**Diffusion beats every other source: met**" in text
+    assert "short by" not in text
+
+
+def test_a_miss_names_the_shortfall_and_the_source_that_holds_the_line() -> None:
+    runs = [*_everyone_but_diffusion(), *_runs("shots_plus_diffusion", 0.96, 0.62)]  # 0.62 < 0.61 + 0.03
+    text = verdict_markdown(runs, DETECTOR, anchors=[ANCHOR])
+    assert "**Diffusion beats every other source: missed**" in text
+    assert "against 0.610 + 0.03 (`shots_plus_real_paste`), short by 0.020" in text
+    assert "image AUROC 0.960 against 0.930 (`real_paste_with_shots`)" in text
+    assert "against `padim_native` +0.010 image AUROC" in text
+
+
+def test_the_image_verdict_and_the_anchor_must_hold_too() -> None:
+    behind_on_image = [*_everyone_but_diffusion(), *_runs("shots_plus_diffusion", 0.92, 0.70)]
+    assert "missed" in verdict_markdown(behind_on_image, DETECTOR, anchors=[ANCHOR])
+    behind_the_anchor = [*_everyone_but_diffusion(), *_runs("shots_plus_diffusion", 0.94, 0.70)]
+    assert "missed" in verdict_markdown(behind_the_anchor, DETECTOR, anchors=[ANCHOR])  # PaDiM's image AUROC 0.95
+    assert "met" in verdict_markdown(behind_the_anchor, DETECTOR)  # no anchor measured: the sources alone
+
+
+def test_rows_with_fewer_seeds_and_optional_settings_do_not_decide() -> None:
+    runs = [
+        *_everyone_but_diffusion(),
+        *_runs("diffusion_with_shots", 0.92, 0.40),
+        *_runs("shots_plus_diffusion", 0.99, 0.90, seeds=2),  # not yet on 3 seeds
+        *_runs("diffusion_context_with_shots", 0.99, 0.90),  # an optional setting
+    ]
+    best = best_recipe(runs, DETECTOR, ["diffusion_with_shots", "shots_plus_diffusion"], 3)
+    assert best is not None and best.name == "diffusion_with_shots"
+    text = verdict_markdown(runs, DETECTOR, anchors=[ANCHOR])
+    assert "| diffusion, optional setting (not judged) | `diffusion_context_with_shots` | 3 |" in text
+    assert "**Diffusion beats every other source: missed**" in text
+
+
+def test_missing_families_make_the_verdict_provisional_and_nothing_measured_gives_no_table() -> None:
+    runs = [*_runs("shots_only", 0.90, 0.60), *_runs("shots_plus_diffusion", 0.95, 0.70)]
+    text = verdict_markdown(runs, DETECTOR)
+    assert "| perlin | not measured on 3 seeds yet | | | |" in text
+    assert "met so far" in text and "Families without 3-seed rows yet: perlin, cutpaste, poisson, real_paste." in text
+    assert "not yet judged" in verdict_markdown(_runs("shots_only", 0.9, 0.6), DETECTOR)
+    assert verdict_markdown(_runs("perlin", 0.9, 0.6, seeds=2), DETECTOR) == ""
