@@ -155,8 +155,9 @@ SAMPLES_IN_GRID = 8
 VERDICT_DETECTOR = "segmenter_prior"
 VERDICT_NOTE = (
     "Per source of defects, its best recipe (alone, next to the shots, on top of the shots) by mean pixel AP, "
-    "among rows with 3 seeds; diffusion must beat every other source's pixel AP by 0.03, not fall below its "
-    "image AUROC, and reach the best one-class anchor (`anomaly_synth_aug/evaluation/source_verdict.py`)."
+    "among rows with 3 seeds; diffusion must beat every other source's pixel AP by 0.03, not fall below the "
+    "image AUROC of any of their 3-seed recipes, and reach the best one-class anchor on both "
+    "(`anomaly_synth_aug/evaluation/source_verdict.py`)."
 )
 
 
