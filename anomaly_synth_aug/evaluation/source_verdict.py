@@ -67,12 +67,19 @@ def measured(runs: Sequence[dict[str, Any]], detector: str, name: str) -> Recipe
     return Recipe(name, len(seeds), mean(image[s] for s in seeds), mean(pixel[s] for s in seeds))
 
 
+def judged_recipes(
+    runs: Sequence[dict[str, Any]], detector: str, names: Sequence[str], min_seeds: int
+) -> list[Recipe]:
+    """The recipes among ``names`` measured on at least ``min_seeds`` seeds (the ones a verdict may use)."""
+    found = (measured(runs, detector, name) for name in names)
+    return [recipe for recipe in found if recipe is not None and recipe.seeds >= min_seeds]
+
+
 def best_recipe(
     runs: Sequence[dict[str, Any]], detector: str, names: Sequence[str], min_seeds: int
 ) -> Recipe | None:
     """The recipe with the highest mean pixel AP among ``names`` measured on at least ``min_seeds`` seeds."""
-    candidates = [r for r in (measured(runs, detector, name) for name in names) if r and r.seeds >= min_seeds]
-    return max(candidates, key=lambda r: r.pixel_ap, default=None)
+    return max(judged_recipes(runs, detector, names, min_seeds), key=lambda r: r.pixel_ap, default=None)
 
 
 def verdict_markdown(
@@ -86,7 +93,8 @@ def verdict_markdown(
     optional: Mapping[str, Sequence[str]] = OPTIONAL,
 ) -> str:
     """The family table and the verdict on ``detector`` ("" when no family has ``min_seeds`` seeds)."""
-    best = {family: best_recipe(runs, detector, names, min_seeds) for family, names in families.items()}
+    judged = {family: judged_recipes(runs, detector, names, min_seeds) for family, names in families.items()}
+    best = {family: max(recipes, key=lambda r: r.pixel_ap, default=None) for family, recipes in judged.items()}
     if not any(best.values()):
         return ""
     lines = [
@@ -95,55 +103,47 @@ def verdict_markdown(
     ]
     for family, recipe in best.items():
         if recipe is not None:
-            numbers = f"{recipe.seeds} | {recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f}"
-            lines.append(f"| {family} | `{recipe.name}` | {numbers} |")
+            lines.append(f"| {family} | `{recipe.name}` | {_numbers(recipe)} |")
         else:
             lines.append(f"| {family} | not measured on {min_seeds} seeds yet | | | |")
     for family, names in optional.items():
         for name in names:
-            recipe = measured(runs, detector, name)
-            if recipe is not None:
-                lines.append(
-                    f"| {family}, optional setting (not judged) | `{name}` | {recipe.seeds} | "
-                    f"{recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f} |"
-                )
+            if (recipe := measured(runs, detector, name)) is not None:
+                lines.append(f"| {family}, optional setting (not judged) | `{name}` | {_numbers(recipe)} |")
     anchor = _best_anchor(runs, anchors, min_seeds)
     if anchor is not None:
-        numbers = f"{anchor.seeds} | {anchor.image_auroc:.3f} | {anchor.pixel_ap:.3f}"
-        lines.append(f"| one-class anchor | `{anchor.name}` | {numbers} |")
-    lines += ["", _verdict(runs, detector, best, anchor, min_seeds, margin, families)]
+        lines.append(f"| one-class anchor | `{anchor.name}` | {_numbers(anchor)} |")
+    lines += ["", _verdict(judged, best, anchor, min_seeds, margin)]
     return "\n".join(lines) + "\n"
 
 
+def _numbers(recipe: Recipe) -> str:
+    return f"{recipe.seeds} | {recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f}"
+
+
 def _best_anchor(runs: Sequence[dict[str, Any]], anchors: Sequence[tuple[str, str]], min_seeds: int) -> Recipe | None:
-    found = []
-    for detector, generator in anchors:
-        recipe = measured(runs, detector, generator)
-        if recipe is not None and recipe.seeds >= min_seeds:
-            found.append(Recipe(detector, recipe.seeds, recipe.image_auroc, recipe.pixel_ap))
+    found = [
+        Recipe(detector, recipe.seeds, recipe.image_auroc, recipe.pixel_ap)
+        for detector, generator in anchors
+        for recipe in judged_recipes(runs, detector, [generator], min_seeds)
+    ]
     return max(found, key=lambda r: r.image_auroc, default=None)
 
 
 def _verdict(
-    runs: Sequence[dict[str, Any]],
-    detector: str,
+    judged: Mapping[str, list[Recipe]],
     best: Mapping[str, Recipe | None],
     anchor: Recipe | None,
     min_seeds: int,
     margin: float,
-    families: Mapping[str, Sequence[str]],
 ) -> str:
     others = {family: recipe for family, recipe in best.items() if family != CLAIMANT and recipe is not None}
     missing = [family for family, recipe in best.items() if recipe is None]
     if best.get(CLAIMANT) is None or not others:
         return f"**Verdict: not yet judged** (no {min_seeds}-seed rows for: {', '.join(missing)})."
-    def judged(family: str) -> list[Recipe]:
-        found = (measured(runs, detector, name) for name in families[family])
-        return [recipe for recipe in found if recipe is not None and recipe.seeds >= min_seeds]
-
     top_ap = max(others.values(), key=lambda r: r.pixel_ap)
-    top_image = max((r for family in others for r in judged(family)), key=lambda r: r.image_auroc)  # any recipe
-    recipes = judged(CLAIMANT)
+    top_image = max((r for family in others for r in judged[family]), key=lambda r: r.image_auroc)  # any recipe
+    recipes = judged[CLAIMANT]
     winners = [
         r
         for r in recipes
@@ -168,4 +168,4 @@ def _verdict(
     return f"**Diffusion beats every other source: {status}** — " + "; ".join(parts) + "." + pending
 
 
-__all__ = ["FAMILIES", "MARGIN", "OPTIONAL", "Recipe", "best_recipe", "measured", "verdict_markdown"]
+__all__ = ["FAMILIES", "MARGIN", "OPTIONAL", "Recipe", "best_recipe", "judged_recipes", "measured", "verdict_markdown"]
