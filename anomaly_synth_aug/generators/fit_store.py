@@ -154,14 +154,13 @@ class FitStore:
         """Make ``generator`` fitted on ``data``, in place: load its stored fit, or fit it and store the fit.
 
         In place because datasets may already hold this generator object. A generator with
-        ``components`` (``MixtureGenerator``) has each learned component fitted or loaded by its own
-        key. ``keep`` also stores generators that learn nothing themselves (classic ones, mixtures)
+        ``components`` (``MixtureGenerator``) has each learned component, at any depth, fitted or
+        loaded by its own key. ``keep`` also stores generators that learn nothing themselves (classic ones, mixtures)
         under their key, so that one folder holds everything ``AnomalyGenerator.load`` needs.
         """
-        components = getattr(generator, "components", None)
-        if components is not None:
+        if getattr(generator, "components", None) is not None:
             fingerprint = data.fingerprint()
-            actions = [self._fit_or_load_one(c, data, fingerprint) for c in components if c.requires_fit]
+            actions = [self._fit_or_load_one(leaf, data, fingerprint) for leaf in _learned_leaves(generator)]
             action: Action = "fitted" if "fitted" in actions else "loaded" if actions else "not_needed"
         elif generator.requires_fit:
             return self._fit_or_load_one(generator, data, None)
@@ -239,6 +238,21 @@ class FitStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return folder
+
+
+def _learned_leaves(generator: AnomalyGenerator) -> Iterator[AnomalyGenerator]:
+    """The generators inside ``generator`` that learn, a mixture nested in a mixture included, each once.
+
+    Each is fitted under its own key: a nested mixture fitted as one whole would fit its components with the
+    caller's sampling options and under a key no plain run of the component shares.
+    """
+    components = getattr(generator, "components", None)
+    if components is None:
+        if generator.requires_fit:
+            yield generator
+        return
+    for component in components:
+        yield from _learned_leaves(component)
 
 
 def with_default_sampling(generator: AnomalyGenerator) -> AnomalyGenerator:

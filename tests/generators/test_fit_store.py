@@ -161,6 +161,22 @@ def test_a_mixture_reuses_the_fit_of_its_learned_component(tmp_path: Path, tiny_
     assert torch.equal(mixture.components[0].brightness, alone.brightness)
 
 
+def test_a_mixture_nested_in_a_mixture_fits_its_learned_leaf_by_the_leaf_s_own_key(
+    tmp_path: Path, tiny_mvtec: Path
+) -> None:
+    """The inner mixture used to be fitted as one whole: under its own key, with its leaf's sampling options."""
+    store = FitStore(tmp_path / "fits")
+    default = SamplingLeaksIntoFit()
+    store.fit_or_load(default, fit_data(tiny_mvtec, default))
+    inner = MixtureGenerator([SamplingLeaksIntoFit(side=4), FakeSquareGenerator()], weights=[1.0, 3.0])
+    nested = MixtureGenerator([inner, FakeSquareGenerator()])
+    assert store.fit_or_load(nested, fit_data(tiny_mvtec, nested)) == "loaded"
+    leaf = nested.components[0].components[0]
+    assert nested.is_fitted and leaf.side == 4 and nested.components[0].weights == [1.0, 3.0]
+    assert torch.equal(leaf.brightness, default.brightness)
+    assert [p.name.split("-")[0] for p in (tmp_path / "fits" / "tiny").iterdir()] == ["SamplingLeaksIntoFit"]
+
+
 def test_keep_stores_generators_that_learn_nothing(tmp_path: Path, tiny_mvtec: Path) -> None:
     store = FitStore(tmp_path / "fits")
     classic = FakeSquareGenerator(side=3)
