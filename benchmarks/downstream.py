@@ -10,6 +10,7 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``downstream_<preset>.md``: the headline table (pretrained PatchCore and PaDiM, then the segmenter
   and the segmenter with the normal prior for every source), then per-detector tables with gains paired by seed;
 * ``downstream_<preset>_gains.png``: the gains over ``none`` as a bar chart;
+* ``downstream_<preset>_sources.png``: every recipe of every source on the verdict's detector, seeds as dots;
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
@@ -60,6 +61,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
 )
 from anomaly_synth_aug.evaluation.readme_tables import sync_readme  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import ResultsStore, headline_markdown  # noqa: E402
+from anomaly_synth_aug.evaluation.source_chart import plot_sources  # noqa: E402
 from anomaly_synth_aug.evaluation.source_verdict import verdict_markdown  # noqa: E402
 from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
@@ -277,11 +279,15 @@ def verdict_table(store: ResultsStore, preset: str) -> str:
 
 
 def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
-    """``downstream_<preset>.md`` and the gain chart from everything in the store, headed by the headline table
-    and the verdict on the diffusion generator."""
+    """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
+    verdict on the diffusion generator and the chart of every recipe behind it."""
     headline = headline_table(store, preset)
     if verdict := verdict_table(store, preset):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
+        runs = [r for r in store.runs if r["preset"] == preset]
+        anchors = [(d, g) for g, d in ANCHORS]
+        if chart := plot_sources(runs, out / f"downstream_{preset}_sources.png", VERDICT_DETECTOR, anchors=anchors):
+            headline += f"\n![every recipe by source]({chart.name})\n"
     write_report_files(store, out, preset, headline)
 
 

@@ -110,7 +110,7 @@ def verdict_markdown(
         for name in names:
             if (recipe := measured(runs, detector, name)) is not None:
                 lines.append(f"| {family}, optional setting (not judged) | `{name}` | {_numbers(recipe)} |")
-    anchor = _best_anchor(runs, anchors, min_seeds)
+    anchor = best_anchor(runs, anchors, min_seeds)
     if anchor is not None:
         lines.append(f"| one-class anchor | `{anchor.name}` | {_numbers(anchor)} |")
     lines += ["", _verdict(judged, best, anchor, min_seeds, margin)]
@@ -121,7 +121,9 @@ def _numbers(recipe: Recipe) -> str:
     return f"{recipe.seeds} | {recipe.image_auroc:.3f} | {recipe.pixel_ap:.3f}"
 
 
-def _best_anchor(runs: Sequence[dict[str, Any]], anchors: Sequence[tuple[str, str]], min_seeds: int) -> Recipe | None:
+def best_anchor(runs: Sequence[dict[str, Any]], anchors: Sequence[tuple[str, str]], min_seeds: int) -> Recipe | None:
+    """The one-class anchor (``(detector, generator)`` pairs) with the highest mean image AUROC over ``min_seeds``
+    seeds or more, named by its detector."""
     found = [
         Recipe(detector, recipe.seeds, recipe.image_auroc, recipe.pixel_ap)
         for detector, generator in anchors
@@ -168,4 +170,14 @@ def _verdict(
     return f"**Diffusion beats every other source: {status}** — " + "; ".join(parts) + "." + pending
 
 
-__all__ = ["FAMILIES", "MARGIN", "OPTIONAL", "Recipe", "best_recipe", "judged_recipes", "measured", "verdict_markdown"]
+__all__ = [
+    "FAMILIES",
+    "MARGIN",
+    "OPTIONAL",
+    "Recipe",
+    "best_anchor",
+    "best_recipe",
+    "judged_recipes",
+    "measured",
+    "verdict_markdown",
+]

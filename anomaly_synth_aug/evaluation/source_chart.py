@@ -1,0 +1,125 @@
+"""The source chart: every recipe of every source of defects on one detector, each seed a dot, the anchor a line.
+
+The verdict table (``source_verdict``) keeps one recipe per source and only means; this picture shows
+all of them with their seeds, so a reader sees at a glance whether a lead is larger than the spread
+between seeds, and which rows still lack seeds (drawn pale). Optional settings are hatched, as the
+verdict lists them apart. Kept apart from the tables because it needs matplotlib.
+
+Example:
+    >>> plot_sources(runs, "results/downstream_full_sources.png", "segmenter_prior",
+    ...              anchors=[("padim_native", "real_paste")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from anomaly_synth_aug.evaluation.reporting import per_seed
+from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, best_anchor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: The two panels: (metric key, axis label).
+PANELS: tuple[tuple[str, str], ...] = (("pixel_AUPR", "pixel AP"), ("image_AUROC", "image AUROC"))
+
+
+def source_recipes(
+    runs: Sequence[dict[str, Any]],
+    detector: str,
+    families: Mapping[str, Sequence[str]] = FAMILIES,
+    optional: Mapping[str, Sequence[str]] = OPTIONAL,
+) -> list[tuple[str, str, bool]]:
+    """``(family, recipe, optional)`` of every recipe measured on ``detector``, family by family."""
+    measured = {r["generator"] for r in runs if r["detector"] == detector}
+    return [
+        (family, name, name in optional.get(family, ()))
+        for family in families
+        for name in (*families[family], *optional.get(family, ()))
+        if name in measured
+    ]
+
+
+def sources_figure(
+    runs: Sequence[dict[str, Any]],
+    detector: str,
+    *,
+    anchors: Sequence[tuple[str, str]] = (),
+    min_seeds: int = 3,
+    families: Mapping[str, Sequence[str]] = FAMILIES,
+    optional: Mapping[str, Sequence[str]] = OPTIONAL,
+) -> Figure | None:
+    """Pixel AP and image AUROC of each recipe on ``detector``: bar = mean over seeds, dots = seeds.
+
+    Bars are coloured by source family; recipes with fewer than ``min_seeds`` seeds are pale, optional
+    settings hatched. The best one-class anchor (by image AUROC, as in the verdict) is a dashed line.
+    Returns None when ``detector`` has no recipe of any family.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    recipes = source_recipes(runs, detector, families, optional)
+    if not recipes:
+        return None
+    colours = {family: f"C{index}" for index, family in enumerate(families)}
+    anchor = best_anchor(runs, anchors, min_seeds)
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(2.0 + 0.55 * len(recipes) * len(PANELS), 4.8), squeeze=False)
+    for axis, (metric, label) in zip(axes[0], PANELS, strict=True):
+        for x, (family, name, is_optional) in enumerate(recipes):
+            values = per_seed(runs, detector, name, metric)
+            if not values:
+                continue
+            enough = len(values) >= min_seeds
+            axis.bar(
+                x,
+                statistics.fmean(values.values()),
+                0.7,
+                color=colours[family],
+                alpha=0.85 if enough else 0.35,
+                hatch="//" if is_optional else None,
+                edgecolor="white" if is_optional else None,
+            )
+            axis.scatter([x] * len(values), list(values.values()), s=14, color="black", zorder=3)
+        if anchor is not None:
+            level = anchor.pixel_ap if metric == "pixel_AUPR" else anchor.image_auroc
+            axis.axhline(level, color="black", linestyle="--", linewidth=1.0, label=f"{anchor.name} ({anchor.seeds} seeds)")
+            axis.legend(fontsize="small", loc="lower right")
+        names = [name for _, name, _ in recipes]
+        axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize="small")
+        axis.set_ylabel(label)
+        axis.grid(axis="y", alpha=0.3)
+        if metric == "image_AUROC":
+            low = min(min(v) for _, n, _ in recipes if (v := per_seed(runs, detector, n, metric).values()))
+            axis.set_ylim(max(0.0, min(low, anchor.image_auroc if anchor else low) - 0.05), 1.0)
+    figure.suptitle(f"{detector}: every recipe by source (dots: seeds; pale: < {min_seeds} seeds; hatched: optional)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_sources(
+    runs: Sequence[dict[str, Any]],
+    path: str | Path,
+    detector: str,
+    *,
+    anchors: Sequence[tuple[str, str]] = (),
+    min_seeds: int = 3,
+) -> Path | None:
+    """Write ``sources_figure`` to ``path`` (PNG); None (nothing written) when the detector has no recipe."""
+    import matplotlib.pyplot as plt
+
+    figure = sources_figure(runs, detector, anchors=anchors, min_seeds=min_seeds)
+    if figure is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+__all__ = ["PANELS", "plot_sources", "source_recipes", "sources_figure"]
