@@ -31,3 +31,18 @@ def test_gain_chart_panels_share_one_scale_and_draw_no_spread_for_one_seed() -> 
     assert bars["padim (1 seed)"].errorbar is None  # one seed has no spread to draw
     plt.close(figure)
     assert gains_figure([run("padim", "perlin", 0, 0.7)]) is None  # no baseline, nothing to compare
+
+
+def test_a_source_with_no_seed_paired_with_the_baseline_is_left_out_not_drawn_as_no_gain() -> None:
+    import matplotlib.pyplot as plt
+
+    from anomaly_synth_aug.evaluation.gains_chart import gains_figure
+
+    runs = [
+        {"generator": g, "detector": "segmenter", "seed": s, "metrics": {"image_AUROC": v}}
+        for g, s, v in (("none", 0, 0.6), ("perlin", 0, 0.8), ("cutpaste", 1, 0.9))
+    ]
+    figure = gains_figure(runs, metrics=["image_AUROC"])
+    assert figure is not None
+    assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["perlin"]
+    plt.close(figure)
