@@ -21,7 +21,7 @@ once per generator and seed, the generation-quality measures. After every run it
     python benchmarks/downstream.py --matrix all                      # + ablations, SuperSimpleNet
     python benchmarks/downstream.py --quick                           # smoke check of the whole path
     python benchmarks/downstream.py --report-only                     # tables and charts from the JSON only
-    python benchmarks/downstream.py --report-only --readme README.md  # ... and the README's headline tables
+    python benchmarks/downstream.py --report-only --readme README.md  # ... and the README's marked tables
     python benchmarks/downstream.py --data path/to/category --generators none perlin --detectors segmenter
 """
 
@@ -60,7 +60,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     write_report_files,
 )
 from anomaly_synth_aug.evaluation.readme_tables import sync_readme  # noqa: E402
-from anomaly_synth_aug.evaluation.reporting import ResultsStore, headline_markdown  # noqa: E402
+from anomaly_synth_aug.evaluation.reporting import ResultsStore, ablation_markdown, headline_markdown  # noqa: E402
 from anomaly_synth_aug.evaluation.source_chart import plot_sources  # noqa: E402
 from anomaly_synth_aug.evaluation.source_verdict import verdict_markdown  # noqa: E402
 from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
@@ -201,8 +201,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--readme",
         type=Path,
-        help="with --report-only: also copy each dataset's headline table into this README, between its "
-        "<!-- headline:<dataset> --> markers",
+        help="with --report-only: also copy each dataset's headline table, verdict and ablations on the verdict's "
+        "detector into this README, between its <!-- headline:<dataset> -->, <!-- verdict:<dataset> --> and "
+        "<!-- ablations:<dataset> --> markers",
     )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (the budgets are for 2 cores)"
@@ -276,6 +277,12 @@ def verdict_table(store: ResultsStore, preset: str) -> str:
     """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none)."""
     runs = [r for r in store.runs if r["preset"] == preset]
     return verdict_markdown(runs, VERDICT_DETECTOR, anchors=[(d, g) for g, d in ANCHORS])
+
+
+def ablation_table(store: ResultsStore, preset: str) -> str:
+    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run)."""
+    runs = [r for r in store.runs if r["preset"] == preset and r["detector"] == VERDICT_DETECTOR]
+    return ablation_markdown(runs, ABLATIONS, headings=False)
 
 
 def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
@@ -377,14 +384,12 @@ def main(argv: list[str] | None = None) -> int:
             if store.runs:
                 write_reports(store, args.out / data.name, preset.name)
                 logger.info("rewrote the reports of %s", store.path)
-                if args.readme is not None and sync_readme(
-                    args.readme, f"headline:{data.name}", headline_table(store, preset.name)
-                ):
-                    logger.info("rewrote the %s headline table in %s", data.name, args.readme)
-                if args.readme is not None and sync_readme(
-                    args.readme, f"verdict:{data.name}", verdict_table(store, preset.name)
-                ):
-                    logger.info("rewrote the %s verdict in %s", data.name, args.readme)
+                blocks = {"headline": headline_table, "verdict": verdict_table, "ablations": ablation_table}
+                for block, table in blocks.items():
+                    if args.readme is not None and sync_readme(
+                        args.readme, f"{block}:{data.name}", table(store, preset.name)
+                    ):
+                        logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
     seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]

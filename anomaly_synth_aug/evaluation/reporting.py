@@ -345,6 +345,8 @@ def ablation_markdown(
     runs: Sequence[dict[str, Any]],
     ablations: Mapping[str, tuple[str, str]],
     detector_order: Sequence[str] = (),
+    *,
+    headings: bool = True,
 ) -> str:
     """Per detector, what switching one mechanism off changes: ablation minus its reference, paired by seed.
 
@@ -356,6 +358,7 @@ def ablation_markdown(
         runs: run records.
         ablations: ablation name -> (reference generator, what the ablation switches off).
         detector_order: detectors in this order first.
+        headings: a ``### <detector>`` heading above each table (off for one detector's table in a README).
     """
     lines: list[str] = []
     for detector in ordered({r["detector"] for r in runs}, detector_order):
@@ -373,7 +376,8 @@ def ablation_markdown(
             continue
         headers = ["ablation", "switched off", "vs", "seeds paired"]
         headers += [f"Δ {DETECTION_COLUMNS[m]}" for m in ABLATION_METRICS]
-        lines += [f"### {detector}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *rows, ""]
+        lines += [f"### {detector}", ""] if headings else []
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *rows, ""]
     return "\n".join(lines)
 
 
