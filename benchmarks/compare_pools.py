@@ -35,10 +35,16 @@ CROP = 128  # pixels of every tile on the sheet
 
 def read_pool(root: Path) -> dict[str, ManifestEntry]:
     """A pool's committed samples by id; a folder without any is refused with its name."""
-    entries = read_manifest(CacheLayout(root)).by_id()
-    if not entries:
+    read = read_manifest(CacheLayout(root))
+    if read.problems or read.torn_tail:
+        raise InvalidInputError(
+            f"its manifest has {len(read.problems)} bad lines" + (" and a torn last line" if read.torn_tail else ""),
+            path=root / "manifest.jsonl",
+            fix="let the benchmark finish or recover the pool (it verifies and repairs pools when it loads them)",
+        )
+    if not read.entries:
         raise InvalidInputError("holds no cached samples", path=root, fix="pass a pool folder (with manifest.jsonl)")
-    return entries
+    return read.by_id()
 
 
 def paired_ids(pools: dict[str, dict[str, ManifestEntry]], per_type: int) -> dict[str, list[str]]:
@@ -52,7 +58,7 @@ def paired_ids(pools: dict[str, dict[str, ManifestEntry]], per_type: int) -> dic
             other = pools[name][sample_id]
             if (other.source, other.mask_sha256) != (first.source, first.mask_sha256):
                 raise InvalidInputError(
-                    f"item {sample_id} has another source or mask in {name} than in {names[0]}",
+                    f"item {sample_id} has another source or mask in pool {name!r} than in pool {names[0]!r}",
                     fix="compare pools cached from the same fit and seed (they differ only in sampling options)",
                 )
         by_type[first.defect_type].append(sample_id)
@@ -67,21 +73,25 @@ def change_inside_mask(image: torch.Tensor, source: torch.Tensor, mask: torch.Te
     return float(difference.mean()), float((difference > CHANGED).float().mean())
 
 
+SheetItem = tuple[str, torch.Tensor, torch.Tensor, list[torch.Tensor]]  # (type, source, mask, one image per pool)
+
+
 def compare(
     pools: dict[str, Path], per_type: int, sheet_items: int = 0
-) -> tuple[dict[str, dict[str, dict[str, float]]], list[tuple]]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], list[SheetItem]]:
     """Per pool and type, the mean change inside the mask; and the first ``sheet_items`` items per type, loaded."""
     entries = {name: read_pool(root) for name, root in pools.items()}
     ids = paired_ids(entries, per_type)
     first_pool = next(iter(pools))
     numbers: dict[str, dict[str, dict[str, float]]] = {name: {} for name in pools}
-    items: list[tuple] = []
+    items: list[SheetItem] = []
     for defect_type, chosen in ids.items():
         changes: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for position, sample_id in enumerate(chosen):
             entry = entries[first_pool][sample_id]
             source = load_image(entry.source)
-            mask = load_mask(pools[first_pool] / entry.mask)
+            size = tuple(source.shape[-2:])
+            mask = load_mask(pools[first_pool] / entry.mask, expected_size=size, require_defect=True)
             generated = [load_image(pools[name] / entries[name][sample_id].image) for name in pools]
             for name, image in zip(pools, generated, strict=True):
                 changes[name].append(change_inside_mask(image, source, mask))
@@ -111,7 +121,7 @@ def crop(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.interpolate(window[None], size=(CROP, CROP), mode="bilinear", antialias=True)[0].clamp(0, 1)
 
 
-def draw_sheet(items: list[tuple], names: list[str], path: Path, per_row: int) -> Path:
+def draw_sheet(items: list[SheetItem], names: list[str], path: Path, per_row: int) -> Path:
     """One row per defect type: ``per_row`` items, each as source | pool 1 | pool 2 | ..."""
     import matplotlib
 
@@ -155,11 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.labels or [path.name for path in args.pools]
     if len(labels) != len(args.pools):
         raise InvalidInputError(f"got {len(labels)} labels for {len(args.pools)} pools", fix="pass one per pool")
+    if len(args.pools) < 2 or len(set(labels)) != len(labels):
+        raise InvalidInputError(
+            f"needs two or more pools with different names, got {labels}", fix="pass two pools, or distinct --labels"
+        )
+    if args.items < 1 or args.sheet_items < 1:
+        raise InvalidInputError("--items and --sheet-items count items", fix="pass numbers of 1 or more")
     pools = dict(zip(labels, args.pools, strict=True))
-    if len(pools) < 2:
-        raise InvalidInputError("needs two or more pools with different names", fix="pass two pools, or --labels")
     numbers, items = compare(pools, args.items, args.sheet_items if args.sheet is not None else 0)
-    print("mean |generated - source| inside the mask, grey levels (share of mask pixels changed > 8)")
+    print(f"mean |generated - source| inside the mask, grey levels (share of mask pixels changed > {CHANGED})")
     for defect_type in next(iter(numbers.values())):
         cells = [f"{name}: {n[defect_type]['mean_abs_change']:5.1f} ({n[defect_type]['changed_share']:.2f})"
                  for name, n in numbers.items()]  # fmt: skip

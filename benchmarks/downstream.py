@@ -10,7 +10,7 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``downstream_<preset>.md``: the headline table (pretrained PatchCore and PaDiM, then the segmenter
   and the segmenter with the normal prior for every source), then per-detector tables with gains paired by seed;
 * ``downstream_<preset>_gains.png``: the gains over ``none`` as a bar chart;
-* ``downstream_<preset>_sources.png``: every recipe of every source on the verdict's detector, seeds as dots;
+* ``downstream_<preset>_sources.png``: every recipe of the verdict's sources on its detector, seeds as dots;
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
 
     python benchmarks/downstream.py                                   # full preset, core matrix, both datasets
@@ -291,10 +291,12 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     headline = headline_table(store, preset)
     if verdict := verdict_table(store, preset):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
-        runs = [r for r in store.runs if r["preset"] == preset]
-        anchors = [(d, g) for g, d in ANCHORS]
-        if chart := plot_sources(runs, out / f"downstream_{preset}_sources.png", VERDICT_DETECTOR, anchors=anchors):
-            headline += f"\n![every recipe by source]({chart.name})\n"
+    runs = [r for r in store.runs if r["preset"] == preset]
+    path = out / f"downstream_{preset}_sources.png"
+    if chart := plot_sources(runs, path, VERDICT_DETECTOR, anchors=[(d, g) for g, d in ANCHORS]):
+        headline += f"\n![every recipe by source]({chart.name})\n"  # drawn before any row has 3 seeds too
+    else:
+        path.unlink(missing_ok=True)  # no recipe on the verdict's detector: no chart of an older state
     write_report_files(store, out, preset, headline)
 
 

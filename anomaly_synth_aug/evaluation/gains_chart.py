@@ -35,8 +35,9 @@ def gains_figure(
     """Bar chart of the paired gains vs ``none``: one panel per detector, titled with its seed count.
 
     Panels share the y axis, so a detector whose gains are tiny looks tiny, and bars have the same
-    width in every panel. Sources without a seed in common with the baseline are left out. Error bars (std over seeds) are drawn only where two or more seeds are paired.
-    Returns None when no generator has a baseline to compare with.
+    width in every panel. Sources without a seed in common with the baseline are left out. Error bars
+    (std over seeds) are drawn only where two or more seeds are paired.
+    Returns None when no generator has a seed in common with the baseline.
     """
     import matplotlib
 
@@ -50,8 +51,9 @@ def gains_figure(
     ]
     panels = []
     for detector in detectors:
-        generators = [  # a source with no seed paired with the baseline has no gain: no bar, not a zero one
-            g for g in ordered({r["generator"] for r in runs if r["detector"] == detector}, generator_order)
+        measured = {r["generator"] for r in runs if r["detector"] == detector}
+        generators = [  # a source with no seed paired with the baseline has no gain: no bars, not zero ones
+            g for g in ordered(measured, generator_order)
             if g != BASELINE and any(paired_gain(runs, detector, g, metric)[2] for metric in metrics)
         ]
         if generators:

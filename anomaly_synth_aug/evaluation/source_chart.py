@@ -1,11 +1,13 @@
-"""The source chart: every recipe of every source of defects on one detector, each seed a dot, the anchor a line.
+"""The source chart: every recipe of the verdict's sources on one detector, each seed a dot, the anchor a line.
 
 The verdict table (``source_verdict``) keeps one recipe per source and only means; this picture shows
-all of them with their seeds, so a reader sees at a glance whether a lead is larger than the spread
-between seeds, and which rows still lack seeds (drawn pale). Optional settings are hatched, as the
-verdict lists them apart. Kept apart from the tables because it needs matplotlib.
+every recipe of its families (and their optional settings) with their seeds, so a reader sees at a
+glance whether a lead is larger than the spread between seeds, and which rows still lack seeds (drawn
+pale). Optional settings are hatched, as the verdict lists them apart (ablations are not drawn: they
+have their own table). Kept apart from the tables because it needs matplotlib.
 
 Example:
+    >>> from anomaly_synth_aug.evaluation.source_chart import plot_sources
     >>> plot_sources(runs, "results/downstream_full_sources.png", "segmenter_prior",
     ...              anchors=[("padim_native", "real_paste")])  # doctest: +SKIP
 """
@@ -87,15 +89,17 @@ def sources_figure(
             axis.scatter([x] * len(values), list(values.values()), s=14, color="black", zorder=3)
         if anchor is not None:
             level = anchor.pixel_ap if metric == "pixel_AUPR" else anchor.image_auroc
-            axis.axhline(level, color="black", linestyle="--", linewidth=1.0, label=f"{anchor.name} ({anchor.seeds} seeds)")
+            label = f"{anchor.name} ({anchor.seeds} seeds)"
+            axis.axhline(level, color="black", linestyle="--", linewidth=1.0, label=label)
             axis.legend(fontsize="small", loc="lower right")
         names = [name for _, name, _ in recipes]
         axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize="small")
         axis.set_ylabel(label)
         axis.grid(axis="y", alpha=0.3)
-        if metric == "image_AUROC":
-            low = min(min(v) for _, n, _ in recipes if (v := per_seed(runs, detector, n, metric).values()))
-            axis.set_ylim(max(0.0, min(low, anchor.image_auroc if anchor else low) - 0.05), 1.0)
+        values = [v for _, name, _ in recipes for v in per_seed(runs, detector, name, metric).values()]
+        if metric == "image_AUROC" and values:  # zoom in: image AUROCs differ in the second decimal
+            low = min([*values, anchor.image_auroc] if anchor is not None else values)
+            axis.set_ylim(max(0.0, low - 0.05), 1.0)
     figure.suptitle(f"{detector}: every recipe by source (dots: seeds; pale: < {min_seeds} seeds; hatched: optional)")
     figure.tight_layout()
     return figure

@@ -123,7 +123,8 @@ def _numbers(recipe: Recipe) -> str:
 
 def best_anchor(runs: Sequence[dict[str, Any]], anchors: Sequence[tuple[str, str]], min_seeds: int) -> Recipe | None:
     """The one-class anchor (``(detector, generator)`` pairs) with the highest mean image AUROC over ``min_seeds``
-    seeds or more, named by its detector."""
+    seeds or more, named by its detector.
+    """
     found = [
         Recipe(detector, recipe.seeds, recipe.image_auroc, recipe.pixel_ap)
         for detector, generator in anchors

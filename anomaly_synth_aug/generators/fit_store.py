@@ -8,8 +8,8 @@ that, and the store keeps one folder per key: ``<root>/<category>/<Class>-<key>/
 * a second run on the same data loads instead of fitting;
 * variants that differ only in sampling options (guidance, sampling mode, filters) share one fit
   and each gets its own sampling options on load;
-* a ``MixtureGenerator`` fits (or loads) each learned component under the component's own key, so
-  a mixture reuses the fit of its diffusion component made for a plain diffusion run.
+* a ``MixtureGenerator`` fits (or loads) each learned component, at any depth of nesting, under the
+  component's own key, so a mixture reuses the fit of its diffusion component made for a plain diffusion run.
 
 A fit is written to a temporary sibling folder and renamed into place, so an interrupted run never
 leaves a half-written fit that a later run would load; the saved state is checksummed and verified
@@ -241,7 +241,7 @@ class FitStore:
 
 
 def _learned_leaves(generator: AnomalyGenerator) -> Iterator[AnomalyGenerator]:
-    """The generators inside ``generator`` that learn, a mixture nested in a mixture included, each once.
+    """The generators inside ``generator`` that learn, those of a mixture nested in a mixture included.
 
     Each is fitted under its own key: a nested mixture fitted as one whole would fit its components with the
     caller's sampling options and under a key no plain run of the component shares.

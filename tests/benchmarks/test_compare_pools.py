@@ -64,3 +64,23 @@ def test_pools_of_other_masks_are_refused(tmp_path: Path, source: Path) -> None:
         compare_pools.main([str(first), str(other)])
     with pytest.raises(InvalidInputError, match="no cached samples"):
         compare_pools.main([str(first), str(tmp_path)])
+
+
+def test_labels_and_counts_are_checked_before_any_work(tmp_path: Path, source: Path) -> None:
+    compare_pools = load_script("compare_pools")
+    a, b, c = (_pool(tmp_path / name, source, 5) for name in "abc")
+    with pytest.raises(InvalidInputError, match="different names"):
+        compare_pools.main([str(a), str(b), str(c), "--labels", "x", "x", "y"])  # would drop a pool silently
+    with pytest.raises(InvalidInputError, match="labels for 3 pools"):
+        compare_pools.main([str(a), str(b), str(c), "--labels", "x", "y"])
+    with pytest.raises(InvalidInputError, match="count items"):
+        compare_pools.main([str(a), str(b), "--items", "0"])
+
+
+def test_a_torn_manifest_is_named_not_read(tmp_path: Path, source: Path) -> None:
+    compare_pools = load_script("compare_pools")
+    torn = _pool(tmp_path / "torn", source, 5)
+    manifest = torn / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + '{"id": "blob/00')  # an append cut short
+    with pytest.raises(InvalidInputError, match="torn last line"):
+        compare_pools.main([str(_pool(tmp_path / "ok", source, 5)), str(torn)])

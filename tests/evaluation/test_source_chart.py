@@ -72,3 +72,13 @@ def test_nothing_is_written_without_a_recipe(tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
     written = plot_sources(RUNS, tmp_path / "chart.png", DETECTOR, anchors=ANCHORS)
     assert written == tmp_path / "chart.png" and written.stat().st_size > 0
+
+
+def test_a_recipe_without_image_auroc_still_draws() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    runs = [{"detector": DETECTOR, "generator": "shots_only", "seed": 0, "metrics": {"pixel_AUPR": 0.5}}]
+    figure = sources_figure(runs, DETECTOR)
+    assert figure is not None and [p.get_height() for p in figure.axes[0].patches] == [0.5]
+    plt.close(figure)
