@@ -28,6 +28,7 @@ from anomaly_synth_aug.cache.layout import CacheLayout
 from anomaly_synth_aug.cache.manifest import ManifestEntry, read_manifest
 from anomaly_synth_aug.data.io import load_image, load_mask
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.visualization.figures import save_figure
 
 CHANGED = 8  # grey levels: below this a pixel counts as unchanged
 CROP = 128  # pixels of every tile on the sheet
@@ -143,10 +144,7 @@ def draw_sheet(items: list[SheetItem], names: list[str], path: Path, per_row: in
                     axis.set_title(label, fontsize=7)
         axes[row][0].text(-0.1, 0.5, defect_type, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

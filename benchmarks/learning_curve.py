@@ -36,10 +36,10 @@ from anomaly_synth_aug.evaluation.learning_curve import (  # noqa: E402
     learning_curve_figure,
     learning_curve_markdown,
     reference_values,
-    save_figure,
 )
 from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
+from anomaly_synth_aug.visualization.figures import save_figure  # noqa: E402
 
 logger = logging.getLogger("benchmarks.learning_curve")
 

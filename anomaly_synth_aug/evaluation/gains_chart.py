@@ -21,6 +21,7 @@ from anomaly_synth_aug.evaluation.reporting import (
     paired_gain,
     per_seed,
 )
+from anomaly_synth_aug.visualization.figures import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -105,14 +106,6 @@ def plot_gains(
     detector_order: Sequence[str] = (),
 ) -> Path | None:
     """Write ``gains_figure`` to ``path`` (PNG); None (nothing written) when there is nothing to compare."""
-    import matplotlib.pyplot as plt
-
     figure = gains_figure(runs, metrics=metrics, generator_order=generator_order, detector_order=detector_order)
-    if figure is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return None if figure is None else save_figure(figure, path)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anomaly_synth_aug.evaluation.downstream.presets import Preset
@@ -125,12 +124,3 @@ def learning_curve_figure(
     return figure
 
 
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

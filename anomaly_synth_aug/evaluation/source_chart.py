@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from anomaly_synth_aug.evaluation.reporting import per_seed
 from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, best_anchor
+from anomaly_synth_aug.visualization.figures import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -114,16 +115,8 @@ def plot_sources(
     min_seeds: int = 3,
 ) -> Path | None:
     """Write ``sources_figure`` to ``path`` (PNG); None (nothing written) when the detector has no recipe."""
-    import matplotlib.pyplot as plt
-
     figure = sources_figure(runs, detector, anchors=anchors, min_seeds=min_seeds)
-    if figure is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return None if figure is None else save_figure(figure, path, dpi=110)
 
 
 __all__ = ["PANELS", "plot_sources", "source_recipes", "sources_figure"]

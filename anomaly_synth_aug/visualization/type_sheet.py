@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.visualization.figures import save_figure
 from anomaly_synth_aug.visualization.grid import overlay_mask
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # image [3, H, W] in [0, 1], bool mask [H, W]
@@ -82,11 +83,7 @@ def save_type_sheet(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def _padded(pairs: list[Pair], count: int) -> list[Pair | None]:
