@@ -82,6 +82,8 @@ ANCHORS: list[tuple[str, str]] = [
     ("real_paste", "patchcore_native"),
     ("real_paste", "padim_native"),
 ]
+#: The anchors as ``(detector, generator)``, the order the tables take them in.
+ANCHOR_PAIRS: list[tuple[str, str]] = [(detector, generator) for generator, detector in ANCHORS]
 SOURCES = [
     "none",
     "shots_only",
@@ -269,19 +271,18 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
 
 def headline_table(store: ResultsStore, preset: str) -> str:
     """The headline table of one dataset's results file (every recorded run of ``preset``)."""
-    runs = [r for r in store.runs if r["preset"] == preset]
-    return headline_markdown(runs, HEADLINE_ROWS, anchors=[(d, g) for g, d in ANCHORS], fit_seconds=fit_costs(store))
+    runs = store.preset_runs(preset)
+    return headline_markdown(runs, HEADLINE_ROWS, anchors=ANCHOR_PAIRS, fit_seconds=fit_costs(store))
 
 
 def verdict_table(store: ResultsStore, preset: str) -> str:
     """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none)."""
-    runs = [r for r in store.runs if r["preset"] == preset]
-    return verdict_markdown(runs, VERDICT_DETECTOR, anchors=[(d, g) for g, d in ANCHORS])
+    return verdict_markdown(store.preset_runs(preset), VERDICT_DETECTOR, anchors=ANCHOR_PAIRS)
 
 
 def ablation_table(store: ResultsStore, preset: str) -> str:
     """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run)."""
-    runs = [r for r in store.runs if r["preset"] == preset and r["detector"] == VERDICT_DETECTOR]
+    runs = [r for r in store.preset_runs(preset) if r["detector"] == VERDICT_DETECTOR]
     return ablation_markdown(runs, ABLATIONS, headings=False)
 
 
@@ -291,9 +292,8 @@ def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
     headline = headline_table(store, preset)
     if verdict := verdict_table(store, preset):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
-    runs = [r for r in store.runs if r["preset"] == preset]
     path = out / f"downstream_{preset}_sources.png"
-    if chart := plot_sources(runs, path, VERDICT_DETECTOR, anchors=[(d, g) for g, d in ANCHORS]):
+    if chart := plot_sources(store.preset_runs(preset), path, VERDICT_DETECTOR, anchors=ANCHOR_PAIRS):
         headline += f"\n![every recipe by source]({chart.name})\n"  # drawn before any row has 3 seeds too
     else:
         path.unlink(missing_ok=True)  # no recipe on the verdict's detector: no chart of an older state

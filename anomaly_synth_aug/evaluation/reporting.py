@@ -81,6 +81,10 @@ class ResultsStore:
     def has_run(self, preset: str, generator: str, detector: str, seed: int) -> bool:
         return any(self.run_key(r) == (preset, generator, detector, seed) for r in self.runs)
 
+    def preset_runs(self, preset: str) -> list[dict[str, Any]]:
+        """The runs recorded under ``preset`` (a results file may hold several presets' runs)."""
+        return [r for r in self.runs if r["preset"] == preset]
+
     def has_quality(self, preset: str, generator: str, seed: int) -> bool:
         return any(self.quality_key(r) == (preset, generator, seed) for r in self.quality)
 

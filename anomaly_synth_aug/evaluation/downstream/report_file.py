@@ -36,7 +36,7 @@ def write_report_files(store: ResultsStore, out: Path, preset: str, headline: st
     the rows (and the ``none`` baseline) recorded by earlier invocations.
     """
     generators, detectors = list(GENERATORS), list(DETECTORS)
-    runs = [r for r in store.runs if r["preset"] == preset]
+    runs = store.preset_runs(preset)
     quality = [q for q in store.quality if q["preset"] == preset]
     shown = [g for g in generators if any(q["generator"] == g for q in quality)]
     chart = plot_gains(
