@@ -28,6 +28,7 @@ once per generator and seed, the generation-quality measures. After every run it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -195,6 +196,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=PROJECT_ROOT / "runs" / "benchmark",
         help="fitted generators and cached pools, reused across detectors and resumed runs (not results)",
+    )
+    parser.add_argument(
+        "--shot-fraction",
+        type=float,
+        help="share of each defect type given as shots (default: the preset's, 1/3); the rest is evaluated on",
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
     parser.add_argument(
@@ -380,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import_all_submodules()  # hours of runs: keep the code they started with, even if the tree is edited
     preset = resolve_preset(args.preset)
+    if args.shot_fraction is not None:
+        preset = dataclasses.replace(preset, shot_fraction=args.shot_fraction)  # recorded: never mixed with others
     if args.report_only:
         for data in args.data if args.data else default_datasets():
             store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")

@@ -8,7 +8,8 @@ One concern per module:
 * ``datamodules``: the few-shot data path and the generator's fit-or-load;
 * ``runner``: ``run_experiment``, one (source, detector, seed) run end to end;
 * ``quality``: realism, diversity and background fidelity of a fitted generator;
-* ``report_file``: the per-dataset report (markdown tables, gain chart) from a results store.
+* ``report_file``: the per-dataset report (markdown tables, gain chart) from a results store;
+* ``shot_validation``: a validation folder of held-back shots, and the rule that picks a variant on it.
 
 ``benchmarks/downstream.py`` runs the matrix and writes the reports.
 """
@@ -40,6 +41,12 @@ from anomaly_synth_aug.evaluation.downstream.quality import (
 )
 from anomaly_synth_aug.evaluation.downstream.report_file import fit_costs, run_seconds, write_report_files
 from anomaly_synth_aug.evaluation.downstream.runner import run_experiment, split_sizes, training_steps
+from anomaly_synth_aug.evaluation.downstream.shot_validation import (
+    Choice,
+    choice_markdown,
+    choose_variant,
+    shot_validation_layout,
+)
 
 __all__ = [
     "ABLATIONS",
@@ -49,10 +56,13 @@ __all__ = [
     "SHOTS_PLUS",
     "TRAIN_MODE_OVERRIDES",
     "WITH_SHOTS",
+    "Choice",
     "DetectorSpec",
     "GeneratedSamples",
     "Preset",
     "build_generator",
+    "choice_markdown",
+    "choose_variant",
     "detector_spec",
     "fit_costs",
     "fit_generator",
@@ -66,6 +76,7 @@ __all__ = [
     "run_seconds",
     "run_experiment",
     "same_preset",
+    "shot_validation_layout",
     "split_sizes",
     "synthetic_datamodule",
     "training_options",

@@ -106,6 +106,7 @@ def synthetic_datamodule(
         samples_per_type=preset.samples_per_type,
         val_split="synthetic" if generator is not None else "none",
         val_split_ratio=preset.val_split_ratio,
+        shot_fraction=preset.shot_fraction,
         max_fit_normals=preset.max_fit_normals,
         seed=seed,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION
 from anomaly_synth_aug.errors import InvalidInputError
 
 
@@ -38,6 +39,8 @@ class Preset:
         samples_per_type: size of the cached pool per defect type (``train_mode="cached"``).
         anomaly_ratio: share of training items given a defect (supervised detectors).
         val_split_ratio: share of train normals held back for the synthetic validation set.
+        shot_fraction: share of each defect type's real images given to the generator and the detector as
+            shots (the first ones by file name); the rest are evaluated on.
         max_fit_normals: at most this many normals are given to ``generator.fit``.
         backbone: timm backbone of the pretrained detectors (ImageNet weights that install offline).
         segmenter_width: base width of the from-scratch segmenter (``segmenter_scratch``).
@@ -62,6 +65,7 @@ class Preset:
     samples_per_type: int = 100
     anomaly_ratio: float = 0.5
     val_split_ratio: float = 0.15
+    shot_fraction: float = DEFAULT_SHOT_FRACTION
     max_fit_normals: int = 64
     backbone: str = "efficientnet_lite0"
     segmenter_width: int = 16
@@ -81,6 +85,11 @@ class Preset:
             raise InvalidInputError(
                 f"max_steps and val_every_steps must be >= 1, got {self.max_steps} and {self.val_every_steps}",
                 fix="use e.g. max_steps=600, val_every_steps=100",
+            )
+        if not 0.0 < self.shot_fraction < 1.0:
+            raise InvalidInputError(
+                f"shot_fraction must be in (0, 1), got {self.shot_fraction}",
+                fix="use e.g. 1/3: the first third of each defect type are the shots, the rest is evaluated on",
             )
 
 

@@ -80,7 +80,7 @@ def measure_generation_quality(
     fit_seconds, loaded = fit_generator(datamodule, store)
     samples = generate_samples(datamodule, preset.quality_samples, seed)
     generated = samples.batch
-    real = load_defect_records(few_shot_split(data_root).eval_anomalies, on_empty_mask="skip")
+    real = load_defect_records(few_shot_split(data_root, preset.shot_fraction).eval_anomalies, on_empty_mask="skip")
     shots = datamodule.load_shots()  # what a learned generator matches; the held-out defects may differ
 
     real_images, real_masks = [s.image for s in real], [s.mask for s in real]

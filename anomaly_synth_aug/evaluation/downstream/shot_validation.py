@@ -1,0 +1,186 @@
+"""Choosing among generator variants without test data: validation on held-back shots.
+
+A benchmark's test set must never choose a setting, and the synthetic validation set cannot either:
+each variant would be judged on its own defects. The shots are the user's own labelled data, so
+``shot_validation_layout`` builds an MVTec-layout folder from the training side alone. Its
+``test/<type>`` holds the category's shots (the first ``shot_fraction`` of each type by file name,
+exactly those the benchmark gives the generator), its ``test/good`` an evenly spaced share of the
+train normals, which leave ``train/good``. Run on it with a shot fraction of one half, the benchmark
+fits every candidate on the first half of each type's shots and scores its detector on the second
+half: real defects that no test image is among. Files are linked, never copied.
+
+``choose_variant`` applies a rule fixed before any run: the first candidate (the default) stays
+unless another one's mean validation pixel AP is higher by at least ``min_gain`` and its image
+AUROC no lower than the default's by more than ``min_gain``; of several such, the highest pixel AP wins.
+
+Example:
+    >>> layout = shot_validation_layout("../shared/data/mvtec_screw", "runs/shot_validation/mvtec_screw")
+    >>> choice = choose_variant(runs, ["diffusion_with_shots", "diffusion_no_inversion_with_shots"])
+    >>> print(choice_markdown(choice))
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, few_shot_split
+from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, scan_mvtec_folder
+from anomaly_synth_aug.errors import InvalidInputError, MaskError
+
+#: Written at the layout's root: what it was built from (and the mark that it may be rebuilt).
+MARKER = "SHOT_VALIDATION.json"
+#: Share of the train normals that become the validation set's normals.
+NORMAL_SHARE = 0.15
+#: Within this, pixel AP and image AUROC count as level: the default is kept.
+MIN_GAIN = 0.01
+#: The validation metric the rule ranks by, and the one it guards.
+RANKED, GUARDED = "pixel_AUPR", "image_AUROC"
+
+
+def held_back_normals(normals: Sequence[Path], share: float = NORMAL_SHARE) -> list[Path]:
+    """An evenly spaced ``share`` of ``normals`` (sorted by name; at least one, never all of them)."""
+    if not 0.0 < share < 1.0:
+        raise InvalidInputError(f"normal share must be in (0, 1), got {share}", fix=f"use e.g. {NORMAL_SHARE}")
+    ordered = sorted(normals, key=lambda p: p.name)
+    if len(ordered) < 2:
+        raise InvalidInputError(
+            f"{len(ordered)} train normal(s): nothing to hold back for validation and still train on",
+            fix="add normal images to train/good/",
+        )
+    count = min(len(ordered) - 1, max(1, round(len(ordered) * share)))
+    step = len(ordered) / count
+    return [ordered[int(i * step)] for i in range(count)]
+
+
+def shot_validation_layout(
+    data_root: str | Path,
+    dest: str | Path,
+    *,
+    shot_fraction: float = DEFAULT_SHOT_FRACTION,
+    normal_share: float = NORMAL_SHARE,
+) -> MvtecLayout:
+    """Link the training side of ``data_root`` into an MVTec-layout folder at ``dest`` (see the module doc).
+
+    ``dest`` is rebuilt when it holds an earlier layout (its ``SHOT_VALIDATION.json``); any other
+    existing folder is refused, never overwritten.
+    """
+    data_root, dest = Path(data_root).resolve(), Path(dest)
+    if dest.exists():
+        if not (dest / MARKER).is_file():
+            raise InvalidInputError(
+                f"refusing to build a validation layout in a folder that holds something else (no {MARKER})",
+                path=dest,
+                fix="pass an empty or missing folder",
+            )
+        shutil.rmtree(dest)
+    split = few_shot_split(data_root, shot_fraction)
+    normals = held_back_normals(split.train_normals, normal_share)
+    kept = set(normals)
+    for normal in split.train_normals:
+        _link(normal, dest / ("test" if normal in kept else "train") / "good" / normal.name)
+    for record in split.shots:
+        if record.mask_path is None:
+            raise MaskError(
+                "this shot has no mask", path=record.image_path, fix="add its mask under ground_truth/<defect_type>/"
+            )
+        _link(record.image_path, dest / "test" / record.defect_type / record.image_path.name)
+        _link(record.mask_path, dest / "ground_truth" / record.defect_type / record.mask_path.name)
+    counts = {name: sum(r.defect_type == name for r in split.shots) for name in split.defect_types}
+    description = {
+        "source": str(data_root),
+        "shot_fraction": shot_fraction,
+        "normal_share": normal_share,
+        "shots_per_type": counts,
+        "validation_normals": len(normals),
+    }
+    (dest / MARKER).write_text(json.dumps(description, indent=2) + "\n")
+    return scan_mvtec_folder(dest, decode=False)
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source.resolve())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant's validation numbers (means over its seeds)."""
+
+    name: str
+    seeds: int
+    pixel_ap: float
+    image_auroc: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The variant the rule picked, and every candidate it weighed (the default first)."""
+
+    chosen: str
+    candidates: list[Candidate] = field(default_factory=list)
+    min_gain: float = MIN_GAIN
+
+
+def choose_variant(
+    runs: Sequence[dict[str, Any]],
+    candidates: Sequence[str],
+    detector: str = "segmenter_prior",
+    min_gain: float = MIN_GAIN,
+) -> Choice:
+    """The rule of the module doc over ``runs`` (benchmark records on a validation layout).
+
+    Only seeds that every candidate has are compared, so the means are paired.
+    """
+    if len(candidates) < 2:
+        raise InvalidInputError("a choice needs at least two candidates", fix="list the default first, then others")
+    metrics: dict[str, dict[int, dict[str, float]]] = {name: {} for name in candidates}
+    for run in runs:
+        if run.get("detector") == detector and run.get("generator") in metrics:
+            metrics[run["generator"]][run["seed"]] = run["metrics"]
+    seeds = set.intersection(*(set(by_seed) for by_seed in metrics.values()))
+    if not seeds:
+        missing = [name for name, by_seed in metrics.items() if not by_seed]
+        raise InvalidInputError(
+            f"no seed on which every candidate was validated (none at all for {missing or 'none'})",
+            fix="run every candidate on the same seed first",
+        )
+    measured = [
+        Candidate(
+            name=name,
+            seeds=len(seeds),
+            pixel_ap=statistics.fmean(metrics[name][s][RANKED] for s in seeds),
+            image_auroc=statistics.fmean(metrics[name][s][GUARDED] for s in seeds),
+        )
+        for name in candidates
+    ]
+    default = measured[0]
+    better = [
+        c
+        for c in measured[1:]
+        if c.pixel_ap >= default.pixel_ap + min_gain and c.image_auroc >= default.image_auroc - min_gain
+    ]
+    chosen = max(better, key=lambda c: c.pixel_ap).name if better else default.name
+    return Choice(chosen=chosen, candidates=measured, min_gain=min_gain)
+
+
+def choice_markdown(choice: Choice) -> str:
+    """The candidates' validation numbers as a table, and the rule's pick."""
+    lines = [
+        "| candidate | seeds | validation pixel AP | validation image AUROC |",
+        "|---|---|---|---|",
+    ]
+    for index, c in enumerate(choice.candidates):
+        name = f"{c.name} (default)" if index == 0 else c.name
+        name = f"**{name}**" if c.name == choice.chosen else name
+        lines.append(f"| {name} | {c.seeds} | {c.pixel_ap:.3f} | {c.image_auroc:.3f} |")
+    rule = (
+        f"Rule: the default stays unless a candidate's pixel AP is higher by >= {choice.min_gain} and its image "
+        f"AUROC is not lower by more than {choice.min_gain}. Chosen: **{choice.chosen}**."
+    )
+    return "\n".join(lines) + "\n\n" + rule + "\n"

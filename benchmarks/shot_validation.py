@@ -1,0 +1,100 @@
+"""Pick a generator variant on held-back shots, never on test data.
+
+Builds the validation folder of ``anomaly_synth_aug.evaluation.downstream.shot_validation`` (the
+category's shots and a share of its train normals, linked), runs ``benchmarks/downstream.py`` on it
+with a shot fraction of one half (each candidate fits on half the shots, its detector is scored on
+the other half), and applies the rule fixed in that module. Writes, under ``--out/<dataset>/``, the
+benchmark's files for the validation runs (resumable like any downstream run) and ``choice.md`` /
+``choice.json``: every candidate's validation numbers and the pick.
+
+    python benchmarks/shot_validation.py --data ../shared/data/mvtec_screw \\
+        --candidates diffusion_with_shots diffusion_no_inversion_with_shots --seeds 0
+    python benchmarks/shot_validation.py --data ../shared/data/mvtec_screw --candidates ... --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling downstream.py, however it is started
+
+import downstream  # noqa: E402
+from downstream import PROJECT_ROOT  # noqa: E402
+
+from anomaly_synth_aug.evaluation.downstream import GENERATORS, choice_markdown, choose_variant  # noqa: E402
+from anomaly_synth_aug.evaluation.downstream.shot_validation import shot_validation_layout  # noqa: E402
+from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
+
+logger = logging.getLogger("benchmarks.shot_validation")
+
+#: Inside the validation folder: the first half of each type's shots train, the second half validate.
+VALIDATION_SHOT_FRACTION = 0.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="an MVTec-layout category folder")
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        required=True,
+        choices=list(GENERATORS),
+        help="the default first, then the variants that may replace it",
+    )
+    parser.add_argument("--detector", default="segmenter_prior", help="the detector the variants are judged on")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--preset", choices=["full", "quick", "smoke"], default="full")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results" / "shot_validation")
+    parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "runs" / "shot_validation")
+    parser.add_argument("--report-only", action="store_true", help="apply the rule to the recorded runs only")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def write_choice(store: ResultsStore, candidates: list[str], detector: str, out: Path) -> str:
+    """``choice.md`` and ``choice.json`` from the validation runs in ``store``; returns the pick."""
+    choice = choose_variant(store.runs, candidates, detector)
+    layout = json.loads(Path(store.meta["data"], "SHOT_VALIDATION.json").read_text())
+    header = (
+        f"# Variant chosen on held-back shots: {Path(layout['source']).name}\n\n"
+        f"Validation folder: {layout['shots_per_type']} shots per type (half fit the generator and train the "
+        f"detector, half are scored) and {layout['validation_normals']} held-back train normals; no test image. "
+        f"Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
+    )
+    (out / "choice.md").write_text(header + choice_markdown(choice))
+    record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice)}
+    (out / "choice.json").write_text(json.dumps(record, indent=2) + "\n")
+    return choice.chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    name = args.data.resolve().name
+    folder = args.work_dir / "layouts" / name
+    out = args.out / name
+    if not args.report_only:
+        layout = shot_validation_layout(args.data, folder)
+        logger.info("validation folder %s: %s shots per type", folder, {k: len(v) for k, v in layout.defects.items()})
+        status = downstream.main(
+            [
+                "--data", str(folder), "--generators", *args.candidates, "--detectors", args.detector,
+                "--seeds", *map(str, args.seeds), "--preset", args.preset, "--out", str(args.out),
+                "--work-dir", str(args.work_dir / "work"), "--shot-fraction", str(VALIDATION_SHOT_FRACTION),
+                "--no-quality", "--threads", str(args.threads),
+            ]
+        )  # fmt: skip
+        if status:
+            return status
+    chosen = write_choice(ResultsStore(out / f"downstream_{args.preset}.json"), args.candidates, args.detector, out)
+    logger.info("chosen on held-back shots: %s (%s)", chosen, out / "choice.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The validation folder of held-back shots, and the rule that picks a variant on it."""
+
+from pathlib import Path
+
+import pytest
+from shared_fixtures import make_mvtec_layout
+
+from anomaly_synth_aug.data.fewshot import few_shot_split
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream.shot_validation import (
+    MARKER,
+    choice_markdown,
+    choose_variant,
+    held_back_normals,
+    shot_validation_layout,
+)
+
+
+@pytest.fixture
+def category(tmp_path: Path) -> Path:
+    return make_mvtec_layout(tmp_path / "cat", n_train=20, n_test_good=5, defects={"blob": 9, "scratch": 7})
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_layout_holds_the_shots_and_held_back_normals_only(category: Path, tmp_path: Path) -> None:
+    layout = shot_validation_layout(category, tmp_path / "val" / "cat")
+    root = layout.root
+    assert _names(root / "test" / "blob") == ["000.png", "001.png", "002.png"]  # the first third: the shots
+    assert _names(root / "test" / "scratch") == ["000.png", "001.png"]
+    assert _names(root / "ground_truth" / "blob") == ["000_mask.png", "001_mask.png", "002_mask.png"]
+    validation, train = _names(root / "test" / "good"), _names(root / "train" / "good")
+    assert len(validation) == 3 and len(train) == 17  # 15 % of 20 normals, evenly spaced
+    assert validation == ["000.png", "006.png", "013.png"] and not set(validation) & set(train)
+    linked = [p for p in root.rglob("*.png")]
+    assert linked and all(p.is_symlink() for p in linked)  # nothing copied
+    assert (root / "test" / "blob" / "000.png").resolve() == (category / "test" / "blob" / "000.png").resolve()
+    split = few_shot_split(root, 0.5)  # what the benchmark then does inside it
+    assert [r.image_path.name for r in split.shots if r.defect_type == "blob"] == ["000.png"]
+    assert [r.image_path.name for r in split.eval_anomalies if r.defect_type == "blob"] == ["001.png", "002.png"]
+    assert not any("test" in p.parts and p.parent.name == "good" for p in split.train_normals)
+
+
+def test_layout_is_rebuilt_but_never_over_someone_elses_folder(category: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "val" / "cat"
+    shot_validation_layout(category, dest)
+    (dest / "test" / "good" / "stale.png").symlink_to(category / "train" / "good" / "001.png")
+    shot_validation_layout(category, dest)  # an earlier layout (its marker) is replaced
+    assert not (dest / "test" / "good" / "stale.png").exists() and (dest / MARKER).is_file()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="holds something else"):
+        shot_validation_layout(category, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_held_back_normals_are_evenly_spaced_and_never_all(tmp_path: Path) -> None:
+    normals = [tmp_path / f"{i:02d}.png" for i in range(10)]
+    assert [p.name for p in held_back_normals(normals, 0.2)] == ["00.png", "05.png"]
+    assert len(held_back_normals(normals[:2], 0.9)) == 1
+    with pytest.raises(InvalidInputError, match="nothing to hold back"):
+        held_back_normals(normals[:1])
+    with pytest.raises(InvalidInputError, match="normal share"):
+        held_back_normals(normals, 1.0)
+
+
+def _run(generator: str, seed: int, pixel_ap: float, image_auroc: float, detector: str = "segmenter_prior") -> dict:
+    metrics = {"pixel_AUPR": pixel_ap, "image_AUROC": image_auroc}
+    return {"generator": generator, "detector": detector, "seed": seed, "metrics": metrics}
+
+
+def test_the_default_stays_unless_another_is_clearly_better() -> None:
+    candidates = ["default", "variant"]
+    level = [_run("default", 0, 0.50, 0.90), _run("variant", 0, 0.505, 0.95)]
+    assert choose_variant(level, candidates).chosen == "default"  # within min_gain: level
+    better = [_run("default", 0, 0.50, 0.90), _run("variant", 0, 0.55, 0.895)]
+    assert choose_variant(better, candidates).chosen == "variant"
+    worse_images = [_run("default", 0, 0.50, 0.90), _run("variant", 0, 0.60, 0.85)]
+    assert choose_variant(worse_images, candidates).chosen == "default"  # image AUROC guards the pick
+
+
+def test_the_highest_of_several_better_ones_and_only_shared_seeds_count() -> None:
+    runs = [
+        _run("default", 0, 0.40, 0.90),
+        _run("a", 0, 0.50, 0.90),
+        _run("b", 0, 0.60, 0.90),
+        _run("b", 1, 0.00, 0.10),  # the default has no seed 1: not compared
+        _run("b", 0, 0.99, 0.99, detector="segmenter"),  # another detector
+    ]
+    choice = choose_variant(runs, ["default", "a", "b"])
+    assert choice.chosen == "b" and [c.seeds for c in choice.candidates] == [1, 1, 1]
+    assert choice.candidates[2].pixel_ap == pytest.approx(0.60)
+    table = choice_markdown(choice)
+    assert "| default (default) | 1 | 0.400 | 0.900 |" in table and "| **b** | 1 | 0.600 | 0.900 |" in table
+
+
+def test_choice_errors_name_the_fix() -> None:
+    with pytest.raises(InvalidInputError, match="two candidates"):
+        choose_variant([], ["default"])
+    with pytest.raises(InvalidInputError, match=r"none at all for \['variant'\]"):
+        choose_variant([_run("default", 0, 0.5, 0.9)], ["default", "variant"])
