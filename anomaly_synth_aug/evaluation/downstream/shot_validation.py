@@ -68,29 +68,30 @@ def shot_validation_layout(
     """Link the training side of ``data_root`` into an MVTec-layout folder at ``dest`` (see the module doc).
 
     ``dest`` is rebuilt when it holds an earlier layout (its ``SHOT_VALIDATION.json``); any other
-    existing folder is refused, never overwritten.
+    existing folder is refused, never overwritten. The folder is built beside ``dest`` and renamed
+    into place, so an interrupted build leaves no half layout.
     """
     data_root, dest = Path(data_root).resolve(), Path(dest)
-    if dest.exists():
-        if not (dest / MARKER).is_file():
-            raise InvalidInputError(
-                f"refusing to build a validation layout in a folder that holds something else (no {MARKER})",
-                path=dest,
-                fix="pass an empty or missing folder",
-            )
-        shutil.rmtree(dest)
+    if dest.exists() and not (dest / MARKER).is_file():
+        raise InvalidInputError(
+            f"refusing to build a validation layout in a folder that holds something else (no {MARKER})",
+            path=dest,
+            fix="pass an empty or missing folder",
+        )
     split = few_shot_split(data_root, shot_fraction)
     normals = held_back_normals(split.train_normals, normal_share)
+    staging = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted build
     kept = set(normals)
     for normal in split.train_normals:
-        _link(normal, dest / ("test" if normal in kept else "train") / "good" / normal.name)
+        _link(normal, staging / ("test" if normal in kept else "train") / "good" / normal.name)
     for record in split.shots:
         if record.mask_path is None:
             raise MaskError(
                 "this shot has no mask", path=record.image_path, fix="add its mask under ground_truth/<defect_type>/"
             )
-        _link(record.image_path, dest / "test" / record.defect_type / record.image_path.name)
-        _link(record.mask_path, dest / "ground_truth" / record.defect_type / record.mask_path.name)
+        _link(record.image_path, staging / "test" / record.defect_type / record.image_path.name)
+        _link(record.mask_path, staging / "ground_truth" / record.defect_type / record.mask_path.name)
     counts = {name: sum(r.defect_type == name for r in split.shots) for name in split.defect_types}
     description = {
         "source": str(data_root),
@@ -99,7 +100,9 @@ def shot_validation_layout(
         "shots_per_type": counts,
         "validation_normals": len(normals),
     }
-    (dest / MARKER).write_text(json.dumps(description, indent=2) + "\n")
+    (staging / MARKER).write_text(json.dumps(description, indent=2) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)  # an earlier layout (checked above): links only
+    staging.replace(dest)
     return scan_mvtec_folder(dest, decode=False)
 
 

@@ -47,8 +47,12 @@ def test_layout_is_rebuilt_but_never_over_someone_elses_folder(category: Path, t
     dest = tmp_path / "val" / "cat"
     shot_validation_layout(category, dest)
     (dest / "test" / "good" / "stale.png").symlink_to(category / "train" / "good" / "001.png")
+    partial = dest.with_name(".cat.partial")  # what an interrupted build leaves
+    (partial / "test" / "junk").mkdir(parents=True)
     shot_validation_layout(category, dest)  # an earlier layout (its marker) is replaced
     assert not (dest / "test" / "good" / "stale.png").exists() and (dest / MARKER).is_file()
+    assert not partial.exists() and not (dest / "test" / "junk").exists()
+    assert (category / "train" / "good" / "001.png").is_file()  # rebuilding removes links, never their files
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
