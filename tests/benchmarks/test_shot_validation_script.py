@@ -7,7 +7,7 @@ from shared_fixtures import load_script, make_mvtec_layout
 
 
 def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_path: Path) -> None:
-    category = make_mvtec_layout(tmp_path / "cat", n_train=14, defects={"blob": 6, "scratch": 6})
+    category = make_mvtec_layout(tmp_path / "cat", n_train=14, defects={"blob": 12, "scratch": 12})
     script = load_script("shot_validation")
     argv = [
         "--data", str(category), "--candidates", "perlin", "real_paste", "--detector", "segmenter",
@@ -19,13 +19,13 @@ def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_
     results = json.loads((out / "downstream_smoke.json").read_text())
     assert {(r["generator"], r["seed"]) for r in results["runs"]} == {("perlin", 0), ("real_paste", 0)}
     data = results["runs"][0]["data"]
-    # 2 shots per type in the category: 1 fits, 1 is scored; 2 of the 14 train normals are the validation normals
-    assert data["shots"] == 2 and data["test_anomalies"] == 2 and data["test_normals"] == 2
+    # 4 shots per type in the category: 2 fit (a third would be 1), 2 are scored; 2 of the 14 train normals validate
+    assert data["shots"] == 4 and data["test_anomalies"] == 4 and data["test_normals"] == 2
     assert results["meta"]["preset"]["shot_fraction"] == 0.5
     choice = json.loads((out / "choice.json").read_text())
     assert choice["chosen"] in {"perlin", "real_paste"} and choice["detector"] == "segmenter"
     assert [c["name"] for c in choice["candidates"]] == ["perlin", "real_paste"]
-    assert choice["layout"]["shots_per_type"] == {"blob": 2, "scratch": 2}
+    assert choice["layout"]["shots_per_type"] == {"blob": 4, "scratch": 4}
     assert f"Chosen: **{choice['chosen']}**" in (out / "choice.md").read_text()
     (out / "choice.md").unlink()
     assert script.main([*argv, "--report-only"]) == 0  # the pick again, from the recorded runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,18 @@ def test_a_stored_preset_without_newer_fields_still_matches() -> None:
     from anomaly_synth_aug.evaluation.downstream import preset_record, same_preset
 
     stored = preset_record("quick")
-    for newer in ("train_mode", "coreset_ratio"):  # at their defaults in the quick preset
+    for newer in ("train_mode", "coreset_ratio", "shot_fraction"):  # at their defaults in the quick preset
         del stored[newer]
     assert same_preset(stored, "quick")
     assert not same_preset({**stored, "max_steps": 99}, "quick")
     assert not same_preset({**preset_record("full"), "train_mode": "online"}, "full")
+    halves = dataclasses.replace(resolve_preset("full"), shot_fraction=0.5)  # shot validation's split
+    assert not same_preset(preset_record("full"), halves)
+
+
+def test_a_preset_refuses_a_shot_fraction_outside_0_1() -> None:
+    with pytest.raises(InvalidInputError, match="shot_fraction"):
+        dataclasses.replace(resolve_preset("full"), shot_fraction=1.0)
 
 
 def test_supersimplenet_trains_from_the_cached_pool_as_in_the_full_preset(tiny_mvtec: Path) -> None:
