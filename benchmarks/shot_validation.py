@@ -60,11 +60,14 @@ def write_choice(store: ResultsStore, candidates: list[str], detector: str, out:
     """``choice.md`` and ``choice.json`` from the validation runs in ``store``; returns the pick."""
     choice = choose_variant(store.runs, candidates, detector)
     layout = json.loads(Path(store.meta["data"], "SHOT_VALIDATION.json").read_text())
+    per_type = ", ".join(f"{name} {count}" for name, count in layout["shots_per_type"].items())
+    scored = {r["data"]["test_anomalies"] for r in store.runs if r["generator"] in candidates}
     header = (
         f"# Variant chosen on held-back shots: {Path(layout['source']).name}\n\n"
-        f"Validation folder: {layout['shots_per_type']} shots per type (half fit the generator and train the "
-        f"detector, half are scored) and {layout['validation_normals']} held-back train normals; no test image. "
-        f"Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
+        f"Validation folder: the benchmark's {sum(layout['shots_per_type'].values())} shots ({per_type}); the "
+        f"first half of each type fit the generator and train the detector, the other "
+        f"{' / '.join(map(str, sorted(scored)))} are scored with {layout['validation_normals']} held-back train "
+        f"normals. No test image. Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
     )
     (out / "choice.md").write_text(header + choice_markdown(choice))
     record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice)}
