@@ -4,8 +4,8 @@ Builds the validation folder of ``anomaly_synth_aug.evaluation.downstream.shot_v
 category's shots and a share of its train normals, linked), runs ``benchmarks/downstream.py`` on it
 with a shot fraction of one half (each candidate fits on half the shots, its detector is scored on
 the other half), and applies the rule fixed in that module. Writes, under ``--out/<dataset>/``, the
-benchmark's files for the validation runs (resumable like any downstream run) and ``choice.md`` /
-``choice.json``: every candidate's validation numbers and the pick.
+benchmark's files for the validation runs (resumable like any downstream run), ``layout.json`` (what the
+folder holds) and ``choice.md`` / ``choice.json``: every candidate's validation numbers and the pick.
 
     python benchmarks/shot_validation.py --data ../shared/data/mvtec_screw \\
         --candidates diffusion_with_shots diffusion_no_inversion_with_shots --seeds 0
@@ -26,14 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling downstre
 import downstream  # noqa: E402
 from downstream import PROJECT_ROOT  # noqa: E402
 
+from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import GENERATORS, choice_markdown, choose_variant  # noqa: E402
-from anomaly_synth_aug.evaluation.downstream.shot_validation import shot_validation_layout  # noqa: E402
+from anomaly_synth_aug.evaluation.downstream.shot_validation import MARKER, shot_validation_layout  # noqa: E402
 from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
 
 logger = logging.getLogger("benchmarks.shot_validation")
 
 #: Inside the validation folder: the first half of each type's shots train, the second half validate.
 VALIDATION_SHOT_FRACTION = 0.5
+#: The validation folder's description, kept with the results (the folder itself lives under the work dir).
+LAYOUT_FILE = "layout.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,21 +56,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "runs" / "shot_validation")
     parser.add_argument("--report-only", action="store_true", help="apply the rule to the recorded runs only")
     parser.add_argument("--threads", type=int, default=2)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if len(set(args.candidates)) != len(args.candidates) or len(args.candidates) < 2:
+        parser.error("--candidates needs at least two different generators: the default first, then the others")
+    return args
 
 
 def write_choice(store: ResultsStore, candidates: list[str], detector: str, out: Path) -> str:
-    """``choice.md`` and ``choice.json`` from the validation runs in ``store``; returns the pick."""
+    """``choice.md`` and ``choice.json`` from the validation runs in ``store`` and ``layout.json``; returns the pick."""
     choice = choose_variant(store.runs, candidates, detector)
-    layout = json.loads(Path(store.meta["data"], "SHOT_VALIDATION.json").read_text())
+    if not (out / LAYOUT_FILE).is_file():
+        raise InvalidInputError(
+            "no description of the validation folder beside the results",
+            path=out / LAYOUT_FILE,
+            fix="run benchmarks/shot_validation.py without --report-only once (recorded runs are not rerun)",
+        )
+    layout = json.loads((out / LAYOUT_FILE).read_text())
     per_type = ", ".join(f"{name} {count}" for name, count in layout["shots_per_type"].items())
-    scored = {r["data"]["test_anomalies"] for r in store.runs if r["generator"] in candidates}
+    runs = [r for r in store.runs if r["generator"] in candidates and r["detector"] == detector]
+    fitted = " / ".join(str(n) for n in sorted({r["data"]["shots"] for r in runs}))
+    scored = " / ".join(str(n) for n in sorted({r["data"]["test_anomalies"] for r in runs}))
     header = (
         f"# Variant chosen on held-back shots: {Path(layout['source']).name}\n\n"
         f"Validation folder: the benchmark's {sum(layout['shots_per_type'].values())} shots ({per_type}); the "
-        f"first half of each type fit the generator and train the detector, the other "
-        f"{' / '.join(map(str, sorted(scored)))} are scored with {layout['validation_normals']} held-back train "
-        f"normals. No test image. Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
+        f"first half of each type (rounded down, {fitted} in all) fit the generator and train the detector, the "
+        f"other {scored} are scored with {layout['validation_normals']} held-back train normals. No test image. "
+        f"Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
     )
     (out / "choice.md").write_text(header + choice_markdown(choice))
     record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice)}
@@ -84,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         layout = shot_validation_layout(args.data, folder)
         logger.info("validation folder %s: %s shots per type", folder, {k: len(v) for k, v in layout.defects.items()})
+        description = json.loads((folder / MARKER).read_text())
+        description["links"] = len(description["links"])  # this machine's paths stay out of the results
+        out.mkdir(parents=True, exist_ok=True)
+        (out / LAYOUT_FILE).write_text(json.dumps(description, indent=2) + "\n")
         status = downstream.main(
             [
                 "--data", str(folder), "--generators", *args.candidates, "--detectors", args.detector,

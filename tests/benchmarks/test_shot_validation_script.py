@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
 from shared_fixtures import load_script, make_mvtec_layout
+
+from anomaly_synth_aug.evaluation.downstream import choose_variant
 
 
 def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_path: Path) -> None:
@@ -23,10 +26,20 @@ def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_
     assert data["shots"] == 4 and data["test_anomalies"] == 4 and data["test_normals"] == 2
     assert results["meta"]["preset"]["shot_fraction"] == 0.5
     choice = json.loads((out / "choice.json").read_text())
-    assert choice["chosen"] in {"perlin", "real_paste"} and choice["detector"] == "segmenter"
+    assert choice["chosen"] == choose_variant(results["runs"], ["perlin", "real_paste"], "segmenter").chosen
+    assert choice["detector"] == "segmenter"
     assert [c["name"] for c in choice["candidates"]] == ["perlin", "real_paste"]
     assert choice["layout"]["shots_per_type"] == {"blob": 4, "scratch": 4}
+    layout = json.loads((out / "layout.json").read_text())  # kept with the results, without this machine's paths
+    assert layout["links"] == 14 + 2 * 4 * 2 and str(tmp_path) not in json.dumps(layout["links"])
     assert f"Chosen: **{choice['chosen']}**" in (out / "choice.md").read_text()
     (out / "choice.md").unlink()
     assert script.main([*argv, "--report-only"]) == 0  # the pick again, from the recorded runs
     assert (out / "choice.md").is_file()
+
+
+def test_refuses_fewer_than_two_different_candidates_before_running_anything(tmp_path: Path) -> None:
+    script = load_script("shot_validation")
+    for candidates in (["perlin"], ["perlin", "perlin"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(["--data", str(tmp_path), "--candidates", *candidates])

@@ -3,8 +3,8 @@
 ``run_experiment`` builds the whole pipeline the way a user would, from anomalib parts:
 
 1. ``Folder`` finds the files of an MVTec-layout category (``.jpg``/``.png``);
-2. ``SyntheticAnomalyDataModule`` applies the few-shot protocol: the first third of each defect
-   type (by file name) are the shots and leave evaluation; a share of the train normals is held
+2. ``SyntheticAnomalyDataModule`` applies the few-shot protocol: the first ``preset.shot_fraction``
+   of each defect type (a third, by file name) are the shots and leave evaluation; a share of the train normals is held
    back and, with fixed synthetic defects, forms the validation set;
 3. the generator is fitted on train normals and the shots (optionally saved and reused);
 4. the detector trains for the preset's steps: supervised detectors on defect-centred crops at

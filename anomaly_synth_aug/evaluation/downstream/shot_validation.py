@@ -6,8 +6,8 @@ each variant would be judged on its own defects. The shots are the user's own la
 ``test/<type>`` holds the category's shots (the first ``shot_fraction`` of each type by file name,
 exactly those the benchmark gives the generator), its ``test/good`` an evenly spaced share of the
 train normals, which leave ``train/good``. Run on it with a shot fraction of one half, the benchmark
-fits every candidate on the first half of each type's shots and scores its detector on the second
-half: real defects that no test image is among. Files are linked, never copied.
+fits every candidate on the first half of each type's shots (rounded down) and scores its detector
+on the rest: real defects that no test image is among. Files are linked, never copied.
 
 ``choose_variant`` applies a rule fixed before any run: the first candidate (the default) stays
 unless another one's mean validation pixel AP is higher by at least ``min_gain`` and its image
@@ -15,6 +15,7 @@ AUROC no lower than the default's by more than ``min_gain``; of several such, th
 
 Example:
     >>> layout = shot_validation_layout("../shared/data/mvtec_screw", "runs/shot_validation/mvtec_screw")
+    >>> runs = ResultsStore("benchmarks/results/shot_validation/mvtec_screw/downstream_full.json").runs
     >>> choice = choose_variant(runs, ["diffusion_with_shots", "diffusion_no_inversion_with_shots"])
     >>> print(choice_markdown(choice))
 """
@@ -67,48 +68,57 @@ def shot_validation_layout(
 ) -> MvtecLayout:
     """Link the training side of ``data_root`` into an MVTec-layout folder at ``dest`` (see the module doc).
 
-    ``dest`` is rebuilt when it holds an earlier layout (its ``SHOT_VALIDATION.json``); any other
-    existing folder is refused, never overwritten. The folder is built beside ``dest`` and renamed
-    into place, so an interrupted build leaves no half layout.
+    A folder that already holds this very layout (its ``SHOT_VALIDATION.json`` lists the same links) is
+    left as it is, so a second run can start while a first one reads it; one holding another layout is
+    rebuilt; any other existing folder is refused, never overwritten. The folder is built beside
+    ``dest`` and renamed into place, so an interrupted build leaves no half layout.
     """
     data_root, dest = Path(data_root).resolve(), Path(dest)
-    if dest.exists() and not (dest / MARKER).is_file():
+    marker = dest / MARKER
+    if dest.exists() and not marker.is_file():
         raise InvalidInputError(
             f"refusing to build a validation layout in a folder that holds something else (no {MARKER})",
             path=dest,
             fix="pass an empty or missing folder",
         )
-    split = few_shot_split(data_root, shot_fraction)
-    normals = held_back_normals(split.train_normals, normal_share)
+    description = describe_layout(data_root, shot_fraction, normal_share)
+    if marker.is_file() and json.loads(marker.read_text()) == description:
+        return scan_mvtec_folder(dest, decode=False)
     staging = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted build
-    kept = set(normals)
-    for normal in split.train_normals:
-        _link(normal, staging / ("test" if normal in kept else "train") / "good" / normal.name)
-    for record in split.shots:
-        if record.mask_path is None:
-            raise MaskError(
-                "this shot has no mask", path=record.image_path, fix="add its mask under ground_truth/<defect_type>/"
-            )
-        _link(record.image_path, staging / "test" / record.defect_type / record.image_path.name)
-        _link(record.mask_path, staging / "ground_truth" / record.defect_type / record.mask_path.name)
-    counts = {name: sum(r.defect_type == name for r in split.shots) for name in split.defect_types}
-    description = {
-        "source": str(data_root),
-        "shot_fraction": shot_fraction,
-        "normal_share": normal_share,
-        "shots_per_type": counts,
-        "validation_normals": len(normals),
-    }
+    for link, source in description["links"].items():
+        target = staging / link
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source)
     (staging / MARKER).write_text(json.dumps(description, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)  # an earlier layout (checked above): links only
     staging.replace(dest)
     return scan_mvtec_folder(dest, decode=False)
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(source.resolve())
+def describe_layout(data_root: Path, shot_fraction: float, normal_share: float) -> dict[str, Any]:
+    """What the validation folder of ``data_root`` holds: its settings, counts and every link (path -> file)."""
+    split = few_shot_split(data_root, shot_fraction)
+    normals = held_back_normals(split.train_normals, normal_share)
+    kept = set(normals)
+    links: dict[str, str] = {}
+    for normal in split.train_normals:
+        links[f"{'test' if normal in kept else 'train'}/good/{normal.name}"] = str(normal.resolve())
+    for record in split.shots:
+        if record.mask_path is None:
+            raise MaskError(
+                "this shot has no mask", path=record.image_path, fix="add its mask under ground_truth/<defect_type>/"
+            )
+        links[f"test/{record.defect_type}/{record.image_path.name}"] = str(record.image_path.resolve())
+        links[f"ground_truth/{record.defect_type}/{record.mask_path.name}"] = str(record.mask_path.resolve())
+    return {
+        "source": str(data_root),
+        "shot_fraction": shot_fraction,
+        "normal_share": normal_share,
+        "shots_per_type": {name: sum(r.defect_type == name for r in split.shots) for name in split.defect_types},
+        "validation_normals": len(normals),
+        "links": dict(sorted(links.items())),
+    }
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,8 @@ def choose_variant(
     if not seeds:
         missing = [name for name, by_seed in metrics.items() if not by_seed]
         raise InvalidInputError(
-            f"no seed on which every candidate was validated (none at all for {missing or 'none'})",
+            "no seed on which every candidate was validated"
+            + (f" (none at all for {missing})" if missing else " (each was run on other seeds)"),
             fix="run every candidate on the same seed first",
         )
     measured = [

@@ -40,17 +40,28 @@ def test_layout_holds_the_shots_and_held_back_normals_only(category: Path, tmp_p
     split = few_shot_split(root, 0.5)  # what the benchmark then does inside it
     assert [r.image_path.name for r in split.shots if r.defect_type == "blob"] == ["000.png"]
     assert [r.image_path.name for r in split.eval_anomalies if r.defect_type == "blob"] == ["001.png", "002.png"]
-    assert not any("test" in p.parts and p.parent.name == "good" for p in split.train_normals)
+    shots = {r.image_path.resolve() for r in few_shot_split(category).shots}
+    for link in linked:  # every file comes from the training side: train normals, shots and their masks
+        target = link.resolve()
+        assert target.parent == (category / "train" / "good").resolve() or target in shots or (
+            target.parent.parent == (category / "ground_truth").resolve()
+            and (category / "test" / target.parent.name / target.name.replace("_mask", "")).resolve() in shots
+        ), link
 
 
-def test_layout_is_rebuilt_but_never_over_someone_elses_folder(category: Path, tmp_path: Path) -> None:
+def test_layout_is_kept_when_unchanged_rebuilt_when_not_and_never_over_someone_elses_folder(
+    category: Path, tmp_path: Path
+) -> None:
     dest = tmp_path / "val" / "cat"
     shot_validation_layout(category, dest)
-    (dest / "test" / "good" / "stale.png").symlink_to(category / "train" / "good" / "001.png")
+    extra = dest / "test" / "good" / "extra.png"
+    extra.symlink_to(category / "train" / "good" / "001.png")
+    shot_validation_layout(category, dest)  # the same layout: left as it is (a running benchmark may read it)
+    assert extra.is_symlink()
     partial = dest.with_name(".cat.partial")  # what an interrupted build leaves
     (partial / "test" / "junk").mkdir(parents=True)
-    shot_validation_layout(category, dest)  # an earlier layout (its marker) is replaced
-    assert not (dest / "test" / "good" / "stale.png").exists() and (dest / MARKER).is_file()
+    layout = shot_validation_layout(category, dest, normal_share=0.5)  # another layout: rebuilt
+    assert len(layout.test_normals) == 10 and not extra.exists() and (dest / MARKER).is_file()
     assert not partial.exists() and not (dest / "test" / "junk").exists()
     assert (category / "train" / "good" / "001.png").is_file()  # rebuilding removes links, never their files
     other = tmp_path / "mine"
@@ -86,6 +97,12 @@ def test_the_default_stays_unless_another_is_clearly_better() -> None:
     assert choose_variant(worse_images, candidates).chosen == "default"  # image AUROC guards the pick
 
 
+def test_a_gain_of_exactly_min_gain_counts_and_so_does_a_loss_of_exactly_min_gain() -> None:
+    runs = [_run("default", 0, 0.5, 0.75), _run("variant", 0, 0.75, 0.5)]
+    assert choose_variant(runs, ["default", "variant"], min_gain=0.25).chosen == "variant"
+    assert choose_variant(runs, ["default", "variant"], min_gain=0.5).chosen == "default"  # pixel AP +0.25 < 0.5
+
+
 def test_the_highest_of_several_better_ones_and_only_shared_seeds_count() -> None:
     runs = [
         _run("default", 0, 0.40, 0.90),
@@ -106,3 +123,5 @@ def test_choice_errors_name_the_fix() -> None:
         choose_variant([], ["default"])
     with pytest.raises(InvalidInputError, match=r"none at all for \['variant'\]"):
         choose_variant([_run("default", 0, 0.5, 0.9)], ["default", "variant"])
+    with pytest.raises(InvalidInputError, match="each was run on other seeds"):
+        choose_variant([_run("default", 0, 0.5, 0.9), _run("variant", 1, 0.5, 0.9)], ["default", "variant"])
