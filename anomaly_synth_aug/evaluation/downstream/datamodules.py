@@ -3,8 +3,8 @@
 ``synthetic_datamodule`` builds what a user would: anomalib's ``Folder`` wrapped in
 ``SyntheticAnomalyDataModule`` (the first ``preset.shot_fraction`` of each defect type, a third,
 become the generator's shots and leave evaluation; held-back train normals with fixed synthetic
-defects form the validation set). ``fit_generator`` fits the generator once per seed and keeps the fit in a ``FitStore`` for the
-other detectors and sampling variants.
+defects form the validation set). ``fit_generator`` fits the generator once per seed and keeps
+the fit in a ``FitStore`` for the other detectors and sampling variants.
 
 Example:
     >>> datamodule = synthetic_datamodule(root, generator, preset, seed=0, inject=True)
