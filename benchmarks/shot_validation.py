@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         layout = shot_validation_layout(args.data, folder)
         logger.info("validation folder %s: %s shots per type", folder, {k: len(v) for k, v in layout.defects.items()})
         description = json.loads((folder / MARKER).read_text())
-        description["links"] = len(description["links"])  # this machine's paths stay out of the results
+        description["links"] = len(description["links"])  # a count: hundreds of this machine's paths add nothing
         out.mkdir(parents=True, exist_ok=True)
         (out / LAYOUT_FILE).write_text(json.dumps(description, indent=2) + "\n")
         status = downstream.main(
