@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from anomaly_synth_aug.data.fewshot import check_shot_fraction
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.utils.choices import parse_choice
 
@@ -53,11 +54,7 @@ def check_init_args(
             fix="use e.g. 0.5 (half of the training normals get a synthetic defect), or 0 to disable",
         )
     parse_choice(TrainMode, mode, "mode")
-    if not 0.0 < shot_fraction < 1.0:
-        raise InvalidInputError(
-            f"shot_fraction must be in (0, 1), got {shot_fraction}",
-            fix="use e.g. 1/3: the first third of each defect type trains the generator",
-        )
+    check_shot_fraction(shot_fraction)
     parse_choice(ValSplit, val_split, "val_split")
     if not 0.0 < val_split_ratio < 1.0:
         raise InvalidInputError(

@@ -33,13 +33,18 @@ class DefectRecord:
     defect_type: str
 
 
-def shot_count(total: int, shot_fraction: float) -> int:
-    """How many of ``total`` images of one type are shots: ``floor(total * fraction)``, at least 1."""
+def check_shot_fraction(shot_fraction: float) -> None:
+    """Refuse a share of shots that leaves no shot or nothing to evaluate, naming the parameter."""
     if not 0.0 < shot_fraction < 1.0:
         raise InvalidInputError(
             f"shot_fraction must be in (0, 1), got {shot_fraction}",
             fix="use e.g. 1/3: the first third of each defect type trains the generator",
         )
+
+
+def shot_count(total: int, shot_fraction: float) -> int:
+    """How many of ``total`` images of one type are shots: ``floor(total * fraction)``, at least 1."""
+    check_shot_fraction(shot_fraction)
     if total < 2:
         return total  # a lone image cannot be both shot and evaluation; keep it as a shot
     return min(total - 1, max(1, int(total * shot_fraction)))

@@ -122,5 +122,3 @@ def learning_curve_figure(
     figure.suptitle(title)
     figure.tight_layout()
     return figure
-
-

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, check_shot_fraction
 from anomaly_synth_aug.errors import InvalidInputError
 
 
@@ -86,11 +86,7 @@ class Preset:
                 f"max_steps and val_every_steps must be >= 1, got {self.max_steps} and {self.val_every_steps}",
                 fix="use e.g. max_steps=600, val_every_steps=100",
             )
-        if not 0.0 < self.shot_fraction < 1.0:
-            raise InvalidInputError(
-                f"shot_fraction must be in (0, 1), got {self.shot_fraction}",
-                fix="use e.g. 1/3: the first third of each defect type are the shots, the rest is evaluated on",
-            )
+        check_shot_fraction(self.shot_fraction)
 
 
 PRESETS: dict[str, Preset] = {
