@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import platform
@@ -57,6 +58,7 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     preset_record,
     resolve_preset,
     run_experiment,
+    judged_sources,
     same_preset,
     write_report_files,
 )
@@ -165,6 +167,9 @@ VERDICT_NOTE = (
     "(`anomaly_synth_aug/evaluation/source_verdict.py`)."
 )
 
+#: Where ``benchmarks/shot_validation.py`` records its picks (``<dir>/<dataset>/choice.json``).
+CHOICES_DIR = PROJECT_ROOT / "benchmarks" / "results" / "shot_validation"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +208,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of each defect type given as shots (default: the preset's, 1/3); the rest is evaluated on",
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
+    parser.add_argument(
+        "--choices",
+        type=Path,
+        default=CHOICES_DIR,
+        help="picks made on held-back shots (<dir>/<dataset>/choice.json, by benchmarks/shot_validation.py): the "
+        "verdict judges a dataset's chosen variant in place of the recipe it was weighed against",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the tables and charts from the results files; run nothing"
     )
@@ -281,9 +293,17 @@ def headline_table(store: ResultsStore, preset: str) -> str:
     return headline_markdown(runs, HEADLINE_ROWS, anchors=ANCHOR_PAIRS, fit_seconds=fit_costs(store))
 
 
-def verdict_table(store: ResultsStore, preset: str) -> str:
+def verdict_table(store: ResultsStore, preset: str, choices: Path | None = CHOICES_DIR) -> str:
     """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none)."""
-    return verdict_markdown(store.preset_runs(preset), VERDICT_DETECTOR, anchors=ANCHOR_PAIRS)
+    judged = judged_sources(store.meta.get("data"), choices, VERDICT_DETECTOR, root=PROJECT_ROOT)
+    table = verdict_markdown(
+        store.preset_runs(preset),
+        VERDICT_DETECTOR,
+        anchors=ANCHOR_PAIRS,
+        families=judged.families,
+        optional=judged.optional,
+    )
+    return f"{judged.note}\n\n{table}" if table and judged.note else table
 
 
 def ablation_table(store: ResultsStore, preset: str) -> str:
@@ -292,14 +312,23 @@ def ablation_table(store: ResultsStore, preset: str) -> str:
     return ablation_markdown(runs, ABLATIONS, headings=False)
 
 
-def write_reports(store: ResultsStore, out: Path, preset: str) -> None:
+def write_reports(store: ResultsStore, out: Path, preset: str, choices: Path | None = CHOICES_DIR) -> None:
     """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
     verdict on the diffusion generator and the chart of every recipe behind it."""
     headline = headline_table(store, preset)
-    if verdict := verdict_table(store, preset):
+    if verdict := verdict_table(store, preset, choices):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
     path = out / f"downstream_{preset}_sources.png"
-    if chart := plot_sources(store.preset_runs(preset), path, VERDICT_DETECTOR, anchors=ANCHOR_PAIRS):
+    judged = judged_sources(store.meta.get("data"), choices, VERDICT_DETECTOR, root=PROJECT_ROOT)
+    chart = plot_sources(
+        store.preset_runs(preset),
+        path,
+        VERDICT_DETECTOR,
+        anchors=ANCHOR_PAIRS,
+        families=judged.families,
+        optional=judged.optional,
+    )
+    if chart:
         headline += f"\n![every recipe by source]({chart.name})\n"  # drawn before any row has 3 seeds too
     else:
         path.unlink(missing_ok=True)  # no recipe on the verdict's detector: no chart of an older state
@@ -367,11 +396,11 @@ def run_dataset(
                 failures.append(f"{data.name}: {generator} / {detector} / seed {seed}: {exc}")
                 continue
             store.add_run(record)
-            write_reports(store, out, preset.name)
+            write_reports(store, out, preset.name, args.choices)
             logger.info("%s / %s / %s / seed %d: %s", data.name, generator, detector, seed, record["metrics"])
     store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     store.save()
-    write_reports(store, out, preset.name)
+    write_reports(store, out, preset.name, args.choices)
     return failures
 
 
@@ -392,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         for data in args.data if args.data else default_datasets():
             store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")
             if store.runs:
-                write_reports(store, args.out / data.name, preset.name)
+                write_reports(store, args.out / data.name, preset.name, args.choices)
                 logger.info("rewrote the reports of %s", store.path)
-                blocks = {"headline": headline_table, "verdict": verdict_table, "ablations": ablation_table}
+                verdict = functools.partial(verdict_table, choices=args.choices)
+                blocks = {"headline": headline_table, "verdict": verdict, "ablations": ablation_table}
                 for block, table in blocks.items():
                     if args.readme is not None and sync_readme(
                         args.readme, f"{block}:{data.name}", table(store, preset.name)

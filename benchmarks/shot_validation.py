@@ -28,7 +28,11 @@ from downstream import PROJECT_ROOT  # noqa: E402
 
 from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import GENERATORS, choice_markdown, choose_variant  # noqa: E402
-from anomaly_synth_aug.evaluation.downstream.shot_validation import MARKER, shot_validation_layout  # noqa: E402
+from anomaly_synth_aug.evaluation.downstream.shot_validation import (  # noqa: E402
+    CHOICE_FILE,
+    MARKER,
+    shot_validation_layout,
+)
 from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
 
 logger = logging.getLogger("benchmarks.shot_validation")
@@ -85,7 +89,7 @@ def write_choice(store: ResultsStore, candidates: list[str], detector: str, out:
     )
     (out / "choice.md").write_text(header + choice_markdown(choice))
     record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice)}
-    (out / "choice.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / CHOICE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return choice.chosen
 
 

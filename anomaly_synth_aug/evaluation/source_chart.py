@@ -113,9 +113,11 @@ def plot_sources(
     *,
     anchors: Sequence[tuple[str, str]] = (),
     min_seeds: int = 3,
+    families: Mapping[str, Sequence[str]] = FAMILIES,
+    optional: Mapping[str, Sequence[str]] = OPTIONAL,
 ) -> Path | None:
     """Write ``sources_figure`` to ``path`` (PNG); None (nothing written) when the detector has no recipe."""
-    figure = sources_figure(runs, detector, anchors=anchors, min_seeds=min_seeds)
+    figure = sources_figure(runs, detector, anchors=anchors, min_seeds=min_seeds, families=families, optional=optional)
     return None if figure is None else save_figure(figure, path, dpi=110)
 
 

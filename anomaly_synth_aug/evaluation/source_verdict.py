@@ -7,7 +7,9 @@ on one detector. Diffusion wins when one of its recipes has a mean pixel AP of a
 family's best + ``margin`` and a mean image AUROC not below any other family's recipe, and when
 it also reaches the best one-class anchor on image AUROC and pixel AP. Recipes with optional settings
 (a filter, a placement rule switched on) are listed apart and do not enter the verdict: they were
-added after the first results were seen. Rows with fewer seeds are left out, never extrapolated.
+added after the first results were seen. The one way in for a variant is a choice made without test
+data (``with_variant``: picked on held-back shots, it takes the place of the recipe it was weighed
+against). Rows with fewer seeds are left out, never extrapolated.
 
 Example:
     >>> print(verdict_markdown(runs, "segmenter_prior", anchors=[("padim_native", "real_paste")]))
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.reporting import per_seed
 
 #: Family -> its recipes with the generators' default settings.
@@ -45,6 +48,33 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 CLAIMANT = "diffusion"
 MARGIN = 0.03
+
+
+def with_variant(
+    families: Mapping[str, Sequence[str]],
+    optional: Mapping[str, Sequence[str]],
+    default: str,
+    chosen: str,
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """``families`` with ``chosen`` judged in place of ``default``, and ``optional`` with ``default`` shown, not judged.
+
+    For a variant picked without test data (``benchmarks/shot_validation.py``): judging both would let the
+    test set choose between them after all.
+
+    Example:
+        >>> families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
+    """
+    owners = [family for family, names in families.items() if default in names]
+    if not owners:
+        raise InvalidInputError(
+            f"{default!r} is not a judged recipe of any source family, so no variant can stand in for it",
+            fix=f"validate variants of one of {sorted(n for names in families.values() for n in names)}",
+        )
+    judged = {family: tuple(chosen if n == default else n for n in names) for family, names in families.items()}
+    shown = {family: tuple(n for n in names if n != chosen) for family, names in optional.items()}
+    if chosen != default:
+        shown[owners[0]] = (default, *shown.get(owners[0], ()))
+    return judged, shown
 
 
 @dataclass(frozen=True)
@@ -109,7 +139,7 @@ def verdict_markdown(
     for family, names in optional.items():
         for name in names:
             if (recipe := measured(runs, detector, name)) is not None:
-                lines.append(f"| {family}, optional setting (not judged) | `{name}` | {_numbers(recipe)} |")
+                lines.append(f"| {family}, not judged | `{name}` | {_numbers(recipe)} |")
     anchor = best_anchor(runs, anchors, min_seeds)
     if anchor is not None:
         lines.append(f"| one-class anchor | `{anchor.name}` | {_numbers(anchor)} |")
@@ -181,4 +211,5 @@ __all__ = [
     "judged_recipes",
     "measured",
     "verdict_markdown",
+    "with_variant",
 ]

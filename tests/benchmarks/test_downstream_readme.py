@@ -38,3 +38,36 @@ def test_report_only_fills_the_headline_verdict_and_ablation_blocks(tmp_path: Pa
     verdict = text[text.index("<!-- verdict:tiny -->") : text.index("<!-- /verdict:tiny -->")]
     assert "`shots_only`" in verdict and "`padim_native`" in verdict
     assert (tmp_path / "out" / "tiny" / "downstream_full_sources.png").stat().st_size > 0
+
+
+def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    data = tmp_path / "tiny"
+    runs = [
+        *(_run(name, "segmenter_prior", s, 0.90, ap) for s in range(3) for name, ap in [("shots_only", 0.60)]),
+        *(_run("diffusion_with_shots", "segmenter_prior", s, 0.95, 0.70) for s in range(3)),
+        *(_run("diffusion_no_inversion_with_shots", "segmenter_prior", s, 0.91, 0.50) for s in range(3)),
+    ]
+    results = tmp_path / "out" / "tiny" / "downstream_full.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"meta": {"data": str(data)}, "runs": runs, "quality": []}))
+    choice = {
+        "detector": "segmenter_prior",
+        "layout": {"source": str(data)},
+        "chosen": "diffusion_no_inversion_with_shots",
+        "candidates": [
+            {"name": "diffusion_with_shots", "seeds": 1, "pixel_ap": 0.3, "image_auroc": 0.9},
+            {"name": "diffusion_no_inversion_with_shots", "seeds": 1, "pixel_ap": 0.5, "image_auroc": 0.9},
+        ],
+        "min_gain": 0.01,
+    }
+    (tmp_path / "choices" / "tiny").mkdir(parents=True)
+    (tmp_path / "choices" / "tiny" / "choice.json").write_text(json.dumps(choice))
+    store = downstream.ResultsStore(results)
+    assert "met so far" in downstream.verdict_table(store, "full", None)  # the default would have won on test
+    verdict = downstream.verdict_table(store, "full", tmp_path / "choices")
+    assert verdict.startswith("`diffusion_no_inversion_with_shots` is judged in place of `diffusion_with_shots`")
+    assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in verdict and "missed so far" in verdict
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--choices", str(tmp_path / "choices"), "--report-only"]
+    assert downstream.main(argv) == 0
+    assert "is judged in place of" in (tmp_path / "out" / "tiny" / "downstream_full.md").read_text()

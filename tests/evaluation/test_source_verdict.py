@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from anomaly_synth_aug.evaluation.source_verdict import best_recipe, verdict_markdown
+import pytest
+
+from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, best_recipe, verdict_markdown, with_variant
 
 DETECTOR = "segmenter_prior"
 ANCHOR = ("padim_native", "real_paste")
@@ -74,7 +77,7 @@ def test_rows_with_fewer_seeds_and_optional_settings_do_not_decide() -> None:
     best = best_recipe(runs, DETECTOR, ["diffusion_with_shots", "shots_plus_diffusion"], 3)
     assert best is not None and best.name == "diffusion_with_shots"
     text = verdict_markdown(runs, DETECTOR, anchors=[ANCHOR])
-    assert "| diffusion, optional setting (not judged) | `diffusion_context_with_shots` | 3 |" in text
+    assert "| diffusion, not judged | `diffusion_context_with_shots` | 3 |" in text
     assert "**Diffusion beats every other source: missed**" in text
 
 
@@ -85,3 +88,30 @@ def test_missing_families_make_the_verdict_provisional_and_nothing_measured_give
     assert "met so far" in text and "Families without 3-seed rows yet: perlin, cutpaste, poisson, real_paste." in text
     assert "not yet judged" in verdict_markdown(_runs("shots_only", 0.9, 0.6), DETECTOR)
     assert verdict_markdown(_runs("perlin", 0.9, 0.6, seeds=2), DETECTOR) == ""
+
+
+def test_a_variant_chosen_without_test_data_is_judged_in_place_of_its_default() -> None:
+    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots")
+    assert families["diffusion"] == ("diffusion", "diffusion_no_inversion_with_shots", "shots_plus_diffusion")
+    assert optional["diffusion"][0] == "diffusion_with_shots"  # still shown, never judged
+    assert families["real_paste"] == FAMILIES["real_paste"] and FAMILIES["diffusion"][1] == "diffusion_with_shots"
+    runs = [
+        *_everyone_but_diffusion(),
+        *_runs("diffusion_with_shots", 0.99, 0.90),  # better on test, but not the one chosen: no say
+        *_runs("diffusion_no_inversion_with_shots", 0.94, 0.50),
+    ]
+    assert "met" in verdict_markdown(runs, DETECTOR)
+    text = verdict_markdown(runs, DETECTOR, families=families, optional=optional)
+    assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in text
+    assert "| diffusion, not judged | `diffusion_with_shots` | 3 |" in text
+    assert "**Diffusion beats every other source: missed**" in text
+
+
+def test_a_kept_default_changes_nothing_and_an_unjudged_default_is_refused() -> None:
+    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_with_shots")
+    assert families == {name: tuple(names) for name, names in FAMILIES.items()}
+    assert optional == {name: tuple(names) for name, names in OPTIONAL.items()}
+    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
+    assert "diffusion_context_with_shots" not in optional["diffusion"]  # judged now: not listed twice
+    with pytest.raises(InvalidInputError, match="'diffusion_visible_with_shots' is not a judged recipe"):
+        with_variant(FAMILIES, OPTIONAL, "diffusion_visible_with_shots", "diffusion_with_shots")

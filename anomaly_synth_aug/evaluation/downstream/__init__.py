@@ -43,8 +43,12 @@ from anomaly_synth_aug.evaluation.downstream.report_file import fit_costs, run_s
 from anomaly_synth_aug.evaluation.downstream.runner import run_experiment, split_sizes, training_steps
 from anomaly_synth_aug.evaluation.downstream.shot_validation import (
     Choice,
+    JudgedSources,
+    RecordedChoice,
     choice_markdown,
     choose_variant,
+    judged_sources,
+    read_choice,
     shot_validation_layout,
 )
 
@@ -59,7 +63,9 @@ __all__ = [
     "Choice",
     "DetectorSpec",
     "GeneratedSamples",
+    "JudgedSources",
     "Preset",
+    "RecordedChoice",
     "build_generator",
     "choice_markdown",
     "choose_variant",
@@ -69,9 +75,11 @@ __all__ = [
     "folder_datamodule",
     "generate_samples",
     "generates",
+    "judged_sources",
     "measure_generation_quality",
     "pool_source",
     "preset_record",
+    "read_choice",
     "resolve_preset",
     "run_seconds",
     "run_experiment",

@@ -12,6 +12,7 @@ on the rest: real defects that no test image is among. Files are linked, never c
 ``choose_variant`` applies a rule fixed before any run: the first candidate (the default) stays
 unless another one's mean validation pixel AP is higher by at least ``min_gain`` and its image
 AUROC no lower than the default's by more than ``min_gain``; of several such, the highest pixel AP wins.
+``judged_sources`` reads a recorded pick back, so that the benchmark's verdict judges the chosen variant.
 
 Example:
     >>> layout = shot_validation_layout("../shared/data/mvtec_screw", "runs/shot_validation/mvtec_screw")
@@ -26,6 +27,7 @@ import json
 import shutil
 import statistics
 from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,12 @@ from typing import Any
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, few_shot_split
 from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, with_variant
 
 #: Written at the layout's root: what it was built from (and the mark that it may be rebuilt).
 MARKER = "SHOT_VALIDATION.json"
+#: Written beside the validation runs by ``benchmarks/shot_validation.py``: the pick and what it was made on.
+CHOICE_FILE = "choice.json"
 #: Share of the train normals that become the validation set's normals.
 NORMAL_SHARE = 0.15
 #: Within this, pixel AP and image AUROC count as level: the default is kept.
@@ -181,6 +186,87 @@ def choose_variant(
     ]
     chosen = max(better, key=lambda c: c.pixel_ap).name if better else default.name
     return Choice(chosen=chosen, candidates=measured, min_gain=min_gain)
+
+
+@dataclass(frozen=True)
+class RecordedChoice:
+    """A pick as ``benchmarks/shot_validation.py`` stored it: on which category and detector it was made."""
+
+    choice: Choice
+    detector: str
+    source: Path
+
+    @property
+    def default(self) -> str:
+        """The candidate the pick was weighed against (listed first)."""
+        return self.choice.candidates[0].name
+
+    def applies_to(self, data: str | Path, detector: str) -> bool:
+        """Whether this pick was made on the training side of ``data`` for ``detector``."""
+        return self.detector == detector and self.source.resolve() == Path(data).resolve()
+
+
+def read_choice(path: str | Path) -> RecordedChoice:
+    """The ``choice.json`` at ``path``; a clear error when it is not one."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        candidates = [Candidate(**c) for c in record["candidates"]]
+        choice = Choice(chosen=record["chosen"], candidates=candidates, min_gain=record["min_gain"])
+        recorded = RecordedChoice(choice, record["detector"], Path(record["layout"]["source"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InvalidInputError(
+            f"not a readable choice record ({error.__class__.__name__}: {error})",
+            path=path,
+            fix="rewrite it with benchmarks/shot_validation.py --report-only, or move it aside",
+        ) from error
+    if not candidates or choice.chosen not in {c.name for c in candidates}:
+        raise InvalidInputError(
+            f"the pick {choice.chosen!r} is not among its candidates", path=path, fix="rewrite it with --report-only"
+        )
+    return recorded
+
+
+@dataclass(frozen=True)
+class JudgedSources:
+    """The recipes a verdict judges on one dataset, and why they differ from the defaults ("" when they do not)."""
+
+    families: Mapping[str, Sequence[str]] = field(default_factory=lambda: FAMILIES)
+    optional: Mapping[str, Sequence[str]] = field(default_factory=lambda: OPTIONAL)
+    note: str = ""
+
+
+def judged_sources(
+    data: str | Path | None, choices: Path | None, detector: str, *, root: Path | None = None
+) -> JudgedSources:
+    """The default families, with the variant picked on ``data``'s held-back shots in place of its default.
+
+    The pick is ``<choices>/<data's name>/choice.json``; one made on another folder (the validation
+    layout's own results) or for another detector is ignored. ``root``: paths in the note are shown relative to it.
+
+    Example:
+        >>> judged = judged_sources("../shared/data/magnetic_tile", Path("benchmarks/results/shot_validation"),
+        ...                         "segmenter_prior")
+    """
+    path = None if choices is None or data is None else choices / Path(data).name / CHOICE_FILE
+    if path is None or not path.is_file():
+        return JudgedSources()
+    recorded = read_choice(path)
+    if not recorded.applies_to(data, detector):
+        return JudgedSources()
+    default, chosen = recorded.default, recorded.choice.chosen
+    families, optional = with_variant(FAMILIES, OPTIONAL, default, chosen)
+    shown = path.with_name("choice.md")
+    if root is not None and shown.resolve().is_relative_to(root.resolve()):
+        shown = shown.resolve().relative_to(root.resolve())
+    if chosen == default:
+        note = f"`{default}` was kept against the other variants on held-back shots (`{shown}`)."
+    else:
+        note = (
+            f"`{chosen}` is judged in place of `{default}`: the rule of `{shown}` chose it on held-back shots, "
+            "with no test image."
+        )
+    return JudgedSources(families, optional, note)
 
 
 def choice_markdown(choice: Choice) -> str:

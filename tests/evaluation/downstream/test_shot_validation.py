@@ -1,5 +1,7 @@
 """The validation folder of held-back shots, and the rule that picks a variant on it."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from anomaly_synth_aug.evaluation.downstream.shot_validation import (
     choice_markdown,
     choose_variant,
     held_back_normals,
+    judged_sources,
+    read_choice,
     shot_validation_layout,
 )
 
@@ -125,3 +129,49 @@ def test_choice_errors_name_the_fix() -> None:
         choose_variant([_run("default", 0, 0.5, 0.9)], ["default", "variant"])
     with pytest.raises(InvalidInputError, match="each was run on other seeds"):
         choose_variant([_run("default", 0, 0.5, 0.9), _run("variant", 1, 0.5, 0.9)], ["default", "variant"])
+
+
+def _record(folder: Path, source: Path, chosen: str, detector: str = "segmenter_prior") -> Path:
+    """A choice.json as benchmarks/shot_validation.py writes it."""
+    runs = [_run("diffusion_with_shots", 0, 0.3, 0.9), _run("diffusion_no_inversion_with_shots", 0, 0.3, 0.9)]
+    choice = choose_variant(runs, ["diffusion_with_shots", "diffusion_no_inversion_with_shots"], detector)
+    record = {"detector": detector, "layout": {"source": str(source)}, **dataclasses.asdict(choice), "chosen": chosen}
+    path = folder / source.name / "choice.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_a_recorded_pick_reads_back_and_applies_to_its_own_category_only(tmp_path: Path) -> None:
+    data, choices = tmp_path / "data" / "tile", tmp_path / "choices"
+    path = _record(choices, data, "diffusion_no_inversion_with_shots")
+    recorded = read_choice(path)
+    assert recorded.default == "diffusion_with_shots" and recorded.choice.chosen == "diffusion_no_inversion_with_shots"
+    assert recorded.applies_to(data, "segmenter_prior")
+    assert not recorded.applies_to(tmp_path / "layouts" / "tile", "segmenter_prior")  # same name, another folder
+    assert not recorded.applies_to(data, "segmenter")
+
+    judged = judged_sources(data, choices, "segmenter_prior", root=tmp_path)
+    assert judged.families["diffusion"][1] == "diffusion_no_inversion_with_shots"
+    assert "`diffusion_no_inversion_with_shots` is judged in place of `diffusion_with_shots`" in judged.note
+    assert "`choices/tile/choice.md`" in judged.note  # shown relative to root
+    for ignored in (
+        judged_sources(tmp_path / "layouts" / "tile", choices, "segmenter_prior"),  # the validation runs themselves
+        judged_sources(data, choices, "segmenter"),
+        judged_sources(data, None, "segmenter_prior"),
+        judged_sources(tmp_path / "data" / "screw", choices, "segmenter_prior"),  # nothing recorded
+    ):
+        assert ignored.note == "" and ignored.families["diffusion"][1] == "diffusion_with_shots"
+    _record(choices, data, "diffusion_with_shots")
+    assert "was kept" in judged_sources(data, choices, "segmenter_prior").note
+
+
+def test_a_broken_choice_record_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "choice.json"
+    path.write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not a readable choice record") as error:
+        read_choice(path)
+    assert str(path) in str(error.value) and "--report-only" in str(error.value)
+    path = _record(tmp_path, tmp_path / "tile", "a_generator_never_weighed")
+    with pytest.raises(InvalidInputError, match="'a_generator_never_weighed' is not among its candidates"):
+        read_choice(path)
