@@ -105,13 +105,6 @@ def judged_recipes(
     return [recipe for recipe in found if recipe is not None and recipe.seeds >= min_seeds]
 
 
-def best_recipe(
-    runs: Sequence[dict[str, Any]], detector: str, names: Sequence[str], min_seeds: int
-) -> Recipe | None:
-    """The recipe with the highest mean pixel AP among ``names`` measured on at least ``min_seeds`` seeds."""
-    return max(judged_recipes(runs, detector, names, min_seeds), key=lambda r: r.pixel_ap, default=None)
-
-
 def verdict_markdown(
     runs: Sequence[dict[str, Any]],
     detector: str,
@@ -207,7 +200,6 @@ __all__ = [
     "OPTIONAL",
     "Recipe",
     "best_anchor",
-    "best_recipe",
     "judged_recipes",
     "measured",
     "verdict_markdown",
