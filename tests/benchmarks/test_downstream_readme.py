@@ -70,4 +70,8 @@ def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path
     assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in verdict and "missed so far" in verdict
     argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--choices", str(tmp_path / "choices"), "--report-only"]
     assert downstream.main(argv) == 0
-    assert "is judged in place of" in (tmp_path / "out" / "tiny" / "downstream_full.md").read_text()
+    report = (tmp_path / "out" / "tiny" / "downstream_full.md").read_text()
+    assert "is judged in place of" in report
+    default_row = report.index("| segmenter_prior | diffusion_with_shots | 3 |")
+    assert report.index("| diffusion_no_inversion_with_shots (chosen on held-back shots) | 3 |") > default_row
+    assert "(chosen on held-back shots)" not in downstream.headline_table(store, "full", None)

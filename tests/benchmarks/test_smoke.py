@@ -9,6 +9,7 @@ import torch
 from shared_fixtures import TEST_METRICS, assert_ranking_metrics, load_script
 
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.evaluation.downstream import WITH_SHOTS
 
 
 @pytest.mark.slow
@@ -240,7 +241,7 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     assert ("real_paste_context_with_shots", "segmenter_prior") in prior_ablations  # placement judged on both sources
     everything = script.matrix_pairs("full", None, None, "all")
     assert set(sources) < set(everything) and set(prior_ablations) < set(everything)
-    assert not {g for g, d in everything if d == "segmenter"} & set(script.WITH_SHOTS) - set(script.SOURCES)
+    assert not {g for g, d in everything if d == "segmenter"} & set(WITH_SHOTS) - set(script.SOURCES)
     assert ("diffusion_no_filter", "segmenter") in everything
     assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
     assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row

@@ -234,6 +234,8 @@ class JudgedSources:
     families: Mapping[str, Sequence[str]] = field(default_factory=lambda: FAMILIES)
     optional: Mapping[str, Sequence[str]] = field(default_factory=lambda: OPTIONAL)
     note: str = ""
+    #: (default, chosen) when a variant was chosen in place of its default.
+    replaced: tuple[str, str] | None = None
 
 
 def judged_sources(
@@ -266,7 +268,7 @@ def judged_sources(
             f"`{chosen}` is judged in place of `{default}`: the rule of `{shown}` chose it on held-back shots, "
             "with no test image."
         )
-    return JudgedSources(families, optional, note)
+    return JudgedSources(families, optional, note, None if chosen == default else (default, chosen))
 
 
 def choice_markdown(choice: Choice) -> str:
