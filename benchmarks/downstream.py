@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import logging
 import os
 import platform
@@ -43,21 +42,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for remote weights
 
 import torch  # noqa: E402
 
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION  # noqa: E402
 from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     ABLATIONS,
     DETECTORS,
     GENERATORS,
     SHOTS_PLUS,
+    JudgedSources,
     Preset,
     fit_costs,
     generates,
+    judged_sources,
     measure_generation_quality,
     pool_source,
     preset_record,
     resolve_preset,
     run_experiment,
-    judged_sources,
     same_preset,
     write_report_files,
 )
@@ -209,12 +210,18 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
         )
 
 
-def headline_table(store: ResultsStore, preset: str, choices: Path | None = CHOICES_DIR) -> str:
+def judged_for(store: ResultsStore, choices: Path | None = CHOICES_DIR) -> JudgedSources:
+    """What the verdict judges on the store's dataset: the default families, or a pick made on its held-back shots."""
+    shot_fraction = (store.meta.get("preset") or {}).get("shot_fraction", DEFAULT_SHOT_FRACTION)
+    data = store.meta.get("data")
+    return judged_sources(data, choices, VERDICT_DETECTOR, shot_fraction=shot_fraction, root=PROJECT_ROOT)
+
+
+def headline_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
     """The headline table of one dataset's results file (every recorded run of ``preset``), with the variant
-    chosen on held-back shots, if any, under the recipe it replaces in the verdict."""
+    chosen on held-back shots (``judged``), if any, under the recipe it replaces in the verdict."""
     rows = list(HEADLINE_ROWS)
-    judged = judged_sources(store.meta.get("data"), choices, VERDICT_DETECTOR)
-    if judged.replaced is not None:
+    if judged is not None and judged.replaced is not None:
         default, chosen = judged.replaced
         at = rows.index((VERDICT_DETECTOR, default, default)) + 1
         rows.insert(at, (VERDICT_DETECTOR, chosen, f"{chosen} (chosen on held-back shots)"))
@@ -222,21 +229,25 @@ def headline_table(store: ResultsStore, preset: str, choices: Path | None = CHOI
     return headline_markdown(runs, rows, anchors=ANCHOR_PAIRS, fit_seconds=fit_costs(store))
 
 
-def verdict_table(store: ResultsStore, preset: str, choices: Path | None = CHOICES_DIR) -> str:
-    """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none)."""
-    judged = judged_sources(store.meta.get("data"), choices, VERDICT_DETECTOR, root=PROJECT_ROOT)
+def verdict_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
+    """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none),
+    headed by ``judged``'s note on a pick made on held-back shots."""
+    judged = judged or JudgedSources()
     table = verdict_markdown(
         store.preset_runs(preset),
         VERDICT_DETECTOR,
         anchors=ANCHOR_PAIRS,
         families=judged.families,
-        optional=judged.optional,
+        unjudged=judged.unjudged,
     )
     return f"{judged.note}\n\n{table}" if table and judged.note else table
 
 
-def ablation_table(store: ResultsStore, preset: str) -> str:
-    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run)."""
+def ablation_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
+    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run).
+
+    ``judged`` is unused: the ablations pair with the defaults whatever was picked (a uniform signature).
+    """
     runs = [r for r in store.preset_runs(preset) if r["detector"] == VERDICT_DETECTOR]
     return ablation_markdown(runs, ABLATIONS, headings=False)
 
@@ -244,18 +255,18 @@ def ablation_table(store: ResultsStore, preset: str) -> str:
 def write_reports(store: ResultsStore, out: Path, preset: str, choices: Path | None = CHOICES_DIR) -> None:
     """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
     verdict on the diffusion generator and the chart of every recipe behind it."""
-    headline = headline_table(store, preset, choices)
-    if verdict := verdict_table(store, preset, choices):
+    judged = judged_for(store, choices)
+    headline = headline_table(store, preset, judged)
+    if verdict := verdict_table(store, preset, judged):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
     path = out / f"downstream_{preset}_sources.png"
-    judged = judged_sources(store.meta.get("data"), choices, VERDICT_DETECTOR, root=PROJECT_ROOT)
     chart = plot_sources(
         store.preset_runs(preset),
         path,
         VERDICT_DETECTOR,
         anchors=ANCHOR_PAIRS,
         families=judged.families,
-        optional=judged.optional,
+        unjudged=judged.unjudged,
     )
     if chart:
         headline += f"\n![every recipe by source]({chart.name})\n"  # drawn before any row has 3 seeds too
@@ -270,9 +281,18 @@ def pool_dir(work: Path, generator: str, seed: int) -> Path:
 
 
 def run_dataset(
-    data: Path, preset: Preset, pairs: list[Pair], seeds: list[int], args: argparse.Namespace, *, grid_seed: int
+    data: Path,
+    preset: Preset,
+    pairs: list[Pair],
+    seeds: list[int],
+    args: argparse.Namespace,
+    *,
+    grid_seed: int,
+    choices: Path | None = CHOICES_DIR,
 ) -> list[str]:
     """Every (pair, seed) of one dataset that is not recorded yet; returns the failures.
+
+    ``choices``: where the reports look for picks made on held-back shots (``--choices``).
 
     Sample grids are drawn from ``grid_seed``'s quality samples.
     """
@@ -325,11 +345,11 @@ def run_dataset(
                 failures.append(f"{data.name}: {generator} / {detector} / seed {seed}: {exc}")
                 continue
             store.add_run(record)
-            write_reports(store, out, preset.name, args.choices)
+            write_reports(store, out, preset.name, choices)
             logger.info("%s / %s / %s / seed %d: %s", data.name, generator, detector, seed, record["metrics"])
     store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     store.save()
-    write_reports(store, out, preset.name, args.choices)
+    write_reports(store, out, preset.name, choices)
     return failures
 
 
@@ -352,14 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             if store.runs:
                 write_reports(store, args.out / data.name, preset.name, args.choices)
                 logger.info("rewrote the reports of %s", store.path)
-                blocks = {
-                    "headline": functools.partial(headline_table, choices=args.choices),
-                    "verdict": functools.partial(verdict_table, choices=args.choices),
-                    "ablations": ablation_table,
-                }
+                judged = judged_for(store, args.choices)
+                blocks = {"headline": headline_table, "verdict": verdict_table, "ablations": ablation_table}
                 for block, table in blocks.items():
                     if args.readme is not None and sync_readme(
-                        args.readme, f"{block}:{data.name}", table(store, preset.name)
+                        args.readme, f"{block}:{data.name}", table(store, preset.name, judged)
                     ):
                         logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
         return 0
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for seed in seeds:  # seed by seed, so an interrupted benchmark has covered every dataset evenly
         for data in datasets:
-            failures += run_dataset(data, preset, pairs, [seed], args, grid_seed=seeds[0])
+            failures += run_dataset(data, preset, pairs, [seed], args, grid_seed=seeds[0], choices=args.choices)
     logger.info("done in %.1f min; results in %s", (time.perf_counter() - started) / 60, args.out)
     for failure in failures:
         logger.error("FAILED %s", failure)

@@ -30,10 +30,12 @@ from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import GENERATORS, choice_markdown, choose_variant  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream.shot_validation import (  # noqa: E402
     CHOICE_FILE,
+    CHOICE_REPORT,
     MARKER,
     shot_validation_layout,
 )
 from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
+from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, with_variant  # noqa: E402
 
 logger = logging.getLogger("benchmarks.shot_validation")
 
@@ -87,7 +89,7 @@ def write_choice(store: ResultsStore, candidates: list[str], detector: str, out:
         f"other {scored} are scored with {layout['validation_normals']} held-back train normals. No test image. "
         f"Detector: `{detector}`. Made by `benchmarks/shot_validation.py`.\n\n"
     )
-    (out / "choice.md").write_text(header + choice_markdown(choice))
+    (out / CHOICE_REPORT).write_text(header + choice_markdown(choice))
     record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice)}
     (out / CHOICE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return choice.chosen
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             return status
     chosen = write_choice(ResultsStore(out / f"downstream_{args.preset}.json"), args.candidates, args.detector, out)
-    logger.info("chosen on held-back shots: %s (%s)", chosen, out / "choice.md")
+    logger.info("chosen on held-back shots: %s (%s)", chosen, out / CHOICE_REPORT)
+    try:  # any variants may be compared; only some picks can stand in a recipe of the verdict
+        with_variant(FAMILIES, OPTIONAL, args.candidates[0], chosen)
+    except InvalidInputError as error:
+        logger.warning("downstream.py's verdict will not use this pick: %s", error)
     return 0
 
 

@@ -52,17 +52,19 @@ MARGIN = 0.03
 
 def with_variant(
     families: Mapping[str, Sequence[str]],
-    optional: Mapping[str, Sequence[str]],
+    unjudged: Mapping[str, Sequence[str]],
     default: str,
     chosen: str,
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
-    """``families`` with ``chosen`` judged in place of ``default``, and ``optional`` with ``default`` shown, not judged.
+    """``families`` with ``chosen`` judged in place of ``default``; ``unjudged`` (the recipes shown, not judged)
+    with ``default`` added and ``chosen`` taken out.
 
     For a variant picked without test data (``benchmarks/shot_validation.py``): judging both would let the
-    test set choose between them after all.
+    test set choose between the two after all. Only the recipe that was weighed is replaced; the family's
+    other recipes stay, as in every family.
 
     Example:
-        >>> families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
+        >>> families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
     """
     owners = [family for family, names in families.items() if default in names]
     if not owners:
@@ -70,8 +72,13 @@ def with_variant(
             f"{default!r} is not a judged recipe of any source family, so no variant can stand in for it",
             fix=f"validate variants of one of {sorted(n for names in families.values() for n in names)}",
         )
+    if chosen != default and any(chosen in names for names in families.values()):
+        raise InvalidInputError(
+            f"{chosen!r} is judged already; it cannot also stand in for {default!r}",
+            fix="validate a variant that is not one of the verdict's recipes",
+        )
     judged = {family: tuple(chosen if n == default else n for n in names) for family, names in families.items()}
-    shown = {family: tuple(n for n in names if n != chosen) for family, names in optional.items()}
+    shown = {family: tuple(n for n in names if n != chosen) for family, names in unjudged.items()}
     if chosen != default:
         shown[owners[0]] = (default, *shown.get(owners[0], ()))
     return judged, shown
@@ -113,9 +120,12 @@ def verdict_markdown(
     min_seeds: int = 3,
     margin: float = MARGIN,
     families: Mapping[str, Sequence[str]] = FAMILIES,
-    optional: Mapping[str, Sequence[str]] = OPTIONAL,
+    unjudged: Mapping[str, Sequence[str]] = OPTIONAL,
 ) -> str:
-    """The family table and the verdict on ``detector`` ("" when no family has ``min_seeds`` seeds)."""
+    """The family table and the verdict on ``detector`` ("" when no family has ``min_seeds`` seeds).
+
+    ``unjudged``: recipes listed apart, without a say (by default the optional settings).
+    """
     judged = {family: judged_recipes(runs, detector, names, min_seeds) for family, names in families.items()}
     best = {family: max(recipes, key=lambda r: r.pixel_ap, default=None) for family, recipes in judged.items()}
     if not any(best.values()):
@@ -129,7 +139,7 @@ def verdict_markdown(
             lines.append(f"| {family} | `{recipe.name}` | {_numbers(recipe)} |")
         else:
             lines.append(f"| {family} | not measured on {min_seeds} seeds yet | | | |")
-    for family, names in optional.items():
+    for family, names in unjudged.items():
         for name in names:
             if (recipe := measured(runs, detector, name)) is not None:
                 lines.append(f"| {family}, not judged | `{name}` | {_numbers(recipe)} |")

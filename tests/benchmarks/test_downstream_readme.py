@@ -1,8 +1,10 @@
 """``downstream.py --report-only --readme``: every marked README block of a dataset, from its results file alone."""
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
 from shared_fixtures import load_script
 
 
@@ -40,38 +42,95 @@ def test_report_only_fills_the_headline_verdict_and_ablation_blocks(tmp_path: Pa
     assert (tmp_path / "out" / "tiny" / "downstream_full_sources.png").stat().st_size > 0
 
 
-def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path) -> None:
-    downstream = load_script("downstream")
+def _choice_record(data: Path, chosen: str, default: str = "diffusion_with_shots", **layout: object) -> dict:
+    return {
+        "detector": "segmenter_prior",
+        "layout": {"source": str(data), **layout},
+        "chosen": chosen,
+        "candidates": [
+            {"name": default, "seeds": 1, "pixel_ap": 0.3, "image_auroc": 0.9},
+            {"name": "diffusion_no_inversion_with_shots", "seeds": 1, "pixel_ap": 0.5, "image_auroc": 0.9},
+        ],
+        "min_gain": 0.01,
+    }
+
+
+def _chosen_setup(tmp_path: Path, choice: dict | str) -> tuple[Path, Path]:
+    """A results file where the default beats its variant on test, and a recorded pick; returns (data, results)."""
     data = tmp_path / "tiny"
     runs = [
-        *(_run(name, "segmenter_prior", s, 0.90, ap) for s in range(3) for name, ap in [("shots_only", 0.60)]),
+        *(_run("shots_only", "segmenter_prior", s, 0.90, 0.60) for s in range(3)),
         *(_run("diffusion_with_shots", "segmenter_prior", s, 0.95, 0.70) for s in range(3)),
         *(_run("diffusion_no_inversion_with_shots", "segmenter_prior", s, 0.91, 0.50) for s in range(3)),
     ]
     results = tmp_path / "out" / "tiny" / "downstream_full.json"
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"meta": {"data": str(data)}, "runs": runs, "quality": []}))
-    choice = {
-        "detector": "segmenter_prior",
-        "layout": {"source": str(data)},
-        "chosen": "diffusion_no_inversion_with_shots",
-        "candidates": [
-            {"name": "diffusion_with_shots", "seeds": 1, "pixel_ap": 0.3, "image_auroc": 0.9},
-            {"name": "diffusion_no_inversion_with_shots", "seeds": 1, "pixel_ap": 0.5, "image_auroc": 0.9},
-        ],
-        "min_gain": 0.01,
-    }
+    meta = {"data": str(data), "preset": {"shot_fraction": 1 / 3}}
+    results.write_text(json.dumps({"meta": meta, "runs": runs, "quality": []}))
     (tmp_path / "choices" / "tiny").mkdir(parents=True)
-    (tmp_path / "choices" / "tiny" / "choice.json").write_text(json.dumps(choice))
+    text = choice if isinstance(choice, str) else json.dumps(choice)
+    (tmp_path / "choices" / "tiny" / "choice.json").write_text(text)
+    return data, results
+
+
+def _readme_block(readme: Path, block: str) -> str:
+    text = readme.read_text()
+    return text[text.index(f"<!-- {block}:tiny -->") : text.index(f"<!-- /{block}:tiny -->")]
+
+
+def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    data, results = _chosen_setup(tmp_path, _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots"))
     store = downstream.ResultsStore(results)
-    assert "met so far" in downstream.verdict_table(store, "full", None)  # the default would have won on test
-    verdict = downstream.verdict_table(store, "full", tmp_path / "choices")
+    assert "met so far" in downstream.verdict_table(store, "full")  # the default would have won on test
+    assert "met so far" in downstream.verdict_table(store, "full", downstream.judged_for(store, None))
+    verdict = downstream.verdict_table(store, "full", downstream.judged_for(store, tmp_path / "choices"))
     assert verdict.startswith("`diffusion_no_inversion_with_shots` is judged in place of `diffusion_with_shots`")
     assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in verdict and "missed so far" in verdict
-    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--choices", str(tmp_path / "choices"), "--report-only"]
+    readme = tmp_path / "README.md"
+    readme.write_text("".join(f"<!-- {b}:tiny -->\nstale\n<!-- /{b}:tiny -->\n" for b in ("headline", "verdict")))
+    out, choices = str(tmp_path / "out"), str(tmp_path / "choices")
+    argv = ["--data", str(data), "--out", out, "--choices", choices, "--report-only", "--readme", str(readme)]
     assert downstream.main(argv) == 0
+    assert "missed so far" in _readme_block(readme, "verdict") and "is judged in place of" in _readme_block(
+        readme, "verdict"
+    )
+    assert "| diffusion_no_inversion_with_shots (chosen on held-back shots) | 3 |" in _readme_block(readme, "headline")
     report = (tmp_path / "out" / "tiny" / "downstream_full.md").read_text()
     assert "is judged in place of" in report
     default_row = report.index("| segmenter_prior | diffusion_with_shots | 3 |")
     assert report.index("| diffusion_no_inversion_with_shots (chosen on held-back shots) | 3 |") > default_row
-    assert "(chosen on held-back shots)" not in downstream.headline_table(store, "full", None)
+    assert "(chosen on held-back shots)" not in downstream.headline_table(store, "full")
+
+
+def test_a_pick_made_on_another_shot_split_is_not_applied(tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    record = _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots", shot_fraction=0.5)
+    _, results = _chosen_setup(tmp_path, record)
+    judged = downstream.judged_for(downstream.ResultsStore(results), tmp_path / "choices")
+    assert judged.note == "" and judged.replaced is None  # some of its held-back shots are this split's test images
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "{half a file",
+        _choice_record(Path("tiny"), "diffusion_no_inversion_with_shots", default="diffusion_visible_with_shots"),
+        _choice_record(Path("tiny"), "shots_plus_diffusion"),  # a judged recipe already: would count twice
+    ],
+    ids=["unreadable", "default not judged", "chosen judged already"],
+)
+def test_an_unusable_pick_is_skipped_with_a_warning_and_the_reports_are_still_written(
+    tmp_path: Path, record: dict | str, caplog: pytest.LogCaptureFixture
+) -> None:
+    downstream = load_script("downstream")
+    if isinstance(record, dict):
+        record["layout"]["source"] = str(tmp_path / "tiny")
+    data, _ = _chosen_setup(tmp_path, record)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- verdict:tiny -->\nstale\n<!-- /verdict:tiny -->\n")
+    argv = ["--data", str(data), "--out", str(tmp_path / "out"), "--choices", str(tmp_path / "choices")]
+    with caplog.at_level(logging.WARNING):
+        assert downstream.main([*argv, "--report-only", "--readme", str(readme)]) == 0
+    assert "Ignoring the variant choice" in caplog.text
+    assert "met so far" in _readme_block(readme, "verdict") and "in place of" not in _readme_block(readme, "verdict")

@@ -63,6 +63,7 @@ def test_bars_are_means_dots_are_seeds_and_the_anchor_has_enough_seeds() -> None
     (line,) = [line for line in image.get_lines() if line.get_linestyle() == "--"]
     assert line.get_ydata()[0] == pytest.approx(0.96)  # padim_native's mean; patchcore_native has 2 seeds only
     assert "padim_native" in image.get_legend().get_texts()[0].get_text()
+    assert (pixel.get_ylabel(), image.get_ylabel()) == ("pixel AP", "image AUROC")  # not the anchor's legend
     plt.close(figure)
 
 

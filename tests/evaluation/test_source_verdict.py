@@ -61,10 +61,11 @@ def test_a_miss_names_the_shortfall_and_the_source_that_holds_the_line() -> None
 
 def test_the_image_verdict_and_the_anchor_must_hold_too() -> None:
     behind_on_image = [*_everyone_but_diffusion(), *_runs("shots_plus_diffusion", 0.92, 0.70)]
-    assert "missed" in verdict_markdown(behind_on_image, DETECTOR, anchors=[ANCHOR])
+    assert "missed**" in verdict_markdown(behind_on_image, DETECTOR, anchors=[ANCHOR])
     behind_the_anchor = [*_everyone_but_diffusion(), *_runs("shots_plus_diffusion", 0.94, 0.70)]
-    assert "missed" in verdict_markdown(behind_the_anchor, DETECTOR, anchors=[ANCHOR])  # PaDiM's image AUROC 0.95
-    assert "met" in verdict_markdown(behind_the_anchor, DETECTOR)  # no anchor measured: the sources alone
+    assert "missed**" in verdict_markdown(behind_the_anchor, DETECTOR, anchors=[ANCHOR])  # PaDiM's image AUROC 0.95
+    met = "**Diffusion beats every other source: met**"
+    assert met in verdict_markdown(behind_the_anchor, DETECTOR)  # no anchor measured: the sources alone
 
 
 def test_rows_with_fewer_seeds_and_optional_settings_do_not_decide() -> None:
@@ -90,27 +91,30 @@ def test_missing_families_make_the_verdict_provisional_and_nothing_measured_give
 
 
 def test_a_variant_chosen_without_test_data_is_judged_in_place_of_its_default() -> None:
-    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots")
+    families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots")
     assert families["diffusion"] == ("diffusion", "diffusion_no_inversion_with_shots", "shots_plus_diffusion")
-    assert optional["diffusion"][0] == "diffusion_with_shots"  # still shown, never judged
+    assert unjudged["diffusion"][0] == "diffusion_with_shots"  # still shown, never judged
     assert families["real_paste"] == FAMILIES["real_paste"] and FAMILIES["diffusion"][1] == "diffusion_with_shots"
     runs = [
         *_everyone_but_diffusion(),
         *_runs("diffusion_with_shots", 0.99, 0.90),  # better on test, but not the one chosen: no say
         *_runs("diffusion_no_inversion_with_shots", 0.94, 0.50),
     ]
-    assert "met" in verdict_markdown(runs, DETECTOR)
-    text = verdict_markdown(runs, DETECTOR, families=families, optional=optional)
+    assert "**Diffusion beats every other source: met**" in verdict_markdown(runs, DETECTOR)
+    text = verdict_markdown(runs, DETECTOR, families=families, unjudged=unjudged)
     assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in text
     assert "| diffusion, not judged | `diffusion_with_shots` | 3 |" in text
     assert "**Diffusion beats every other source: missed**" in text
 
 
 def test_a_kept_default_changes_nothing_and_an_unjudged_default_is_refused() -> None:
-    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_with_shots")
+    families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_with_shots")
     assert families == {name: tuple(names) for name, names in FAMILIES.items()}
-    assert optional == {name: tuple(names) for name, names in OPTIONAL.items()}
-    families, optional = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
-    assert "diffusion_context_with_shots" not in optional["diffusion"]  # judged now: not listed twice
+    assert unjudged == {name: tuple(names) for name, names in OPTIONAL.items()}
+    families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
+    assert "diffusion_context_with_shots" not in unjudged["diffusion"]  # judged now: not listed twice
     with pytest.raises(InvalidInputError, match="'diffusion_visible_with_shots' is not a judged recipe"):
         with_variant(FAMILIES, OPTIONAL, "diffusion_visible_with_shots", "diffusion_with_shots")
+    for judged_already in ("shots_plus_diffusion", "real_paste_with_shots"):  # would count twice, or in two families
+        with pytest.raises(InvalidInputError, match=f"'{judged_already}' is judged already"):
+            with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", judged_already)

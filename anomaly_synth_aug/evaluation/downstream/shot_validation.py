@@ -24,10 +24,11 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 import statistics
-from collections.abc import Sequence
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,14 @@ from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, with_variant
 
+logger = logging.getLogger(__name__)
+
 #: Written at the layout's root: what it was built from (and the mark that it may be rebuilt).
 MARKER = "SHOT_VALIDATION.json"
 #: Written beside the validation runs by ``benchmarks/shot_validation.py``: the pick and what it was made on.
 CHOICE_FILE = "choice.json"
+#: Its readable twin, which the verdict's note points to.
+CHOICE_REPORT = "choice.md"
 #: Share of the train normals that become the validation set's normals.
 NORMAL_SHARE = 0.15
 #: Within this, pixel AP and image AUROC count as level: the default is kept.
@@ -195,15 +200,27 @@ class RecordedChoice:
     choice: Choice
     detector: str
     source: Path
+    #: The benchmark's shot split the validation folder was built from (its shots are that split's).
+    shot_fraction: float = DEFAULT_SHOT_FRACTION
 
     @property
     def default(self) -> str:
         """The candidate the pick was weighed against (listed first)."""
         return self.choice.candidates[0].name
 
-    def applies_to(self, data: str | Path, detector: str) -> bool:
-        """Whether this pick was made on the training side of ``data`` for ``detector``."""
-        return self.detector == detector and self.source.resolve() == Path(data).resolve()
+    def mismatch(self, data: str | Path, detector: str, shot_fraction: float) -> str:
+        """Why this pick does not apply to a benchmark of ``data`` for ``detector`` ("" when it does).
+
+        It applies only to the very folder whose training side it was made on, for the same detector and
+        shot split: with another split some of its held-back shots would be test images.
+        """
+        if self.detector != detector:
+            return f"made for {self.detector}, not {detector}"
+        if self.source.resolve() != Path(data).resolve():
+            return f"made on {self.source}, not {data}"
+        if not math.isclose(self.shot_fraction, shot_fraction):
+            return f"made with shot fraction {self.shot_fraction:g}, the benchmark uses {shot_fraction:g}"
+        return ""
 
 
 def read_choice(path: str | Path) -> RecordedChoice:
@@ -213,7 +230,10 @@ def read_choice(path: str | Path) -> RecordedChoice:
         record = json.loads(path.read_text())
         candidates = [Candidate(**c) for c in record["candidates"]]
         choice = Choice(chosen=record["chosen"], candidates=candidates, min_gain=record["min_gain"])
-        recorded = RecordedChoice(choice, record["detector"], Path(record["layout"]["source"]))
+        layout = record["layout"]
+        recorded = RecordedChoice(
+            choice, record["detector"], Path(layout["source"]), float(layout.get("shot_fraction", DEFAULT_SHOT_FRACTION))
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InvalidInputError(
             f"not a readable choice record ({error.__class__.__name__}: {error})",
@@ -229,22 +249,29 @@ def read_choice(path: str | Path) -> RecordedChoice:
 
 @dataclass(frozen=True)
 class JudgedSources:
-    """The recipes a verdict judges on one dataset, and why they differ from the defaults ("" when they do not)."""
+    """The recipes a verdict judges on one dataset, those it shows without judging, and a note on the pick
+    made on held-back shots ("" when none applies)."""
 
-    families: Mapping[str, Sequence[str]] = field(default_factory=lambda: FAMILIES)
-    optional: Mapping[str, Sequence[str]] = field(default_factory=lambda: OPTIONAL)
+    families: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(FAMILIES))
+    unjudged: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(OPTIONAL))
     note: str = ""
     #: (default, chosen) when a variant was chosen in place of its default.
     replaced: tuple[str, str] | None = None
 
 
 def judged_sources(
-    data: str | Path | None, choices: Path | None, detector: str, *, root: Path | None = None
+    data: str | Path | None,
+    choices: Path | None,
+    detector: str,
+    *,
+    shot_fraction: float = DEFAULT_SHOT_FRACTION,
+    root: Path | None = None,
 ) -> JudgedSources:
     """The default families, with the variant picked on ``data``'s held-back shots in place of its default.
 
-    The pick is ``<choices>/<data's name>/choice.json``; one made on another folder (the validation
-    layout's own results) or for another detector is ignored. ``root``: paths in the note are shown relative to it.
+    The pick is ``<choices>/<data's name>/choice.json``. One made on another folder (the validation
+    layout's own results), for another detector or another shot split is ignored, and so is an unusable
+    record, each with a warning: a report is never lost to it. ``root``: the note's path is shown relative to it.
 
     Example:
         >>> judged = judged_sources("../shared/data/magnetic_tile", Path("benchmarks/results/shot_validation"),
@@ -253,12 +280,17 @@ def judged_sources(
     path = None if choices is None or data is None else choices / Path(data).name / CHOICE_FILE
     if path is None or not path.is_file():
         return JudgedSources()
-    recorded = read_choice(path)
-    if not recorded.applies_to(data, detector):
+    try:
+        recorded = read_choice(path)
+        families, unjudged = with_variant(FAMILIES, OPTIONAL, recorded.default, recorded.choice.chosen)
+    except InvalidInputError as error:
+        logger.warning("Ignoring the variant choice: %s", error)
+        return JudgedSources()
+    if reason := recorded.mismatch(data, detector, shot_fraction):
+        logger.info("The variant choice %s does not apply here: %s.", path, reason)
         return JudgedSources()
     default, chosen = recorded.default, recorded.choice.chosen
-    families, optional = with_variant(FAMILIES, OPTIONAL, default, chosen)
-    shown = path.with_name("choice.md")
+    shown = path.with_name(CHOICE_REPORT)
     if root is not None and shown.resolve().is_relative_to(root.resolve()):
         shown = shown.resolve().relative_to(root.resolve())
     if chosen == default:
@@ -266,9 +298,9 @@ def judged_sources(
     else:
         note = (
             f"`{chosen}` is judged in place of `{default}`: the rule of `{shown}` chose it on held-back shots, "
-            "with no test image."
+            "with no test image. The family's other recipes are judged as before."
         )
-    return JudgedSources(families, optional, note, None if chosen == default else (default, chosen))
+    return JudgedSources(families, unjudged, note, None if chosen == default else (default, chosen))
 
 
 def choice_markdown(choice: Choice) -> str:

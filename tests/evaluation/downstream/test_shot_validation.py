@@ -135,7 +135,8 @@ def _record(folder: Path, source: Path, chosen: str, detector: str = "segmenter_
     """A choice.json as benchmarks/shot_validation.py writes it."""
     runs = [_run("diffusion_with_shots", 0, 0.3, 0.9), _run("diffusion_no_inversion_with_shots", 0, 0.3, 0.9)]
     choice = choose_variant(runs, ["diffusion_with_shots", "diffusion_no_inversion_with_shots"], detector)
-    record = {"detector": detector, "layout": {"source": str(source)}, **dataclasses.asdict(choice), "chosen": chosen}
+    layout = {"source": str(source), "shot_fraction": 1 / 3}
+    record = {"detector": detector, "layout": layout, **dataclasses.asdict(choice), "chosen": chosen}
     path = folder / source.name / "choice.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -147,9 +148,10 @@ def test_a_recorded_pick_reads_back_and_applies_to_its_own_category_only(tmp_pat
     path = _record(choices, data, "diffusion_no_inversion_with_shots")
     recorded = read_choice(path)
     assert recorded.default == "diffusion_with_shots" and recorded.choice.chosen == "diffusion_no_inversion_with_shots"
-    assert recorded.applies_to(data, "segmenter_prior")
-    assert not recorded.applies_to(tmp_path / "layouts" / "tile", "segmenter_prior")  # same name, another folder
-    assert not recorded.applies_to(data, "segmenter")
+    assert recorded.mismatch(data, "segmenter_prior", 1 / 3) == ""
+    assert "not " in recorded.mismatch(tmp_path / "layouts" / "tile", "segmenter_prior", 1 / 3)  # another folder
+    assert recorded.mismatch(data, "segmenter", 1 / 3) == "made for segmenter_prior, not segmenter"
+    assert "shot fraction 0.333333" in recorded.mismatch(data, "segmenter_prior", 0.5)
 
     judged = judged_sources(data, choices, "segmenter_prior", root=tmp_path)
     assert judged.families["diffusion"][1] == "diffusion_no_inversion_with_shots"
@@ -158,6 +160,7 @@ def test_a_recorded_pick_reads_back_and_applies_to_its_own_category_only(tmp_pat
     for ignored in (
         judged_sources(tmp_path / "layouts" / "tile", choices, "segmenter_prior"),  # the validation runs themselves
         judged_sources(data, choices, "segmenter"),
+        judged_sources(data, choices, "segmenter_prior", shot_fraction=0.5),  # its held-back shots: test images
         judged_sources(data, None, "segmenter_prior"),
         judged_sources(tmp_path / "data" / "screw", choices, "segmenter_prior"),  # nothing recorded
     ):
