@@ -4,7 +4,8 @@ The verdict table (``source_verdict``) keeps one recipe per source and only mean
 every recipe of its families (and those shown but not judged: optional settings, a default replaced by
 a pick made on held-back shots) with their seeds, so a reader sees at a glance whether a lead is larger
 than the spread between seeds, and which rows still lack seeds (drawn pale). Recipes not judged are
-hatched, as the verdict lists them apart (ablations are not drawn: they have their own table). Kept apart from the tables because it needs matplotlib.
+hatched, as the verdict lists them apart (ablations are not drawn: they have their own table). Kept
+apart from the tables because it needs matplotlib.
 
 Example:
     >>> from anomaly_synth_aug.evaluation.source_chart import plot_sources
@@ -58,7 +59,8 @@ def sources_figure(
     """Pixel AP and image AUROC of each recipe on ``detector``: bar = mean over seeds, dots = seeds.
 
     Bars are coloured by source family; recipes with fewer than ``min_seeds`` seeds are pale, those in
-    ``unjudged`` (shown, not judged) hatched. The best one-class anchor (by image AUROC, as in the verdict) is a dashed line.
+    ``unjudged`` (shown, not judged) hatched. The best one-class anchor (by image AUROC, as in the verdict)
+    is a dashed line.
     Returns None when ``detector`` has no recipe of any family.
     """
     import matplotlib

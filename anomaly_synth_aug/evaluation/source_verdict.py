@@ -64,7 +64,9 @@ def with_variant(
     other recipes stay, as in every family.
 
     Example:
-        >>> families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots")
+        >>> families, unjudged = with_variant(
+        ...     FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots"
+        ... )
     """
     owners = [family for family, names in families.items() if default in names]
     if not owners:

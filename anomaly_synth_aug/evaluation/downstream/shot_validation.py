@@ -231,9 +231,8 @@ def read_choice(path: str | Path) -> RecordedChoice:
         candidates = [Candidate(**c) for c in record["candidates"]]
         choice = Choice(chosen=record["chosen"], candidates=candidates, min_gain=record["min_gain"])
         layout = record["layout"]
-        recorded = RecordedChoice(
-            choice, record["detector"], Path(layout["source"]), float(layout.get("shot_fraction", DEFAULT_SHOT_FRACTION))
-        )
+        shot_fraction = float(layout.get("shot_fraction", DEFAULT_SHOT_FRACTION))
+        recorded = RecordedChoice(choice, record["detector"], Path(layout["source"]), shot_fraction)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InvalidInputError(
             f"not a readable choice record ({error.__class__.__name__}: {error})",
@@ -270,8 +269,9 @@ def judged_sources(
     """The default families, with the variant picked on ``data``'s held-back shots in place of its default.
 
     The pick is ``<choices>/<data's name>/choice.json``. One made on another folder (the validation
-    layout's own results), for another detector or another shot split is ignored, and so is an unusable
-    record, each with a warning: a report is never lost to it. ``root``: the note's path is shown relative to it.
+    layout's own results), for another detector or another shot split is ignored (logged), and so is an
+    unusable record (with a warning): a report is never lost to it. ``root``: the note's path is shown
+    relative to it.
 
     Example:
         >>> judged = judged_sources("../shared/data/magnetic_tile", Path("benchmarks/results/shot_validation"),
