@@ -144,6 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="share of each defect type given as shots (default: the preset's, 1/3); the rest is evaluated on",
     )
+    parser.add_argument(
+        "--max-shots-per-type",
+        type=int,
+        help="keep only the first N shots of each defect type (default: all of the shot fraction); the test set "
+        "stays the same. Recorded with the preset: pass another --out than the uncapped results'",
+    )
     parser.add_argument("--no-quality", action="store_true", help="skip the generation-quality measures")
     parser.add_argument(
         "--choices",
@@ -275,6 +281,12 @@ def write_reports(store: ResultsStore, out: Path, preset: str, choices: Path | N
     write_report_files(store, out, preset, headline)
 
 
+def preset_work_dir(work_dir: Path, data: Path, preset: Preset) -> Path:
+    """Where one dataset's fits and pools live: per preset, and apart for capped shots (other shots, other pools)."""
+    capped = "" if preset.max_shots_per_type is None else f"-shots{preset.max_shots_per_type}"
+    return work_dir / data.name / f"{preset.name}{capped}"
+
+
 def pool_dir(work: Path, generator: str, seed: int) -> Path:
     """The cached pool of ``generator`` and ``seed``: a ``_with_shots`` row trains from its source's."""
     return work / "cache" / f"{pool_source(generator)}-seed{seed}"
@@ -297,7 +309,7 @@ def run_dataset(
     Sample grids are drawn from ``grid_seed``'s quality samples.
     """
     out: Path = args.out / data.name
-    work: Path = args.work_dir / data.name / preset.name
+    work = preset_work_dir(args.work_dir, data, preset)
     store = ResultsStore(out / f"downstream_{preset.name}.json")
     check_resumable(store, data, preset)
     store.meta = {
@@ -366,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = resolve_preset(args.preset)
     if args.shot_fraction is not None:
         preset = dataclasses.replace(preset, shot_fraction=args.shot_fraction)  # recorded: never mixed with others
+    if args.max_shots_per_type is not None:
+        preset = dataclasses.replace(preset, max_shots_per_type=args.max_shots_per_type)  # checked, recorded
     if args.report_only:
         for data in args.data if args.data else default_datasets():
             store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")

@@ -49,6 +49,8 @@ from anomaly_synth_aug.data.dataset import (
 from anomaly_synth_aug.data.fewshot import (
     DEFAULT_SHOT_FRACTION,
     DefectRecord,
+    cap_shots,
+    check_max_shots_per_type,
     load_defect_records,
     split_records,
 )
@@ -117,6 +119,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         shot_share: in the online and cached modes, the share of the anomalous training items that are
             augmented real shots instead of generated defects (``ShotMixedDataset``); 0 trains on
             generated defects alone.
+        max_shots_per_type: keep only the first shots of each type (None: all); the others are not
+            evaluated on either, so the evaluation set does not change with it (how many shots are needed?).
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         num_workers: int | None = None,
         seed: int = 0,
         shot_share: float = 0.0,
+        max_shots_per_type: int | None = None,
     ) -> None:
         if not isinstance(datamodule, AnomalibDataModule):
             raise InvalidInputError(
@@ -149,6 +154,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             anomaly_ratio, mode, shot_fraction, val_split, val_split_ratio, mask_threshold, max_fit_normals, seed
         )
         check_shot_share(shot_share, mode, anomaly_ratio)
+        check_max_shots_per_type(max_shots_per_type)
         if is_cached(mode) and cache_dir is None:
             raise InvalidInputError(
                 "mode='cached' needs a cache_dir", fix="pass cache_dir=<folder for the generated samples>"
@@ -177,6 +183,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.mode = parse_choice(TrainMode, mode, "mode")
         self.shot_share = shot_share
         self.shot_fraction = shot_fraction
+        self.max_shots_per_type = max_shots_per_type
         self.val_split = parse_choice(ValSplit, val_split, "val_split")
         self.val_split_ratio = val_split_ratio
         self.mask_threshold = mask_threshold
@@ -212,8 +219,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     def _setup(self, _stage: str | None = None) -> None:
         check_folder_masks(self.datamodule)  # before anomalib pairs them and fails without naming a file
         self.datamodule.setup(_stage)
-        self.shot_records, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
-        shot_paths = {_resolved(record.image_path) for record in self.shot_records}
+        shots, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
+        self.shot_records = cap_shots(shots, self.max_shots_per_type)
+        shot_paths = {_resolved(record.image_path) for record in shots}  # capped-out shots: not evaluated either
 
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
         if not getattr(self, "_checked_test_masks", False):

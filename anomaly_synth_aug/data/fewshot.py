@@ -4,6 +4,9 @@ Per defect type, the first ``shot_fraction`` of the anomalous test images (sorte
 by file name, at least one) become generator *shots*; the rest of the anomalies
 plus every test normal form the evaluation set. A shot is never evaluated on:
 ``FewShotSplit`` checks that the two sets are disjoint when it is built.
+``max_shots_per_type`` keeps only the first few of each type's shots; the others are
+used for nothing, so the evaluation set is the same whatever the cap (a curve in the
+number of shots compares like with like).
 """
 
 from __future__ import annotations
@@ -40,6 +43,33 @@ def check_shot_fraction(shot_fraction: float) -> None:
             f"shot_fraction must be in (0, 1), got {shot_fraction}",
             fix="use e.g. 1/3: the first third of each defect type trains the generator",
         )
+
+
+def check_max_shots_per_type(max_shots_per_type: int | None) -> None:
+    """Refuse a cap on the shots per type that leaves none, naming the parameter."""
+    if max_shots_per_type is not None and max_shots_per_type < 1:
+        raise InvalidInputError(
+            f"max_shots_per_type must be >= 1 or None, got {max_shots_per_type}",
+            fix="use e.g. 5 (the first five shots of each defect type), or None for every shot",
+        )
+
+
+def cap_shots(shots: Iterable[DefectRecord], max_shots_per_type: int | None) -> list[DefectRecord]:
+    """The first ``max_shots_per_type`` shots of each type by file name (all of them for None), in type order.
+
+    Example:
+        >>> shots, held_out = split_records(records)
+        >>> five_each = cap_shots(shots, 5)  # held_out stays the evaluation set
+    """
+    check_max_shots_per_type(max_shots_per_type)
+    by_type: dict[str, list[DefectRecord]] = defaultdict(list)
+    for record in shots:
+        by_type[record.defect_type].append(record)
+    return [
+        record
+        for defect_type in sorted(by_type)
+        for record in sorted(by_type[defect_type], key=lambda r: r.image_path.name)[:max_shots_per_type]
+    ]
 
 
 def shot_count(total: int, shot_fraction: float) -> int:
@@ -154,13 +184,14 @@ def few_shot_split(
     root: str | Path,
     shot_fraction: float = DEFAULT_SHOT_FRACTION,
     *,
+    max_shots_per_type: int | None = None,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
 ) -> FewShotSplit:
     """Split an MVTec-layout folder (``train/good``, ``test/<type>``, ``ground_truth/<type>``).
 
     The files are found by ``scan_mvtec_folder`` (masks: ``ground_truth/<type>/<stem>_mask.*``); a
     defect image without a mask is recorded with ``mask_path=None`` (an error only if it becomes a
-    loaded shot).
+    loaded shot). ``max_shots_per_type`` keeps the first shots of each type (``cap_shots``).
     """
     from anomaly_synth_aug.data.mvtec_folder import (
         scan_mvtec_folder,  # imports anomalib: only when splitting
@@ -174,5 +205,5 @@ def few_shot_split(
     ]
     shots, held_out = split_records(records, shot_fraction)
     return FewShotSplit(
-        shots=shots, eval_anomalies=held_out, eval_normals=layout.test_normals, train_normals=layout.train_normals
+        shots=cap_shots(shots, max_shots_per_type), eval_anomalies=held_out, eval_normals=layout.test_normals, train_normals=layout.train_normals
     )

@@ -73,6 +73,27 @@ def test_downstream_writes_results_and_resumes(tiny_mvtec: Path, tmp_path: Path,
     assert "[perlin](samples/smoke/perlin.png)" in table
 
 
+def test_downstream_caps_the_shots_and_keeps_the_test_set(tiny_mvtec: Path, tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    argv = [
+        "--data", str(tiny_mvtec), "--preset", "smoke", "--generators", "perlin", "--detectors", "segmenter",
+        "--seeds", "0", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--no-quality",
+    ]  # fmt: skip
+    assert downstream.main([*argv, "--max-shots-per-type", "1"]) == 0
+    results = json.loads((tmp_path / "out" / "tiny" / "downstream_smoke.json").read_text())
+    (run,) = results["runs"]
+    assert run["data"]["shots"] == 2 and run["data"]["test_anomalies"] == 8  # 1 of 2 per type; the same test set
+    assert results["meta"]["preset"]["max_shots_per_type"] == 1
+    smoke = downstream.resolve_preset("smoke")
+    capped = downstream.dataclasses.replace(smoke, max_shots_per_type=1)
+    assert downstream.preset_work_dir(tmp_path, tiny_mvtec, smoke) == tmp_path / "tiny" / "smoke"
+    assert downstream.preset_work_dir(tmp_path, tiny_mvtec, capped) == tmp_path / "tiny" / "smoke-shots1"  # own pools
+    with pytest.raises(InvalidInputError, match="another dataset or preset values"):
+        downstream.main(argv)  # the uncapped benchmark may not add to the capped results
+    with pytest.raises(InvalidInputError, match="max_shots_per_type must be >= 1"):
+        downstream.main([*argv, "--max-shots-per-type", "0", "--out", str(tmp_path / "other")])
+
+
 def test_downstream_refuses_to_mix_datasets(tiny_mvtec: Path, tmp_path: Path) -> None:
     downstream = load_script("downstream")
     out = tmp_path / "out"

@@ -44,6 +44,24 @@ def test_shots_follow_protocol_and_never_reach_evaluation(tiny_mvtec: Path, fake
     assert held_out <= evaluated  # every non-shot anomaly is still evaluated
 
 
+def test_capped_shots_train_fewer_and_leave_the_evaluation_set_as_it_was(tiny_mvtec: Path, fake_generator) -> None:
+    def evaluated(max_shots_per_type: int | None) -> tuple[SyntheticAnomalyDataModule, set[Path]]:
+        wrapped = make_folder_datamodule(tiny_mvtec)
+        datamodule = SyntheticAnomalyDataModule(
+            wrapped, generator=fake_generator, shot_fraction=0.5, max_shots_per_type=max_shots_per_type
+        )
+        datamodule.setup()
+        return datamodule, resolved(datamodule.test_data.image_paths())
+
+    full, full_test = evaluated(None)
+    capped, capped_test = evaluated(1)
+    assert len(full.shot_records) == 6 and len(capped.shot_records) == 2  # 3 of each type's 6, then 1
+    assert capped_test == full_test  # the 4 capped-out shots are not evaluated on
+    assert len(capped.load_shots()) == 2
+    with pytest.raises(InvalidInputError, match="max_shots_per_type"):
+        SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator, max_shots_per_type=0)
+
+
 def test_warns_when_wrapped_validation_withholds_test_images(tiny_mvtec: Path, fake_generator, caplog) -> None:
     wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5)
     datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, val_split="synthetic")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from anomaly_synth_aug.data.fewshot import DefectRecord, few_shot_split, shot_count, split_records
+from anomaly_synth_aug.data.fewshot import DefectRecord, cap_shots, few_shot_split, shot_count, split_records
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 
 
@@ -72,3 +72,26 @@ def test_a_type_with_every_image_a_shot_is_warned_about(caplog) -> None:
     assert {r.defect_type for r in held_out} == {"dent"}
     warned = [r.message for r in caplog.records if "none is held out" in r.message]
     assert len(warned) == 1 and "'rare'" in warned[0]
+
+
+def test_a_cap_keeps_the_first_shots_of_each_type_and_the_same_evaluation_set(tiny_mvtec: Path) -> None:
+    full, capped = few_shot_split(tiny_mvtec, 0.5), few_shot_split(tiny_mvtec, 0.5, max_shots_per_type=1)
+    assert sorted((r.defect_type, r.image_path.name) for r in capped.shots) == [
+        ("blob", "000.png"),
+        ("scratch", "000.png"),
+    ]
+    assert capped.eval_anomalies == full.eval_anomalies  # the capped-out shots are evaluated on no more than before
+    assert few_shot_split(tiny_mvtec, 0.5, max_shots_per_type=99).shots == full.shots
+
+
+def test_cap_shots_is_per_type_in_name_order_and_refuses_a_cap_below_one() -> None:
+    records = [DefectRecord(Path(f"/x/{n}.png"), None, t) for t in ("b", "a") for n in ("3", "1", "2")]
+    assert [(r.defect_type, r.image_path.name) for r in cap_shots(records, 2)] == [
+        ("a", "1.png"),
+        ("a", "2.png"),
+        ("b", "1.png"),
+        ("b", "2.png"),
+    ]
+    assert len(cap_shots(records, None)) == 6
+    with pytest.raises(InvalidInputError, match="max_shots_per_type must be >= 1 or None, got 0"):
+        cap_shots(records, 0)

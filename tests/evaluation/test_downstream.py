@@ -133,6 +133,17 @@ def test_a_stored_preset_without_newer_fields_still_matches() -> None:
     assert not same_preset(preset_record("full"), halves)
 
 
+def test_a_preset_records_a_cap_on_the_shots_and_refuses_one_below_1() -> None:
+    from anomaly_synth_aug.evaluation.downstream import preset_record, same_preset
+
+    capped = dataclasses.replace(resolve_preset("full"), max_shots_per_type=5)
+    assert preset_record(capped)["max_shots_per_type"] == 5 and not same_preset(preset_record("full"), capped)
+    stored = {k: v for k, v in preset_record("full").items() if k != "max_shots_per_type"}  # recorded before the cap
+    assert same_preset(stored, "full")
+    with pytest.raises(InvalidInputError, match="max_shots_per_type"):
+        dataclasses.replace(resolve_preset("full"), max_shots_per_type=0)
+
+
 def test_a_preset_refuses_a_shot_fraction_outside_0_1() -> None:
     with pytest.raises(InvalidInputError, match="shot_fraction"):
         dataclasses.replace(resolve_preset("full"), shot_fraction=1.0)

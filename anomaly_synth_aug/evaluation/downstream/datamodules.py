@@ -109,6 +109,7 @@ def synthetic_datamodule(
         shot_fraction=preset.shot_fraction,
         max_fit_normals=preset.max_fit_normals,
         seed=seed,
+        max_shots_per_type=preset.max_shots_per_type,
     )
 
 

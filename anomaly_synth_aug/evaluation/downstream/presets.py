@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, check_shot_fraction
+from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, check_max_shots_per_type, check_shot_fraction
 from anomaly_synth_aug.errors import InvalidInputError
 
 
@@ -41,6 +41,8 @@ class Preset:
         val_split_ratio: share of train normals held back for the synthetic validation set.
         shot_fraction: share of each defect type's real images given to the generator and the detector as
             shots (the first ones by file name); the rest are evaluated on.
+        max_shots_per_type: keep only the first this many of each type's shots (None: all of them); the
+            others are used for nothing, so the evaluation set stays that of ``shot_fraction``.
         max_fit_normals: at most this many normals are given to ``generator.fit``.
         backbone: timm backbone of the pretrained detectors (ImageNet weights that install offline).
         segmenter_width: base width of the from-scratch segmenter (``segmenter_scratch``).
@@ -66,6 +68,7 @@ class Preset:
     anomaly_ratio: float = 0.5
     val_split_ratio: float = 0.15
     shot_fraction: float = DEFAULT_SHOT_FRACTION
+    max_shots_per_type: int | None = None
     max_fit_normals: int = 64
     backbone: str = "efficientnet_lite0"
     segmenter_width: int = 16
@@ -87,6 +90,7 @@ class Preset:
                 fix="use e.g. max_steps=600, val_every_steps=100",
             )
         check_shot_fraction(self.shot_fraction)
+        check_max_shots_per_type(self.max_shots_per_type)
 
 
 PRESETS: dict[str, Preset] = {
