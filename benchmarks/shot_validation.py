@@ -33,9 +33,9 @@ from anomaly_synth_aug.evaluation.downstream.shot_validation import (  # noqa: E
     CHOICE_REPORT,
     MARKER,
     shot_validation_layout,
+    unusable_pick,
 )
 from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
-from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, with_variant  # noqa: E402
 
 logger = logging.getLogger("benchmarks.shot_validation")
 
@@ -120,10 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return status
     chosen = write_choice(ResultsStore(out / f"downstream_{args.preset}.json"), args.candidates, args.detector, out)
     logger.info("chosen on held-back shots: %s (%s)", chosen, out / CHOICE_REPORT)
-    try:  # any variants may be compared; only some picks can stand in a recipe of the verdict
-        with_variant(FAMILIES, OPTIONAL, args.candidates[0], chosen)
-    except InvalidInputError as error:
-        logger.warning("downstream.py's verdict will not use this pick: %s", error)
+    if reason := unusable_pick(args.candidates[0], chosen):
+        logger.warning("downstream.py's verdict will not use this pick: %s", reason)
     return 0
 
 

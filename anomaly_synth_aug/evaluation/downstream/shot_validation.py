@@ -246,6 +246,18 @@ def read_choice(path: str | Path) -> RecordedChoice:
     return recorded
 
 
+def unusable_pick(default: str, chosen: str) -> str:
+    """Why the benchmark's verdict cannot judge ``chosen`` in place of ``default`` ("" when it can).
+
+    Any variants may be validated; only a pick that can stand in a verdict recipe changes the verdict.
+    """
+    try:
+        with_variant(FAMILIES, OPTIONAL, default, chosen)
+    except InvalidInputError as error:
+        return str(error)
+    return ""
+
+
 @dataclass(frozen=True)
 class JudgedSources:
     """The recipes a verdict judges on one dataset, those it shows without judging, and a note on the pick

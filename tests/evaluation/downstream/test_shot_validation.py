@@ -17,6 +17,7 @@ from anomaly_synth_aug.evaluation.downstream.shot_validation import (
     judged_sources,
     read_choice,
     shot_validation_layout,
+    unusable_pick,
 )
 
 
@@ -178,3 +179,10 @@ def test_a_broken_choice_record_names_the_file_and_the_fix(tmp_path: Path) -> No
     path = _record(tmp_path, tmp_path / "tile", "a_generator_never_weighed")
     with pytest.raises(InvalidInputError, match="'a_generator_never_weighed' is not among its candidates"):
         read_choice(path)
+
+
+def test_only_a_pick_that_can_stand_in_a_verdict_recipe_is_usable() -> None:
+    assert unusable_pick("diffusion_with_shots", "diffusion_no_inversion_with_shots") == ""
+    assert unusable_pick("diffusion_with_shots", "diffusion_with_shots") == ""  # the default kept
+    assert "is judged already" in unusable_pick("perlin", "real_paste")
+    assert "is not a judged recipe" in unusable_pick("diffusion_no_inversion_with_shots", "diffusion_with_shots")
