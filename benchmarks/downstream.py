@@ -249,19 +249,16 @@ def verdict_table(store: ResultsStore, preset: str, judged: JudgedSources | None
     return f"{judged.note}\n\n{table}" if table and judged.note else table
 
 
-def ablation_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
-    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run).
-
-    ``judged`` is unused: the ablations pair with the defaults whatever was picked (a uniform signature).
-    """
+def ablation_table(store: ResultsStore, preset: str) -> str:
+    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run)."""
     runs = [r for r in store.preset_runs(preset) if r["detector"] == VERDICT_DETECTOR]
     return ablation_markdown(runs, ABLATIONS, headings=False)
 
 
-def write_reports(store: ResultsStore, out: Path, preset: str, choices: Path | None = CHOICES_DIR) -> None:
+def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSources) -> None:
     """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
-    verdict on the diffusion generator and the chart of every recipe behind it."""
-    judged = judged_for(store, choices)
+    verdict on the diffusion generator (judging ``judged``, from ``judged_for``) and the chart of every recipe
+    behind it."""
     headline = headline_table(store, preset, judged)
     if verdict := verdict_table(store, preset, judged):
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
@@ -318,6 +315,7 @@ def run_dataset(
         "environment": environment(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    judged = judged_for(store, choices)  # read once: a pick does not change while the runs go on
     failures: list[str] = []
     fits = FitStore(work / "generators")
     for seed in seeds:
@@ -357,11 +355,11 @@ def run_dataset(
                 failures.append(f"{data.name}: {generator} / {detector} / seed {seed}: {exc}")
                 continue
             store.add_run(record)
-            write_reports(store, out, preset.name, choices)
+            write_reports(store, out, preset.name, judged)
             logger.info("%s / %s / %s / seed %d: %s", data.name, generator, detector, seed, record["metrics"])
     store.meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     store.save()
-    write_reports(store, out, preset.name, choices)
+    write_reports(store, out, preset.name, judged)
     return failures
 
 
@@ -384,14 +382,18 @@ def main(argv: list[str] | None = None) -> int:
         for data in args.data if args.data else default_datasets():
             store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")
             if store.runs:
-                write_reports(store, args.out / data.name, preset.name, args.choices)
-                logger.info("rewrote the reports of %s", store.path)
                 judged = judged_for(store, args.choices)
-                blocks = {"headline": headline_table, "verdict": verdict_table, "ablations": ablation_table}
+                write_reports(store, args.out / data.name, preset.name, judged)
+                logger.info("rewrote the reports of %s", store.path)
+                if args.readme is None:
+                    continue
+                blocks = {
+                    "headline": headline_table(store, preset.name, judged),
+                    "verdict": verdict_table(store, preset.name, judged),
+                    "ablations": ablation_table(store, preset.name),
+                }
                 for block, table in blocks.items():
-                    if args.readme is not None and sync_readme(
-                        args.readme, f"{block}:{data.name}", table(store, preset.name, judged)
-                    ):
+                    if sync_readme(args.readme, f"{block}:{data.name}", table):
                         logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")

@@ -62,14 +62,15 @@ def cap_shots(shots: Iterable[DefectRecord], max_shots_per_type: int | None) -> 
         >>> five_each = cap_shots(shots, 5)  # held_out stays the evaluation set
     """
     check_max_shots_per_type(max_shots_per_type)
+    return [record for ordered in _by_type(shots).values() for record in ordered[:max_shots_per_type]]
+
+
+def _by_type(records: Iterable[DefectRecord]) -> dict[str, list[DefectRecord]]:
+    """Records grouped per defect type, types in name order, each type's records in file-name order."""
     by_type: dict[str, list[DefectRecord]] = defaultdict(list)
-    for record in shots:
+    for record in records:
         by_type[record.defect_type].append(record)
-    return [
-        record
-        for defect_type in sorted(by_type)
-        for record in sorted(by_type[defect_type], key=lambda r: r.image_path.name)[:max_shots_per_type]
-    ]
+    return {t: sorted(by_type[t], key=lambda r: r.image_path.name) for t in sorted(by_type)}
 
 
 def shot_count(total: int, shot_fraction: float) -> int:
@@ -84,13 +85,9 @@ def split_records(
     records: Iterable[DefectRecord], shot_fraction: float = DEFAULT_SHOT_FRACTION
 ) -> tuple[list[DefectRecord], list[DefectRecord]]:
     """Split defect records per type into (shots, held-out) by sorted file name."""
-    by_type: dict[str, list[DefectRecord]] = defaultdict(list)
-    for record in records:
-        by_type[record.defect_type].append(record)
     shots: list[DefectRecord] = []
     held_out: list[DefectRecord] = []
-    for defect_type in sorted(by_type):
-        ordered = sorted(by_type[defect_type], key=lambda r: r.image_path.name)
+    for defect_type, ordered in _by_type(records).items():
         k = shot_count(len(ordered), shot_fraction)
         shots.extend(ordered[:k])
         held_out.extend(ordered[k:])
@@ -205,5 +202,8 @@ def few_shot_split(
     ]
     shots, held_out = split_records(records, shot_fraction)
     return FewShotSplit(
-        shots=cap_shots(shots, max_shots_per_type), eval_anomalies=held_out, eval_normals=layout.test_normals, train_normals=layout.train_normals
+        shots=cap_shots(shots, max_shots_per_type),
+        eval_anomalies=held_out,
+        eval_normals=layout.test_normals,
+        train_normals=layout.train_normals,
     )
