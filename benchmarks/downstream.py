@@ -255,12 +255,13 @@ def ablation_table(store: ResultsStore, preset: str) -> str:
     return ablation_markdown(runs, ABLATIONS, headings=False)
 
 
-def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSources) -> None:
+def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSources) -> dict[str, str]:
     """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
     verdict on the diffusion generator (judging ``judged``, from ``judged_for``) and the chart of every recipe
-    behind it."""
-    headline = headline_table(store, preset, judged)
-    if verdict := verdict_table(store, preset, judged):
+    behind it. Returns those two tables by README block name, for ``--readme``."""
+    tables = {"headline": headline_table(store, preset, judged), "verdict": verdict_table(store, preset, judged)}
+    headline = tables["headline"]
+    if verdict := tables["verdict"]:
         headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
     path = out / f"downstream_{preset}_sources.png"
     chart = plot_sources(
@@ -276,6 +277,7 @@ def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSou
     else:
         path.unlink(missing_ok=True)  # no recipe on the verdict's detector: no chart of an older state
     write_report_files(store, out, preset, headline)
+    return tables
 
 
 def preset_work_dir(work_dir: Path, data: Path, preset: Preset) -> Path:
@@ -383,15 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             store = ResultsStore(args.out / data.name / f"downstream_{preset.name}.json")
             if store.runs:
                 judged = judged_for(store, args.choices)
-                write_reports(store, args.out / data.name, preset.name, judged)
+                tables = write_reports(store, args.out / data.name, preset.name, judged)
                 logger.info("rewrote the reports of %s", store.path)
                 if args.readme is None:
                     continue
-                blocks = {
-                    "headline": headline_table(store, preset.name, judged),
-                    "verdict": verdict_table(store, preset.name, judged),
-                    "ablations": ablation_table(store, preset.name),
-                }
+                blocks = {**tables, "ablations": ablation_table(store, preset.name)}
                 for block, table in blocks.items():
                     if sync_readme(args.readme, f"{block}:{data.name}", table):
                         logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
