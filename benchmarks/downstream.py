@@ -223,6 +223,14 @@ def judged_for(store: ResultsStore, choices: Path | None = CHOICES_DIR) -> Judge
     return judged_sources(data, choices, VERDICT_DETECTOR, shot_fraction=shot_fraction, root=PROJECT_ROOT)
 
 
+def readme_block(block: str, data: Path, store: ResultsStore) -> str:
+    """The README marker name of one of ``store``'s tables: ``headline:magnetic_tile``, and for results with capped
+    shots (as their file records, whatever the command line says) ``headline:magnetic_tile:shots5``, so that a
+    capped run never overwrites the main tables and the reverse."""
+    cap = (store.meta.get("preset") or {}).get("max_shots_per_type")
+    return f"{block}:{data.name}" + ("" if cap is None else f":shots{cap}")
+
+
 def headline_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
     """The headline table of one dataset's results file (every recorded run of ``preset``), with the variant
     chosen on held-back shots (``judged``), if any, under the recipe it replaces in the verdict."""
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 blocks = {**tables, "ablations": ablation_table(store, preset.name)}
                 for block, table in blocks.items():
-                    if sync_readme(args.readme, f"{block}:{data.name}", table):
+                    if sync_readme(args.readme, readme_block(block, data, store), table):
                         logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")

@@ -134,3 +134,20 @@ def test_an_unusable_pick_is_skipped_with_a_warning_and_the_reports_are_still_wr
         assert downstream.main([*argv, "--report-only", "--readme", str(readme)]) == 0
     assert "Ignoring the variant choice" in caplog.text
     assert "met so far" in _readme_block(readme, "verdict") and "in place of" not in _readme_block(readme, "verdict")
+
+
+def test_capped_results_fill_their_own_readme_blocks_and_never_the_main_ones(tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    runs = [*(_run("shots_only", "segmenter_prior", s, 0.80, 0.30) for s in range(2))]
+    results = tmp_path / "out" / "tiny" / "downstream_full.json"
+    results.parent.mkdir(parents=True)
+    meta = {"data": "tiny", "preset": {"max_shots_per_type": 5}}
+    results.write_text(json.dumps({"meta": meta, "runs": runs, "quality": []}))
+    readme = tmp_path / "README.md"
+    names = ("headline:tiny", "headline:tiny:shots5")
+    readme.write_text("".join(f"<!-- {n} -->\nstale {n}\n<!-- /{n} -->\n" for n in names))
+    argv = ["--data", str(tmp_path / "tiny"), "--out", str(tmp_path / "out"), "--report-only", "--readme", str(readme)]
+    assert downstream.main(argv) == 0  # no --max-shots-per-type: the file's own record decides
+    text = readme.read_text()
+    assert "stale headline:tiny\n" in text and "stale headline:tiny:shots5" not in text
+    assert "| segmenter_prior | shots_only | 2 |" in text
