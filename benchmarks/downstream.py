@@ -399,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 blocks = {**tables, "ablations": ablation_table(store, preset.name)}
                 for block, table in blocks.items():
-                    if sync_readme(args.readme, readme_block(block, data, store), table):
-                        logger.info("rewrote the %s %s table in %s", data.name, block, args.readme)
+                    if sync_readme(args.readme, name := readme_block(block, data, store), table):
+                        logger.info("rewrote the block %s in %s", name, args.readme)
         return 0
     pairs = matrix_pairs(preset.name, args.generators, args.detectors, args.matrix or "core")
     seeds = args.seeds if args.seeds else DEFAULT_SEEDS[preset.name]
