@@ -236,9 +236,10 @@ def headline_table(store: ResultsStore, preset: str, judged: JudgedSources | Non
     chosen on held-back shots (``judged``), if any, under the recipe it replaces in the verdict."""
     rows = list(HEADLINE_ROWS)
     if judged is not None and judged.replaced is not None:
-        default, chosen = judged.replaced
-        at = rows.index((VERDICT_DETECTOR, default, default)) + 1
-        rows.insert(at, (VERDICT_DETECTOR, chosen, f"{chosen} (chosen on held-back shots)"))
+        for default, chosen in (judged.replaced, *judged.counterparts.items()):
+            here = (VERDICT_DETECTOR, default, default)
+            at = rows.index(here) + 1 if here in rows else len(rows)
+            rows.insert(at, (VERDICT_DETECTOR, chosen, f"{chosen} (chosen on held-back shots)"))
     runs = store.preset_runs(preset)
     return headline_markdown(runs, rows, anchors=ANCHOR_PAIRS, fit_seconds=fit_costs(store))
 

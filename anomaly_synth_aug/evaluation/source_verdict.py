@@ -9,7 +9,8 @@ it also reaches the best one-class anchor on image AUROC and pixel AP. Recipes w
 (a filter, a placement rule switched on) are listed apart and do not enter the verdict: they were
 added after the first results were seen. The one way in for a variant is a choice made without test
 data (``with_variant``: picked on held-back shots, it takes the place of the recipe it was weighed
-against). Rows with fewer seeds are left out, never extrapolated.
+against, and the same recipes on the chosen generator take the places of the family's other ones). Rows
+with fewer seeds are left out, never extrapolated.
 
 Example:
     >>> print(verdict_markdown(runs, "segmenter_prior", anchors=[("padim_native", "real_paste")]))
@@ -55,17 +56,21 @@ def with_variant(
     unjudged: Mapping[str, Sequence[str]],
     default: str,
     chosen: str,
+    counterparts: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
-    """``families`` with ``chosen`` judged in place of ``default``; ``unjudged`` (the recipes shown, not judged)
-    with ``default`` added and ``chosen`` taken out.
+    """``families`` with ``chosen`` judged in place of ``default``, and each of ``counterparts``' recipes in
+    place of its key; ``unjudged`` (the recipes shown, not judged) with the replaced ones added and their
+    replacements taken out.
 
     For a variant picked without test data (``benchmarks/shot_validation.py``): judging both would let the
-    test set choose between the two after all. Only the recipe that was weighed is replaced; the family's
-    other recipes stay, as in every family.
+    test set choose between the two after all. ``counterparts``: the family's other recipes on the default
+    generator -> the same recipes on the chosen one (``variant_counterparts``), since the pick chose the
+    generator; recipes of other sources stay.
 
     Example:
         >>> families, unjudged = with_variant(
-        ...     FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots"
+        ...     FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_context_with_shots",
+        ...     {"shots_plus_diffusion": "shots_plus_diffusion_context"},
         ... )
     """
     owners = [family for family, names in families.items() if default in names]
@@ -74,15 +79,23 @@ def with_variant(
             f"{default!r} is not a judged recipe of any source family, so no variant can stand in for it",
             fix=f"validate variants of one of {sorted(n for names in families.values() for n in names)}",
         )
-    if chosen != default and any(chosen in names for names in families.values()):
-        raise InvalidInputError(
-            f"{chosen!r} is judged already; it cannot also stand in for {default!r}",
-            fix="validate a variant that is not one of the verdict's recipes",
-        )
-    judged = {family: tuple(chosen if n == default else n for n in names) for family, names in families.items()}
-    shown = {family: tuple(n for n in names if n != chosen) for family, names in unjudged.items()}
-    if chosen != default:
-        shown[owners[0]] = (default, *shown.get(owners[0], ()))
+    replaced = {default: chosen, **(counterparts or {})}
+    for old, new in replaced.items():
+        if old not in families[owners[0]]:
+            raise InvalidInputError(
+                f"{old!r} is not a recipe of the {owners[0]!r} family, so {new!r} cannot stand in for it",
+                fix=f"pass counterparts among {list(families[owners[0]])}",
+            )
+        if new != old and any(new in names for names in families.values()):
+            raise InvalidInputError(
+                f"{new!r} is judged already; it cannot also stand in for {old!r}",
+                fix="validate a variant that is not one of the verdict's recipes",
+            )
+    replaced = {old: new for old, new in replaced.items() if new != old}
+    judged = {family: tuple(replaced.get(n, n) for n in names) for family, names in families.items()}
+    shown = {family: tuple(n for n in names if n not in replaced.values()) for family, names in unjudged.items()}
+    if replaced:
+        shown[owners[0]] = (*replaced, *shown.get(owners[0], ()))
     return judged, shown
 
 

@@ -103,6 +103,26 @@ def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path
     assert "(chosen on held-back shots)" not in downstream.headline_table(store, "full")
 
 
+def test_the_chosen_generator_on_top_of_the_shots_is_judged_and_shown_under_its_default(tmp_path: Path) -> None:
+    downstream = load_script("downstream")
+    data, results = _chosen_setup(tmp_path, _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots"))
+    record = json.loads(results.read_text())
+    record["runs"] += [
+        *(_run("shots_plus_diffusion", "segmenter_prior", s, 0.99, 0.90) for s in range(3)),  # would win on test
+        *(_run("shots_plus_diffusion_no_inversion", "segmenter_prior", s, 0.92, 0.55) for s in range(3)),
+    ]
+    results.write_text(json.dumps(record))
+    store = downstream.ResultsStore(results)
+    assert "met so far" in downstream.verdict_table(store, "full")  # without the pick: the default generator wins
+    judged = downstream.judged_for(store, tmp_path / "choices")
+    verdict = downstream.verdict_table(store, "full", judged)
+    assert "`shots_plus_diffusion_no_inversion` in place of `shots_plus_diffusion`" in verdict
+    assert "| diffusion | `shots_plus_diffusion_no_inversion` | 3 |" in verdict and "missed so far" in verdict
+    headline = downstream.headline_table(store, "full", judged)
+    default_row = headline.index("| segmenter_prior | shots_plus_diffusion | 3 |")
+    assert headline.index("| shots_plus_diffusion_no_inversion (chosen on held-back shots) | 3 |") > default_row
+
+
 def test_a_pick_made_on_another_shot_split_is_not_applied(tmp_path: Path) -> None:
     downstream = load_script("downstream")
     record = _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots", shot_fraction=0.5)

@@ -107,6 +107,34 @@ def test_a_variant_chosen_without_test_data_is_judged_in_place_of_its_default() 
     assert "**Diffusion beats every other source: missed**" in text
 
 
+def test_a_chosen_generator_replaces_every_recipe_of_the_default_one_in_its_family() -> None:
+    """The pick chose the generator: on top of the shots it is judged on the chosen one's defects as well."""
+    counterparts = {"shots_plus_diffusion": "shots_plus_diffusion_no_inversion"}
+    families, unjudged = with_variant(
+        FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots", counterparts
+    )
+    assert families["diffusion"] == (
+        "diffusion", "diffusion_no_inversion_with_shots", "shots_plus_diffusion_no_inversion"
+    )  # fmt: skip
+    assert unjudged["diffusion"][:2] == ("diffusion_with_shots", "shots_plus_diffusion")
+    runs = [
+        *_everyone_but_diffusion(),
+        *_runs("shots_plus_diffusion", 0.99, 0.90),  # the default generator on top of the shots: no say any more
+        *_runs("shots_plus_diffusion_no_inversion", 0.94, 0.50),
+    ]
+    only_weighed = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots")
+    assert "beats every other source: met" in verdict_markdown(
+        runs, DETECTOR, families=only_weighed[0], unjudged=only_weighed[1]
+    )  # the old rule: the default generator would still have won on top of the shots
+    text = verdict_markdown(runs, DETECTOR, families=families, unjudged=unjudged)
+    assert "| diffusion | `shots_plus_diffusion_no_inversion` | 3 |" in text
+    assert "| diffusion, not judged | `shots_plus_diffusion` | 3 |" in text
+    assert "beats every other source: missed" in text
+    with pytest.raises(InvalidInputError, match="'real_paste_with_shots' is not a recipe of the 'diffusion' family"):
+        with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_no_inversion_with_shots",
+                     {"real_paste_with_shots": "shots_plus_diffusion_no_inversion"})  # fmt: skip
+
+
 def test_a_kept_default_changes_nothing_and_an_unjudged_default_is_refused() -> None:
     families, unjudged = with_variant(FAMILIES, OPTIONAL, "diffusion_with_shots", "diffusion_with_shots")
     assert families == {name: tuple(names) for name, names in FAMILIES.items()}

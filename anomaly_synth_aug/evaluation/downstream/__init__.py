@@ -26,6 +26,7 @@ from anomaly_synth_aug.evaluation.downstream.generator_table import (
     generates,
     pool_source,
     training_options,
+    variant_counterparts,
 )
 from anomaly_synth_aug.evaluation.downstream.presets import (
     PRESETS,
@@ -88,6 +89,7 @@ __all__ = [
     "split_sizes",
     "synthetic_datamodule",
     "training_options",
+    "variant_counterparts",
     "training_steps",
     "write_report_files",
 ]

@@ -116,8 +116,11 @@ WITH_SHOTS_SHARE = 0.5
 #: before any run, not tuned).
 SHOTS_PLUS: dict[str, str] = {f"shots_plus_{source}": source for source in ("real_paste", "diffusion")}
 SHOTS_PLUS_EXTRA = 0.5
+#: The same on top of the shots for diffusion's variants: in no matrix of their own, they are what a variant picked
+#: on held-back shots in place of ``diffusion`` runs on top of the shots (``variant_counterparts``).
+SHOTS_PLUS_VARIANTS: dict[str, str] = {f"shots_plus_{source}": source for source in ABLATIONS_WITH_SHOTS}
 #: Every source that mixes the real shots with another source's defects -> that source (its fit and pool).
-MIXED_WITH_SHOTS: dict[str, str] = WITH_SHOTS | SHOTS_PLUS
+MIXED_WITH_SHOTS: dict[str, str] = WITH_SHOTS | SHOTS_PLUS | SHOTS_PLUS_VARIANTS
 GENERATORS.update({name: GENERATORS[source] for name, source in MIXED_WITH_SHOTS.items()})
 #: Sources whose training items are not generated: the datamodule mode they train in.
 TRAIN_MODE_OVERRIDES: dict[str, str] = {"shots_only": "shots"}
@@ -167,6 +170,24 @@ def pool_source(generator_name: str) -> str:
     return MIXED_WITH_SHOTS.get(generator_name, generator_name)
 
 
+def variant_counterparts(default: str, chosen: str) -> dict[str, str]:
+    """The other recipes of ``default``'s source -> the same recipes on ``chosen``'s source, where both exist.
+
+    A variant picked on held-back shots (``chosen`` in place of ``default``) is a choice of generator for the
+    dataset, so every recipe that trains on the default generator's defects takes the chosen one's: alone,
+    next to the shots, on top of the shots.
+
+    Example:
+        >>> variant_counterparts("diffusion_with_shots", "diffusion_no_inversion_with_shots")
+        {'diffusion': 'diffusion_no_inversion', 'shots_plus_diffusion': 'shots_plus_diffusion_no_inversion'}
+    """
+    old, new = pool_source(default), pool_source(chosen)
+    if old == new:
+        return {}
+    pairs = {old: new, f"{old}_with_shots": f"{new}_with_shots", f"shots_plus_{old}": f"shots_plus_{new}"}
+    return {a: b for a, b in pairs.items() if a != default and a in GENERATORS and b in GENERATORS}
+
+
 def training_options(generator_name: str, preset: str | Preset) -> dict[str, object]:
     """``synthetic_datamodule`` options of the source: its train mode, or how the real shots are mixed in.
 
@@ -177,7 +198,7 @@ def training_options(generator_name: str, preset: str | Preset) -> dict[str, obj
         return {"train_mode": TRAIN_MODE_OVERRIDES[generator_name]}
     if generator_name in WITH_SHOTS:
         return {"shot_share": WITH_SHOTS_SHARE}
-    if generator_name in SHOTS_PLUS:
+    if generator_name in SHOTS_PLUS or generator_name in SHOTS_PLUS_VARIANTS:
         ratio = resolve_preset(preset).anomaly_ratio
         raised = ratio + SHOTS_PLUS_EXTRA * (1.0 - ratio)
         return {"anomaly_ratio": raised, "shot_share": ratio / raised}  # raised >= SHOTS_PLUS_EXTRA > 0

@@ -36,6 +36,7 @@ from typing import Any
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION, few_shot_split
 from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.evaluation.downstream.generator_table import variant_counterparts
 from anomaly_synth_aug.evaluation.source_verdict import FAMILIES, OPTIONAL, with_variant
 
 logger = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def unusable_pick(default: str, chosen: str) -> str:
     Any variants may be validated; only a pick that can stand in a verdict recipe changes the verdict.
     """
     try:
-        with_variant(FAMILIES, OPTIONAL, default, chosen)
+        with_variant(FAMILIES, OPTIONAL, default, chosen, variant_counterparts(default, chosen))
     except InvalidInputError as error:
         return str(error)
     return ""
@@ -268,6 +269,8 @@ class JudgedSources:
     note: str = ""
     #: (default, chosen) when a variant was chosen in place of its default.
     replaced: tuple[str, str] | None = None
+    #: The family's other recipes on the default generator -> the same on the chosen one, judged in their place.
+    counterparts: Mapping[str, str] = field(default_factory=dict)
 
 
 def judged_sources(
@@ -294,7 +297,8 @@ def judged_sources(
         return JudgedSources()
     try:
         recorded = read_choice(path)
-        families, unjudged = with_variant(FAMILIES, OPTIONAL, recorded.default, recorded.choice.chosen)
+        counterparts = variant_counterparts(recorded.default, recorded.choice.chosen)
+        families, unjudged = with_variant(FAMILIES, OPTIONAL, recorded.default, recorded.choice.chosen, counterparts)
     except InvalidInputError as error:
         logger.warning("Ignoring the variant choice: %s", error)
         return JudgedSources()
@@ -310,9 +314,13 @@ def judged_sources(
     else:
         note = (
             f"`{chosen}` is judged in place of `{default}`: the rule of `{shown}` chose it on held-back shots, "
-            "with no test image. The family's other recipes are judged as before."
+            "with no test image."
         )
-    return JudgedSources(families, unjudged, note, None if chosen == default else (default, chosen))
+        if counterparts:
+            others = ", ".join(f"`{new}` in place of `{old}`" for old, new in counterparts.items())
+            note += f" The pick chose the generator, so the family's other recipes are judged on it too: {others}."
+    replaced = None if chosen == default else (default, chosen)
+    return JudgedSources(families, unjudged, note, replaced, counterparts)
 
 
 def choice_markdown(choice: Choice) -> str:

@@ -157,6 +157,12 @@ def test_a_recorded_pick_reads_back_and_applies_to_its_own_category_only(tmp_pat
     judged = judged_sources(data, choices, "segmenter_prior", root=tmp_path)
     assert judged.families["diffusion"][1] == "diffusion_no_inversion_with_shots"
     assert "`diffusion_no_inversion_with_shots` is judged in place of `diffusion_with_shots`" in judged.note
+    assert judged.families["diffusion"][2] == "shots_plus_diffusion_no_inversion"  # the chosen generator throughout
+    assert judged.counterparts == {
+        "diffusion": "diffusion_no_inversion",
+        "shots_plus_diffusion": "shots_plus_diffusion_no_inversion",
+    }
+    assert "`shots_plus_diffusion_no_inversion` in place of `shots_plus_diffusion`" in judged.note
     assert "`choices/tile/choice.md`" in judged.note  # shown relative to root
     for ignored in (
         judged_sources(tmp_path / "layouts" / "tile", choices, "segmenter_prior"),  # the validation runs themselves
