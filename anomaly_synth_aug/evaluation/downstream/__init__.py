@@ -89,7 +89,7 @@ __all__ = [
     "split_sizes",
     "synthetic_datamodule",
     "training_options",
-    "variant_counterparts",
     "training_steps",
+    "variant_counterparts",
     "write_report_files",
 ]
