@@ -67,6 +67,7 @@ def sources_figure(
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
 
     recipes = source_recipes(runs, detector, families, unjudged)
     if not recipes:
@@ -80,14 +81,14 @@ def sources_figure(
             if not values:
                 continue
             enough = len(values) >= min_seeds
+            face = to_rgba(colours[family], 0.85 if enough else 0.35)  # the face alone: an alpha= would fade the hatch
             axis.bar(
                 x,
                 statistics.fmean(values.values()),
                 0.7,
-                color=colours[family],
-                alpha=0.85 if enough else 0.35,
+                facecolor=face,
                 hatch="//" if not_judged else None,
-                edgecolor="white" if not_judged else None,
+                edgecolor=("white" if enough else "dimgray") if not_judged else None,
             )
             axis.scatter([x] * len(values), list(values.values()), s=14, color="black", zorder=3)
         if anchor is not None:

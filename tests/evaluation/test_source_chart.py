@@ -55,7 +55,7 @@ def test_bars_are_means_dots_are_seeds_and_the_anchor_has_enough_seeds() -> None
     pixel, image = figure.axes
     heights = [patch.get_height() for patch in pixel.patches]
     assert heights == pytest.approx([0.59, 0.55, 0.39, 0.49])  # means over seeds, in family order
-    alphas = [patch.get_alpha() for patch in pixel.patches]
+    alphas = [patch.get_facecolor()[3] for patch in pixel.patches]
     assert alphas[1] < alphas[0]  # one seed of perlin: pale
     assert pixel.patches[3].get_hatch() == "//" and pixel.patches[2].get_hatch() is None
     dots = sum(len(collection.get_offsets()) for collection in pixel.collections)
@@ -64,6 +64,24 @@ def test_bars_are_means_dots_are_seeds_and_the_anchor_has_enough_seeds() -> None
     assert line.get_ydata()[0] == pytest.approx(0.96)  # padim_native's mean; patchcore_native has 2 seeds only
     assert "padim_native" in image.get_legend().get_texts()[0].get_text()
     assert (pixel.get_ylabel(), image.get_ylabel()) == ("pixel AP", "image AUROC")  # not the anchor's legend
+    plt.close(figure)
+
+
+def test_a_pale_recipe_that_is_not_judged_still_shows_its_hatch() -> None:
+    """At the pale bar's transparency a white hatch vanished: a one-seed unjudged row looked judged."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    runs = [*_runs("shots_only", 0.90, 0.60), *_runs("diffusion_visible_with_shots", 0.91, 0.50, seeds=1)]
+    figure = sources_figure(runs, DETECTOR)
+    assert figure is not None
+    judged, pale_unjudged = figure.axes[0].patches
+    assert pale_unjudged.get_facecolor()[3] < judged.get_facecolor()[3]  # one seed: pale
+    assert pale_unjudged.get_hatch() == "//"
+    hatch = pale_unjudged.get_edgecolor()
+    assert hatch[3] == 1.0 and hatch != to_rgba("white")  # drawn opaque, in a colour that shows on a pale bar
     plt.close(figure)
 
 
