@@ -247,13 +247,22 @@ def read_choice(path: str | Path) -> RecordedChoice:
     return recorded
 
 
+def _families_with_pick(
+    default: str, chosen: str
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]], dict[str, str]]:
+    """The verdict's families and shown recipes with ``chosen``'s generator in place of ``default``'s, and the
+    family's other recipes that moved with it (raises ``InvalidInputError`` when the pick cannot stand in)."""
+    counterparts = variant_counterparts(default, chosen)
+    return (*with_variant(FAMILIES, OPTIONAL, default, chosen, counterparts), counterparts)
+
+
 def unusable_pick(default: str, chosen: str) -> str:
     """Why the benchmark's verdict cannot judge ``chosen`` in place of ``default`` ("" when it can).
 
     Any variants may be validated; only a pick that can stand in a verdict recipe changes the verdict.
     """
     try:
-        with_variant(FAMILIES, OPTIONAL, default, chosen, variant_counterparts(default, chosen))
+        _families_with_pick(default, chosen)
     except InvalidInputError as error:
         return str(error)
     return ""
@@ -297,8 +306,7 @@ def judged_sources(
         return JudgedSources()
     try:
         recorded = read_choice(path)
-        counterparts = variant_counterparts(recorded.default, recorded.choice.chosen)
-        families, unjudged = with_variant(FAMILIES, OPTIONAL, recorded.default, recorded.choice.chosen, counterparts)
+        families, unjudged, counterparts = _families_with_pick(recorded.default, recorded.choice.chosen)
     except InvalidInputError as error:
         logger.warning("Ignoring the variant choice: %s", error)
         return JudgedSources()
