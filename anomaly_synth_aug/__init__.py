@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "SyntheticAnomalyDataset": "anomaly_synth_aug.data.dataset",
     "SyntheticValidationDataset": "anomaly_synth_aug.data.dataset",
     "EvaluationDataset": "anomaly_synth_aug.data.dataset",
-    "EpochRandomSampler": "anomaly_synth_aug.data.dataset",
+    "EpochRandomSampler": "anomaly_synth_aug.data.samplers",
     "CachedAnomalyDataset": "anomaly_synth_aug.data.cached_dataset",
     "build_cached_train_dataset": "anomaly_synth_aug.data.cached_dataset",
     # cache
@@ -125,11 +125,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.data.cached_dataset import CachedAnomalyDataset, build_cached_train_dataset
     from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
     from anomaly_synth_aug.data.dataset import (
-        EpochRandomSampler,
         EvaluationDataset,
         SyntheticAnomalyDataset,
         SyntheticValidationDataset,
     )
+    from anomaly_synth_aug.data.samplers import EpochRandomSampler
     from anomaly_synth_aug.generators.base import AnomalyGenerator, GeneratedBatch
     from anomaly_synth_aug.generators.classic import ClassicGenerator
     from anomaly_synth_aug.generators.cutpaste import CutPasteGenerator

@@ -40,7 +40,6 @@ from anomaly_synth_aug.data.datamodule_options import (
     is_cached,
 )
 from anomaly_synth_aug.data.dataset import (
-    EpochRandomSampler,
     EvaluationDataset,
     SyntheticAnomalyDataset,
     SyntheticValidationDataset,
@@ -57,6 +56,7 @@ from anomaly_synth_aug.data.fewshot import (
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
+from anomaly_synth_aug.data.samplers import training_sampler
 from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
@@ -415,9 +415,11 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     # ------------------------------------------------------------ dataloaders
     def train_dataloader(self) -> TRAIN_DATALOADERS:
         dataset = self.prepare_train_data()
+        trainer = self.trainer  # under DDP each rank samples its share, and new defects every epoch
+        world_size, rank = getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)
         return DataLoader(
             dataset=dataset,
-            sampler=EpochRandomSampler(dataset),
+            sampler=training_sampler(dataset, world_size=world_size, rank=rank, seed=self.seed),
             batch_size=self.train_batch_size,
             num_workers=self.num_workers,
             collate_fn=self.external_collate_fn or dataset.collate_fn,

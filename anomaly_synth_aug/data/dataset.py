@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from anomalib import TaskType
 from anomalib.data import ImageBatch, ImageItem
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import Dataset
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Image, Mask
 
@@ -150,9 +150,9 @@ class SyntheticAnomalyDataset(AnomalibDatasetWrapper):
     """Training normals of which a share ``anomaly_ratio`` become synthetic anomalies, online.
 
     Which items are turned anomalous is a pure function of ``(seed, epoch, index)``, so a run is
-    reproducible and each epoch draws a fresh selection (``set_epoch``; Lightning reaches it via
-    ``EpochRandomSampler``). Each generated defect has its own seed, mixed from ``seed``, the epoch
-    and the item's index, so the datamodule's ``seed`` fixes every defect whatever the global RNG
+    reproducible and each epoch draws a fresh selection (``set_epoch``; Lightning reaches it through
+    the training samplers of ``samplers``). Each generated defect has its own seed, mixed from ``seed``, the
+    epoch and the item's index, so the datamodule's ``seed`` fixes every defect whatever the global RNG
     (which orders the batches) does. Synthetic items keep the source normal's ``image_path``; their
     ``mask_path`` is None.
     """
@@ -280,16 +280,3 @@ class SyntheticValidationDataset(SyntheticAnomalyDataset):
             source = str(self.samples.iloc[index].image_path)
             samples.append(AnomalySample(image=image, mask=mask, defect_type=defect_type, image_path=source))
         return samples
-
-
-class EpochRandomSampler(RandomSampler):
-    """``RandomSampler`` that passes Lightning's per-epoch ``set_epoch`` call on to the dataset.
-
-    Lightning calls ``set_epoch`` on a dataloader's sampler (never on its dataset) before each
-    training epoch; forwarding it lets ``SyntheticAnomalyDataset`` draw new anomalies per epoch.
-    """
-
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch = getattr(self.data_source, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)

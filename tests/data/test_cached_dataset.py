@@ -11,8 +11,9 @@ from anomaly_synth_aug.cache.manifest import read_manifest
 from anomaly_synth_aug.cache.store import SampleCache
 from anomaly_synth_aug.data.cached_dataset import CachedAnomalyDataset, build_cached_train_dataset
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
-from anomaly_synth_aug.data.dataset import EpochRandomSampler, SyntheticAnomalyDataset
+from anomaly_synth_aug.data.dataset import SyntheticAnomalyDataset
 from anomaly_synth_aug.data.io import load_image, load_mask
+from anomaly_synth_aug.data.samplers import EpochRandomSampler
 from anomaly_synth_aug.errors import InvalidInputError
 
 CPU = {"accelerator": "cpu", "enable_progress_bar": False}

@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Resize
 
 from anomaly_synth_aug.data.dataset import (
-    EpochRandomSampler,
     EvaluationDataset,
     SyntheticAnomalyDataset,
     SyntheticValidationDataset,
@@ -136,12 +135,6 @@ def test_validation_anomalies_fixed_and_generated_once(folder, fake_generator) -
     assert fake_generator.calls == [len(dataset) // 2]  # the second pass reused the generated items
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a.image, b.image) and torch.equal(a.gt_mask, b.gt_mask)
-
-
-def test_sampler_forwards_epoch_to_dataset(folder, fake_generator) -> None:
-    dataset = SyntheticAnomalyDataset(folder.train_data, fake_generator)
-    EpochRandomSampler(dataset).set_epoch(3)
-    assert dataset.epoch == 3
 
 
 def test_the_datamodule_seed_fixes_every_defect_whatever_the_global_rng(tiny_folder) -> None:
