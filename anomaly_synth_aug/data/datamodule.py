@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule
-from anomalib.data.utils import ValSplitMode, random_split
+from anomalib.data.utils import ValSplitMode
 from torch.utils.data import DataLoader, Dataset
 
 from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
@@ -58,6 +58,7 @@ from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.samplers import training_sampler
 from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
+from anomaly_synth_aug.data.validation_split import hold_back_normals, release_wrapped_val_split
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator, resolve_generator
 from anomaly_synth_aug.generators.fit_store import FitData
@@ -92,7 +93,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     """Wrap an anomalib image datamodule and inject generated defects into its training data.
 
     Args:
-        datamodule: the anomalib datamodule that finds the files (its own splits are kept).
+        datamodule: the anomalib datamodule that finds the files. Its test split is kept; its validation
+            split only with ``val_split="wrapped"`` (otherwise its ``val_split_mode`` is set to ``none``,
+            so no test image is held back unevaluated and no train normal is taken away).
         generator: the anomaly generator, or a packaged generator's class name (built with its defaults);
             default ``PerlinGenerator()``.
         anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].
@@ -104,7 +107,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         shot_fraction: share of real anomalies per type given to the generator (and removed from evaluation).
         val_split: ``"synthetic"`` (held-back train normals + fixed synthetic anomalies),
             ``"wrapped"`` (the wrapped datamodule's val set minus the shots) or ``"none"``.
-        val_split_ratio: share of train normals held back for the synthetic validation set.
+        val_split_ratio: share of train normals held back for the synthetic validation set (at least 2).
         mask_threshold: real masks are defect where pixel > this (of 255); soft masks are binarised.
         max_fit_normals: at most this many train normals are given to ``generator.fit``.
         cache_dir: folder of the on-disk cache (``mode="cached"``); MVTec layout + ``manifest.jsonl``.
@@ -218,6 +221,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     # ------------------------------------------------------------------ setup
     def _setup(self, _stage: str | None = None) -> None:
         check_folder_masks(self.datamodule)  # before anomalib pairs them and fails without naming a file
+        release_wrapped_val_split(self.datamodule, self.val_split)
         self.datamodule.setup(_stage)
         shots, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
         self.shot_records = cap_shots(shots, self.max_shots_per_type)
@@ -229,7 +233,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             self._warn_empty_test_masks(self.test_data)
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":
-            train_normals, val_normals = random_split(train_normals, self.val_split_ratio, seed=self.seed)
+            train_normals, val_normals = hold_back_normals(train_normals, self.val_split_ratio, seed=self.seed)
             self.val_data = SyntheticValidationDataset(
                 val_normals, self.generator, seed=self.seed, mask_threshold=self.mask_threshold
             )
@@ -320,13 +324,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         wrapped_val = getattr(self.datamodule, "val_data", None)
         if wrapped_val is not None and self.datamodule.val_split_mode in _REAL_VAL_MODES:
             datasets.append(wrapped_val)
-            if self.val_split == "synthetic" and self.datamodule.val_split_mode == ValSplitMode.FROM_TEST:
-                logger.warning(
-                    "%s holds back %d test images as validation that val_split='synthetic' does not use; "
-                    "set its val_split_mode='none' to evaluate on all of them.",
-                    type(self.datamodule).__name__,
-                    len(wrapped_val),
-                )
         records: dict[str, DefectRecord] = {}
         for dataset in datasets:
             for row in dataset.samples.itertuples():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule, ImageBatch
-from shared_fixtures import FakeLearnedGenerator, FakeSquareGenerator, make_folder_datamodule
+from shared_fixtures import FakeLearnedGenerator, FakeSquareGenerator, make_folder_datamodule, make_mvtec_layout
 from jsonargparse import ArgumentParser
 from torchvision.transforms.v2 import Resize
 
@@ -62,12 +62,47 @@ def test_capped_shots_train_fewer_and_leave_the_evaluation_set_as_it_was(tiny_mv
         SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator, max_shots_per_type=0)
 
 
-def test_warns_when_wrapped_validation_withholds_test_images(tiny_mvtec: Path, fake_generator, caplog) -> None:
-    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5)
-    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, val_split="synthetic")
-    with caplog.at_level("WARNING"):
+@pytest.mark.parametrize("val_split", ["synthetic", "none"])
+def test_a_wrapped_from_test_split_holds_back_no_test_image(tiny_mvtec: Path, fake_generator, val_split) -> None:
+    """anomalib's ``from_test`` split (MVTecAD's default) held back a random half of the test set, with anomalib's
+    own unseeded draw, which the wrapper's own validation never used: fewer and different test images per run."""
+    evaluated = []
+    for wrapped_seed in (1, 2):
+        wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5, seed=wrapped_seed)
+        datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, val_split=val_split)
         datamodule.setup()
-    assert "val_split_mode='none'" in caplog.text
+        evaluated.append(resolved(datamodule.test_data.image_paths()))
+    reference = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
+    reference.setup()
+    assert evaluated[0] == evaluated[1] == resolved(reference.test_data.image_paths())
+
+
+def test_a_wrapped_from_train_split_takes_no_training_normal(tiny_mvtec: Path, fake_generator) -> None:
+    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_train", val_split_ratio=0.5)
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator)
+    datamodule.setup()
+    assert len(datamodule.train_data) + len(datamodule.val_data) == 12
+
+
+@pytest.mark.parametrize(("n_train", "n_train_left"), [(3, 1), (4, 2), (7, 5), (12, 10)])
+def test_synthetic_validation_holds_back_a_normal_and_a_defect_however_few_normals(
+    tmp_path: Path, fake_generator, n_train: int, n_train_left: int
+) -> None:
+    """With 4 normals the 20 % hold-out was empty (no validation at all), with 9 it held one image, never a defect."""
+    root = make_mvtec_layout(tmp_path / "few", n_train=n_train)
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(root), generator=fake_generator)
+    datamodule.setup()
+    assert len(datamodule.train_data) == n_train_left
+    assert len(datamodule.val_data) == n_train - n_train_left
+    val_labels = [int(datamodule.val_data.is_synthetic(i)) for i in range(len(datamodule.val_data))]
+    assert 0 in val_labels and 1 in val_labels
+
+
+def test_synthetic_validation_with_too_few_normals_names_the_fix(tmp_path: Path, fake_generator) -> None:
+    root = make_mvtec_layout(tmp_path / "two", n_train=2)
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(root), generator=fake_generator)
+    with pytest.raises(InvalidInputError, match="the training set has 2.*val_split='none'"):
+        datamodule.setup()
 
 
 def test_synthetic_validation_uses_train_normals_only(tiny_mvtec: Path, fake_generator, tiny_folder) -> None:
