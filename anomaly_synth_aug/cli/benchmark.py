@@ -1,9 +1,51 @@
-"""``anomaly-synth-aug benchmark``: the downstream benchmark (generators x detectors x seeds) on one category."""
+"""``anomaly-synth-aug benchmark``: the downstream benchmark (generators x detectors x seeds) on one category.
+
+Each finished run is appended to ``results.jsonl`` and fsynced at once, and a rerun with the same
+arguments skips the runs already there: a benchmark killed after hours loses at most the run it
+was in. (``benchmarks/downstream.py`` is the full harness with reports; this is its one-category CLI.)
+
+Example::
+
+    anomaly-synth-aug benchmark --data ../shared/data/magnetic_tile --generators '[none, real_paste]' --seeds '[0, 1]'
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+from anomaly_synth_aug.cache.atomic import append_lines_durably
+
+logger = logging.getLogger(__name__)
+
+RunKey = tuple[str, str, int, str]
+
+
+def finished_runs(results: Path) -> set[RunKey]:
+    """(generator, detector, seed, preset) of every readable record; a torn last line (a kill while writing) is
+    skipped with a warning, so its run is done again."""
+    if not results.exists():
+        return set()
+    done: set[RunKey] = set()
+    for number, line in enumerate(results.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done.add((record["generator"], record["detector"], int(record["seed"]), record["preset"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning("%s:%d is not a complete run record (interrupted while writing?); run again.", results, number)
+    return done
+
+
+def _end_with_newline(results: Path) -> None:
+    """After a torn last line, start the next record on a line of its own."""
+    if results.exists() and results.stat().st_size > 0:
+        with results.open("rb") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                append_lines_durably(results, [""])
 
 
 def benchmark(
@@ -23,7 +65,7 @@ def benchmark(
         detectors: segmenter (pretrained U-Net), segmenter_scratch, supersimplenet, draem, padim, patchcore.
         seeds: one run per seed.
         preset: sizes and budgets: smoke, quick or full.
-        output: results.jsonl and fitted generators go here.
+        output: results.jsonl and fitted generators go here; runs already in results.jsonl are skipped.
     """
     from anomaly_synth_aug.evaluation.downstream import preset_record, run_experiment  # heavy
     from anomaly_synth_aug.utils.imports import import_all_submodules
@@ -32,20 +74,17 @@ def benchmark(
 
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
-    with results.open("a") as sink:
-        for seed in seeds:
-            for generator in generators:
-                for detector in detectors:
-                    record = run_experiment(
-                        data,
-                        generator,
-                        detector,
-                        seed,
-                        preset,
-                        fit_store=output / "generators",
-                    )
-                    record["preset_values"] = preset_record(preset)
-                    sink.write(json.dumps(record) + "\n")
-                    print(generator, detector, seed, {k: v for k, v in record["metrics"].items() if "AUROC" in k})
+    done = finished_runs(results)
+    _end_with_newline(results)
+    for seed in seeds:
+        for generator in generators:
+            for detector in detectors:
+                if (generator, detector, seed, preset) in done:
+                    print(generator, detector, seed, f"already in {results}: skipped")
+                    continue
+                record = run_experiment(data, generator, detector, seed, preset, fit_store=output / "generators")
+                record["preset_values"] = preset_record(preset)
+                append_lines_durably(results, [json.dumps(record)])
+                print(generator, detector, seed, {k: v for k, v in record["metrics"].items() if "AUROC" in k})
     print(f"results appended to {results}")
     return 0

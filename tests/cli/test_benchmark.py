@@ -1,0 +1,81 @@
+"""``anomaly-synth-aug benchmark``: finished runs survive a kill, and a rerun skips them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import anomaly_synth_aug.evaluation.downstream as downstream
+import anomaly_synth_aug.utils.imports as imports
+from anomaly_synth_aug.cli.benchmark import benchmark, finished_runs
+
+
+def fake_record(generator: str, detector: str, seed: int, preset: str) -> dict:
+    return {"generator": generator, "detector": detector, "seed": seed, "preset": preset, "metrics": {"image_AUROC": 0.9}}
+
+
+def test_a_killed_benchmark_keeps_every_finished_run(tmp_path: Path) -> None:
+    """Records went through a buffered handle: a process killed during its third run had written none of the two
+    finished ones."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        import anomaly_synth_aug.evaluation.downstream as downstream
+        import anomaly_synth_aug.utils.imports as imports
+        from anomaly_synth_aug.cli.benchmark import benchmark
+
+        calls = []
+        def run(data, generator, detector, seed, preset, fit_store):
+            calls.append(generator)
+            if len(calls) == 3:
+                os._exit(137)  # killed: no exit handler, no buffer flushed
+            return {{"generator": generator, "detector": detector, "seed": seed, "preset": preset,
+                    "metrics": {{"image_AUROC": 0.9}}}}
+        downstream.run_experiment = run
+        downstream.preset_record = lambda preset: {{}}
+        imports.import_all_submodules = lambda: []
+        benchmark("data", generators=["none", "perlin", "diffusion"], output=__import__("pathlib").Path({str(tmp_path)!r}))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 137, completed.stderr
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [record["generator"] for record in records] == ["none", "perlin"]
+
+
+def test_a_rerun_skips_finished_runs_and_redoes_a_torn_one(tmp_path: Path, monkeypatch, caplog) -> None:
+    results = tmp_path / "results.jsonl"
+    torn = json.dumps(fake_record("perlin", "segmenter", 0, "quick"))[:30]
+    results.write_text(json.dumps(fake_record("none", "segmenter", 0, "quick")) + "\n" + torn)
+    ran: list[tuple[str, int, str]] = []
+
+    def run(data, generator, detector, seed, preset, fit_store):
+        ran.append((generator, seed, preset))
+        return fake_record(generator, detector, seed, preset)
+
+    monkeypatch.setattr(downstream, "run_experiment", run)
+    monkeypatch.setattr(downstream, "preset_record", lambda preset: {})
+    monkeypatch.setattr(imports, "import_all_submodules", lambda: [])
+    with caplog.at_level("WARNING"):
+        benchmark(tmp_path / "data", generators=["none", "perlin"], seeds=[0, 1], output=tmp_path)
+    assert ran == [("perlin", 0, "quick"), ("none", 1, "quick"), ("perlin", 1, "quick")]
+    assert "results.jsonl:2 is not a complete run record" in caplog.text
+    lines = results.read_text().splitlines()
+    assert lines[1] == torn and len(lines) == 5  # the torn line stays alone; every new record is whole
+    assert finished_runs(results) == {(g, "segmenter", s, "quick") for g in ("none", "perlin") for s in (0, 1)}
+    ran.clear()
+    benchmark(tmp_path / "data", generators=["none"], seeds=[0], preset="full", output=tmp_path)
+    assert ran == [("none", 0, "full")]  # another preset is another run
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_no_results_yet_means_nothing_finished(tmp_path: Path, content: str) -> None:
+    results = tmp_path / "results.jsonl"
+    if content:
+        results.write_text(content)
+    assert finished_runs(results) == set()
