@@ -53,7 +53,7 @@ from anomaly_synth_aug.data.fewshot import (
     load_defect_records,
     split_records,
 )
-from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask
+from anomaly_synth_aug.data.io import MASK_THRESHOLD, image_size, load_image, load_mask
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.samplers import training_sampler
@@ -230,7 +230,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
         if not getattr(self, "_checked_test_masks", False):
             self._checked_test_masks = True
-            self._warn_empty_test_masks(self.test_data)
+            self._check_test_masks(self.test_data)
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":
             train_normals, val_normals = hold_back_normals(train_normals, self.val_split_ratio, seed=self.seed)
@@ -249,10 +249,11 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         # the cached mode's pool needs a fitted generator: it is built with the loader, not while splitting
         self.train_data = None if self.mode == TrainMode.cached else self._build_train_dataset(train_normals)
 
-    def _warn_empty_test_masks(self, dataset: Dataset) -> None:
-        """Count held-out defect images whose binarised mask is empty, and say so once.
+    def _check_test_masks(self, dataset: Dataset) -> None:
+        """Fail now on a held-out mask whose size is not its image's; count empty masks and say so once.
 
-        Such an image counts as anomalous at the image level but holds no defect pixel, so it
+        A wrong size would otherwise surface only at test time, after the whole training run. An
+        empty mask's image counts as anomalous at the image level but holds no defect pixel, so it
         lowers no pixel metric and no detector can localise it; users should know how many there are.
         """
         samples = getattr(dataset, "samples", None)
@@ -263,7 +264,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             for row in samples.itertuples()
             if int(row.label_index) == ANOMALOUS_LABEL
             and (mask_path := row_mask_path(row)) is not None
-            and not bool(load_mask(mask_path, threshold=self.mask_threshold).any())
+            and not bool(
+                load_mask(mask_path, threshold=self.mask_threshold, expected_size=image_size(row.image_path)).any()
+            )
         ]
         if empty:
             logger.warning(

@@ -268,3 +268,17 @@ def test_a_wrapped_folder_whose_defect_image_lacks_its_mask_is_named(tiny_mvtec:
     image = tiny_mvtec / "test" / "scratch" / masks[1].name.replace("_mask", "")
     with pytest.raises(MaskError, match=f"{image}: this defect image has no mask.*{masks[1].name}"):
         datamodule.setup()
+
+
+def test_a_held_out_mask_of_the_wrong_size_fails_at_setup_naming_it(tiny_mvtec: Path, fake_generator) -> None:
+    """A wrong-size held-out mask was found only at test time, after the whole training run."""
+    import numpy as np
+    from PIL import Image
+
+    from anomaly_synth_aug.errors import MaskError
+
+    held_out = sorted((tiny_mvtec / "ground_truth" / "blob").glob("*_mask.png"))[-1]  # the last one is not a shot
+    Image.fromarray(np.full((24, 32), 255, np.uint8)).save(held_out)
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
+    with pytest.raises(MaskError, match=rf"{held_out.name}: mask size \(24, 32\) \(H, W\) differs.*\(48, 64\)"):
+        datamodule.setup()
