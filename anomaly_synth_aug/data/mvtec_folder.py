@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +94,8 @@ def scan_mvtec_folder(
     Args:
         root: the category folder.
         extensions: image file extensions, for images and masks alike.
-        require_masks: a defect image without a mask is an error naming it (False: recorded as None).
+        require_masks: a defect image without a mask, or a mask without an image, is an error naming it
+            (False: an image without a mask is recorded as None).
         decode: open every image and mask (a corrupt or truncated file is an error naming it) and
             check that each mask has its image's size.
     """
@@ -126,6 +127,7 @@ def scan_mvtec_folder(
                         path=image,
                         fix=f"add {gt_dir / (image.stem + MASK_SUFFIX + '.png')}, or move the image out of test/",
                     )
+            _check_no_orphan_mask(masks.values(), pairs, type_dir)
             _check_sorted_pairing(pairs)
         if pairs:
             defects[type_dir.name] = pairs
@@ -135,6 +137,18 @@ def scan_mvtec_folder(
     if decode:
         _check_files(layout)
     return layout
+
+
+def _check_no_orphan_mask(masks: Iterable[Path], pairs: list[tuple[Path, Path | None]], image_dir: Path) -> None:
+    """A mask with no image shifts anomalib's sorted pairing of every later image, or breaks its count."""
+    paired = {mask for _, mask in pairs}
+    orphans = sorted(mask for mask in masks if mask not in paired)
+    if orphans:
+        raise MaskError(
+            f"this mask has no defect image in {image_dir}",
+            path=orphans[0],
+            fix=f"remove the mask, or add its image to {image_dir}",
+        )
 
 
 def _check_sorted_pairing(pairs: list[tuple[Path, Path | None]]) -> None:
@@ -220,13 +234,23 @@ def check_folder_masks(folder: object) -> None:
 
     pairs = list(zip(abnormal, mask_dirs, strict=True)) if len(abnormal) == len(mask_dirs) else [(None, None)]
     for image_dir, mask_dir in pairs:  # abnormal_dir[i] goes with mask_dir[i]: stems repeat across types
-        stems = {m.stem for m in files([mask_dir] if mask_dir else mask_dirs)}
-        for image in files([image_dir] if image_dir else abnormal):
+        type_masks = files([mask_dir] if mask_dir else mask_dirs)
+        type_images = files([image_dir] if image_dir else abnormal)
+        stems = {m.stem for m in type_masks}
+        for image in type_images:
             if image.stem + MASK_SUFFIX not in stems and image.stem not in stems:
                 raise MaskError(
                     f"this defect image has no mask in {mask_dir or 'the mask_dir'}",
                     path=image,
                     fix=f"add a mask named {image.stem}{MASK_SUFFIX}.png (or {image.stem}.png), or move the image out",
+                )
+        image_stems = {image.stem for image in type_images}
+        for mask in type_masks:
+            if mask.stem.removesuffix(MASK_SUFFIX) not in image_stems and mask.stem not in image_stems:
+                raise MaskError(
+                    f"this mask has no defect image in {image_dir or 'the abnormal_dir'}",
+                    path=mask,
+                    fix=f"remove the mask, or add its image to {image_dir or 'the abnormal_dir'}",
                 )
     images, masks = files(abnormal), files(mask_dirs)
     for image, mask in zip(images, masks, strict=False):

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from shared_fixtures import make_mvtec_layout
+from shared_fixtures import make_folder_datamodule, make_mvtec_layout
 
 from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
-from anomaly_synth_aug.data.mvtec_folder import mvtec_folder, scan_mvtec_folder
+from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, mvtec_folder, scan_mvtec_folder
 from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MaskError
 
 
@@ -36,6 +36,18 @@ def test_a_defect_image_without_its_mask_is_named(tiny_mvtec: Path) -> None:
         scan_mvtec_folder(tiny_mvtec)
     with pytest.raises(MaskError, match="no mask"):
         mvtec_datamodule(tiny_mvtec, None)
+
+
+@pytest.mark.parametrize("defect_type", ["blob", "scratch"])
+def test_a_mask_without_its_image_is_named(tiny_mvtec: Path, defect_type: str) -> None:
+    """An extra mask was blamed on another image ("would give this image 001_mask.png") or on another type's folder."""
+    source = next((tiny_mvtec / "ground_truth" / defect_type).glob("*_mask.png"))
+    orphan = source.with_name("zzz_mask.png")
+    orphan.write_bytes(source.read_bytes())
+    with pytest.raises(MaskError, match=f"{orphan}: this mask has no defect image in .*test/{defect_type}"):
+        scan_mvtec_folder(tiny_mvtec)
+    with pytest.raises(MaskError, match=f"{orphan}: this mask has no defect image in .*test/{defect_type}"):
+        check_folder_masks(make_folder_datamodule(tiny_mvtec))
 
 
 def test_masks_that_sort_differently_from_their_images_are_refused(tmp_path: Path) -> None:
