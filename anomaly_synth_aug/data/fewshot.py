@@ -154,7 +154,10 @@ def load_defect_records(
     threshold: int = MASK_THRESHOLD,
     on_empty_mask: Literal["skip", "error"] = "skip",
 ) -> list[AnomalySample]:
-    """Read defect records into samples (see ``FewShotSplit.load_shots`` for the empty-mask rule)."""
+    """Read defect records into samples (see ``FewShotSplit.load_shots`` for the empty-mask rule).
+
+    Records that all have empty masks are an error naming their folder, whatever ``on_empty_mask`` says.
+    """
     samples: list[AnomalySample] = []
     for record in records:
         if record.mask_path is None:
@@ -174,6 +177,12 @@ def load_defect_records(
                 logger.warning("Skipping shot with an empty mask: %s", record.mask_path)
                 continue
             raise
+    if records and not samples:  # else the first error would blame the caller for passing no shots
+        raise MaskError(
+            f"every one of the {len(records)} defect masks is empty after binarising at > {threshold}",
+            path=records[0].mask_path.parent if records[0].mask_path else records[0].image_path,
+            fix="draw the defect regions in the masks (white on black), or lower mask_threshold if they are fainter",
+        )
     return samples
 
 

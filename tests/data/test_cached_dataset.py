@@ -4,7 +4,7 @@ import pytest
 import torch
 from anomalib.data import ImageBatch, ImageItem
 from shared_fixtures import FakeLearnedGenerator, FakeSquareGenerator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Resize
 
 from anomaly_synth_aug.cache.manifest import read_manifest

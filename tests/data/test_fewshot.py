@@ -56,6 +56,22 @@ def test_empty_mask_shot_skipped_or_error(tiny_mvtec: Path) -> None:
         split.load_shots(on_empty_mask="error")
 
 
+def test_shots_whose_masks_are_all_empty_are_named_as_such(tiny_mvtec: Path, fake_generator) -> None:
+    """Every shot skipped for its empty mask ended in 'fit() got no defect shots: pass the few real defect samples'."""
+    from PIL import Image
+    import numpy as np
+
+    from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
+    from anomaly_synth_aug.generators.real_paste import RealShotPasteGenerator
+    from shared_fixtures import make_folder_datamodule
+
+    for mask in (tiny_mvtec / "ground_truth").glob("*/*_mask.png"):
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(mask)
+    datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=RealShotPasteGenerator())
+    with pytest.raises(MaskError, match=r"ground_truth/\w+: every one of the 4 defect masks is empty.*mask_threshold"):
+        datamodule.prepare_generator()
+
+
 def test_missing_test_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="not an MVTec-layout category folder"):
         few_shot_split(tmp_path)
