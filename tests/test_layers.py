@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"generators"},
     {"cache"},
     {"data.dataset", "data.shots_dataset", "data.cached_dataset", "data.datamodule", "data.datamodule_options",
-     "data.mvtec_datamodule", "data.samplers", "data.validation_split"},
+     "data.mvtec_datamodule", "data.samplers", "data.validation_split", "data.real_anomalies"},
     {"models", "callbacks", "visualization"},
     {"evaluation"},
     {"demo"},

@@ -35,7 +35,7 @@ def finished_runs(results: Path) -> set[RunKey]:
             record = json.loads(line)
             done.add((record["generator"], record["detector"], int(record["seed"]), record["preset"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            logger.warning("%s:%d is not a complete run record (interrupted while writing?); run again.", results, number)
+            logger.warning("%s:%d is not a complete run record (a kill while writing?): run again.", results, number)
     return done
 
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule
-from anomalib.data.utils import ValSplitMode
 from torch.utils.data import DataLoader, Dataset
 
 from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
@@ -43,7 +42,6 @@ from anomaly_synth_aug.data.dataset import (
     EvaluationDataset,
     SyntheticAnomalyDataset,
     SyntheticValidationDataset,
-    row_mask_path,
 )
 from anomaly_synth_aug.data.fewshot import (
     DEFAULT_SHOT_FRACTION,
@@ -53,8 +51,9 @@ from anomaly_synth_aug.data.fewshot import (
     load_defect_records,
     split_records,
 )
-from anomaly_synth_aug.data.io import MASK_THRESHOLD, image_size, load_image, load_mask
+from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
+from anomaly_synth_aug.data.real_anomalies import check_test_masks, real_anomaly_records, resolved
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.samplers import training_sampler
 from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
@@ -71,11 +70,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Validation modes of the wrapped datamodule whose val set holds real (test) images, so its
-#: anomalies take part in the few-shot split; other modes hold train normals or anomalib's own
-#: synthetic images, which must never become shots.
-_REAL_VAL_MODES = (ValSplitMode.FROM_TEST, ValSplitMode.SAME_AS_TEST, ValSplitMode.FROM_DIR)
-
 
 def _default_generator() -> AnomalyGenerator:
     from anomaly_synth_aug.generators.perlin import (
@@ -83,10 +77,6 @@ def _default_generator() -> AnomalyGenerator:
     )
 
     return PerlinGenerator()
-
-
-def _resolved(path: str | Path) -> str:
-    return str(Path(path).resolve())
 
 
 class SyntheticAnomalyDataModule(AnomalibDataModule):
@@ -223,14 +213,14 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         check_folder_masks(self.datamodule)  # before anomalib pairs them and fails without naming a file
         release_wrapped_val_split(self.datamodule, self.val_split)
         self.datamodule.setup(_stage)
-        shots, _ = split_records(self._real_anomaly_records(), self.shot_fraction)
+        shots, _ = split_records(real_anomaly_records(self.datamodule), self.shot_fraction)
         self.shot_records = cap_shots(shots, self.max_shots_per_type)
-        shot_paths = {_resolved(record.image_path) for record in shots}  # capped-out shots: not evaluated either
+        shot_paths = {resolved(record.image_path) for record in shots}  # capped-out shots: not evaluated either
 
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
         if not getattr(self, "_checked_test_masks", False):
             self._checked_test_masks = True
-            self._check_test_masks(self.test_data)
+            check_test_masks(self.test_data, mask_threshold=self.mask_threshold)
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":
             train_normals, val_normals = hold_back_normals(train_normals, self.val_split_ratio, seed=self.seed)
@@ -248,34 +238,6 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self._train_normals = train_normals
         # the cached mode's pool needs a fitted generator: it is built with the loader, not while splitting
         self.train_data = None if self.mode == TrainMode.cached else self._build_train_dataset(train_normals)
-
-    def _check_test_masks(self, dataset: Dataset) -> None:
-        """Fail now on a held-out mask whose size is not its image's; count empty masks and say so once.
-
-        A wrong size would otherwise surface only at test time, after the whole training run. An
-        empty mask's image counts as anomalous at the image level but holds no defect pixel, so it
-        lowers no pixel metric and no detector can localise it; users should know how many there are.
-        """
-        samples = getattr(dataset, "samples", None)
-        if samples is None or "mask_path" not in samples:
-            return
-        empty = [
-            "/".join(Path(row.image_path).parts[-2:])  # defect type folder and file name
-            for row in samples.itertuples()
-            if int(row.label_index) == ANOMALOUS_LABEL
-            and (mask_path := row_mask_path(row)) is not None
-            and not bool(
-                load_mask(mask_path, threshold=self.mask_threshold, expected_size=image_size(row.image_path)).any()
-            )
-        ]
-        if empty:
-            logger.warning(
-                "%d of the held-out defect images have an empty mask (after binarising at > %d): %s. They count "
-                "as anomalous images with no defect pixels.",
-                len(empty),
-                self.mask_threshold,
-                ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
-            )
 
     def _create_test_split(self) -> None:
         """No-op: the wrapped datamodule already made its test split."""
@@ -321,29 +283,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             mask_threshold=self.mask_threshold,
         )
 
-    def _real_anomaly_records(self) -> list[DefectRecord]:
-        """Real anomalies of the wrapped test set (and of its val set when that holds test images)."""
-        datasets = [self.datamodule.test_data]
-        wrapped_val = getattr(self.datamodule, "val_data", None)
-        if wrapped_val is not None and self.datamodule.val_split_mode in _REAL_VAL_MODES:
-            datasets.append(wrapped_val)
-        records: dict[str, DefectRecord] = {}
-        for dataset in datasets:
-            for row in dataset.samples.itertuples():
-                if int(row.label_index) != ANOMALOUS_LABEL:
-                    continue
-                mask_path = row_mask_path(row)
-                image_path = Path(row.image_path)
-                records[_resolved(image_path)] = DefectRecord(
-                    image_path=image_path,
-                    mask_path=Path(mask_path) if mask_path else None,
-                    defect_type=image_path.parent.name,
-                )
-        return list(records.values())
-
     def _evaluation_dataset(self, dataset: AnomalibDataset, shot_paths: set[str]) -> Dataset:
         """``dataset`` without the shots; masks binarised when the dataset has masks."""
-        keep = [i for i, path in enumerate(dataset.samples.image_path) if _resolved(path) not in shot_paths]
+        keep = [i for i, path in enumerate(dataset.samples.image_path) if resolved(path) not in shot_paths]
         subset = dataset.subsample(keep)
         if subset.task == TaskType.CLASSIFICATION:
             return subset  # no masks to binarise: anomalib's own reader is exact

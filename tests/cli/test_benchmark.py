@@ -16,7 +16,8 @@ from anomaly_synth_aug.cli.benchmark import benchmark, finished_runs
 
 
 def fake_record(generator: str, detector: str, seed: int, preset: str) -> dict:
-    return {"generator": generator, "detector": detector, "seed": seed, "preset": preset, "metrics": {"image_AUROC": 0.9}}
+    metrics = {"image_AUROC": 0.9}
+    return {"generator": generator, "detector": detector, "seed": seed, "preset": preset, "metrics": metrics}
 
 
 def test_a_killed_benchmark_keeps_every_finished_run(tmp_path: Path) -> None:
@@ -39,7 +40,8 @@ def test_a_killed_benchmark_keeps_every_finished_run(tmp_path: Path) -> None:
         downstream.run_experiment = run
         downstream.preset_record = lambda preset: {{}}
         imports.import_all_submodules = lambda: []
-        benchmark("data", generators=["none", "perlin", "diffusion"], output=__import__("pathlib").Path({str(tmp_path)!r}))
+        output = __import__("pathlib").Path({str(tmp_path)!r})
+        benchmark("data", generators=["none", "perlin", "diffusion"], output=output)
         """
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
