@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
 from anomaly_synth_aug.data.datamodule_options import (
@@ -386,3 +386,19 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         if self.val_split == "synthetic":
             self.prepare_generator()
         return super().val_dataloader()
+
+    def validation_normal_dataloader(self) -> DataLoader | None:
+        """The validation set's normal images alone, as ``val_dataloader`` gives them, with no generator fit.
+
+        What ``DefectSegmenter`` calibrates its normal prior on before a test: a model reloaded in a new
+        session must not fit a learned generator again only to read normal images. None without validation.
+        """
+        self._ensure_setup()
+        data = None if self.val_split == "none" else getattr(self, "val_data", None)
+        if data is None:
+            return None
+        synthetic = getattr(data, "is_synthetic", lambda index: False)
+        labels = data.samples.label_index.tolist()
+        normal = Subset(data, [i for i, label in enumerate(labels) if label != ANOMALOUS_LABEL and not synthetic(i)])
+        batches = {"batch_size": self.eval_batch_size, "num_workers": self.num_workers, "collate_fn": data.collate_fn}
+        return DataLoader(normal, **batches)

@@ -269,7 +269,11 @@ class DefectSegmenter(AnomalibModule):
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         has_validation = datamodule is not None and getattr(datamodule, "val_data", None) is not None
-        loaders = _loaders(datamodule.val_dataloader()) if has_validation else []
+        normals_only = getattr(datamodule, "validation_normal_dataloader", None)  # no generator fit to read them
+        if callable(normals_only):
+            loaders = _loaders(normals_only())
+        else:
+            loaders = _loaders(datamodule.val_dataloader()) if has_validation else []
         if any(_has_batches(loader) for loader in loaders):
             self._calibrate_prior(loaders, "validation")
             return

@@ -282,3 +282,23 @@ def test_a_held_out_mask_of_the_wrong_size_fails_at_setup_naming_it(tiny_mvtec: 
     datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
     with pytest.raises(MaskError, match=rf"{held_out.name}: mask size \(24, 32\) \(H, W\) differs.*\(48, 64\)"):
         datamodule.setup()
+
+
+@pytest.mark.parametrize("val_split", ["synthetic", "wrapped"])
+def test_validation_normals_are_read_without_fitting_the_generator(tiny_mvtec: Path, val_split: str) -> None:
+    """What a reloaded detector calibrates on before a test: reading them through ``val_dataloader`` fitted a
+    learned generator from scratch (a whole diffusion fine-tune) in a session that only tests."""
+    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="same_as_test" if val_split == "wrapped" else "none")
+    generator = FakeLearnedGenerator()
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=generator, val_split=val_split)
+    normals = list(datamodule.validation_normal_dataloader())
+    assert not generator.is_fitted
+    assert all(not batch.gt_label.any() for batch in normals)
+    every = [batch for batch in datamodule.val_dataloader()]  # fits the generator for the synthetic items
+    expected = torch.cat([batch.image[batch.gt_label == 0] for batch in every])
+    assert torch.equal(torch.cat([batch.image for batch in normals]), expected)
+
+
+def test_no_validation_means_no_validation_normals(tiny_folder, fake_generator) -> None:
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, val_split="none")
+    assert datamodule.validation_normal_dataloader() is None

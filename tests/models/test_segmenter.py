@@ -256,3 +256,25 @@ def test_frozen_stages_keep_their_imagenet_statistics_from_construction_on(norma
         before = stem.running_mean.clone()
         model(torch.rand(2, 3, 64, 64))  # a training forward, in the mode it was built in
         assert torch.equal(stem.running_mean, before)
+
+
+def test_a_reloaded_segmenter_tests_without_fitting_the_generator_again(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """Calibrating the prior read the validation normals through ``val_dataloader``, which fitted the learned
+    generator from scratch: testing a checkpoint in a new session repeated the whole generator fit."""
+    from shared_fixtures import FakeLearnedGenerator, make_folder_datamodule
+
+    def engine() -> Engine:
+        options = {"enable_progress_bar": False, "logger": False}
+        return Engine(max_steps=1, accelerator="cpu", default_root_dir=tmp_path, **options)
+
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, visualizer=False)
+    assert model.model.prior is not None
+    trained = engine()
+    training = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), FakeLearnedGenerator())
+    trained.fit(model, datamodule=training)
+    reloaded = DefectSegmenter.load_from_checkpoint(trained.best_model_path)
+    generator = FakeLearnedGenerator()
+    fresh = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator)
+    (results,) = engine().test(reloaded, datamodule=fresh, verbose=False)
+    assert not generator.is_fitted
+    assert_ranking_metrics(results, ("image_AUROC",))
