@@ -23,14 +23,23 @@ from typing import Any
 import torch
 from anomalib.data import Batch
 from anomalib.pre_processing import PreProcessor
+from anomalib.pre_processing.utils.spec import transform_to_spec
+from anomalib.pre_processing.utils.transform import get_exportable_transform
 from lightning.pytorch import LightningModule, Trainer
-from torchvision.transforms.v2 import Compose, Normalize
+from torchvision.transforms.v2 import Compose, Normalize, Resize
 from torchvision.transforms.v2 import functional as F
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 
 #: Batch attribute holding the native image size while the model sees the resized image.
 _NATIVE_SIZE = "_native_size"
+
+#: Checkpoint config entry with this pre-processor's own settings (plain data, weights_only-safe).
+_CHECKPOINT_KEY = "native_resolution"
+
+
+def _normalization(imagenet: bool) -> Compose | None:
+    return Compose([Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]) if imagenet else None
 
 
 class NativeResolutionPreProcessor(PreProcessor):
@@ -48,9 +57,33 @@ class NativeResolutionPreProcessor(PreProcessor):
     """
 
     def __init__(self, image_size: tuple[int, int], imagenet_normalization: bool = True) -> None:
-        normalize = Compose([Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]) if imagenet_normalization else None
-        super().__init__(transform=normalize)
+        super().__init__(transform=_normalization(imagenet_normalization))
         self.image_size = tuple(image_size)
+        self.imagenet_normalization = imagenet_normalization
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The resize and the normalisation as one transform, plus this pre-processor's own settings.
+
+        ``load_from_checkpoint`` rebuilds the model's default ``PreProcessor`` and hands it this
+        config: with the ``Resize`` in its transform it still feeds the model its input size (scoring
+        at that size). Pass ``pre_processor=NativeResolutionPreProcessor(...)`` to ``load_from_checkpoint``
+        to score at native resolution again; it takes its size back from here.
+        """
+        resize = Resize(list(self.image_size), antialias=True)
+        steps = [resize, *([] if self.transform is None else [self.transform])]
+        settings = {"image_size": list(self.image_size), "imagenet_normalization": self.imagenet_normalization}
+        return {"transform": transform_to_spec(Compose(steps)), _CHECKPOINT_KEY: settings}
+
+    def load_checkpoint_config(self, config: dict[str, Any]) -> None:
+        settings = config.get(_CHECKPOINT_KEY)
+        if settings is None:  # a plain PreProcessor's config (or an older one): its transform as it is
+            super().load_checkpoint_config(config)
+            return
+        self.image_size = tuple(settings["image_size"])
+        self.imagenet_normalization = bool(settings["imagenet_normalization"])
+        self.transform = _normalization(self.imagenet_normalization)
+        self.export_transform = get_exportable_transform(self.transform)
 
     def _to_model_input(self, batch: Batch) -> None:
         native = tuple(batch.image.shape[-2:])
