@@ -42,13 +42,13 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch.utils.data import DataLoader
 from torchvision.ops import sigmoid_focal_loss
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 from tqdm.auto import tqdm
 
 from anomaly_synth_aug.backbones.imagenet_weights import IMAGENET_MEAN, IMAGENET_STD
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.models.loader_passes import as_loader_list, batch_count, has_batches, private_loader
 from anomaly_synth_aug.models.normal_memory import NormalPatchMemory
 from anomaly_synth_aug.models.post_processing import RawScorePostProcessor
 from anomaly_synth_aug.models.segmenter_network import SegmenterModel, resolve_memory_and_prior
@@ -192,6 +192,9 @@ class DefectSegmenter(AnomalibModule):
         The global RNG is left where it was (the loaders' seeds are drawn from it), so a memory that
         is built and one that is loaded (``memory.is_built`` already) lead to the same training run.
         """
+        self._ensure_memory()
+
+    def _ensure_memory(self) -> None:
         memory = self.model.memory
         if memory is None or memory.is_built:
             return
@@ -201,7 +204,7 @@ class DefectSegmenter(AnomalibModule):
     def _build_memory(self, memory: NormalPatchMemory) -> None:
         loader, limit, passes, what = self._memory_images_source()
         show = self.trainer.progress_bar_callback is not None
-        total = limit if limit is not None else _length(loader)
+        total = limit if limit is not None else batch_count(loader)
         bar = tqdm(total=total, desc=f"normal memory ({what})", unit="image", disable=not show, leave=False)
         collected = 0
         for _ in range(passes):  # crops: each pass holds only the loader's normal items, and draws new crops
@@ -232,7 +235,14 @@ class DefectSegmenter(AnomalibModule):
                 type(datamodule).__name__,
             )
         limit = self.memory_images or DEFAULT_MEMORY_CROPS
-        return self.trainer.train_dataloader, limit, MAX_MEMORY_PASSES, "normal training crops"
+        loader = self.trainer.train_dataloader
+        if loader is None:  # before training (a sanity check): the loader is not set up yet
+            raise InvalidInputError(
+                "the normal memory is built from training crops, and the training loader is not set up before the "
+                "sanity check",
+                fix="pass num_sanity_val_steps=0 to the Trainer (anomalib's Engine does), or memory_source='normals'",
+            )
+        return loader, limit, MAX_MEMORY_PASSES, "normal training crops"
 
     def _normal_images(self, loaders: Iterable[Iterable[Batch]]) -> Iterator[torch.Tensor]:
         """The normal images of each batch of ``loaders``, on the model's device and pre-processed."""
@@ -248,9 +258,15 @@ class DefectSegmenter(AnomalibModule):
                 yield images
 
     def on_validation_epoch_start(self) -> None:
-        """Measure the prior's normal statistics for the weights being validated (they move in training)."""
+        """Measure the prior's normal statistics for the weights being validated (they move in training).
+
+        A plain Lightning ``Trainer`` validates a few batches before training starts (the ``Engine``
+        turns that off): the memory is built for them first, as training would build it.
+        """
+        if self.trainer.sanity_checking:
+            self._ensure_memory()
         if self.model.prior is not None:
-            self._calibrate_prior(_loaders(self.trainer.val_dataloaders), "validation")
+            self._calibrate_prior(as_loader_list(self.trainer.val_dataloaders), "validation")
 
     def on_test_start(self) -> None:
         self._ensure_prior()
@@ -271,10 +287,10 @@ class DefectSegmenter(AnomalibModule):
         has_validation = datamodule is not None and getattr(datamodule, "val_data", None) is not None
         normals_only = getattr(datamodule, "validation_normal_dataloader", None)  # no generator fit to read them
         if callable(normals_only):
-            loaders = _loaders(normals_only())
+            loaders = as_loader_list(normals_only())
         else:
-            loaders = _loaders(datamodule.val_dataloader()) if has_validation else []
-        if any(_has_batches(loader) for loader in loaders):
+            loaders = as_loader_list(datamodule.val_dataloader()) if has_validation else []
+        if any(has_batches(loader) for loader in loaders):
             self._calibrate_prior(loaders, "validation")
             return
         if prior.is_calibrated:
@@ -286,7 +302,7 @@ class DefectSegmenter(AnomalibModule):
                 fix="validate once (Engine.fit or Engine.validate) before predicting, or pass normal_prior=False",
             )
         logger.warning("normal_prior: no validation set, so it is calibrated on training normals (seen in training)")
-        self._calibrate_prior(_loaders(datamodule.train_dataloader()), "training")
+        self._calibrate_prior(as_loader_list(datamodule.train_dataloader()), "training")
 
     @torch.no_grad()
     def _calibrate_prior(self, loaders: Iterable[Iterable[Batch]], source: str) -> None:
@@ -297,7 +313,7 @@ class DefectSegmenter(AnomalibModule):
         self.model.eval()
         seen = 0
         try:
-            for images in self._normal_images(_private_loader(loader) for loader in loaders):
+            for images in self._normal_images(private_loader(loader) for loader in loaders):
                 logits, distance = self.model.signals(images, with_distance=True)
                 prior.accumulate(logits, distance)
                 seen += len(images)
@@ -380,39 +396,6 @@ class DefectSegmenter(AnomalibModule):
         outside the validation range to 0 or 1, and the resulting ties distort AUROC.
         """
         return RawScorePostProcessor()
-
-
-def _loaders(loaders: Any) -> list[Iterable[Batch]]:
-    """Lightning's and anomalib's dataloader attributes: one loader, a list of them, or None."""
-    if loaders is None:
-        return []
-    return list(loaders) if isinstance(loaders, list | tuple) else [loaders]
-
-
-def _private_loader(loader: Iterable[Batch]) -> Iterable[Batch]:
-    """A loader of its own over the same data, so that a pass never shares (or uses up) Lightning's iterator.
-
-    A DataLoader with persistent workers hands every ``iter`` the same iterator; the calibration runs
-    inside the validation loop, whose iterator is already open.
-    """
-    if not isinstance(loader, DataLoader):
-        return loader
-    return DataLoader(
-        loader.dataset, batch_size=loader.batch_size or 1, shuffle=False, num_workers=0, collate_fn=loader.collate_fn
-    )
-
-
-def _length(loader: Iterable[Any]) -> int | None:
-    """Batches in ``loader``, or None when it cannot tell."""
-    try:
-        return len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _has_batches(loader: Iterable[Any]) -> bool:
-    length = _length(loader)
-    return length is None or length > 0
 
 
 def _check_args(

@@ -278,3 +278,27 @@ def test_a_reloaded_segmenter_tests_without_fitting_the_generator_again(tiny_mvt
     (results,) = engine().test(reloaded, datamodule=fresh, verbose=False)
     assert not generator.is_fitted
     assert_ranking_metrics(results, ("image_AUROC",))
+
+
+def test_a_plain_lightning_trainer_fits_it_through_the_sanity_check(tiny_folder, fake_generator, tmp_path) -> None:
+    """A plain ``Trainer`` validates two batches before training; the memory, built at train start, was empty."""
+    import lightning.pytorch as pl
+
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, visualizer=False)
+    options = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", default_root_dir=tmp_path, **options)
+    assert trainer.num_sanity_val_steps == 2
+    trainer.fit(model, datamodule=datamodule)
+    assert model.model.memory.memory_bank.shape[0] == 64 and model.model.prior.is_calibrated
+
+
+def test_a_sanity_check_before_a_memory_of_training_crops_names_the_fix(tiny_folder, fake_generator, tmp_path) -> None:
+    import lightning.pytorch as pl
+
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_source="training_crops", memory_size=64, visualizer=False)
+    options = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": False}
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", default_root_dir=tmp_path, **options)
+    with pytest.raises(InvalidInputError, match="num_sanity_val_steps=0"):
+        trainer.fit(model, datamodule=datamodule)
