@@ -61,8 +61,13 @@ class VerifyReport:
 
     @property
     def is_cache(self) -> bool:
-        """Whether the folder holds this package's cache files at all (a header or a manifest)."""
-        return (self.cache_dir / HEADER_FILE).is_file() or (self.cache_dir / MANIFEST_FILE).is_file()
+        """Whether the folder holds this package's cache files at all: a header, or a manifest with our entries.
+
+        ``manifest.jsonl`` is a common name; one in which no line is a sample entry is someone else's.
+        """
+        if (self.cache_dir / HEADER_FILE).is_file():
+            return True
+        return (self.cache_dir / MANIFEST_FILE).is_file() and bool(self.entries)
 
     @property
     def interrupted_only(self) -> bool:

@@ -153,6 +153,19 @@ def test_a_folder_that_is_not_a_cache_is_not_advised_to_be_deleted(tmp_path: Pat
     assert "delete" not in text and "point at a sample cache folder" in text
 
 
+def test_a_folder_with_a_manifest_of_its_own_is_not_advised_to_be_deleted(
+    tmp_path: Path, filled_cache: SampleCache
+) -> None:
+    """Any ``manifest.jsonl`` made a folder a cache, to be deleted."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.jsonl").write_text('{"file": "a.png", "label": "ok"}\n')
+    (tmp_path / "data" / "a.png").write_bytes(b"x")
+    text = str(verify(tmp_path / "data"))
+    assert "delete" not in text and "point at a sample cache folder" in text
+    (filled_cache.root / "cache.json").unlink()  # a real cache that lost its header is still one
+    assert "delete the cache folder" in str(verify(filled_cache.root))
+
+
 def test_an_interrupted_cache_is_reported_as_resumable(filled_cache: SampleCache) -> None:
     """Orphan files of an interrupted write were "PROBLEMS FOUND ... delete", although resuming repairs them."""
     (filled_cache.root / "images" / "dent" / "000099.png").write_bytes(b"half a sample")
