@@ -116,9 +116,10 @@ class FittingMixin:
             )
             self._realism = ShotRealism().fit(shots)
             self._placement = ContextPlacement().fit(shots)
+            framed = [shot for shot in shots if not bool(shot.mask.all())]  # a whole-image mask has no ring to compare
             self.shot_visibility = faintest_by_type(
-                self._feature_contrast()([shot.image for shot in shots], [shot.mask for shot in shots]),
-                [shot.defect_type for shot in shots],
+                self._feature_contrast()([shot.image for shot in framed], [shot.mask for shot in framed]),
+                [shot.defect_type for shot in framed],
             )
         self.shot_contrast = contrast_by_type(
             [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]

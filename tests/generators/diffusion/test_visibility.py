@@ -165,3 +165,18 @@ def test_a_fit_without_floors_says_to_fit_again(
     monkeypatch.setattr(fitted, "shot_visibility", {})  # as loaded from a folder saved before fit version 4
     with pytest.raises(NotFittedError, match="fit the generator again"):
         fitted.generate(normals(1), defect_types="dent", generator=0)
+
+
+def test_a_shot_whose_mask_covers_the_whole_image_leaves_the_floors_to_the_others() -> None:
+    """The floors were measured on every shot, filter on or off, and a whole-image mask has no surrounding ring:
+    the default fit failed after its whole training run."""
+    from diffusion_helpers import TINY, normals, shots, surface
+
+    from anomaly_synth_aug.data.sample import AnomalySample
+
+    whole = AnomalySample(image=surface(77) * 0.5, mask=torch.ones(40, 48, dtype=torch.bool), defect_type="dent")
+    generator = DiffusionAnomalyGenerator(**{**TINY, "max_steps": 2, "batch_size": 4, "progress": False})
+    generator.fit(normals(), [*shots(), whole], generator=torch.Generator().manual_seed(0))
+    framed = [shot for shot in shots() if shot.defect_type == "dent"]
+    faintest = FeatureContrast()([s.image for s in framed], [s.mask for s in framed]).min()
+    assert generator.shot_visibility["dent"] == pytest.approx(float(faintest), rel=1e-4)
