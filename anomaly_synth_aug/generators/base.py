@@ -116,6 +116,8 @@ class AnomalyGenerator(ABC):
     ) -> Self:
         """Learn from normal images and the few real defect shots. A no-op for classic generators."""
         validate_shots(shots)
+        if self.requires_fit:
+            self._fitted = False  # a fit that fails or is interrupted leaves half-learnt state, never a fitted one
         self._fit(as_image_list(normal_images), list(shots), generator)
         self._fitted = True
         return self

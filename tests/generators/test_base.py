@@ -143,6 +143,22 @@ def test_learned_generator_refuses_to_generate_before_fit() -> None:
     assert fitted.is_fitted and len(fitted.generate(_images(1))) == 1
 
 
+def test_a_refit_that_fails_leaves_the_generator_unfitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second fit interrupted half-way kept the first fit's "fitted" flag over half-learnt state, and saved so."""
+    generator = LearnedStampGenerator().fit(_images(2), [_shot()])
+
+    def interrupted(normal_images, shots, seed) -> None:
+        generator.learned = None  # half-learnt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generator, "_fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generator.fit(_images(2), [_shot("scratch")])
+    assert not generator.is_fitted
+    with pytest.raises(NotFittedError):
+        generator.generate(_images(1))
+
+
 def test_fit_normalises_normal_images_like_generate() -> None:
     # Regression: fit used to hand raw uint8 / grayscale / batched tensors to _fit.
     generator = LearnedStampGenerator().fit(torch.full((2, 1, 8, 10), 255, dtype=torch.uint8), [_shot()])
