@@ -67,6 +67,8 @@ class PerlinGenerator(ClassicGenerator):
                 rotation_range=self.rotation_range,
                 dual_mask=dual_mask,
             )
+        # anomalib lists the textures in the file system's order: sort them, so a seed picks the same one anywhere
+        self._perlin.anomaly_source_paths = sorted(self._perlin.anomaly_source_paths)
 
     @property
     def defect_types(self) -> list[str]:

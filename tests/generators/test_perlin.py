@@ -52,6 +52,21 @@ def test_texture_dir_is_the_anomaly_source(tmp_path: Path) -> None:
     assert any(bool((out[0] != out[1]).any()) for out in batch.images)
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_a_seed_picks_the_same_texture_whatever_order_the_file_system_lists_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """anomalib kept ``rglob``'s order, which differs between file systems: one seed, other textures."""
+    for index, shade in enumerate((40, 120, 200, 250)):
+        Image.fromarray(np.full((32, 32, 3), shade, np.uint8)).save(tmp_path / f"t{index}.png")
+    images = [surface(40, 56, seed=seed) for seed in range(4)]
+    listed = PerlinGenerator(texture_dir=str(tmp_path), blend_factor=1.0).generate(images, generator=_seed(3))
+    rglob = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: reversed(sorted(rglob(self, pattern))))
+    reversed_listing = PerlinGenerator(texture_dir=str(tmp_path), blend_factor=1.0).generate(images, generator=_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(listed.images, reversed_listing.images, strict=True))
+
+
 def test_texture_dir_must_hold_images(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="texture_dir is not a folder"):
         PerlinGenerator(texture_dir=str(tmp_path / "missing"))
