@@ -114,6 +114,11 @@ def feather(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return alpha
     kernel = 2 * math.ceil(3 * sigma) + 1
+    half = kernel // 2
+    if min(alpha.shape) <= half:  # too thin for the blur's reflect padding: zeros around it first
+        padded = F.pad(alpha[None, None], (half,) * 4)[0]
+        blurred = TF.gaussian_blur(padded, [kernel, kernel], [sigma, sigma])[0, half:-half, half:-half]
+        return torch.maximum(blurred, alpha)
     blurred = TF.gaussian_blur(alpha[None], [kernel, kernel], [sigma, sigma])[0]
     return torch.maximum(blurred, alpha)
 

@@ -59,6 +59,16 @@ def test_feather_keeps_the_defect_opaque_and_fades_outside() -> None:
     assert 0 < float(alpha[5, 7]) < 1 and float(alpha[0, 0]) == 0
 
 
+def test_feather_of_a_mask_thinner_than_the_blur_fades_outside_it_too() -> None:
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[1, 5:30] = True
+    alpha = feather(mask, sigma=1.0)
+    assert bool((alpha[mask] == 1).all()) and 0 < float(alpha[0, 10]) < 1 and float(alpha[0, 39]) == 0
+    wide = torch.zeros(15, 15, dtype=torch.bool)
+    wide[6:9, 6:9] = True
+    assert torch.equal(feather(wide, sigma=1.0)[6:9, 6:9], torch.ones(3, 3))
+
+
 def test_expand_box_grows_and_stays_inside() -> None:
     assert expand_box(Box(1, 1, 2, 2), (10, 20), margin=3) == Box(0, 0, 8, 8)
     assert expand_box(Box(4, 15, 2, 2), (10, 20), min_size=8) == Box(1, 12, 8, 8)

@@ -63,6 +63,18 @@ def test_defect_larger_than_the_target_is_scaled_down() -> None:
     assert batch.masks[0].shape == (20, 24) and bool(batch.masks[0].any())
 
 
+def test_a_thin_scratch_scaled_down_to_a_small_target_is_still_feathered() -> None:
+    """A 1 px scratch shrunk to fit a 128 px image is 2 px high: the feathering blur's reflect padding failed."""
+    image = surface(64, 512, seed=1)
+    mask = torch.zeros(64, 512, dtype=torch.bool)
+    mask[30, 16:496] = True
+    scratch = AnomalySample(image=torch.where(mask, torch.zeros_like(image), image), mask=mask, defect_type="scratch")
+    generator = RealShotPasteGenerator(rotation=0.0).fit([], [scratch])
+    for seed in range(8):
+        batch = generator.generate([surface(128, 128, seed=seed)], generator=_seed(seed))
+        assert bool(batch.masks[0].any())
+
+
 def test_poisson_blend_stays_near_the_defect() -> None:
     shot = blob_shot(40, 56, seed=5, radius=4.0)
     generator = RealShotPasteGenerator(blend="poisson", rotation=0.0, scale_range=(1.0, 1.0)).fit([], [shot])
