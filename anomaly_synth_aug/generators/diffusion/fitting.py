@@ -41,6 +41,7 @@ from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.visibility import faintest_by_type
 from anomaly_synth_aug.generators.diffusion.training import TrainingSettings, train_denoiser
+from anomaly_synth_aug.generators.diffusion.training_checkpoint import training_data_digest
 from anomaly_synth_aug.utils.random import (
     as_torch_generator,
     derive_seed,
@@ -112,7 +113,7 @@ class FittingMixin:
                 settings,
                 noise_scheduler=self._noise_scheduler,
                 generator=generator,
-                identity=self._identity(),
+                identity={**self._identity(), "training_data": training_data_digest(normal_images, shots)},
             )
             self._realism = ShotRealism().fit(shots)
             self._placement = ContextPlacement().fit(shots)

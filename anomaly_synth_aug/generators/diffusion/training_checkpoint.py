@@ -11,24 +11,40 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import CheckpointMismatchError
 
 TRAINING_STATE_FILE = "training_state.pt"
 TRAINING_IDENTITY_FILE = "training_identity.json"
 
+#: Identity entries that checkpoints written before them lack; such a checkpoint still resumes.
+_RECORDED_LATER = frozenset({"training_data"})
+
+
+def training_data_digest(normal_images: Sequence[torch.Tensor], shots: Sequence[AnomalySample]) -> str:
+    """A digest of what the denoiser learns from (pixels, masks, types), so a checkpoint of other data is refused."""
+    digest = hashlib.sha256()
+    for tensor in [*normal_images, *(t for shot in shots for t in (shot.image, shot.mask))]:
+        digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps([shot.defect_type for shot in shots]).encode())
+    return digest.hexdigest()[:16]
+
 
 class TrainingCheckpoint:
     """The resumable state in ``checkpoint_dir``: weights, EMA, optimiser, RNG, counters, and whom they belong to.
 
-    ``identity`` (category, defect types, patch size, model config) is written beside the
-    state; resuming with a different identity raises ``CheckpointMismatchError`` instead of
-    silently continuing someone else's training.
+    ``identity`` (category, defect types, patch size, model config, a digest of the training data)
+    is written beside the state; resuming with a different identity raises ``CheckpointMismatchError``
+    instead of silently continuing (or, when it had finished, returning) someone else's training.
     """
 
     def __init__(self, directory: Path, identity: dict[str, Any]) -> None:
@@ -47,7 +63,11 @@ class TrainingCheckpoint:
         if not identity_path.is_file():
             return
         saved = json.loads(identity_path.read_text())
-        different = {k: (saved.get(k), v) for k, v in self.identity.items() if saved.get(k) != v}
+        different = {
+            k: (saved.get(k), v)
+            for k, v in self.identity.items()
+            if saved.get(k) != v and not (k in _RECORDED_LATER and k not in saved)
+        }
         if different:
             details = "; ".join(f"{k}: checkpoint has {a!r}, this fit has {b!r}" for k, (a, b) in different.items())
             raise CheckpointMismatchError(
@@ -67,4 +87,4 @@ class TrainingCheckpoint:
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
 
-__all__ = ["TRAINING_IDENTITY_FILE", "TRAINING_STATE_FILE", "TrainingCheckpoint"]
+__all__ = ["TRAINING_IDENTITY_FILE", "TRAINING_STATE_FILE", "TrainingCheckpoint", "training_data_digest"]

@@ -262,6 +262,29 @@ def test_fit_resumes_from_checkpoint_dir_and_refuses_another_category(tmp_path: 
         other.fit(normals(), shots(), generator=_seed(0))
 
 
+def test_a_finished_checkpoint_of_other_shots_is_refused_not_returned(tmp_path: Path) -> None:
+    """The identity left the data out: a fit on new shots got the finished fit of the old ones, with 0 steps."""
+    import json
+
+    from anomaly_synth_aug.generators.diffusion.training_checkpoint import TRAINING_IDENTITY_FILE
+
+    DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
+        normals(), shots(), generator=_seed(0)
+    )
+    other_shots = [defect_shot(index + 20, name) for index in range(3) for name in ("dent", "streak")]
+    with pytest.raises(CheckpointMismatchError, match="training_data"):
+        DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
+            normals(), other_shots, generator=_seed(0)
+        )
+    identity_file = tmp_path / TRAINING_IDENTITY_FILE  # a checkpoint written before the digest was recorded
+    identity = json.loads(identity_file.read_text())
+    del identity["training_data"]
+    identity_file.write_text(json.dumps(identity))
+    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
+    again.fit(normals(), shots(), generator=_seed(0))
+    assert again.training_report.resumed_from_step == 4
+
+
 def test_bad_training_input_is_explained(caplog: pytest.LogCaptureFixture) -> None:
     generator = DiffusionAnomalyGenerator(**FAST)
     with pytest.raises(InvalidInputError, match="no defect shots"):
