@@ -284,7 +284,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self._mask_bank: ShotMaskBank | None = None
         self._mask_prior: MaskPrior | None = None
         self._image_channels = 3
-        self._filter = QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)
+        QualityFilter(min_inside_change=min_inside_change, max_outside_change=max_outside_change)  # validates them
         self._realism: ShotRealism | None = None
         self._visibility: FeatureContrast | None = None
         self._placement: ContextPlacement | None = None

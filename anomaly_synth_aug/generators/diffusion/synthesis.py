@@ -47,9 +47,7 @@ from anomaly_synth_aug.generators.diffusion.patches import (
     paste_patch,
     uncrop_patch,
 )
-from anomaly_synth_aug.generators.diffusion.quality import (
-    refine_mask,
-)
+from anomaly_synth_aug.generators.diffusion.quality import QualityFilter, refine_mask
 from anomaly_synth_aug.generators.diffusion.sampling import PatchSampler, SamplingMode
 from anomaly_synth_aug.generators.diffusion.visibility import FeatureContrast
 from anomaly_synth_aug.utils.threads import torch_threads
@@ -176,6 +174,8 @@ class SynthesisMixin:
         results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         attempts = exhausted = 0
         pending = list(range(len(jobs)))
+        # from the live settings: sampling options may be changed on a loaded generator
+        quality = QualityFilter(min_inside_change=self.min_inside_change, max_outside_change=self.max_outside_change)
         realism = self._realism if self.realism_filter and judge_realism else None
         visibility = self._visibility_measure() if self.visibility_filter and judge_realism else None
         with torch_threads(self.num_threads):
@@ -191,7 +191,7 @@ class SynthesisMixin:
                     if job.check_quality:
                         rows, cols = job.box.slices()
                         before, after = job.image[:, rows, cols], image[:, rows, cols]
-                        verdict = self._filter.assess(before, after, (job.mask | region)[rows, cols])
+                        verdict = quality.assess(before, after, (job.mask | region)[rows, cols])
                         if not verdict.accepted:
                             rejected[index] = verdict.reason
                 judged = [i for i in candidates if jobs[i].check_quality and i not in rejected]

@@ -119,6 +119,16 @@ def test_quality_filter_retries_then_keeps_and_counts() -> None:
     _assert_contract([surface(1), surface(2)], batch)
 
 
+def test_quality_thresholds_changed_on_a_live_generator_are_used(
+    fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter was built once in ``__init__``: a live change showed in the config and the fingerprint only."""
+    monkeypatch.setattr(fitted, "min_inside_change", 1.0)
+    monkeypatch.setattr(fitted, "max_retries", 1)
+    batch = fitted.generate([surface(1), surface(2)], generator=_seed(1))
+    assert batch.stats["rejected"] == 4 and batch.stats["exhausted"] == 2
+
+
 def test_quality_filter_off_does_one_attempt_per_image() -> None:
     lenient = DiffusionAnomalyGenerator(**FAST, quality_filter=False)
     lenient.fit(normals(), shots(), generator=_seed(0))
