@@ -77,7 +77,7 @@ class FittingMixin:
         generator = generator if generator is not None else torch.Generator().manual_seed(derive_seed(None))
         with torch_threads(self.num_threads):
             self._mask_bank = ShotMaskBank.from_shots(shots)
-            self.object_category = self.restrict_to_foreground and defects_lie_on_objects(shots)
+            self.object_category = defects_lie_on_objects(shots)  # kept even when off: it is a sampling option
             if self.mask_source == MaskSource.prior:
                 with seeded_global_rng(generator):
                     prior = MaskPrior(defect_types=self._defect_types)

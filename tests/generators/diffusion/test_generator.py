@@ -110,6 +110,23 @@ def test_generate_normal_uses_the_normal_token(fitted: DiffusionAnomalyGenerator
     assert torch.equal(same.images[0], normal.images[0])
 
 
+def test_a_fit_with_foreground_restriction_off_can_turn_it_on_when_sampling() -> None:
+    """``restrict_to_foreground`` is a sampling option, but a fit made with it off recorded no object category, so
+    turning it on afterwards placed defects on the background all the same."""
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(96), indexing="ij")
+    disk = (yy - 32) ** 2 + (xx - 40) ** 2 <= 15**2
+
+    def scene(seed: int) -> AnomalySample:
+        image = torch.where(disk, 0.2, 0.85) + torch.rand(64, 96, generator=_seed(seed)) * 0.05
+        mask = ((yy - 26 - 2 * seed) ** 2 + (xx - 34 - 2 * seed) ** 2 <= 9) & disk
+        return AnomalySample(image=torch.where(mask, 0.95, image).clamp(0, 1).expand(3, -1, -1).clone(), mask=mask,
+                             defect_type="dent")  # fmt: skip
+
+    generator = DiffusionAnomalyGenerator(**{**FAST, "restrict_to_foreground": False})
+    generator.fit([scene(9).image, scene(10).image], [scene(seed) for seed in range(4)], generator=_seed(0))
+    assert generator.object_category
+
+
 def test_quality_filter_retries_then_keeps_and_counts() -> None:
     strict = DiffusionAnomalyGenerator(**FAST, min_inside_change=1.0, max_retries=2)
     strict.fit(normals(), shots(), generator=_seed(0))
