@@ -9,6 +9,7 @@ fork the global RNG so that seeding never leaks into the user's training loop.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,9 +20,9 @@ _MAX_SEED = 2**62
 
 
 def as_torch_generator(seed: int | torch.Generator | None) -> torch.Generator | None:
-    """``seed`` as a ``torch.Generator``: an int seeds a new one; a generator or None passes through."""
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return torch.Generator().manual_seed(seed)
+    """``seed`` as a ``torch.Generator``: an int (NumPy's too) seeds a new one; a generator or None passes through."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return torch.Generator().manual_seed(int(seed))
     return seed
 
 
