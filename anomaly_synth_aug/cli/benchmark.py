@@ -19,12 +19,12 @@ from anomaly_synth_aug.cache.atomic import append_lines_durably
 
 logger = logging.getLogger(__name__)
 
-RunKey = tuple[str, str, int, str]
+RunKey = tuple[str, str, str, int, str]
 
 
 def finished_runs(results: Path) -> set[RunKey]:
-    """(generator, detector, seed, preset) of every readable record; a torn last line (a kill while writing) is
-    skipped with a warning, so its run is done again."""
+    """(data folder, generator, detector, seed, preset) of every readable record; a torn last line (a kill while
+    writing) is skipped with a warning, so its run is done again."""
     if not results.exists():
         return set()
     done: set[RunKey] = set()
@@ -33,7 +33,8 @@ def finished_runs(results: Path) -> set[RunKey]:
             continue
         try:
             record = json.loads(line)
-            done.add((record["generator"], record["detector"], int(record["seed"]), record["preset"]))
+            key = (record.get("data_root", ""), record["generator"], record["detector"], int(record["seed"]))
+            done.add((*key, record["preset"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("%s:%d is not a complete run record (a kill while writing?): run again.", results, number)
     return done
@@ -76,15 +77,19 @@ def benchmark(
     results = output / "results.jsonl"
     done = finished_runs(results)
     _end_with_newline(results)
+    data_root = str(Path(data).resolve())
+    appended = 0
     for seed in seeds:
         for generator in generators:
             for detector in detectors:
-                if (generator, detector, seed, preset) in done:
+                if (data_root, generator, detector, seed, preset) in done:
                     print(generator, detector, seed, f"already in {results}: skipped")
                     continue
                 record = run_experiment(data, generator, detector, seed, preset, fit_store=output / "generators")
                 record["preset_values"] = preset_record(preset)
+                record["data_root"] = data_root
                 append_lines_durably(results, [json.dumps(record)])
+                appended += 1
                 print(generator, detector, seed, {k: v for k, v in record["metrics"].items() if "AUROC" in k})
-    print(f"results appended to {results}")
+    print(f"{appended} run(s) appended to {results}")
     return 0

@@ -52,8 +52,10 @@ def test_a_killed_benchmark_keeps_every_finished_run(tmp_path: Path) -> None:
 
 def test_a_rerun_skips_finished_runs_and_redoes_a_torn_one(tmp_path: Path, monkeypatch, caplog) -> None:
     results = tmp_path / "results.jsonl"
+    data_root = str((tmp_path / "data").resolve())
     torn = json.dumps(fake_record("perlin", "segmenter", 0, "quick"))[:30]
-    results.write_text(json.dumps(fake_record("none", "segmenter", 0, "quick")) + "\n" + torn)
+    finished = {**fake_record("none", "segmenter", 0, "quick"), "data_root": data_root}
+    results.write_text(json.dumps(finished) + "\n" + torn)
     ran: list[tuple[str, int, str]] = []
 
     def run(data, generator, detector, seed, preset, fit_store):
@@ -69,10 +71,14 @@ def test_a_rerun_skips_finished_runs_and_redoes_a_torn_one(tmp_path: Path, monke
     assert "results.jsonl:2 is not a complete run record" in caplog.text
     lines = results.read_text().splitlines()
     assert lines[1] == torn and len(lines) == 5  # the torn line stays alone; every new record is whole
-    assert finished_runs(results) == {(g, "segmenter", s, "quick") for g in ("none", "perlin") for s in (0, 1)}
+    expected = {(data_root, g, "segmenter", s, "quick") for g in ("none", "perlin") for s in (0, 1)}
+    assert finished_runs(results) == expected
     ran.clear()
     benchmark(tmp_path / "data", generators=["none"], seeds=[0], preset="full", output=tmp_path)
     assert ran == [("none", 0, "full")]  # another preset is another run
+    ran.clear()
+    benchmark(tmp_path / "other", generators=["none"], seeds=[0], output=tmp_path)
+    assert ran == [("none", 0, "quick")]  # and so is another dataset
 
 
 @pytest.mark.parametrize("content", ["", "\n\n"])
