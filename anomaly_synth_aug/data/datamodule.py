@@ -219,8 +219,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
 
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
         if not getattr(self, "_checked_test_masks", False):
-            self._checked_test_masks = True
             check_test_masks(self.test_data, mask_threshold=self.mask_threshold)
+            self._checked_test_masks = True  # only once it passed: a second setup must fail as the first did
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":
             train_normals, val_normals = hold_back_normals(train_normals, self.val_split_ratio, seed=self.seed)

@@ -53,6 +53,8 @@ def release_wrapped_val_split(datamodule: AnomalibDataModule, val_split: ValSpli
         "test images" if mode == ValSplitMode.FROM_TEST else "training normals",
     )
     datamodule.val_split_mode = ValSplitMode.NONE
+    if getattr(datamodule, "_is_setup", False):  # a trainer set it up, split included: anomalib would keep that
+        datamodule._is_setup = False
 
 
 def hold_back_normals(

@@ -77,6 +77,21 @@ def test_a_wrapped_from_test_split_holds_back_no_test_image(tiny_mvtec: Path, fa
     assert evaluated[0] == evaluated[1] == resolved(reference.test_data.image_paths())
 
 
+def test_a_wrapped_datamodule_set_up_before_with_its_split_is_split_again_without(
+    tiny_mvtec: Path, fake_generator
+) -> None:
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_test", val_split_ratio=0.5, seed=1)
+    wrapped.setup(TrainerFn.FITTING)  # what a trainer's earlier run did: anomalib marks it set up
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator)
+    datamodule.setup()
+    reference = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
+    reference.setup()
+    assert resolved(datamodule.test_data.image_paths()) == resolved(reference.test_data.image_paths())
+    assert len(datamodule.shot_records) == len(reference.shot_records)
+
+
 def test_a_wrapped_from_train_split_takes_no_training_normal(tiny_mvtec: Path, fake_generator) -> None:
     wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_train", val_split_ratio=0.5)
     datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator)
@@ -281,6 +296,8 @@ def test_a_held_out_mask_of_the_wrong_size_fails_at_setup_naming_it(tiny_mvtec: 
     Image.fromarray(np.full((24, 32), 255, np.uint8)).save(held_out)
     datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec), generator=fake_generator)
     with pytest.raises(MaskError, match=rf"{held_out.name}: mask size \(24, 32\) \(H, W\) differs.*\(48, 64\)"):
+        datamodule.setup()
+    with pytest.raises(MaskError, match=held_out.name):  # the trainer's own setup call fails the same way
         datamodule.setup()
 
 
