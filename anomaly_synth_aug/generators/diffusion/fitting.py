@@ -113,7 +113,7 @@ class FittingMixin:
                 settings,
                 noise_scheduler=self._noise_scheduler,
                 generator=generator,
-                identity={**self._identity(), "training_data": training_data_digest(normal_images, shots)},
+                identity=self._identity(training_data_digest(normal_images, shots) if self.checkpoint_dir else None),
             )
             self._realism = ShotRealism().fit(shots)
             self._placement = ContextPlacement().fit(shots)
@@ -122,6 +122,11 @@ class FittingMixin:
                 self._feature_contrast()([shot.image for shot in framed], [shot.mask for shot in framed]),
                 [shot.defect_type for shot in framed],
             )
+            if unjudged := sorted(set(self._defect_types) - set(self.shot_visibility)):
+                logger.warning(
+                    "Every shot of %s covers its whole image: visibility_filter will not judge these types.",
+                    ", ".join(unjudged),
+                )
         self.shot_contrast = contrast_by_type(
             [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
         )
@@ -252,8 +257,8 @@ class FittingMixin:
             attention=self.attention,
         )
 
-    def _identity(self: DiffusionAnomalyGenerator) -> dict[str, Any]:
-        """What a resumable training checkpoint must match to be resumed for this generator."""
+    def _identity(self: DiffusionAnomalyGenerator, training_data: str | None = None) -> dict[str, Any]:
+        """What a resumable training checkpoint must match to be resumed for this generator (and its data)."""
         identity: dict[str, Any] = {
             "category": self.category,
             "defect_types": self._defect_types,
@@ -265,6 +270,8 @@ class FittingMixin:
         }
         if self.window_scale is not None:  # only then: checkpoints written before the option still resume
             identity.update(window_scale=self.window_scale, max_windows=self.max_windows)
+        if training_data is not None:
+            identity["training_data"] = training_data
         return identity
 
 

@@ -229,8 +229,9 @@ class SynthesisMixin:
         if not self.shot_visibility:
             raise NotFittedError(
                 "visibility_filter needs each type's faintest shot in feature space, which this generator's fit "
-                "did not record (it was saved by an older version). Fix: fit the generator again, or generate "
-                "with visibility_filter=False."
+                "did not record (it was saved by an older version, or every shot's mask covers its whole image and "
+                "leaves no surface to compare with). Fix: fit the generator again, or generate with "
+                "visibility_filter=False."
             )
         return self._feature_contrast()
 

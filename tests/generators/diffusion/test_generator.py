@@ -125,6 +125,10 @@ def test_a_fit_with_foreground_restriction_off_can_turn_it_on_when_sampling() ->
     generator = DiffusionAnomalyGenerator(**{**FAST, "restrict_to_foreground": False})
     generator.fit([scene(9).image, scene(10).image], [scene(seed) for seed in range(4)], generator=_seed(0))
     assert generator.object_category
+    generator.restrict_to_foreground = True  # a sampling option, changed on the fitted generator
+    near_disk = (yy - 32) ** 2 + (xx - 40) ** 2 <= 18**2  # refinement may grow a mask by 3 px
+    for mask in generator.generate([scene(11).image] * 6, generator=_seed(2)).masks:
+        assert bool(mask.any()) and not bool((mask & ~near_disk).any())
 
 
 def test_quality_filter_retries_then_keeps_and_counts() -> None:

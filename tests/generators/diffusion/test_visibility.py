@@ -180,3 +180,15 @@ def test_a_shot_whose_mask_covers_the_whole_image_leaves_the_floors_to_the_other
     framed = [shot for shot in shots() if shot.defect_type == "dent"]
     faintest = FeatureContrast()([s.image for s in framed], [s.mask for s in framed]).min()
     assert generator.shot_visibility["dent"] == pytest.approx(float(faintest), rel=1e-4)
+
+
+def test_a_type_whose_shots_all_cover_their_image_is_named_as_unjudged(caplog: pytest.LogCaptureFixture) -> None:
+    from diffusion_helpers import TINY, normals, shots, surface
+
+    from anomaly_synth_aug.data.sample import AnomalySample
+
+    flood = AnomalySample(image=surface(78) * 0.5, mask=torch.ones(40, 48, dtype=torch.bool), defect_type="flood")
+    generator = DiffusionAnomalyGenerator(**{**TINY, "max_steps": 1, "batch_size": 4, "progress": False})
+    with caplog.at_level("WARNING"):
+        generator.fit(normals(), [*shots(), flood], generator=torch.Generator().manual_seed(0))
+    assert "flood" not in generator.shot_visibility and "Every shot of flood covers its whole image" in caplog.text
