@@ -83,9 +83,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     """Wrap an anomalib image datamodule and inject generated defects into its training data.
 
     Args:
-        datamodule: the anomalib datamodule that finds the files. Its test split is kept; its validation
-            split only with ``val_split="wrapped"`` (otherwise its ``val_split_mode`` is set to ``none``,
-            so no test image is held back unevaluated and no train normal is taken away).
+        datamodule: the anomalib datamodule that finds the files. Its test split is kept; a validation
+            split that takes images (``from_test``, ``from_train``, ``synthetic``) only with
+            ``val_split="wrapped"``: otherwise it is set to ``none``, so no test image is held back
+            unevaluated and no train normal is taken away (``same_as_test`` and ``from_dir`` take nothing).
         generator: the anomaly generator, or a packaged generator's class name (built with its defaults);
             default ``PerlinGenerator()``.
         anomaly_ratio: share of training normals turned into synthetic anomalies, in [0, 1].

@@ -31,6 +31,7 @@ from torchvision.tv_tensors import Image, Mask
 
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_sample
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
+from anomaly_synth_aug.data.samplers import EpochRandomSampler  # moved to samplers; still importable from here
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
 from anomaly_synth_aug.utils.random import mixed_seed
 
@@ -280,3 +281,15 @@ class SyntheticValidationDataset(SyntheticAnomalyDataset):
             source = str(self.samples.iloc[index].image_path)
             samples.append(AnomalySample(image=image, mask=mask, defect_type=defect_type, image_path=source))
         return samples
+
+
+__all__ = [
+    "AnomalibDatasetWrapper",
+    "EpochRandomSampler",
+    "EvaluationDataset",
+    "SyntheticAnomalyDataset",
+    "SyntheticValidationDataset",
+    "read_sample",
+    "row_mask_path",
+    "to_augmented_item",
+]

@@ -217,8 +217,9 @@ def check_folder_masks(folder: object) -> None:
 
     anomalib sorts every abnormal image and every mask file and pairs them in that order; a missing
     mask ends in a NumPy error ("cannot assign 5 input values to the 6 output values") that names no
-    file. This repeats the pairing up front and says which image lacks its mask, or which one would
-    be given another image's mask. Datamodules without ``abnormal_dir`` and ``mask_dir`` pass.
+    file. This repeats the pairing up front and says which image lacks its mask, which mask has no
+    image, or which image would be given another image's mask. Datamodules without ``abnormal_dir``
+    and ``mask_dir`` pass.
     """
     root = getattr(folder, "root", None)
     root = Path(root) if root is not None else None

@@ -19,7 +19,7 @@ import torch
 _MAX_SEED = 2**62
 
 
-def as_torch_generator(seed: int | torch.Generator | None) -> torch.Generator | None:
+def as_torch_generator(seed: int | np.integer | torch.Generator | None) -> torch.Generator | None:
     """``seed`` as a ``torch.Generator``: an int (NumPy's too) seeds a new one; a generator or None passes through."""
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
         return torch.Generator().manual_seed(int(seed))

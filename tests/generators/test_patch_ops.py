@@ -64,9 +64,13 @@ def test_feather_of_a_mask_thinner_than_the_blur_fades_outside_it_too() -> None:
     mask[1, 5:30] = True
     alpha = feather(mask, sigma=1.0)
     assert bool((alpha[mask] == 1).all()) and 0 < float(alpha[0, 10]) < 1 and float(alpha[0, 39]) == 0
-    wide = torch.zeros(15, 15, dtype=torch.bool)
-    wide[6:9, 6:9] = True
-    assert torch.equal(feather(wide, sigma=1.0)[6:9, 6:9], torch.ones(3, 3))
+    from torchvision.transforms.v2 import functional as TF
+
+    just_wide_enough = torch.zeros(4, 40, dtype=torch.bool)  # 4 rows > the 3 of padding: the blur as before
+    just_wide_enough[1:3, 5:30] = True
+    alpha = just_wide_enough.float()
+    before = torch.maximum(TF.gaussian_blur(alpha[None], [7, 7], [1.0, 1.0])[0], alpha)
+    assert torch.equal(feather(just_wide_enough, sigma=1.0), before)
 
 
 def test_expand_box_grows_and_stays_inside() -> None:
