@@ -136,6 +136,11 @@ class FitKey:
         }
 
 
+def _saved_config(folder: Path) -> Any:
+    """The constructor config a saved generator's folder records."""
+    return json.loads((folder / CONFIG_FILE).read_text()).get("config")
+
+
 class FitStore:
     """Fitted generators under ``root``, one folder per ``FitKey``.
 
@@ -168,8 +173,10 @@ class FitStore:
             action = "not_needed"
         if keep:
             key = FitKey.of(generator, data)
-            if not self._stored(key, self.folder(key)):
-                self._save(generator, key, self.folder(key))
+            folder = self.folder(key)
+            # the key leaves sampling options out: a folder kept with other ones is saved again with these
+            if not self._stored(key, folder) or _saved_config(folder) != json.loads(json.dumps(generator.get_config())):
+                self._save(generator, key, folder)
         return action
 
     def folder_for(self, generator: AnomalyGenerator, data: FitData) -> Path:

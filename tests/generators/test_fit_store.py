@@ -187,6 +187,17 @@ def test_keep_stores_generators_that_learn_nothing(tmp_path: Path, tiny_mvtec: P
     assert isinstance(loaded, FakeSquareGenerator) and loaded.side == 3
 
 
+def test_keep_saves_the_sampling_options_of_the_latest_run(tmp_path: Path, tiny_mvtec: Path) -> None:
+    """The key leaves sampling options out, and a kept folder was never saved again: a second run with other
+    mixture weights printed the folder that still held the first run's weights."""
+    store = FitStore(tmp_path / "fits")
+    for weights in ([1.0, 0.0], [0.0, 1.0]):
+        mixture = MixtureGenerator([FakeSquareGenerator(side=3), FakeSquareGenerator(side=5)], weights=weights)
+        store.fit_or_load(mixture, fit_data(tiny_mvtec, mixture), keep=True)
+        kept = AnomalyGenerator.load(store.folder_for(mixture, fit_data(tiny_mvtec, mixture)))
+        assert kept.weights == weights
+
+
 def test_an_interrupted_save_keeps_the_previous_fit(tmp_path: Path, tiny_mvtec: Path) -> None:
     store = FitStore(tmp_path / "fits")
     data = fit_data(tiny_mvtec, CountingLearnedGenerator())
