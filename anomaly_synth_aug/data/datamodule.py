@@ -53,7 +53,12 @@ from anomaly_synth_aug.data.fewshot import (
 )
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
-from anomaly_synth_aug.data.real_anomalies import check_test_masks, real_anomaly_records, resolved
+from anomaly_synth_aug.data.real_anomalies import (
+    check_test_masks,
+    real_anomaly_records,
+    resolved,
+    warn_if_batches_stretch,
+)
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL, AnomalySample
 from anomaly_synth_aug.data.samplers import training_sampler
 from anomaly_synth_aug.data.shots_dataset import ShotMixedDataset, ShotsTrainDataset
@@ -221,6 +226,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.test_data = self._evaluation_dataset(self.datamodule.test_data, shot_paths)
         if not getattr(self, "_checked_test_masks", False):
             check_test_masks(self.test_data, mask_threshold=self.mask_threshold)
+            warn_if_batches_stretch(self.test_data, batch_size=self.eval_batch_size)
             self._checked_test_masks = True  # only once it passed: a second setup must fail as the first did
         train_normals = self.datamodule.train_data
         if self.val_split == "synthetic":

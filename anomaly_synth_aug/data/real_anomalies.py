@@ -1,11 +1,12 @@
-"""The real defects a wrapped anomalib datamodule holds: the records the few-shot split draws from,
-and the checks of the held-out masks that are made once, at setup, instead of after training.
+"""The real images a wrapped anomalib datamodule holds: the defect records the few-shot split draws
+from, and the checks of the held-out set that are made once, at setup, instead of after training.
 
 Example::
 
     records = real_anomaly_records(folder)  # after folder.setup()
     shots, held_out = split_records(records, 1 / 3)
     check_test_masks(evaluation_dataset, mask_threshold=127)
+    warn_if_batches_stretch(evaluation_dataset, batch_size=8)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anomalib.data.utils import ValSplitMode
+from PIL import Image
 
 from anomaly_synth_aug.data.dataset import row_mask_path
 from anomaly_synth_aug.data.fewshot import DefectRecord
@@ -83,3 +85,24 @@ def check_test_masks(dataset: Dataset, *, mask_threshold: int) -> None:
             mask_threshold,
             ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""),
         )
+
+
+def warn_if_batches_stretch(dataset: Dataset, *, batch_size: int) -> None:
+    """Warn when test images differ in size and share batches: anomalib's collate resizes every image and mask of
+    a batch to the first one's size, so the maps and pixel metrics are no longer at native resolution."""
+    samples = getattr(dataset, "samples", None)
+    if batch_size <= 1 or samples is None or "image_path" not in samples:
+        return
+    sizes: set[tuple[int, int]] = set()
+    for path in samples.image_path:
+        with Image.open(path) as image:  # the header only
+            sizes.add((image.height, image.width))
+        if len(sizes) > 1:
+            logger.warning(
+                "The test images differ in size (e.g. %s) and eval_batch_size=%d: anomalib's collate resizes each "
+                "batch to its first image's size, so pixel metrics are not at native resolution. Use "
+                "eval_batch_size=1.",
+                " and ".join(f"{h}x{w}" for h, w in sorted(sizes)),
+                batch_size,
+            )
+            return

@@ -319,3 +319,19 @@ def test_validation_normals_are_read_without_fitting_the_generator(tiny_mvtec: P
 def test_no_validation_means_no_validation_normals(tiny_folder, fake_generator) -> None:
     datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, val_split="none")
     assert datamodule.validation_normal_dataloader() is None
+
+
+def test_test_images_of_several_sizes_in_one_batch_are_warned_about(tiny_mvtec: Path, fake_generator, caplog) -> None:
+    """anomalib's collate resizes a batch to its first image's size: pixel metrics silently left native size."""
+    import numpy as np
+    from PIL import Image
+
+    odd = sorted((tiny_mvtec / "test" / "good").iterdir())[0]
+    Image.fromarray(np.full((40, 72), 128, np.uint8)).save(odd)
+    for batch_size, warned in ((4, True), (1, False)):
+        caplog.clear()
+        datamodule = SyntheticAnomalyDataModule(make_folder_datamodule(tiny_mvtec, eval_batch_size=batch_size),
+                                                generator=fake_generator)  # fmt: skip
+        with caplog.at_level("WARNING"):
+            datamodule.setup()
+        assert ("eval_batch_size=1" in caplog.text) is warned
