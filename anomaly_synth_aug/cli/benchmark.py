@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from anomaly_synth_aug.cache.atomic import append_lines_durably
+from anomaly_synth_aug.cache.manifest import drop_torn_tail
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ RunKey = tuple[str, str, str, int, str]
 
 def finished_runs(results: Path) -> set[RunKey]:
     """(data folder, generator, detector, seed, preset) of every readable record; a torn last line (a kill while
-    writing) is skipped with a warning, so its run is done again."""
+    writing) is skipped with a warning, so its run is done again (``benchmark`` then cuts it off)."""
     if not results.exists():
         return set()
     done: set[RunKey] = set()
@@ -38,15 +39,6 @@ def finished_runs(results: Path) -> set[RunKey]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("%s:%d is not a complete run record (a kill while writing?): run again.", results, number)
     return done
-
-
-def _end_with_newline(results: Path) -> None:
-    """After a torn last line, start the next record on a line of its own."""
-    if results.exists() and results.stat().st_size > 0:
-        with results.open("rb") as handle:
-            handle.seek(-1, 2)
-            if handle.read(1) != b"\n":
-                append_lines_durably(results, [""])
 
 
 def benchmark(
@@ -76,7 +68,7 @@ def benchmark(
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
     done = finished_runs(results)
-    _end_with_newline(results)
+    drop_torn_tail(results)  # the sample cache's own repair: the next record starts on a line of its own
     data_root = str(Path(data).resolve())
     appended = 0
     for seed in seeds:

@@ -284,12 +284,13 @@ class DefectSegmenter(AnomalibModule):
         if prior is None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
-        has_validation = datamodule is not None and getattr(datamodule, "val_data", None) is not None
         normals_only = getattr(datamodule, "validation_normal_dataloader", None)  # no generator fit to read them
         if callable(normals_only):
             loaders = as_loader_list(normals_only())
+        elif getattr(datamodule, "val_data", None) is not None:
+            loaders = as_loader_list(datamodule.val_dataloader())
         else:
-            loaders = as_loader_list(datamodule.val_dataloader()) if has_validation else []
+            loaders = []
         if any(has_batches(loader) for loader in loaders):
             self._calibrate_prior(loaders, "validation")
             return
