@@ -117,7 +117,7 @@ def run_dataset(root: Path, variants: list[str], seed: int) -> dict[str, object]
         raise InvalidInputError(
             f"the validation set of {root} holds {int(labels.sum())} anomalous of {labels.numel()} images, so no "
             "AUROC can be measured on it",
-            fix="use a category with more training normals (15 % of them are held back, half get a pasted shot)",
+            fix="use a category with more training normals (15 % of them, at least 2, are held back; half get a pasted shot)",
         )
     model = SegmenterModel().eval()
     record: dict[str, object] = {"train_normals": len(normals), "val_images": len(validation),

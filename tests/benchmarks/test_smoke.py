@@ -316,8 +316,10 @@ def test_normal_memory_script_scores_memories_on_the_validation_set_only(tiny_mv
     from shared_fixtures import make_mvtec_layout
 
     script = load_script("normal_memory")
-    with pytest.raises(InvalidInputError, match="no AUROC"):  # 12 normals: one held back, none with a shot
-        script.main(["--data", str(tiny_mvtec), "--variants", "whole_4096", "--out", str(tmp_path)])
+    # 12 normals: 15 % would hold back one, with no defect; the split holds back two, one with a pasted shot
+    script.main(["--data", str(tiny_mvtec), "--variants", "whole_4096", "--out", str(tmp_path)])
+    tiny = json.loads((tmp_path / "tiny_seed0.json").read_text())
+    assert (tiny["val_images"], tiny["val_anomalous"]) == (2, 1)
     data = make_mvtec_layout(tmp_path / "larger", n_train=40)
     script.main(["--data", str(data), "--variants", "whole_4096", "--out", str(tmp_path)])
     record = json.loads((tmp_path / "larger_seed0.json").read_text())
