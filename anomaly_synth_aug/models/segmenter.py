@@ -361,6 +361,27 @@ class DefectSegmenter(AnomalibModule):
             groups.append({"params": encoder, "lr": self.learning_rate * self.encoder_lr_scale})
         return torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, naming the option, a checkpoint that holds a normal memory or prior the model lacks, or the reverse.
+
+        ``load_from_checkpoint(path, normal_prior=False)`` on a prior-trained model would otherwise fail in
+        ``load_state_dict`` on keys it does not explain; and its thresholds are on the fused scale anyway.
+        """
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("state_dict", {})
+        for part, option in (("memory", "normal_memory"), ("prior", "normal_prior")):
+            in_checkpoint = any(key.startswith(f"model.{part}.") for key in saved)
+            if in_checkpoint != (getattr(self.model, part) is not None):
+                holds = "holds" if in_checkpoint else "holds no"
+                has = "has none" if in_checkpoint else "has one"
+                raise InvalidInputError(
+                    f"this checkpoint {holds} a {option.replace('_', ' ')} and the model it is loaded into {has} "
+                    f"({option}={not in_checkpoint}); its weights and validation thresholds belong to the setting "
+                    "it was trained with",
+                    fix=f"load it with {option}={in_checkpoint}, as it was trained: "
+                    f"DefectSegmenter.load_from_checkpoint(path, {option}={in_checkpoint})",
+                )
+
     # ---------------------------------------------------------- anomalib hooks
     @property
     def learning_type(self) -> LearningType:

@@ -160,6 +160,22 @@ def test_engine_calibrates_on_validation_normals_and_the_checkpoint_keeps_it(
     assert all(torch.isfinite(torch.tensor(float(value))) for value in results.values())
 
 
+def test_a_checkpoint_loaded_with_the_prior_switched_the_other_way_is_refused_by_name(
+    tiny_folder, fake_generator, tmp_path: Path
+) -> None:
+    """It failed in load_state_dict on keys it did not explain; its thresholds are on the fused scale anyway."""
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
+    engine = Engine(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
+    engine.fit(model, datamodule=datamodule)
+    with pytest.raises(InvalidInputError, match="holds a normal prior and the model it is loaded into has none") as refused:
+        DefectSegmenter.load_from_checkpoint(engine.best_model_path, normal_prior=False)
+    assert "load_from_checkpoint(path, normal_prior=True)" in refused.value.fix
+    with pytest.raises(InvalidInputError, match="holds a normal memory"):
+        DefectSegmenter.load_from_checkpoint(engine.best_model_path, normal_memory=False, normal_prior=False)
+    assert DefectSegmenter.load_from_checkpoint(engine.best_model_path).model.prior.is_calibrated
+
+
 def test_without_validation_it_calibrates_on_training_normals(tiny_folder, fake_generator, tmp_path: Path, caplog) -> None:
     datamodule = SyntheticAnomalyDataModule(
         tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0, val_split="none"
