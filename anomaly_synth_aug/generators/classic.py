@@ -72,9 +72,15 @@ class ClassicGenerator(AnomalyGenerator):
             result, mask = keep_visible_change(image, candidate, region)
             if bool(mask.any()):
                 return result, mask, defect_type, attempt
+        problem = f"{type(self).__name__} made no visible change to image {index} in {self.max_attempts} attempts"
+        if placement is not None and _hugs_the_border(placement):
+            raise InvalidInputError(
+                f"{problem}: its placement mask lies within {BORDER_BAND} px of the image border, where a patch, "
+                "kept inside the image and cut to the placement mask, seldom reaches",
+                fix=f"widen the placement mask inward by at least {BORDER_BAND} px",
+            )
         raise InvalidInputError(
-            f"{type(self).__name__} made no visible change to image {index} in {self.max_attempts} attempts",
-            fix="check that the image is not flat (e.g. all black) and that its placement mask is not tiny",
+            problem, fix="check that the image is not flat (e.g. all black) and that its placement mask is not tiny"
         )
 
     @abstractmethod
@@ -90,6 +96,18 @@ class ClassicGenerator(AnomalyGenerator):
         Draw all randomness from ``generator`` (wrap global-RNG code in ``seeded_global_rng``).
         ``placement`` (bool ``[H, W]`` or None) says where the defect should go.
         """
+
+
+#: A placement mask with no pixel farther than this from the image border is named as the likely cause of a
+#: failed draw: patches are shifted inward to stay inside the image, and Poisson blending leaves the outermost
+#: pixels as they are.
+BORDER_BAND = 8
+
+
+def _hugs_the_border(placement: torch.Tensor) -> bool:
+    """Whether every placement pixel lies within ``BORDER_BAND`` px of the image border."""
+    inner = placement[BORDER_BAND:-BORDER_BAND, BORDER_BAND:-BORDER_BAND]
+    return inner.numel() > 0 and bool(placement.any()) and not bool(inner.any())
 
 
 def checked_range(

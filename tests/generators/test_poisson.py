@@ -87,3 +87,16 @@ def test_images_too_small_to_clone_are_refused() -> None:
     generator = PoissonBlendGenerator().fit(normals(), [])
     with pytest.raises(InvalidInputError, match="4x30 is too small for Poisson blending"):
         generator.generate([torch.rand(3, 4, 30)])
+
+
+def test_a_placement_mask_on_the_image_border_alone_is_named_as_the_cause() -> None:
+    """Cloning leaves the outermost pixels as they are: a one-pixel border strip can never change."""
+    generator = PoissonBlendGenerator().fit(normals(), [])
+    strip = torch.zeros(40, 56, dtype=torch.bool)
+    strip[0, :] = True
+    with pytest.raises(InvalidInputError, match="placement mask lies within 8 px of the image border") as refused:
+        generator.generate([surface(40, 56, seed=9)], masks=[strip], generator=_seed(0))
+    assert "widen the placement mask inward" in refused.value.fix
+    strip[:12, :] = True  # reaching inward, the same generator places its patch there
+    batch = generator.generate([surface(40, 56, seed=9)], masks=[strip], generator=_seed(0))
+    assert batch.masks[0].any() and not batch.masks[0][12:].any()
