@@ -138,14 +138,24 @@ def test_the_map_keeps_a_deviation_the_decoder_never_learned() -> None:
         assert model(image).anomaly_map.unique().tolist() == [0.5]
 
 
+def _fit_with_prior(
+    tiny_folder, fake_generator, tmp_path: Path, *, max_epochs: int
+) -> tuple[SyntheticAnomalyDataModule, DefectSegmenter, Engine]:
+    """A small prior-trained segmenter fitted by the Engine, with a validation set and a saved checkpoint."""
+    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
+    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
+    engine = Engine(
+        max_epochs=max_epochs, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False
+    )
+    engine.fit(model, datamodule=datamodule)
+    return datamodule, model, engine
+
+
 def test_engine_calibrates_on_validation_normals_and_the_checkpoint_keeps_it(
     tiny_folder, fake_generator, tmp_path: Path
 ) -> None:
     """Several validations; the saved statistics are those of the saved weights on the validation normals."""
-    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
-    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
-    engine = Engine(max_epochs=3, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
-    engine.fit(model, datamodule=datamodule)
+    datamodule, model, engine = _fit_with_prior(tiny_folder, fake_generator, tmp_path, max_epochs=3)
     assert model.model.prior.is_calibrated
     reloaded = DefectSegmenter.load_from_checkpoint(engine.best_model_path)
     assert reloaded.hparams["normal_prior"] and reloaded.model.prior.is_calibrated
@@ -164,10 +174,7 @@ def test_a_checkpoint_loaded_with_the_prior_switched_the_other_way_is_refused_by
     tiny_folder, fake_generator, tmp_path: Path
 ) -> None:
     """It failed in load_state_dict on keys it did not explain; its thresholds are on the fused scale anyway."""
-    datamodule = SyntheticAnomalyDataModule(tiny_folder, generator=fake_generator, anomaly_ratio=0.5, seed=0)
-    model = DefectSegmenter(pretrained=False, memory_images=4, memory_size=64, normal_prior=True, visualizer=False)
-    engine = Engine(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
-    engine.fit(model, datamodule=datamodule)
+    _, _, engine = _fit_with_prior(tiny_folder, fake_generator, tmp_path, max_epochs=1)
     with pytest.raises(InvalidInputError, match="holds a normal prior and the model it is loaded into has none") as refused:
         DefectSegmenter.load_from_checkpoint(engine.best_model_path, normal_prior=False)
     assert "load_from_checkpoint(path, normal_prior=True)" in refused.value.fix
