@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from anomaly_synth_aug.errors import CorruptFileError, InvalidInputError, MissingDependencyError
+from anomaly_synth_aug.utils.fingerprint import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -106,14 +106,6 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
             )
         mapped[target_key] = tensor.to(reference.dtype)
     return mapped
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def imagenet_state_dict(

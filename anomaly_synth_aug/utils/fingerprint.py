@@ -20,9 +20,6 @@ from typing import Any
 
 from anomaly_synth_aug.errors import InvalidInputError
 
-_CHUNK = 1 << 20
-
-
 def canonical_json(value: Any) -> str:
     """Stable JSON (sorted keys, no spaces); non-JSON values (paths, enums) are written as ``str``."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -36,14 +33,11 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
 def file_digest(path: str | Path) -> str:
     """sha256 of one file's contents; a missing file is an error that names it."""
     path = Path(path)
-    digest = hashlib.sha256()
     try:
         with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise InvalidInputError("a source file is missing", path=path, fix="check the data folder") from exc
-    return digest.hexdigest()
 
 
 def files_fingerprint(paths: Iterable[str | Path], *, ordered: bool = False) -> str:
