@@ -26,8 +26,8 @@ import shutil
 from pathlib import Path
 
 from anomaly_synth_aug.backbones.imagenet_weights import pretrained_timm_model, weight_source
-from anomaly_synth_aug.utils.fingerprint import file_digest
 from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.utils.fingerprint import file_digest
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from anomaly_synth_aug.errors import InvalidInputError
 
+
 def canonical_json(value: Any) -> str:
     """Stable JSON (sorted keys, no spaces); non-JSON values (paths, enums) are written as ``str``."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
