@@ -238,7 +238,8 @@ def headline_markdown(
         runs: run records of one dataset and preset.
         rows: (detector, generator, label) in display order; rows without runs are left out.
         anchors: (detector, generator) of the one-class anchors. Each other row's Δ is paired by seed
-            against the anchor with the higher mean image AUROC.
+            against the anchor with the higher mean image AUROC; a Δ over fewer seeds than its row names
+            how many were paired.
         fit_seconds: (generator, seed) -> seconds its generator's fit took, wherever it was fitted (a run
             that loaded the fit records 0): the cost column charges every row its generator's fit.
     """
@@ -268,7 +269,11 @@ def headline_markdown(
                     continue
                 ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, *best_anchor, metric)
                 differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
-                cells.append(format_cell(*mean_std(differences), signed=True))
+                cell = format_cell(*mean_std(differences), signed=True)
+                if differences and len(differences) < len(ours):
+                    # Fewer pairs than the row's seeds: say so, or the Δ reads as the row's mean.
+                    cell += f" ({len(differences)} of {len(ours)} seeds paired)"
+                cells.append(cell)
         cells.append(_minutes(runs, detector, generator, fit_seconds or {}))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -126,6 +126,23 @@ def test_the_headline_charges_each_row_its_generators_fit_once_loaded() -> None:
     assert table.splitlines()[2].endswith("| 20 |") and table.splitlines()[3].endswith("| 11 |")
 
 
+def test_a_headline_delta_over_fewer_seeds_than_its_row_says_how_many_were_paired() -> None:
+    """An anchor run on seed 0 only pairs one seed of a two-seed row: the Δ must not read as the row's mean."""
+    from anomaly_synth_aug.evaluation.reporting import headline_markdown
+
+    def run(detector: str, generator: str, seed: int, auroc: float) -> dict:
+        return {"detector": detector, "generator": generator, "seed": seed, "metrics": {"image_AUROC": auroc}}
+
+    runs = [run("padim", "none", 0, 0.90), run("seg", "shots", 0, 0.95), run("seg", "shots", 1, 0.85)]
+    runs.append(run("seg", "perlin", 0, 0.80))
+    table = headline_markdown(
+        runs, [("padim", "none", "anchor"), ("seg", "shots", "shots"), ("seg", "perlin", "perlin")],
+        anchors=[("padim", "none")],
+    ).splitlines()  # fmt: skip
+    assert "| +0.050 (1 of 2 seeds paired) |" in table[3]
+    assert "| -0.100 |" in table[4] and "paired" not in table[4]
+
+
 def test_prior_components_table_puts_each_part_beside_the_fused_score() -> None:
     from anomaly_synth_aug.evaluation.reporting import prior_components_markdown
 
