@@ -146,7 +146,8 @@ def verdict_markdown(
     if not any(best.values()):
         return ""
     lines = [
-        f"| source of defects | best recipe on `{detector}` (>= {min_seeds} seeds) | seeds | image AUROC | pixel AP |",
+        f"| source of defects | best recipe on `{detector}` (judged rows: >= {min_seeds} seeds) "
+        "| seeds | image AUROC | pixel AP |",
         "|---|---|---|---|---|",
     ]
     for family, recipe in best.items():

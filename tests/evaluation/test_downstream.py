@@ -363,3 +363,17 @@ def test_prior_components_score_each_part_of_the_fused_verdict_on_its_own() -> N
     assert parts["segmenter"]["image_AUROC_by_type"] == {"crack": pytest.approx(1.0), "dent": pytest.approx(0.5)}
     assert parts["memory"]["image_AUROC_by_type"] == {"crack": pytest.approx(0.5), "dent": pytest.approx(1.0)}
     assert parts["segmenter"]["image_AUROC"] == pytest.approx(0.75)
+
+
+def test_a_run_record_carries_the_choices_its_fit_made_per_defect_type() -> None:
+    """The README quoted "the guidance these fits chose" from fits that no committed file recorded."""
+    from anomaly_synth_aug.evaluation.downstream.runner import fit_choices
+    from anomaly_synth_aug.generators import MixtureGenerator, PerlinGenerator
+
+    learned = FakeLearnedGenerator()
+    learned.calibrated_guidance, learned.defect_strength = {"crack": 5.0}, {"crack": 0.6}
+    learned.matched_guidance = {}  # nothing matched: left out, not recorded empty
+    expected = {"calibrated_guidance": {"crack": 5.0}, "defect_strength": {"crack": 0.6}}
+    assert fit_choices(learned) == expected
+    assert fit_choices(MixtureGenerator([PerlinGenerator(), learned])) == expected  # the learned component's
+    assert fit_choices(PerlinGenerator()) is None

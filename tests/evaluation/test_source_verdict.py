@@ -79,6 +79,8 @@ def test_rows_with_fewer_seeds_and_optional_settings_do_not_decide() -> None:
     assert "| diffusion | `diffusion_with_shots` | 3 | 0.920 | 0.400 |" in text
     assert "| diffusion, not judged | `diffusion_context_with_shots` | 3 |" in text
     assert "**Diffusion beats every other source: missed**" in text
+    # the header's seed rule is the judged rows' rule: unjudged rows below it may have fewer seeds
+    assert "best recipe on `segmenter_prior` (judged rows: >= 3 seeds) |" in text.splitlines()[0]
 
 
 def test_missing_families_make_the_verdict_provisional_and_nothing_measured_gives_no_table() -> None:

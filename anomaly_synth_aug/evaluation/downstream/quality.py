@@ -25,7 +25,7 @@ from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream.datamodules import fit_generator, synthetic_datamodule
 from anomaly_synth_aug.evaluation.downstream.generator_table import build_generator
 from anomaly_synth_aug.evaluation.downstream.presets import Preset, resolve_preset
-from anomaly_synth_aug.evaluation.downstream.runner import training_steps
+from anomaly_synth_aug.evaluation.downstream.runner import fit_choices, training_steps
 from anomaly_synth_aug.evaluation.generation_quality import (
     background_psnr,
     classifier_two_sample_test,
@@ -125,6 +125,7 @@ def measure_generation_quality(
         "generator_fit_s": fit_seconds,
         "generator_loaded": loaded,
         "generator_training_steps": training_steps(datamodule.generator),
+        "generator_fit_choices": fit_choices(datamodule.generator),
         "generator_config": generator.get_config(),
     }
     return record, samples

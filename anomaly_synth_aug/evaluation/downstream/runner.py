@@ -296,6 +296,7 @@ def run_experiment(
         "preset": preset.name,
         "generator_config": generator.get_config() if generator is not None else None,
         "generator_training_steps": training_steps(generator) if generator is not None else None,
+        "generator_fit_choices": fit_choices(generator) if generator is not None else None,
         "training_options": training_options(generator_name, preset),  # the shots' part in training, if any
         "detector_steps": detector_steps,
         "detector_parameters": sum(p.numel() for p in model.parameters()),
@@ -359,3 +360,24 @@ def training_steps(generator: AnomalyGenerator) -> int | None:
     for component in getattr(generator, "components", []):
         steps = steps if steps is not None else training_steps(component)
     return steps
+
+
+FIT_CHOICES = ("calibrated_guidance", "matched_guidance", "defect_strength")
+
+
+def fit_choices(generator: AnomalyGenerator) -> dict[str, dict[str, float]] | None:
+    """What a learned generator chose per defect type on its shots while fitting (None: nothing chosen).
+
+    The diffusion generator calibrates its guidance scale and defect strength per type; recording them
+    with each run lets a report cite the choices of the very fits it measured. A mixture reports its
+    learned component's.
+
+    >>> from anomaly_synth_aug.generators import PerlinGenerator
+    >>> fit_choices(PerlinGenerator()) is None
+    True
+    """
+    for candidate in (generator, *getattr(generator, "components", [])):
+        choices = {name: dict(getattr(candidate, name)) for name in FIT_CHOICES if getattr(candidate, name, None)}
+        if choices:
+            return choices
+    return None
