@@ -1,7 +1,8 @@
 """Does the segmenter's normal memory tell defects from normals as well as PatchCore does? Validation data only.
 
-The segmenter's ``NormalPatchMemory`` is PatchCore's memory on the same frozen ImageNet features, but
-built differently: from random 256 px crops of the training normals, into a fixed 4096-patch coreset.
+The segmenter's ``NormalPatchMemory`` is PatchCore's memory on the same frozen ImageNet features. Its
+first design built it differently: from random 256 px crops of the training normals, into a fixed
+4096-patch coreset; this script is how the default became every training normal, whole.
 Its image verdict is half of ``segmenter_prior``'s image score, so it should be as good as PatchCore's.
 This script builds the memory several ways from one seed's training normals and scores each on that
 seed's *synthetic validation set* (held-back training normals, half of them with a real shot pasted
@@ -10,9 +11,9 @@ defects, so pasted shots are a fair stand-in for unseen ones, and no test image 
 
 Variants (``--variants``; default all):
 
-* ``crops128_4096``: the segmenter's default, 128 normal crops, 4096-patch coreset;
+* ``crops128_4096``: the segmenter's first design, 128 normal crops, 4096-patch coreset;
 * ``crops512_4096``: 512 crops, 4096 patches;
-* ``whole_4096``: every training normal, whole, 4096 patches;
+* ``whole_4096``: every training normal, whole, 4096 patches (``DefectSegmenter``'s default now);
 * ``whole_1pct``: every training normal, whole, a 1 % coreset (PatchCore-1 %, the anchors' ratio).
 
 Each is scored two ways: the mean of the upsampled map's top 0.1 % (the prior's image score) and
