@@ -269,6 +269,10 @@ def check_folder_masks(folder: object) -> None:
         )
 
 
+TEST_NORMALS_SPLIT_SEED = 0
+"""Seed of anomalib's test-normal hold-out from train (only used without ``test/good``)."""
+
+
 def mvtec_folder(
     layout: MvtecLayout | str | Path,
     *,
@@ -280,6 +284,8 @@ def mvtec_folder(
     """anomalib's ``Folder`` over a scanned MVTec-layout category, named after its folder.
 
     anomalib's own validation split is off: ``SyntheticAnomalyDataModule`` builds validation itself.
+    Without ``test/good``, anomalib holds back train normals as test normals; the split is seeded, so every
+    setup (the wrapper's and the trainer's) holds back the same ones and none of them is ever fitted on.
     """
     if not isinstance(layout, MvtecLayout):
         layout = scan_mvtec_folder(layout)
@@ -296,6 +302,7 @@ def mvtec_folder(
         mask_dir=[f"ground_truth/{t}" for t in types],
         extensions=tuple(extensions),
         val_split_mode="none",  # validation comes from held-back train normals, never from test
+        seed=TEST_NORMALS_SPLIT_SEED,  # unseeded, each setup would draw other test normals from train
         train_batch_size=train_batch_size,
         eval_batch_size=train_batch_size if eval_batch_size is None else eval_batch_size,
         num_workers=num_workers,

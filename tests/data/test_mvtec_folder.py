@@ -82,3 +82,25 @@ def test_a_mask_of_another_size_and_a_wrong_layout_are_named(tiny_mvtec: Path, t
     (tmp_path / "a_file.png").write_bytes(b"")
     with pytest.raises(InvalidInputError, match="a_file.png: this is a file, not a data folder"):
         scan_mvtec_folder(tmp_path / "a_file.png")  # "not found" sent users looking for a folder that is there
+
+
+def test_without_test_normals_every_setup_holds_back_the_same_train_normals(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """anomalib takes test normals from train when test/good is missing; unseeded, a second setup (the trainer's)
+    drew other ones, so images a generator was fitted on could be tested as unseen normals."""
+    import shutil
+
+    import torch
+
+    root = tmp_path / "no_test_good"
+    shutil.copytree(tiny_mvtec, root)
+    shutil.rmtree(root / "test" / "good")
+
+    def test_normals() -> set[str]:
+        folder = mvtec_folder(root, train_batch_size=2)
+        folder.setup()
+        samples = folder.test_data.samples
+        return set(samples.loc[samples.label_index == 0, "image_path"])
+
+    first = test_normals()
+    torch.rand(100)  # whatever ran in between
+    assert first and test_normals() == first

@@ -377,3 +377,17 @@ def test_a_run_record_carries_the_choices_its_fit_made_per_defect_type() -> None
     assert fit_choices(learned) == expected
     assert fit_choices(MixtureGenerator([PerlinGenerator(), learned])) == expected  # the learned component's
     assert fit_choices(PerlinGenerator()) is None
+
+
+def test_a_run_that_loads_its_fit_and_pool_is_the_run_that_made_them(tiny_mvtec: Path, tmp_path: Path) -> None:
+    """Fitting drew from the global RNG and loading did not, so the detector's initialisation, batches and
+    crops (and so its metrics) depended on whether the run made its generator and pool or reused them: a
+    resumed benchmark did not reproduce its interrupted run, and seed-paired rows did not share that noise."""
+    from anomaly_synth_aug.evaluation.downstream import run_experiment
+
+    store, cache = tmp_path / "fits", tmp_path / "cache"
+    made = run_experiment(tiny_mvtec, "diffusion", "segmenter", 0, "smoke", fit_store=store, cache_dir=cache)
+    reused = run_experiment(tiny_mvtec, "diffusion", "segmenter", 0, "smoke", fit_store=store, cache_dir=cache)
+    assert not made["timings"]["generator_loaded"] and reused["timings"]["generator_loaded"]
+    assert reused["metrics"] == made["metrics"] and reused["thresholds"] == made["thresholds"]
+    assert reused["rng_reseeded_after_fit"]  # tells these rows from older ones

@@ -191,6 +191,10 @@ class PriorComponentScores(Callback):
         }
 
 
+RESEEDED_AFTER_PREPARATION = "rng_reseeded_after_fit"
+"""Record flag: the detector's random draws follow the seed alone, not whether its fit and pool were made."""
+
+
 def run_experiment(
     data_root: str | Path,
     generator_name: str,
@@ -248,6 +252,9 @@ def run_experiment(
         fit_seconds, generator_loaded = fit_generator(datamodule, store) if generator else (0.0, False)
         prepare_seconds = time.perf_counter() - start  # the fit, or the load, plus any cached pool
         generator = datamodule.generator if generator else None  # the loaded one, when it was reused
+        # Fitting and pool-making draw from the global RNG and loading them does not: seed again, so
+        # the detector's initialisation, batches and crops are the same whether they were made or reused.
+        seed_everything(seed, workers=True)
         model = spec.build(model_preset, generator)
         checkpoint = ModelCheckpoint(
             dirpath=root / "checkpoints",
@@ -309,6 +316,7 @@ def run_experiment(
         "test_image_scores": per_type.image_scores(prior_parts.values()),
         "thresholds": thresholds,
         LABELS_AT_THRESHOLD: True,
+        RESEEDED_AFTER_PREPARATION: True,
         "best_step": best_step,
         "validation_history": history.history,
         "timings": {
