@@ -352,7 +352,7 @@ class StableDiffusionInpaintGenerator(AnomalyGenerator):
     def state_fingerprint(self) -> str:
         if not self._tokens:
             return ""
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(f"fit_version={self.fit_version}".encode())  # a pool of an older fit is stale
         tensors = token_embeddings(self.pipeline, sorted(self._tokens.values())) | unet_lora_state(self.pipeline)
         for name in self._mask_bank.defect_types:
             tensors |= {f"{name}/{i}": crop for i, crop in enumerate(self._mask_bank.masks(name))}

@@ -57,12 +57,7 @@ class StorageMixin:
         self._noise_scheduler.save_pretrained(directory / SCHEDULER_DIR)
         if self._mask_prior is not None:
             self._mask_prior.save_pretrained(directory / MASK_PRIOR_DIR)
-        shot_masks = {
-            f"{name}/{index}": crop.to(torch.uint8).contiguous()
-            for name in self._mask_bank.defect_types
-            for index, crop in enumerate(self._mask_bank.masks(name))
-        }
-        save_file(shot_masks, directory / SHOT_MASKS_FILE)
+        save_file(self._shot_mask_tensors(), directory / SHOT_MASKS_FILE)
         if self._realism is not None:
             save_file(self._realism.state_tensors(), directory / REALISM_FILE)
         if self._placement is not None:
@@ -72,6 +67,21 @@ class StorageMixin:
             "defect_types": self._defect_types,
             "patch_size": self.patch_size,
             "training": asdict(self.training_report) if self.training_report is not None else None,
+            **self._fitted_choices(),
+        }
+        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def _shot_mask_tensors(self: DiffusionAnomalyGenerator) -> dict[str, torch.Tensor]:
+        assert self._mask_bank is not None
+        return {
+            f"{name}/{index}": crop.to(torch.uint8).contiguous()
+            for name in self._mask_bank.defect_types
+            for index, crop in enumerate(self._mask_bank.masks(name))
+        }
+
+    def _fitted_choices(self: DiffusionAnomalyGenerator) -> dict[str, object]:
+        """What the fit measured and chose on the shots, beside the weights (saved, and fingerprinted)."""
+        return {
             "calibrated_guidance": self.calibrated_guidance,
             "object_category": self.object_category,
             "shot_contrast": self.shot_contrast,
@@ -83,7 +93,6 @@ class StorageMixin:
                 for name, means in self.guidance_calibration.items()
             },
         }
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def _load_state(self: DiffusionAnomalyGenerator, directory: Path) -> None:
         state_path = directory / STATE_FILE
@@ -134,12 +143,26 @@ class StorageMixin:
         self._mask_bank = ShotMaskBank(masks_by_type)
 
     def state_fingerprint(self: DiffusionAnomalyGenerator) -> str:
+        """Everything a fit leaves that shapes samples: weights, shot masks, per-type choices, the fit version.
+
+        Cached pools are keyed by it: two fits with equal weights but other calibrated guidance or strength
+        (a new ``fit_version``) must not share a pool. The training report (its seconds) is left out.
+        """
         if self._denoiser is None:
             return ""
-        digest = hashlib.sha256(json.dumps(self._defect_types).encode())
-        for name, tensor in sorted(self._denoiser.state_dict().items()):
+        head = {"defect_types": self._defect_types, "fit_version": self.fit_version, **self._fitted_choices()}
+        digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
+        tensors = {f"denoiser.{name}": tensor for name, tensor in self._denoiser.state_dict().items()}
+        if self._mask_bank is not None:
+            tensors.update({f"shot_masks.{key}": crop for key, crop in self._shot_mask_tensors().items()})
+        if self._mask_prior is not None:
+            tensors.update({f"mask_prior.{key}": value for key, value in self._mask_prior.state_dict().items()})
+        for part, component in (("realism", self._realism), ("placement", self._placement)):
+            if component is not None:
+                tensors.update({f"{part}.{key}": value for key, value in component.state_tensors().items()})
+        for name, tensor in sorted(tensors.items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().numpy().tobytes())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
         return digest.hexdigest()
 
 

@@ -209,6 +209,21 @@ def test_mask_prior_source_is_fitted_and_used() -> None:
     _assert_contract([surface(1), surface(2)], batch)
 
 
+def test_the_fingerprint_covers_the_fits_choices_and_version_not_only_the_weights(
+    fitted: DiffusionAnomalyGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cached pools are keyed by the fingerprint: a refit with equal weights but other calibrated guidance or
+    strength (a new fit version) kept drawing its pool from the old fit's defects."""
+    before = fitted.fingerprint()
+    original = dict(fitted.defect_strength)
+    monkeypatch.setattr(fitted, "defect_strength", {name: 0.5 * value for name, value in original.items()} or {"x": 1})
+    assert fitted.fingerprint() != before
+    monkeypatch.setattr(fitted, "defect_strength", original)
+    assert fitted.fingerprint() == before
+    monkeypatch.setattr(type(fitted), "fit_version", type(fitted).fit_version + 1)
+    assert fitted.fingerprint() != before
+
+
 def test_save_load_round_trip_and_compatibility(fitted: DiffusionAnomalyGenerator, tmp_path: Path) -> None:
     fitted.save(tmp_path)
     loaded = DiffusionAnomalyGenerator.load(tmp_path, category="tiles", defect_types=["streak", "dent"])
