@@ -290,9 +290,13 @@ def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSou
 
 
 def preset_work_dir(work_dir: Path, data: Path, preset: Preset) -> Path:
-    """Where one dataset's fits and pools live: per preset, and apart for capped shots (other shots, other pools)."""
+    """Where one dataset's fits and pools live: per preset, and apart for other shots (a cap or another share).
+
+    Runs with other shots must not share pools: each would find the other's pool stale and move it aside.
+    """
     capped = "" if preset.max_shots_per_type is None else f"-shots{preset.max_shots_per_type}"
-    return work_dir / data.name / f"{preset.name}{capped}"
+    share = "" if preset.shot_fraction == DEFAULT_SHOT_FRACTION else f"-fraction{preset.shot_fraction:.4g}"
+    return work_dir / data.name / f"{preset.name}{capped}{share}"
 
 
 def pool_dir(work: Path, generator: str, seed: int) -> Path:

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import ABLATIONS, SHOTS_PLUS, WITH_SHOTS
 
 #: The one-class anchors: what a user runs without generating anything. Their thresholds come from a
@@ -97,4 +98,11 @@ def matrix_pairs(
     if generators and detectors:
         return [(g, d) for g in generators for d in detectors]
     pairs = FULL_MATRICES[matrix] if preset == "full" else PRESET_MATRICES[preset]
-    return [(g, d) for g, d in pairs if (not generators or g in generators) and (not detectors or d in detectors)]
+    chosen = [(g, d) for g, d in pairs if (not generators or g in generators) and (not detectors or d in detectors)]
+    if not chosen and (generators or detectors):  # or the run would do nothing and report success
+        where = f"the {matrix!r} matrix" if preset == "full" else f"the {preset!r} preset's matrix"
+        raise InvalidInputError(
+            f"{where} has no run of generators {generators or 'any'} with detectors {detectors or 'any'}",
+            fix="name both --generators and --detectors (their cross product runs), or pick a --matrix that has them",
+        )
+    return chosen

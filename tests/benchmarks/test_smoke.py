@@ -88,6 +88,8 @@ def test_downstream_caps_the_shots_and_keeps_the_test_set(tiny_mvtec: Path, tmp_
     capped = downstream.dataclasses.replace(smoke, max_shots_per_type=1)
     assert downstream.preset_work_dir(tmp_path, tiny_mvtec, smoke) == tmp_path / "tiny" / "smoke"
     assert downstream.preset_work_dir(tmp_path, tiny_mvtec, capped) == tmp_path / "tiny" / "smoke-shots1"  # own pools
+    half = downstream.dataclasses.replace(smoke, shot_fraction=0.5)  # other shots too: its pools were shared
+    assert downstream.preset_work_dir(tmp_path, tiny_mvtec, half) == tmp_path / "tiny" / "smoke-fraction0.5"
     with pytest.raises(InvalidInputError, match="another dataset or preset values"):
         downstream.main(argv)  # the uncapped benchmark may not add to the capped results
     with pytest.raises(InvalidInputError, match="max_shots_per_type must be >= 1"):
@@ -283,6 +285,8 @@ def test_generators_and_detectors_limit_the_matrix_or_cross() -> None:
         ("cutpaste", "padim"),
     ]
     assert script.DEFAULT_SEEDS["full"] == [0, 1, 2]
+    with pytest.raises(InvalidInputError, match="'core' matrix has no run"):  # ran nothing and exited 0
+        script.matrix_pairs("full", ["perlin_with_shots"], None)
 
 
 def test_default_datasets_are_both_shared_ones_or_a_clear_error(monkeypatch, tmp_path: Path) -> None:

@@ -391,3 +391,13 @@ def test_a_run_that_loads_its_fit_and_pool_is_the_run_that_made_them(tiny_mvtec:
     assert not made["timings"]["generator_loaded"] and reused["timings"]["generator_loaded"]
     assert reused["metrics"] == made["metrics"] and reused["thresholds"] == made["thresholds"]
     assert reused["rng_reseeded_after_fit"]  # tells these rows from older ones
+
+
+def test_the_best_step_is_read_from_a_checkpoint_name_lightning_versioned() -> None:
+    """A second run into the same work folder gets ``best-step600-v1.ckpt``: the last number read 1."""
+    from anomaly_synth_aug.evaluation.downstream.runner import checkpoint_step
+
+    assert checkpoint_step("work/checkpoints/best-step600-v1.ckpt") == 600
+    assert checkpoint_step(Path("best-step200.ckpt")) == 200
+    with pytest.raises(ValueError, match="not a best-step"):
+        checkpoint_step("last.ckpt")

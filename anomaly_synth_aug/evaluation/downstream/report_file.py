@@ -148,7 +148,7 @@ def fit_costs(store: ResultsStore) -> dict[tuple[str, int], float]:
     fitted: dict[tuple[str, int], float] = {}
     for record in [*store.runs, *store.quality]:
         seconds = record.get("timings", {}).get("generator_fit_s", record.get("generator_fit_s")) or 0.0
-        key = (record["generator"], int(record["seed"]))
+        key = (pool_source(record["generator"]), int(record["seed"]))  # a _with_shots row fits its source
         fitted[key] = max(fitted.get(key, 0.0), float(seconds))
     seeds = {seed for _, seed in fitted}
     return {

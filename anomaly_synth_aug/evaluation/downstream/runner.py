@@ -191,6 +191,18 @@ class PriorComponentScores(Callback):
         }
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The step in a ``best-step{step}`` checkpoint's name, also when Lightning added a ``-v1`` to a clash.
+
+    >>> checkpoint_step("ckpts/best-step600-v1.ckpt")
+    600
+    """
+    match = re.search(r"step(\d+)", Path(path).stem)
+    if match is None:
+        raise ValueError(f"{path}: not a best-step<N> checkpoint")
+    return int(match.group(1))
+
+
 RESEEDED_AFTER_PREPARATION = "rng_reseeded_after_fit"
 """Record flag: the detector's random draws follow the seed alone, not whether its fit and pool were made."""
 
@@ -283,7 +295,7 @@ def run_experiment(
         train_seconds = time.perf_counter() - start
         detector_steps = engine.trainer.global_step
         best_path = checkpoint.best_model_path or None
-        best_step = int(re.findall(r"\d+", Path(best_path).stem)[-1]) if best_path else None
+        best_step = checkpoint_step(best_path) if best_path else None
         start = time.perf_counter()
         (test_results,) = engine.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
         test_seconds = time.perf_counter() - start

@@ -175,6 +175,18 @@ def choose_variant(
             + (f" (none at all for {missing})" if missing else " (each was run on other seeds)"),
             fix="run every candidate on the same seed first",
         )
+    undefined = [
+        f"{name} seed {seed} {metric}"
+        for name in candidates
+        for seed in sorted(seeds)
+        for metric in (RANKED, GUARDED)
+        if metrics[name][seed].get(metric) is None
+    ]
+    if undefined:  # NaN is stored as null: e.g. a validation set without a defect of some kind
+        raise InvalidInputError(
+            f"no value for {', '.join(undefined)}",
+            fix="delete those runs from the validation results file and run them again, or leave the candidate out",
+        )
     measured = [
         Candidate(
             name=name,

@@ -18,6 +18,18 @@ def test_fit_costs_charge_a_loaded_fit_and_a_with_shots_row_their_sources_fit(tm
     assert costs[("real_paste_with_shots", 0)] == 0.2 and ("perlin", 0) not in costs
 
 
+def test_a_fit_made_by_a_with_shots_row_is_charged_to_every_recipe_of_its_source(tmp_path: Path) -> None:
+    """The core matrix never runs ``diffusion`` itself: the fit was kept under ``diffusion_with_shots`` only, so
+    ``shots_plus_diffusion``, which loaded it, was charged no fit at all."""
+    store = ResultsStore(tmp_path / "results.json")
+    store.runs = [
+        {"generator": "diffusion_with_shots", "seed": 1, "timings": {"generator_fit_s": 480.0}},
+        {"generator": "shots_plus_diffusion", "seed": 1, "timings": {"generator_fit_s": 0.0}},  # loaded it
+    ]
+    costs = fit_costs(store)
+    assert costs[("shots_plus_diffusion", 1)] == costs[("diffusion_with_shots", 1)] == 480.0
+
+
 def test_the_report_keeps_every_recorded_row_under_the_given_headline(tmp_path: Path) -> None:
     metrics = {"image_AUROC": 0.9, "pixel_AUROC": 0.8}
     store = ResultsStore(tmp_path / "results.json")

@@ -87,7 +87,7 @@ def test_held_back_normals_are_evenly_spaced_and_never_all(tmp_path: Path) -> No
         held_back_normals(normals, 1.0)
 
 
-def _run(generator: str, seed: int, pixel_ap: float, image_auroc: float, detector: str = "segmenter_prior") -> dict:
+def _run(generator: str, seed: int, pixel_ap: float | None, image_auroc: float, detector: str = "segmenter_prior") -> dict:
     metrics = {"pixel_AUPR": pixel_ap, "image_AUROC": image_auroc}
     return {"generator": generator, "detector": detector, "seed": seed, "metrics": metrics}
 
@@ -130,6 +130,9 @@ def test_choice_errors_name_the_fix() -> None:
         choose_variant([_run("default", 0, 0.5, 0.9)], ["default", "variant"])
     with pytest.raises(InvalidInputError, match="each was run on other seeds"):
         choose_variant([_run("default", 0, 0.5, 0.9), _run("variant", 1, 0.5, 0.9)], ["default", "variant"])
+    undefined = [_run("default", 0, 0.5, 0.9), _run("variant", 0, None, 0.9)]  # NaN, stored as null
+    with pytest.raises(InvalidInputError, match="no value for variant seed 0 pixel_AUPR"):  # was a bare TypeError
+        choose_variant(undefined, ["default", "variant"])
 
 
 def _record(folder: Path, source: Path, chosen: str, detector: str = "segmenter_prior") -> Path:
