@@ -124,6 +124,10 @@ def test_the_headline_charges_each_row_its_generators_fit_once_loaded() -> None:
     )  # fmt: skip
     assert table.splitlines()[0].endswith("| minutes: fit + train + test |")
     assert table.splitlines()[2].endswith("| 20 |") and table.splitlines()[3].endswith("| 11 |")
+    # a run that fitted is charged its own fit, not a longer one another row made of the same source
+    own = headline_markdown([run("diffusion", 60.0)], [("segmenter", "diffusion", "diffusion")],
+                            fit_seconds={("diffusion", 0): 540.0})  # fmt: skip
+    assert own.splitlines()[2].endswith("| 12 |")
 
 
 def test_a_headline_delta_over_fewer_seeds_than_its_row_says_how_many_were_paired() -> None:

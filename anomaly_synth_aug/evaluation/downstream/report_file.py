@@ -139,24 +139,29 @@ def write_report_files(store: ResultsStore, out: Path, preset: str, headline: st
 
 
 def fit_costs(store: ResultsStore) -> dict[tuple[str, int], float]:
-    """(source, seed) -> seconds of its generator's fit, from whichever record fitted it (runs and quality).
+    """(recipe, seed) -> seconds of the generator fit it is charged, from the records that fitted (runs and quality).
 
-    The fit store fits a generator once and later records load it (0 s); a ``_with_shots`` row is
-    charged its source's fit. A variant that loaded another source's fit (a sampling ablation) shows
-    only what it recorded.
+    The fit store fits a generator once and later records load it (0 s). A recipe is charged its source's
+    fit (``diffusion``'s for ``diffusion_with_shots``), else, where the source never ran, the longest fit of
+    the recipes that train from the same source (``shots_plus_diffusion`` loads the fit
+    ``diffusion_with_shots`` made). A row that fitted is charged its own fit. A variant
+    that loaded another source's fit (a sampling ablation) shows only what it recorded.
     """
-    fitted: dict[tuple[str, int], float] = {}
+    by_name: dict[tuple[str, int], float] = {}
+    by_source: dict[tuple[str, int], float] = {}
     for record in [*store.runs, *store.quality]:
-        seconds = record.get("timings", {}).get("generator_fit_s", record.get("generator_fit_s")) or 0.0
-        key = (pool_source(record["generator"]), int(record["seed"]))  # a _with_shots row fits its source
-        fitted[key] = max(fitted.get(key, 0.0), float(seconds))
-    seeds = {seed for _, seed in fitted}
-    return {
-        (name, seed): fitted[(pool_source(name), seed)]
-        for name in GENERATORS
-        for seed in seeds
-        if (pool_source(name), seed) in fitted
-    }
+        seconds = float(record.get("timings", {}).get("generator_fit_s", record.get("generator_fit_s")) or 0.0)
+        seed = int(record["seed"])
+        for table, key in ((by_name, record["generator"]), (by_source, pool_source(record["generator"]))):
+            table[(key, seed)] = max(table.get((key, seed), 0.0), seconds)
+    seeds = {seed for _, seed in by_source}
+    costs: dict[tuple[str, int], float] = {}
+    for name in GENERATORS:
+        for seed in seeds:
+            source, sibling = by_name.get((pool_source(name), seed)), by_source.get((pool_source(name), seed))
+            if source or sibling is not None:
+                costs[(name, seed)] = source or sibling
+    return costs
 
 
 def run_seconds(record: dict[str, Any]) -> float:

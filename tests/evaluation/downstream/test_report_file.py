@@ -28,6 +28,8 @@ def test_a_fit_made_by_a_with_shots_row_is_charged_to_every_recipe_of_its_source
     ]
     costs = fit_costs(store)
     assert costs[("shots_plus_diffusion", 1)] == costs[("diffusion_with_shots", 1)] == 480.0
+    store.runs.append({"generator": "diffusion", "seed": 1, "timings": {"generator_fit_s": 300.0}})
+    assert fit_costs(store)[("shots_plus_diffusion", 1)] == 300.0  # the source ran: its fit
 
 
 def test_the_report_keeps_every_recorded_row_under_the_given_headline(tmp_path: Path) -> None:
