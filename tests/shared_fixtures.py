@@ -187,13 +187,19 @@ def make_folder_datamodule(root: Path, *, defect_types: list[str] | None = None,
     """
     if defect_types is None:
         defect_types = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
-    options = {"train_batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "val_split_mode": "none", **kwargs}
+    options = {
+        "normal_test_dir": "test/good",
+        "train_batch_size": 4,
+        "eval_batch_size": 4,
+        "num_workers": 0,
+        "val_split_mode": "none",
+        **kwargs,
+    }
     return Folder(
         name=root.name,
         root=root,
         normal_dir="train/good",
         abnormal_dir=[f"test/{t}" for t in defect_types],
-        normal_test_dir="test/good",
         mask_dir=[f"ground_truth/{t}" for t in defect_types],
         **options,
     )

@@ -114,7 +114,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         train_batch_size: default: the wrapped datamodule's.
         eval_batch_size: default: the wrapped datamodule's.
         num_workers: default: the wrapped datamodule's.
-        seed: fixes the validation hold-out, the anomaly selection and the generated defects.
+        seed: fixes the validation hold-out, the anomaly selection and the generated defects; an unseeded wrapped
+            datamodule gets it too, so its own splits are the same at every setup.
         shot_share: in the online and cached modes, the share of the anomalous training items that are
             augmented real shots instead of generated defects (``ShotMixedDataset``); 0 trains on
             generated defects alone.
@@ -176,6 +177,10 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             test_augmentations=datamodule.test_augmentations,
             seed=seed,
         )
+        if datamodule.seed is None:
+            # the wrapper sets the wrapped datamodule up again at the trainer's setup; unseeded, anomalib's splits
+            # (test normals from train, from_train/from_test validation) would draw other images each time
+            datamodule.seed = seed
         self.datamodule = datamodule
         self.generator = resolve_generator(generator) if generator is not None else _default_generator()
         self.anomaly_ratio = anomaly_ratio

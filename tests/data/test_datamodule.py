@@ -92,6 +92,34 @@ def test_a_wrapped_datamodule_set_up_before_with_its_split_is_split_again_withou
     assert len(datamodule.shot_records) == len(reference.shot_records)
 
 
+def test_an_unseeded_wrapped_folder_without_test_normals_tests_the_same_normals_at_every_setup(
+    tiny_mvtec: Path, tmp_path: Path, fake_generator
+) -> None:
+    """anomalib takes test normals from train when the folder has none; the wrapper sets the wrapped datamodule up
+    again at the trainer's setup, and unseeded that drew other normals, so images a generator was fitted on could
+    be tested as unseen normals."""
+    import shutil
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    root = tmp_path / "no_test_good"
+    shutil.copytree(tiny_mvtec, root)
+    shutil.rmtree(root / "test" / "good")
+    wrapped = make_folder_datamodule(root, normal_test_dir=None)  # a user's Folder: seed left at None
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator, seed=3)
+
+    def normals() -> tuple[set[Path], set[Path]]:
+        test = datamodule.test_data.samples
+        return resolved(test.image_path[test.label_index == 0]), resolved(datamodule.train_normal_paths())
+
+    datamodule.setup()  # what the benchmark's first look at the data does
+    first_test, first_train = normals()
+    torch.rand(100)  # whatever ran in between (a generator's fit)
+    datamodule.setup(TrainerFn.FITTING)
+    assert first_test and normals() == (first_test, first_train)
+    assert not first_test & first_train and wrapped.seed == 3
+
+
 def test_a_wrapped_from_train_split_takes_no_training_normal(tiny_mvtec: Path, fake_generator) -> None:
     wrapped = make_folder_datamodule(tiny_mvtec, val_split_mode="from_train", val_split_ratio=0.5)
     datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator)
