@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from shared_fixtures import load_script, make_mvtec_layout
 
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import choose_variant
 
 
@@ -36,6 +37,13 @@ def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_
     (out / "choice.md").unlink()
     assert script.main([*argv, "--report-only"]) == 0  # the pick again, from the recorded runs
     assert (out / "choice.md").is_file()
+
+    recorded = results["runs"]
+    (category / "train" / "good" / "013.png").unlink()  # the data changed: the validation folder is another one
+    with pytest.raises(InvalidInputError, match="made on another validation folder") as refused:
+        script.main(argv)
+    assert "layout.json" in str(refused.value) and "move" in str(refused.value)
+    assert json.loads((out / "downstream_smoke.json").read_text())["runs"] == recorded  # nothing reused or lost
 
 
 def test_refuses_fewer_than_two_different_candidates_before_running_anything(tmp_path: Path) -> None:
