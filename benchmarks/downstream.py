@@ -43,6 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for remote weights
 import torch  # noqa: E402
 
 from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION  # noqa: E402
+from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder  # noqa: E402
 from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     ABLATIONS,
@@ -201,8 +202,9 @@ def default_datasets() -> list[Path]:
     return present
 
 
-def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
-    """Refuse to mix runs of another dataset or of changed preset values into one results file."""
+def check_resumable(store: ResultsStore, data: Path, preset: Preset, digest: str | None = None) -> None:
+    """Refuse to mix runs of another dataset, of another version of it (``digest``: which files it holds) or of
+    changed preset values into one results file. A file written before digests were recorded passes on its path."""
     if not store.runs and not store.quality:
         return
     recorded = store.meta.get("data")
@@ -211,6 +213,13 @@ def check_resumable(store: ResultsStore, data: Path, preset: Preset) -> None:
         raise InvalidInputError(
             "the results file holds runs of another dataset or preset values "
             f"({store.meta.get('data')}, {store.meta.get('preset')})",
+            path=store.path,
+            fix="pass another --out, or move the file aside to start over",
+        )
+    if digest is not None and store.meta.get("data_digest") not in (None, digest):
+        raise InvalidInputError(
+            f"the results file holds runs of another version of {data}: images or masks were added, removed or "
+            "changed since, so its runs would be skipped as done and compared with new ones",
             path=store.path,
             fix="pass another --out, or move the file aside to start over",
         )
@@ -323,9 +332,11 @@ def run_dataset(
     out: Path = args.out / data.name
     work = preset_work_dir(args.work_dir, data, preset)
     store = ResultsStore(out / f"downstream_{preset.name}.json")
-    check_resumable(store, data, preset)
+    digest = scan_mvtec_folder(data, decode=False).digest()
+    check_resumable(store, data, preset, digest)
     store.meta = {
         "data": str(data.resolve()),
+        "data_digest": digest,
         "preset": preset_record(preset),
         "environment": environment(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),

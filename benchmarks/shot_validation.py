@@ -32,7 +32,6 @@ from anomaly_synth_aug.evaluation.downstream.shot_validation import (  # noqa: E
     CHOICE_FILE,
     CHOICE_REPORT,
     MARKER,
-    layout_digest,
     shot_validation_layout,
     unusable_pick,
 )
@@ -96,22 +95,6 @@ def write_choice(store: ResultsStore, candidates: list[str], detector: str, out:
     return choice.chosen
 
 
-def check_same_layout(out: Path, digest: str, results: Path) -> None:
-    """Refuse to add to validation runs that were made on another validation folder: they would be skipped as
-    done and weighed against runs on the new one. A ``layout.json`` written before digests were kept passes."""
-    path = out / LAYOUT_FILE
-    if not (path.is_file() and results.is_file()):
-        return
-    recorded = json.loads(path.read_text()).get("digest")
-    if recorded is not None and recorded != digest:
-        raise InvalidInputError(
-            f"the validation runs in {results} were made on another validation folder: the category's shots or "
-            "train normals changed since",
-            path=path,
-            fix=f"move {out} aside (its runs would be reused as done) and run again",
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -121,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         layout = shot_validation_layout(args.data, folder)
         logger.info("validation folder %s: %s shots per type", folder, {k: len(v) for k, v in layout.defects.items()})
+        # before layout.json is rewritten: runs made on another validation folder (the data changed) are refused
+        preset = dataclasses.replace(downstream.resolve_preset(args.preset), shot_fraction=VALIDATION_SHOT_FRACTION)
+        store = ResultsStore(out / f"downstream_{args.preset}.json")
+        downstream.check_resumable(store, folder, preset, layout.digest())
         description = json.loads((folder / MARKER).read_text())
-        description["digest"] = layout_digest(description)
-        check_same_layout(out, description["digest"], out / f"downstream_{args.preset}.json")
         description["links"] = len(description["links"])  # a count: hundreds of this machine's paths add nothing
         out.mkdir(parents=True, exist_ok=True)
         (out / LAYOUT_FILE).write_text(json.dumps(description, indent=2) + "\n")

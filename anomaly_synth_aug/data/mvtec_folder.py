@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,14 @@ class MvtecLayout:
     def count(self) -> int:
         """All image files of the category."""
         return len(self.train_normals) + len(self.test_normals) + sum(len(v) for v in self.defects.values())
+
+    def digest(self) -> str:
+        """A hash of which files the category holds (paths below ``root`` and sizes), not of where it lies: results
+        recorded on one version of a dataset must not be resumed on another."""
+        files = [*self.train_normals, *self.test_normals]
+        files += [path for pairs in self.defects.values() for pair in pairs for path in pair if path is not None]
+        listing = sorted((path.relative_to(self.root).as_posix(), path.stat().st_size) for path in files)
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def images_in(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:

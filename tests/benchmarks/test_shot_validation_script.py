@@ -40,9 +40,10 @@ def test_validates_every_candidate_on_held_back_shots_and_writes_the_choice(tmp_
 
     recorded = results["runs"]
     (category / "train" / "good" / "013.png").unlink()  # the data changed: the validation folder is another one
-    with pytest.raises(InvalidInputError, match="made on another validation folder") as refused:
+    with pytest.raises(InvalidInputError, match="another version of") as refused:
         script.main(argv)
-    assert "layout.json" in str(refused.value) and "move" in str(refused.value)
+    assert "downstream_smoke.json" in str(refused.value) and "move the file aside" in str(refused.value)
+    assert json.loads((out / "layout.json").read_text())["links"] == 14 + 2 * 4 * 2  # the runs' layout, kept
     assert json.loads((out / "downstream_smoke.json").read_text())["runs"] == recorded  # nothing reused or lost
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from shared_fixtures import TEST_METRICS, assert_ranking_metrics, load_script
 
+from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream import WITH_SHOTS
 
@@ -94,6 +95,11 @@ def test_downstream_caps_the_shots_and_keeps_the_test_set(tiny_mvtec: Path, tmp_
         downstream.main(argv)  # the uncapped benchmark may not add to the capped results
     with pytest.raises(InvalidInputError, match="max_shots_per_type must be >= 1"):
         downstream.main([*argv, "--max-shots-per-type", "0", "--out", str(tmp_path / "other")])
+
+    assert results["meta"]["data_digest"] == scan_mvtec_folder(tiny_mvtec, decode=False).digest()
+    (tiny_mvtec / "train" / "good" / "000.png").unlink()  # the dataset changed: its runs are not done any more
+    with pytest.raises(InvalidInputError, match="another version of"):
+        downstream.main([*argv, "--max-shots-per-type", "1"])
 
 
 def test_downstream_refuses_to_mix_datasets(tiny_mvtec: Path, tmp_path: Path) -> None:

@@ -104,3 +104,18 @@ def test_without_test_normals_every_setup_holds_back_the_same_train_normals(tiny
     first = test_normals()
     torch.rand(100)  # whatever ran in between
     assert first and test_normals() == first
+
+
+def test_the_digest_follows_the_files_not_where_the_folder_lies(tiny_mvtec: Path, tmp_path: Path) -> None:
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "tiny"
+    shutil.copytree(tiny_mvtec, moved)
+    digest = scan_mvtec_folder(tiny_mvtec, decode=False).digest()
+    assert scan_mvtec_folder(moved, decode=False).digest() == digest
+    mask = moved / "ground_truth" / "blob" / "000_mask.png"
+    mask.write_bytes(mask.read_bytes() + b"\0")
+    assert scan_mvtec_folder(moved, decode=False).digest() != digest  # another mask (of another size)
+    shutil.copytree(tiny_mvtec, moved, dirs_exist_ok=True)
+    (moved / "train" / "good" / "001.png").unlink()
+    assert scan_mvtec_folder(moved, decode=False).digest() != digest  # a normal less

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -131,22 +130,6 @@ def describe_layout(data_root: Path, shot_fraction: float, normal_share: float) 
         "validation_normals": len(normals),
         "links": dict(sorted(links.items())),
     }
-
-
-def layout_digest(description: Mapping[str, Any]) -> str:
-    """A hash of what a validation folder holds (``describe_layout``'s settings and links), without this machine's
-    paths: validation runs recorded on one layout must not be reused for another one (the data changed)."""
-    source = Path(description["source"])
-
-    def relative(path: str) -> str:
-        return Path(path).relative_to(source).as_posix() if Path(path).is_relative_to(source) else path
-
-    content = {
-        "shot_fraction": description["shot_fraction"],
-        "normal_share": description["normal_share"],
-        "links": {link: relative(path) for link, path in sorted(description["links"].items())},
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
