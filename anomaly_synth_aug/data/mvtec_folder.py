@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 from anomaly_synth_aug.data.io import IMAGE_EXTENSIONS, image_size
 from anomaly_synth_aug.data.sample import NORMAL_TYPE
 from anomaly_synth_aug.errors import InvalidInputError, MaskError
+from anomaly_synth_aug.utils.fingerprint import tree_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +73,11 @@ class MvtecLayout:
         return len(self.train_normals) + len(self.test_normals) + sum(len(v) for v in self.defects.values())
 
     def digest(self) -> str:
-        """A hash of which files the category holds (paths below ``root`` and sizes), not of where it lies: results
+        """A hash of the category's files (paths below ``root`` and contents), not of where it lies: results
         recorded on one version of a dataset must not be resumed on another."""
         files = [*self.train_normals, *self.test_normals]
         files += [path for pairs in self.defects.values() for pair in pairs for path in pair if path is not None]
-        listing = sorted((path.relative_to(self.root).as_posix(), path.stat().st_size) for path in files)
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+        return tree_fingerprint(self.root, files)
 
 
 def images_in(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:

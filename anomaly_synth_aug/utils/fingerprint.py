@@ -3,7 +3,8 @@
 A fitted generator (``FitStore``) and a sample cache are reused only when what made them is
 unchanged. Both hash their configuration with ``config_fingerprint`` and their data with
 ``files_fingerprint``: file *contents* and names, not paths or modification times, so a dataset
-moved to another disk keeps its fits and caches, and an edited mask invalidates them.
+moved to another disk keeps its fits and caches, and an edited mask invalidates them. A results file
+records its whole dataset with ``tree_fingerprint`` (paths below the dataset's root, and contents).
 
 Example:
     >>> files_fingerprint(["train/good/000.png", "train/good/001.png"])
@@ -59,4 +60,16 @@ def files_fingerprint(paths: Iterable[str | Path], *, ordered: bool = False) -> 
     return digest.hexdigest()
 
 
-__all__ = ["canonical_json", "config_fingerprint", "file_digest", "files_fingerprint"]
+def tree_fingerprint(root: str | Path, paths: Iterable[str | Path]) -> str:
+    """sha256 of the files' paths below ``root`` and their contents: which file lies where in a dataset (a normal
+    moved from test to train changes it), but not where the dataset itself lies."""
+    root = Path(root)
+    listing = sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in paths)
+    digest = hashlib.sha256()
+    for relative, path in listing:
+        digest.update(canonical_json([relative, file_digest(path)]).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+__all__ = ["canonical_json", "config_fingerprint", "file_digest", "files_fingerprint", "tree_fingerprint"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint, tree_fingerprint
 
 
 @pytest.fixture
@@ -39,3 +39,15 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
 def test_config_fingerprint_is_key_order_independent() -> None:
     assert config_fingerprint({"a": 1, "b": Path("x")}) == config_fingerprint({"b": "x", "a": 1})
     assert config_fingerprint({"a": 1}) != config_fingerprint({"a": 2})
+
+
+def test_tree_fingerprint_sees_where_each_file_lies_below_the_root_not_where_the_root_lies(
+    tiny_mvtec: Path, tmp_path: Path
+) -> None:
+    files = sorted(tiny_mvtec.rglob("*.png"))
+    base = tree_fingerprint(tiny_mvtec, files)
+    assert tree_fingerprint(tiny_mvtec, list(reversed(files))) == base
+    copy = Path(shutil.copytree(tiny_mvtec, tmp_path / "elsewhere"))
+    assert tree_fingerprint(copy, sorted(copy.rglob("*.png"))) == base
+    shutil.move(copy / "test" / "good" / "000.png", copy / "train" / "good" / "moved.png")
+    assert tree_fingerprint(copy, sorted(copy.rglob("*.png"))) != base  # a test normal became a train normal
