@@ -17,9 +17,12 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anomaly_synth_aug.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def canonical_json(value: Any) -> str:
@@ -72,4 +75,23 @@ def tree_fingerprint(root: str | Path, paths: Iterable[str | Path]) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["canonical_json", "config_fingerprint", "file_digest", "files_fingerprint", "tree_fingerprint"]
+def update_with_tensors(digest: Any, tensors: Mapping[str, torch.Tensor], *, as_float: bool = False) -> None:
+    """Feed each tensor's name and bytes, in name order, to a ``hashlib`` object: a fitted state's fingerprint.
+
+    ``as_float``: hash float32 copies (half-precision weights then hash as the fp32 copies they were trained as).
+    """
+    for name in sorted(tensors):
+        tensor = tensors[name].detach()
+        tensor = tensor.float() if as_float else tensor
+        digest.update(name.encode())
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+
+
+__all__ = [
+    "canonical_json",
+    "config_fingerprint",
+    "file_digest",
+    "files_fingerprint",
+    "tree_fingerprint",
+    "update_with_tensors",
+]

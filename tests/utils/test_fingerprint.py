@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint, tree_fingerprint
+from anomaly_synth_aug.utils.fingerprint import config_fingerprint, files_fingerprint, tree_fingerprint, update_with_tensors
 
 
 @pytest.fixture
@@ -51,3 +51,22 @@ def test_tree_fingerprint_sees_where_each_file_lies_below_the_root_not_where_the
     assert tree_fingerprint(copy, sorted(copy.rglob("*.png"))) == base
     shutil.move(copy / "test" / "good" / "000.png", copy / "train" / "good" / "moved.png")
     assert tree_fingerprint(copy, sorted(copy.rglob("*.png"))) != base  # a test normal became a train normal
+
+
+def test_tensor_fingerprints_follow_names_and_values_and_optionally_ignore_half_precision() -> None:
+    import hashlib
+
+    import torch
+
+    def hashed(tensors: dict, as_float: bool = False) -> str:
+        digest = hashlib.sha256()
+        update_with_tensors(digest, tensors, as_float=as_float)
+        return digest.hexdigest()
+
+    weights = {"b": torch.arange(4.0), "a": torch.ones(2, 2).t()}  # a transposed view hashes as its values
+    base = hashed(weights)
+    assert hashed(dict(reversed(weights.items()))) == base
+    assert hashed({"b": weights["b"], "c": weights["a"]}) != base  # another name
+    assert hashed({**weights, "b": torch.arange(4.0) + 1}) != base
+    half = {name: tensor.half() for name, tensor in weights.items()}
+    assert hashed(half, as_float=True) == hashed(weights, as_float=True) and hashed(half) != base

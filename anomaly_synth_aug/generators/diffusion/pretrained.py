@@ -50,6 +50,7 @@ from anomaly_synth_aug.generators.diffusion.pretrained_training import (
     TrainSettings,
     train_tokens_and_lora,
 )
+from anomaly_synth_aug.utils.fingerprint import update_with_tensors
 from anomaly_synth_aug.utils.random import derive_seed
 
 NORMAL_TOKEN = "<normal>"
@@ -356,9 +357,7 @@ class StableDiffusionInpaintGenerator(AnomalyGenerator):
         tensors = token_embeddings(self.pipeline, sorted(self._tokens.values())) | unet_lora_state(self.pipeline)
         for name in self._mask_bank.defect_types:
             tensors |= {f"{name}/{i}": crop for i, crop in enumerate(self._mask_bank.masks(name))}
-        for name in sorted(tensors):
-            digest.update(name.encode())
-            digest.update(tensors[name].detach().float().cpu().contiguous().numpy().tobytes())
+        update_with_tensors(digest, tensors, as_float=True)
         return digest.hexdigest()
 
 

@@ -32,6 +32,7 @@ from anomaly_synth_aug.generators.diffusion.model import DefectDenoiser
 from anomaly_synth_aug.generators.context_placement import ContextPlacement
 from anomaly_synth_aug.generators.diffusion.realism import ShotRealism
 from anomaly_synth_aug.generators.diffusion.training import TrainingReport
+from anomaly_synth_aug.utils.fingerprint import update_with_tensors
 
 if TYPE_CHECKING:
     from anomaly_synth_aug.generators.diffusion.generator import (
@@ -160,9 +161,7 @@ class StorageMixin:
         for part, component in (("realism", self._realism), ("placement", self._placement)):
             if component is not None:
                 tensors.update({f"{part}.{key}": value for key, value in component.state_tensors().items()})
-        for name, tensor in sorted(tensors.items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        update_with_tensors(digest, tensors)
         return digest.hexdigest()
 
 
