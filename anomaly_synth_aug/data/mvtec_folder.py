@@ -72,12 +72,15 @@ class MvtecLayout:
         """All image files of the category."""
         return len(self.train_normals) + len(self.test_normals) + sum(len(v) for v in self.defects.values())
 
+    def files(self) -> list[Path]:
+        """Every image and mask of the category: the normals, then each defect type's images and masks."""
+        files = [*self.train_normals, *self.test_normals]
+        return files + [path for pairs in self.defects.values() for pair in pairs for path in pair if path is not None]
+
     def digest(self) -> str:
         """A hash of the category's files (paths below ``root`` and contents), not of where it lies: results
         recorded on one version of a dataset must not be resumed on another."""
-        files = [*self.train_normals, *self.test_normals]
-        files += [path for pairs in self.defects.values() for pair in pairs for path in pair if path is not None]
-        return tree_fingerprint(self.root, files)
+        return tree_fingerprint(self.root, self.files())
 
 
 def images_in(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -297,9 +300,7 @@ def mvtec_folder(
     """
     if not isinstance(layout, MvtecLayout):
         layout = scan_mvtec_folder(layout)
-    files = [*layout.train_normals, *layout.test_normals]
-    files += [path for pairs in layout.defects.values() for pair in pairs for path in pair if path is not None]
-    extensions = sorted({path.suffix.lower() for path in files})  # Folder filters the mask folders with them too
+    extensions = sorted({path.suffix.lower() for path in layout.files()})  # Folder filters the mask folders with them too
     types = layout.defect_types
     return Folder(
         name=layout.name,
