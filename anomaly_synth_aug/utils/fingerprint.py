@@ -56,21 +56,21 @@ def files_fingerprint(paths: Iterable[str | Path], *, ordered: bool = False) -> 
     items = [Path(p) for p in paths]
     if not ordered:
         items = sorted(items, key=lambda p: (p.name, str(p)))
-    digest = hashlib.sha256()
-    for path in items:
-        digest.update(canonical_json([path.name, file_digest(path)]).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+    return _listing_digest((path.name, path) for path in items)
 
 
 def tree_fingerprint(root: str | Path, paths: Iterable[str | Path]) -> str:
     """sha256 of the files' paths below ``root`` and their contents: which file lies where in a dataset (a normal
     moved from test to train changes it), but not where the dataset itself lies."""
     root = Path(root)
-    listing = sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in paths)
+    return _listing_digest(sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in paths))
+
+
+def _listing_digest(listing: Iterable[tuple[str, Path]]) -> str:
+    """sha256 of (key, file contents) lines, in the given order: the two file fingerprints differ only in the key."""
     digest = hashlib.sha256()
-    for relative, path in listing:
-        digest.update(canonical_json([relative, file_digest(path)]).encode())
+    for key, path in listing:
+        digest.update(canonical_json([key, file_digest(path)]).encode())
         digest.update(b"\n")
     return digest.hexdigest()
 
