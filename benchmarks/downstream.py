@@ -8,7 +8,9 @@ once per generator and seed, the generation-quality measures. After every run it
 * ``downstream_<preset>.json``: every run and quality record (the resume point: runs already
   in it are skipped, so an interrupted benchmark continues where it stopped);
 * ``downstream_<preset>.md``: the headline table (pretrained PatchCore and PaDiM, then the segmenter
-  and the segmenter with the normal prior for every source), then per-detector tables with gains paired by seed;
+  and the segmenter with the normal prior for every source), the verdict on the diffusion generator, every
+  recipe of the verdict's detector seed by seed (``downstream_reports.py``), then per-detector tables with gains
+  paired by seed;
 * ``downstream_<preset>_gains.png``: the gains over ``none`` as a bar chart;
 * ``downstream_<preset>_sources.png``: every recipe of the verdict's sources on its detector, seeds as dots;
 * ``samples/<preset>/<generator>.png``: generated samples next to their mask overlays.
@@ -46,13 +48,10 @@ from anomaly_synth_aug.data.fewshot import DEFAULT_SHOT_FRACTION  # noqa: E402
 from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder  # noqa: E402
 from anomaly_synth_aug.errors import InvalidInputError  # noqa: E402
 from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
-    ABLATIONS,
     DETECTORS,
     GENERATORS,
-    SHOTS_PLUS,
     JudgedSources,
     Preset,
-    fit_costs,
     generates,
     judged_sources,
     measure_generation_quality,
@@ -61,24 +60,25 @@ from anomaly_synth_aug.evaluation.downstream import (  # noqa: E402
     resolve_preset,
     run_experiment,
     same_preset,
-    write_report_files,
 )
 from anomaly_synth_aug.evaluation.readme_tables import sync_readme  # noqa: E402
-from anomaly_synth_aug.evaluation.reporting import ResultsStore, ablation_markdown, headline_markdown  # noqa: E402
-from anomaly_synth_aug.evaluation.source_chart import plot_sources  # noqa: E402
-from anomaly_synth_aug.evaluation.source_verdict import verdict_markdown  # noqa: E402
+from anomaly_synth_aug.evaluation.reporting import ResultsStore  # noqa: E402
 from anomaly_synth_aug.generators.fit_store import FitStore  # noqa: E402
 from anomaly_synth_aug.utils.imports import import_all_submodules  # noqa: E402
 from anomaly_synth_aug.visualization import render_sample_grid, save_grid  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling downstream_matrix.py, however it is loaded
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings downstream_*.py, however it is loaded
 from downstream_matrix import (  # noqa: E402
-    ANCHOR_PAIRS,
     DEFAULT_SEEDS,
     FULL_MATRICES,
-    SOURCES,
     Pair,
     matrix_pairs,
+)
+from downstream_reports import (  # noqa: E402
+    VERDICT_DETECTOR,
+    ablation_table,
+    readme_block,
+    write_reports,
 )
 
 logger = logging.getLogger("benchmarks.downstream")
@@ -86,25 +86,7 @@ logger = logging.getLogger("benchmarks.downstream")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 DEFAULT_DATASETS = [SHARED_DATA / "magnetic_tile", SHARED_DATA / "mvtec_screw"]
-#: Rows of the headline table: (detector, source, label).
-HEADLINE_ROWS: list[tuple[str, str, str]] = [
-    ("patchcore", "real_paste", "none (one-class; thresholds on pasted shots)"),
-    ("padim", "real_paste", "none (one-class; thresholds on pasted shots)"),
-    ("patchcore_native", "real_paste", "none (one-class, native scale; thresholds on pasted shots)"),
-    ("padim_native", "real_paste", "none (one-class, native scale; thresholds on pasted shots)"),
-    *(("segmenter", source, source) for source in SOURCES),
-    *(("segmenter_prior", source, source) for source in (*SOURCES, *SHOTS_PLUS)),  # a lever of this detector's
-]
 SAMPLES_IN_GRID = 8
-#: The detector the verdict on the diffusion generator is read on: the strongest supervised one.
-VERDICT_DETECTOR = "segmenter_prior"
-VERDICT_NOTE = (
-    "Per source of defects, its best recipe (alone, next to the shots, on top of the shots) by mean pixel AP, "
-    "among rows with 3 seeds; diffusion must beat every other source's pixel AP by 0.03, not fall below the "
-    "image AUROC of any of their 3-seed recipes, and reach the best one-class anchor on both "
-    "(`anomaly_synth_aug/evaluation/source_verdict.py`)."
-)
-
 #: Where ``benchmarks/shot_validation.py`` records its picks (``<dir>/<dataset>/choice.json``).
 CHOICES_DIR = PROJECT_ROOT / "benchmarks" / "results" / "shot_validation"
 
@@ -230,72 +212,6 @@ def judged_for(store: ResultsStore, choices: Path | None = CHOICES_DIR) -> Judge
     shot_fraction = (store.meta.get("preset") or {}).get("shot_fraction", DEFAULT_SHOT_FRACTION)
     data = store.meta.get("data")
     return judged_sources(data, choices, VERDICT_DETECTOR, shot_fraction=shot_fraction, root=PROJECT_ROOT)
-
-
-def readme_block(block: str, data: Path, store: ResultsStore) -> str:
-    """The README marker name of one of ``store``'s tables: ``headline:magnetic_tile``, and for results with capped
-    shots (as their file records, whatever the command line says) ``headline:magnetic_tile:shots5``, so that a
-    capped run never overwrites the main tables and the reverse."""
-    cap = (store.meta.get("preset") or {}).get("max_shots_per_type")
-    return f"{block}:{data.name}" + ("" if cap is None else f":shots{cap}")
-
-
-def headline_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
-    """The headline table of one dataset's results file (every recorded run of ``preset``), with the variant
-    chosen on held-back shots (``judged``), if any, under the recipe it replaces in the verdict."""
-    rows = list(HEADLINE_ROWS)
-    if judged is not None and judged.replaced is not None:
-        for default, chosen in (judged.replaced, *judged.counterparts.items()):
-            here = (VERDICT_DETECTOR, default, default)
-            at = rows.index(here) + 1 if here in rows else len(rows)
-            rows.insert(at, (VERDICT_DETECTOR, chosen, f"{chosen} (chosen on held-back shots)"))
-    runs = store.preset_runs(preset)
-    return headline_markdown(runs, rows, anchors=ANCHOR_PAIRS, fit_seconds=fit_costs(store))
-
-
-def verdict_table(store: ResultsStore, preset: str, judged: JudgedSources | None = None) -> str:
-    """Each source family's best recipe on ``VERDICT_DETECTOR`` and whether diffusion beats them all ("" if none),
-    headed by ``judged``'s note on a pick made on held-back shots."""
-    judged = judged or JudgedSources()
-    table = verdict_markdown(
-        store.preset_runs(preset),
-        VERDICT_DETECTOR,
-        anchors=ANCHOR_PAIRS,
-        families=judged.families,
-        unjudged=judged.unjudged,
-    )
-    return f"{judged.note}\n\n{table}" if table and judged.note else table
-
-
-def ablation_table(store: ResultsStore, preset: str) -> str:
-    """The ablations on ``VERDICT_DETECTOR``, each paired with the recipe it changes ("" when none has run)."""
-    runs = [r for r in store.preset_runs(preset) if r["detector"] == VERDICT_DETECTOR]
-    return ablation_markdown(runs, ABLATIONS, headings=False)
-
-
-def write_reports(store: ResultsStore, out: Path, preset: str, judged: JudgedSources) -> dict[str, str]:
-    """``downstream_<preset>.md`` and its charts from everything in the store, headed by the headline table, the
-    verdict on the diffusion generator (judging ``judged``, from ``judged_for``) and the chart of every recipe
-    behind it. Returns those two tables by README block name, for ``--readme``."""
-    tables = {"headline": headline_table(store, preset, judged), "verdict": verdict_table(store, preset, judged)}
-    headline = tables["headline"]
-    if verdict := tables["verdict"]:
-        headline += f"\n### Does the diffusion generator beat every other source?\n\n{VERDICT_NOTE}\n\n{verdict}\n"
-    path = out / f"downstream_{preset}_sources.png"
-    chart = plot_sources(
-        store.preset_runs(preset),
-        path,
-        VERDICT_DETECTOR,
-        anchors=ANCHOR_PAIRS,
-        families=judged.families,
-        unjudged=judged.unjudged,
-    )
-    if chart:
-        headline += f"\n![every recipe by source]({chart.name})\n"  # drawn before any row has 3 seeds too
-    else:
-        path.unlink(missing_ok=True)  # no recipe on the verdict's detector: no chart of an older state
-    write_report_files(store, out, preset, headline)
-    return tables
 
 
 def preset_work_dir(work_dir: Path, data: Path, preset: Preset) -> Path:

@@ -14,7 +14,7 @@ def _run(generator: str, detector: str, seed: int, image: float, pixel: float) -
             "timings": {"generator_fit_s": 0.0, "train_s": 60.0, "test_s": 6.0}}  # fmt: skip
 
 
-def test_report_only_fills_the_headline_verdict_and_ablation_blocks(tmp_path: Path) -> None:
+def test_report_only_fills_the_headline_verdict_ablation_and_seed_blocks(tmp_path: Path) -> None:
     downstream = load_script("downstream")
     runs = [
         *(_run("shots_only", "segmenter_prior", s, 0.90, 0.60) for s in range(3)),
@@ -27,7 +27,7 @@ def test_report_only_fills_the_headline_verdict_and_ablation_blocks(tmp_path: Pa
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"meta": {"data": "tiny"}, "runs": runs, "quality": []}))
     readme = tmp_path / "README.md"
-    blocks = ("headline", "verdict", "ablations")
+    blocks = ("headline", "verdict", "ablations", "seeds")
     readme.write_text("".join(f"<!-- {b}:tiny -->\nstale\n<!-- /{b}:tiny -->\n" for b in blocks) + "end\n")
     argv = ["--data", str(tmp_path / "tiny"), "--out", str(tmp_path / "out"), "--report-only", "--readme", str(readme)]
     assert downstream.main(argv) == 0
@@ -40,6 +40,13 @@ def test_report_only_fills_the_headline_verdict_and_ablation_blocks(tmp_path: Pa
     verdict = text[text.index("<!-- verdict:tiny -->") : text.index("<!-- /verdict:tiny -->")]
     assert "`shots_only`" in verdict and "`padim_native`" in verdict
     assert (tmp_path / "out" / "tiny" / "downstream_full_sources.png").stat().st_size > 0
+    seeds = text[text.index("<!-- seeds:tiny -->") : text.index("<!-- /seeds:tiny -->")]
+    assert "| `diffusion_with_shots` | 3 |" in seeds and "0.400 / 0.410 / 0.420" in seeds
+    assert "-0.190 (-0.200, -0.190, -0.180)" in seeds  # paired with the shots alone, seed by seed
+    assert "– / 0.350 / 0.350" in seeds and "0.100" not in seeds  # segmenter_prior's runs, not the segmenter's
+    assert "| `padim_native` (no defects) | 3 |" in seeds
+    report = (tmp_path / "out" / "tiny" / "downstream_full.md").read_text()
+    assert "recipe by seed" in report and "0.400 / 0.410 / 0.420" in report
 
 
 def _choice_record(data: Path, chosen: str, default: str = "diffusion_with_shots", **layout: object) -> dict:
@@ -80,11 +87,12 @@ def _readme_block(readme: Path, block: str) -> str:
 
 def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path) -> None:
     downstream = load_script("downstream")
+    reports = load_script("downstream_reports")
     data, results = _chosen_setup(tmp_path, _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots"))
     store = downstream.ResultsStore(results)
-    assert "met so far" in downstream.verdict_table(store, "full")  # the default would have won on test
-    assert "met so far" in downstream.verdict_table(store, "full", downstream.judged_for(store, None))
-    verdict = downstream.verdict_table(store, "full", downstream.judged_for(store, tmp_path / "choices"))
+    assert "met so far" in reports.verdict_table(store, "full")  # the default would have won on test
+    assert "met so far" in reports.verdict_table(store, "full", downstream.judged_for(store, None))
+    verdict = reports.verdict_table(store, "full", downstream.judged_for(store, tmp_path / "choices"))
     assert verdict.startswith("`diffusion_no_inversion_with_shots` is judged in place of `diffusion_with_shots`")
     assert "| diffusion | `diffusion_no_inversion_with_shots` | 3 |" in verdict and "missed so far" in verdict
     readme = tmp_path / "README.md"
@@ -100,11 +108,12 @@ def test_the_verdict_judges_the_variant_chosen_on_held_back_shots(tmp_path: Path
     assert "is judged in place of" in report
     default_row = report.index("| segmenter_prior | diffusion_with_shots | 3 |")
     assert report.index("| diffusion_no_inversion_with_shots (chosen on held-back shots) | 3 |") > default_row
-    assert "(chosen on held-back shots)" not in downstream.headline_table(store, "full")
+    assert "(chosen on held-back shots)" not in reports.headline_table(store, "full")
 
 
 def test_the_chosen_generator_on_top_of_the_shots_is_judged_and_shown_under_its_default(tmp_path: Path) -> None:
     downstream = load_script("downstream")
+    reports = load_script("downstream_reports")
     data, results = _chosen_setup(tmp_path, _choice_record(tmp_path / "tiny", "diffusion_no_inversion_with_shots"))
     record = json.loads(results.read_text())
     record["runs"] += [
@@ -113,12 +122,12 @@ def test_the_chosen_generator_on_top_of_the_shots_is_judged_and_shown_under_its_
     ]
     results.write_text(json.dumps(record))
     store = downstream.ResultsStore(results)
-    assert "met so far" in downstream.verdict_table(store, "full")  # without the pick: the default generator wins
+    assert "met so far" in reports.verdict_table(store, "full")  # without the pick: the default generator wins
     judged = downstream.judged_for(store, tmp_path / "choices")
-    verdict = downstream.verdict_table(store, "full", judged)
+    verdict = reports.verdict_table(store, "full", judged)
     assert "`shots_plus_diffusion_no_inversion` in place of `shots_plus_diffusion`" in verdict
     assert "| diffusion | `shots_plus_diffusion_no_inversion` | 3 |" in verdict and "missed so far" in verdict
-    headline = downstream.headline_table(store, "full", judged)
+    headline = reports.headline_table(store, "full", judged)
     default_row = headline.index("| segmenter_prior | shots_plus_diffusion | 3 |")
     assert headline.index("| shots_plus_diffusion_no_inversion (chosen on held-back shots) | 3 |") > default_row
 

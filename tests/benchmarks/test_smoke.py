@@ -10,7 +10,7 @@ from shared_fixtures import TEST_METRICS, assert_ranking_metrics, load_script
 
 from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.evaluation.downstream import WITH_SHOTS
+from anomaly_synth_aug.evaluation.downstream import ABLATIONS, WITH_SHOTS
 
 
 @pytest.mark.slow
@@ -242,7 +242,7 @@ def test_defect_contrast_script_applies_sampling_options(tiny_mvtec: Path, tmp_p
 
 def test_full_preset_defaults_to_the_core_matrix() -> None:
     """Without --matrix: the four anchors; the prior segmenter on the shots, and on pasted shots and diffusion with the shots."""
-    script = load_script("downstream")
+    script, matrix = load_script("downstream"), load_script("downstream_matrix")
     assert script.parse_args([]).matrix is None
     core = script.matrix_pairs("full", None, None)
     anchors = {d for g, d in core if g == "real_paste" and d != "segmenter_prior"}
@@ -256,21 +256,21 @@ def test_full_preset_defaults_to_the_core_matrix() -> None:
     assert prior == [pair for pair in core if pair[1] == "segmenter_prior"]  # the core without its anchors
     sources = script.matrix_pairs("full", None, None, "sources")
     assert set(core) < set(sources) and set(plain) < set(sources)
-    assert {g for g, d in sources if d == "segmenter"} == set(script.SOURCES)  # every row of the headline table
+    assert {g for g, d in sources if d == "segmenter"} == set(matrix.SOURCES)  # every row of the headline table
     prior_sources = script.matrix_pairs("full", None, None, "prior_sources")
     assert set(core) < set(prior_sources) and {d for _, d in prior_sources} - {d for _, d in core} == set()
     assert {("none", "segmenter_prior"), ("shots_plus_diffusion", "segmenter_prior")} < set(prior_sources)
-    headline = {(g, d) for d, g, _ in script.HEADLINE_ROWS}
+    headline = {(g, d) for d, g, _ in load_script("downstream_reports").HEADLINE_ROWS}
     assert set(prior_sources) < headline  # every row it runs is in the headline table
     prior_ablations = script.matrix_pairs("full", None, None, "prior_ablations")
     assert {d for _, d in prior_ablations} == {"segmenter_prior"}
-    compared_with = {script.ABLATIONS[g][0] for g, _ in prior_ablations}
+    compared_with = {ABLATIONS[g][0] for g, _ in prior_ablations}
     assert compared_with == {"diffusion_with_shots", "real_paste_with_shots"}  # core rows: they run on every seed
     assert {"diffusion_no_disentangle_with_shots", "diffusion_no_inversion_with_shots"} < {g for g, _ in prior_ablations}
     assert ("real_paste_context_with_shots", "segmenter_prior") in prior_ablations  # placement judged on both sources
     everything = script.matrix_pairs("full", None, None, "all")
     assert set(sources) < set(everything) and set(prior_ablations) < set(everything)
-    assert not {g for g, d in everything if d == "segmenter"} & set(WITH_SHOTS) - set(script.SOURCES)
+    assert not {g for g, d in everything if d == "segmenter"} & set(WITH_SHOTS) - set(matrix.SOURCES)
     assert ("diffusion_no_filter", "segmenter") in everything
     assert ("real_paste", "segmenter_image_only") in everything  # what the normal memory adds
     assert ("real_paste", "segmenter_scratch") in everything  # the from-scratch network is an ablation row
