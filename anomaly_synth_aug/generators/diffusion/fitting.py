@@ -62,6 +62,18 @@ FEW_SHOTS_WARNING = 3
 AUTO = "auto"
 #: The scale an ``"auto"`` generator uses for a type it has no calibrated scale for (saved before calibration).
 FALLBACK_GUIDANCE = 5.0
+#: Options that change how the denoiser trains (its network shape is checked apart): a training checkpoint made
+#: with other values belongs to another fit and is refused, never resumed with its old optimiser and weights.
+TRAINING_OPTIONS = (
+    "learning_rate",
+    "batch_size",
+    "normal_fraction",
+    "masked_loss",
+    "background_disentangle",
+    "adaptive_weighting",
+    "fill",
+    "max_aspect",
+)
 
 
 class FittingMixin:
@@ -270,9 +282,10 @@ class FittingMixin:
         }
         if self.window_scale is not None:  # only then: checkpoints written before the option still resume
             identity.update(window_scale=self.window_scale, max_windows=self.max_windows)
+        identity["training"] = {name: getattr(self, name) for name in TRAINING_OPTIONS}
         if training_data is not None:
             identity["training_data"] = training_data
         return identity
 
 
-__all__ = ["AUTO", "FALLBACK_GUIDANCE", "FEW_SHOTS_WARNING", "FittingMixin"]
+__all__ = ["AUTO", "FALLBACK_GUIDANCE", "FEW_SHOTS_WARNING", "TRAINING_OPTIONS", "FittingMixin"]

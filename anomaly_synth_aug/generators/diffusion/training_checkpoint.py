@@ -26,7 +26,7 @@ TRAINING_STATE_FILE = "training_state.pt"
 TRAINING_IDENTITY_FILE = "training_identity.json"
 
 #: Identity entries that checkpoints written before them lack; such a checkpoint still resumes.
-_RECORDED_LATER = frozenset({"training_data"})
+_RECORDED_LATER = frozenset({"training_data", "training"})
 
 
 def training_data_digest(normal_images: Sequence[torch.Tensor], shots: Sequence[AnomalySample]) -> str:

@@ -331,6 +331,32 @@ def test_a_finished_checkpoint_of_other_shots_is_refused_not_returned(tmp_path: 
     assert again.training_report.resumed_from_step == 4
 
 
+@pytest.mark.parametrize(
+    "change", [{"learning_rate": 0.05}, {"batch_size": 2}, {"background_disentangle": False}, {"normal_fraction": 0.0}]
+)
+def test_a_checkpoint_trained_with_other_settings_is_refused_not_resumed(tmp_path: Path, change: dict) -> None:
+    """The identity left the training options out: a fit with another learning rate, batch or loss got the old
+    fit's finished weights (or resumed its optimiser), silently."""
+    import json
+
+    from anomaly_synth_aug.generators.diffusion.training_checkpoint import TRAINING_IDENTITY_FILE
+
+    DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
+        normals(), shots(), generator=_seed(0)
+    )
+    with pytest.raises(CheckpointMismatchError, match=f"training: checkpoint has .*{next(iter(change))}"):
+        DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **{**FAST, **change}).fit(
+            normals(), shots(), generator=_seed(0)
+        )
+    identity_file = tmp_path / TRAINING_IDENTITY_FILE  # a checkpoint written before the options were recorded
+    identity = json.loads(identity_file.read_text())
+    del identity["training"]
+    identity_file.write_text(json.dumps(identity))
+    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
+    again.fit(normals(), shots(), generator=_seed(0))
+    assert again.training_report.resumed_from_step == 4
+
+
 def test_bad_training_input_is_explained(caplog: pytest.LogCaptureFixture) -> None:
     generator = DiffusionAnomalyGenerator(**FAST)
     with pytest.raises(InvalidInputError, match="no defect shots"):
