@@ -54,6 +54,7 @@ from anomaly_synth_aug.data.fewshot import (
 from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image
 from anomaly_synth_aug.data.mvtec_folder import check_folder_masks, check_folder_root
 from anomaly_synth_aug.data.real_anomalies import (
+    check_real_test_split,
     check_test_masks,
     real_anomaly_records,
     resolved,
@@ -222,6 +223,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
     # ------------------------------------------------------------------ setup
     def _setup(self, _stage: str | None = None) -> None:
         check_folder_masks(self.datamodule)  # before anomalib pairs them and fails without naming a file
+        check_real_test_split(self.datamodule)  # before anomalib replaces the real test anomalies
         release_wrapped_val_split(self.datamodule, self.val_split)
         self.datamodule.setup(_stage)
         shots, _ = split_records(real_anomaly_records(self.datamodule), self.shot_fraction)

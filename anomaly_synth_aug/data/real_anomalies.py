@@ -15,13 +15,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anomalib.data.utils import ValSplitMode
+from anomalib.data.utils import TestSplitMode, ValSplitMode
 from PIL import Image
 
 from anomaly_synth_aug.data.dataset import row_mask_path
 from anomaly_synth_aug.data.fewshot import DefectRecord
 from anomaly_synth_aug.data.io import image_size, load_mask
 from anomaly_synth_aug.data.sample import ANOMALOUS_LABEL
+from anomaly_synth_aug.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from anomalib.data import AnomalibDataModule
@@ -58,6 +59,17 @@ def real_anomaly_records(datamodule: AnomalibDataModule) -> list[DefectRecord]:
                 defect_type=image_path.parent.name,
             )
     return list(records.values())
+
+
+def check_real_test_split(datamodule: AnomalibDataModule) -> None:
+    """Refuse ``test_split_mode="synthetic"`` before the wrapped datamodule is set up: anomalib then replaces the
+    test anomalies with its own synthetic ones, which would become the shots, and no real defect is tested."""
+    if getattr(datamodule, "test_split_mode", None) == TestSplitMode.SYNTHETIC:
+        raise InvalidInputError(
+            "the wrapped datamodule has test_split_mode='synthetic': its test anomalies would be anomalib's own "
+            "synthetic images, not real defects, so they cannot be the shots or the test set",
+            fix="use test_split_mode='from_dir' (the real test folders); the generator makes the synthetic defects",
+        )
 
 
 def check_test_masks(dataset: Dataset, *, mask_threshold: int) -> None:

@@ -44,6 +44,16 @@ def test_shots_follow_protocol_and_never_reach_evaluation(tiny_mvtec: Path, fake
     assert held_out <= evaluated  # every non-shot anomaly is still evaluated
 
 
+def test_a_synthetic_test_split_is_refused_before_its_fake_defects_become_the_shots(
+    tiny_mvtec: Path, fake_generator
+) -> None:
+    """anomalib's synthetic test split replaced the real test anomalies; they silently became the shots."""
+    wrapped = make_folder_datamodule(tiny_mvtec, test_split_mode="synthetic", seed=0)
+    datamodule = SyntheticAnomalyDataModule(wrapped, generator=fake_generator)
+    with pytest.raises(InvalidInputError, match="test_split_mode='synthetic'.*Fix: use test_split_mode='from_dir'"):
+        datamodule.setup()
+
+
 def test_capped_shots_train_fewer_and_leave_the_evaluation_set_as_it_was(tiny_mvtec: Path, fake_generator) -> None:
     def evaluated(max_shots_per_type: int | None) -> tuple[SyntheticAnomalyDataModule, set[Path]]:
         wrapped = make_folder_datamodule(tiny_mvtec)
