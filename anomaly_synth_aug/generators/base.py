@@ -399,19 +399,25 @@ def resolve_generator(value: AnomalyGenerator | str) -> AnomalyGenerator:
     """
     if isinstance(value, AnomalyGenerator):
         return value
-    if isinstance(value, str):
-        target = AnomalyGenerator._registry.get(value) or _import_packaged_generator(value)
-        if target is None and "." in value:
-            module, _, name = value.rpartition(".")
+    return generator_class(value)()
+
+
+def generator_class(name: object) -> type[AnomalyGenerator]:
+    """The generator class of a class name (``"RealShotPasteGenerator"``) or a dotted path, without building it
+    (a ``MixtureGenerator`` has no default to build); a clear error listing the names otherwise."""
+    if isinstance(name, str):
+        target = AnomalyGenerator._registry.get(name) or _import_packaged_generator(name)
+        if target is None and "." in name:
+            module, _, attribute = name.rpartition(".")
             try:
-                target = getattr(importlib.import_module(module), name, None)
+                target = getattr(importlib.import_module(module), attribute, None)
             except ImportError:
                 target = None
         if isinstance(target, type) and issubclass(target, AnomalyGenerator) and not inspect.isabstract(target):
-            return target()
+            return target
     known = sorted(PACKAGED_GENERATORS)
     raise InvalidInputError(
-        f"cannot make a generator from {value!r} ({type(value).__name__})",
+        f"cannot make a generator from {name!r} ({type(name).__name__})",
         fix=f"pass a generator instance, e.g. RealShotPasteGenerator(), or one of the names {known}",
     )
 

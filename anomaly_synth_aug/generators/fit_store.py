@@ -161,14 +161,15 @@ class FitStore:
         In place because datasets may already hold this generator object. A generator with
         ``components`` (``MixtureGenerator``) has each learned component, at any depth, fitted or
         loaded by its own key. ``keep`` also stores generators that learn nothing themselves (classic ones, mixtures)
-        under their key, so that one folder holds everything ``AnomalyGenerator.load`` needs.
+        under their key, so that one folder holds everything ``AnomalyGenerator.load`` needs, and saves a loaded
+        fit again when the caller's sampling options differ from the folder's (the key leaves them out).
         """
         if getattr(generator, "components", None) is not None:
             fingerprint = data.fingerprint()
             actions = [self._fit_or_load_one(leaf, data, fingerprint) for leaf in _learned_leaves(generator)]
             action: Action = "fitted" if "fitted" in actions else "loaded" if actions else "not_needed"
         elif generator.requires_fit:
-            return self._fit_or_load_one(generator, data, None)
+            action = self._fit_or_load_one(generator, data, None)
         else:
             action = "not_needed"
         if keep:

@@ -198,6 +198,18 @@ def test_keep_saves_the_sampling_options_of_the_latest_run(tmp_path: Path, tiny_
         assert kept.weights == weights
 
 
+def test_keep_saves_a_loaded_learned_generators_sampling_options(tmp_path: Path, tiny_mvtec: Path) -> None:
+    """A learned generator returned before the kept folder was saved again: ``fit-generator`` with another
+    sampling mode printed a folder that still held the first run's options."""
+    store = FitStore(tmp_path / "fits")
+    for side in (6, 4):
+        generator = SamplingSideGenerator(side=side)
+        expected = "fitted" if side == 6 else "loaded"
+        assert store.fit_or_load(generator, fit_data(tiny_mvtec, generator), keep=True) == expected
+        kept = AnomalyGenerator.load(store.folder_for(generator, fit_data(tiny_mvtec, generator)))
+        assert kept.side == side and torch.equal(kept.brightness, generator.brightness)
+
+
 def test_an_interrupted_save_keeps_the_previous_fit(tmp_path: Path, tiny_mvtec: Path) -> None:
     store = FitStore(tmp_path / "fits")
     data = fit_data(tiny_mvtec, CountingLearnedGenerator())

@@ -87,6 +87,17 @@ def test_save_load_keeps_components_and_weights_change_on_load(tmp_path: Path) -
         AnomalyGenerator.load(folder, generators=["PerlinGenerator"])
 
 
+def test_a_nested_mixture_loads_back(tmp_path: Path) -> None:
+    """A component was rebuilt by calling its class without arguments first, which a mixture cannot take."""
+    inner = MixtureGenerator([PerlinGenerator(), CutPasteGenerator()], weights=[1, 0])
+    outer = MixtureGenerator([RealShotPasteGenerator(), inner], weights=[0, 1])
+    outer.fit(normals(), shots(), generator=torch.Generator().manual_seed(0))
+    loaded = AnomalyGenerator.load(outer.save(tmp_path / "nested"))
+    assert isinstance(loaded.components[1], MixtureGenerator) and loaded.components[1].weights == [1.0, 0.0]
+    assert loaded.fingerprint() == outer.fingerprint()
+    assert loaded.generate(_images(2), generator=0).defect_types == ["perlin"] * 2
+
+
 def test_components_by_name_and_bad_arguments() -> None:
     assert isinstance(MixtureGenerator(["PerlinGenerator", "CutPasteGenerator"]).components[1], CutPasteGenerator)
     with pytest.raises(InvalidInputError, match="at least one"):
