@@ -220,6 +220,8 @@ class RealShotPasteGenerator(ClassicGenerator):
         makes every defect pixel interior."""
         clone_area = dilate(defect, 2) & valid
         aligned_source, region = blend_patch(image, crop, clone_area.float(), top, left)
+        if not bool(region.any()):  # rescaling dropped a thin defect: nothing to clone, the caller draws again
+            return image.clone(), region
         return seamless_clone(image, aligned_source, region, "normal"), region
 
     # ------------------------------------------------------------ persistence

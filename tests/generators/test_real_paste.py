@@ -82,6 +82,18 @@ def test_poisson_blend_stays_near_the_defect() -> None:
     assert 0 < int(mask.sum()) <= int(torch.nn.functional.max_pool2d(shot.mask[None].float(), 5, 1, 2).sum())
 
 
+def test_poisson_blend_of_a_thin_scratch_that_rescaling_drops_draws_again() -> None:
+    """Nearest-neighbour rescaling can drop a 1 px scratch; cloning its empty region raised a bare ValueError."""
+    image = surface(64, 64, seed=1)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[30, 20:40] = True
+    scratch = AnomalySample(image=torch.where(mask, torch.zeros_like(image), image), mask=mask, defect_type="scratch")
+    generator = RealShotPasteGenerator(blend="poisson", rotation=0.0).fit([], [scratch])
+    for seed in range(40):
+        batch = generator.generate([surface(64, 64, seed=seed)], generator=_seed(seed))
+        assert bool(batch.masks[0].any())
+
+
 def test_saved_shots_make_the_dataset_unnecessary(tmp_path: Path) -> None:
     original = RealShotPasteGenerator().fit([], shots())
     folder = original.save(tmp_path / "paste")
