@@ -144,13 +144,23 @@ def _pending_records(layout: CacheLayout) -> list[ManifestEntry]:
     return [entry for shard in layout.shards_dir.glob("*.jsonl") for entry in read_manifest(layout, shard).entries]
 
 
+#: Files that file browsers and network file systems drop into any folder: never the cache's, never a problem.
+OS_METADATA_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+OS_METADATA_PREFIXES = ("._", ".nfs")
+
+
+def is_os_metadata(name: str) -> bool:
+    """Whether ``name`` is an operating system's own file (macOS Finder, Windows Explorer, NFS)."""
+    return name in OS_METADATA_FILES or name.startswith(OS_METADATA_PREFIXES)
+
+
 def _scan_files(layout: CacheLayout, report: VerifyReport, listed: set[str]) -> None:
-    """Sort every file under the cache into listed, pending shard, temp or unlisted."""
+    """Sort every file under the cache into listed, pending shard, temp or unlisted (OS metadata is skipped)."""
     for dirpath, dirnames, filenames in os.walk(layout.root):
         folder = Path(dirpath)
         for name in dirnames + filenames:
             path = folder / name
-            if name in dirnames and not path.is_symlink():
+            if (name in dirnames and not path.is_symlink()) or (name in filenames and is_os_metadata(name)):
                 continue
             relative = path.relative_to(layout.root).as_posix()
             if relative in (HEADER_FILE, MANIFEST_FILE) or relative in listed:

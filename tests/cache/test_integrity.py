@@ -74,6 +74,17 @@ def test_missing_unlisted_and_temp_files_are_detected(filled_cache: SampleCache)
     assert not report.ok and not report.complete
 
 
+def test_files_an_operating_system_drops_into_the_cache_are_not_problems(filled_cache: SampleCache) -> None:
+    """A Finder ``.DS_Store`` in a complete cache made it unusable, and the error said to delete the cache."""
+    for name in (".DS_Store", "images/dent/Thumbs.db", "ground_truth/._000000_mask.png", ".nfs000123"):
+        (filled_cache.root / name).write_bytes(b"x")
+    (filled_cache.root / "images" / "dent" / "notes.txt").write_bytes(b"x")  # anything else still counts
+    report = verify(filled_cache.root)
+    assert report.unlisted == ["images/dent/notes.txt"]
+    (filled_cache.root / "images" / "dent" / "notes.txt").unlink()
+    assert verify(filled_cache.root).ok
+
+
 def test_lines_from_another_generator_or_plan_are_foreign(filled_cache: SampleCache) -> None:
     entry = first_entry(filled_cache)
     shutil.copy(filled_cache.root / entry.image, filled_cache.root / "images/dent/000003.png")
