@@ -73,14 +73,21 @@ class CachedAnomalyDataset(SyntheticAnomalyDataset):
         self.layout = CacheLayout(Path(cache_dir))
         self.entries = list(entries)
         by_source: dict[str, list[int]] = defaultdict(list)
+        by_name: dict[str, list[int]] = defaultdict(list)
         for position, entry in enumerate(self.entries):
             by_source[entry.source].append(position)
+            by_name[Path(entry.source).name].append(position)
         self._by_source = dict(by_source)
+        #: A moved dataset still matches its cache (the header knows its files by name and contents), so a
+        #: normal whose path is not the recorded one finds its samples by file name.
+        self._by_name = dict(by_name)
 
     def cached_sample(self, index: int) -> AnomalySample:
-        """The cached anomaly that stands in for item ``index`` this epoch."""
-        source = str(Path(self.samples.iloc[index].image_path).resolve())
-        candidates = self._by_source.get(source) or range(len(self.entries))
+        """The cached anomaly that stands in for item ``index`` this epoch: one made from its own normal."""
+        source = Path(self.samples.iloc[index].image_path).resolve()
+        candidates = (
+            self._by_source.get(str(source)) or self._by_name.get(source.name) or range(len(self.entries))
+        )
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, int(index), self.pick_stream])
         entry = self.entries[candidates[int(rng.integers(len(candidates)))]]
         return load_sample(

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,20 @@ def test_cached_sample_comes_from_the_items_own_normal(folder, fake_generator, t
         item = dataset[index]
         own_normal = str(Path(dataset.samples.iloc[index].image_path).resolve())
         assert sources[str(Path(item.image_path).resolve())] == own_normal
+
+
+def test_a_moved_dataset_still_finds_each_normals_own_samples(folder, fake_generator, tmp_path: Path) -> None:
+    """The cache is reused after the dataset moves (it knows its files by name and contents), but samples were
+    looked up by the recorded absolute path: every item silently drew any cached sample instead of its own."""
+    built = build(folder, fake_generator, tmp_path / "cache", samples_per_type=12, anomaly_ratio=1.0)
+    recorded_elsewhere = [dataclasses.replace(e, source=f"/elsewhere/good/{Path(e.source).name}") for e in built.entries]
+    dataset = CachedAnomalyDataset(
+        folder.train_data, fake_generator, tmp_path / "cache", recorded_elsewhere, anomaly_ratio=1.0, seed=3
+    )
+    names = {str((tmp_path / "cache" / e.image).resolve()): Path(e.source).name for e in dataset.entries}
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert names[str(Path(item.image_path).resolve())] == Path(dataset.samples.iloc[index].image_path).name
 
 
 def test_augmentations_apply_to_image_and_mask(folder, fake_generator, tmp_path: Path) -> None:
