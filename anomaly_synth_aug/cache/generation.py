@@ -264,9 +264,14 @@ def generate_cache(
     header = make_header(
         generator, source_paths, samples_per_type=samples_per_type, seed=seed, defect_types=types, config=config
     )
+    if root.is_dir():  # a complete cache is only read: it may sit on read-only or shared storage
+        report = verify(root)
+        if cache.matches(header, report):
+            logger.info("Reusing the complete sample cache %s (%d samples).", root, len(report.entries))
+            return report.entries
     check_writable(root)
     with generation_lock(root):
-        report = verify(root)
+        report = verify(root)  # again under the lock: another process may have filled or changed it meanwhile
         if cache.matches(header, report):
             logger.info("Reusing the complete sample cache %s (%d samples).", root, len(report.entries))
             return report.entries

@@ -80,6 +80,24 @@ def test_complete_cache_is_reused_without_a_trainer(
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*")} == stamps
 
 
+def test_a_complete_cache_on_read_only_storage_is_reused(
+    tmp_path: Path, sources: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write probe and the lock came before the check, so a finished cache on a read-only mount was refused.
+    (Root ignores file modes, so the storage is made read-only where the cache would write: probe and lock.)"""
+    first = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(generation, "check_writable", read_only)
+    monkeypatch.setattr(generation, "generation_lock", read_only)
+    again = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+    assert again == first
+    with pytest.raises(OSError, match="Read-only"):  # what is not complete still needs the storage
+        generate_cache(tmp_path / "other", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+
+
 def test_failed_run_resumes_without_loss_or_duplicates(tmp_path: Path, sources: list[Path]) -> None:
     expected = reference_entries(tmp_path / "reference", sources, 3)
     failing = TwoTypeGenerator()
