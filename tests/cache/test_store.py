@@ -290,6 +290,8 @@ def test_writers_through_a_symlink_share_one_lock(tmp_path: Path, sources: list[
             yield
 
     monkeypatch.setattr(generation, "generation_lock", recording)
-    for root in (real, link):
-        generation.generate_cache(root, TwoTypeGenerator(), sources, samples_per_type=1, trainer_kwargs={"logger": False})
+    for root, count in ((real, 1), (link, 2)):  # the second writes too (a complete cache is reused without a lock)
+        generation.generate_cache(
+            root, TwoTypeGenerator(), sources, samples_per_type=count, trainer_kwargs={"logger": False}
+        )
     assert locked == [real.resolve(), real.resolve()]
