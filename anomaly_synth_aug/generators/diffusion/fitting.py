@@ -192,6 +192,19 @@ class FittingMixin:
         )
         return dict(self._guidance_table())
 
+    def check_auto_guidance(self: DiffusionAnomalyGenerator, directory: str | Path) -> None:
+        """Refuse ``guidance_scale="auto"`` on a loaded fit made with a fixed scale (it calibrated none): every
+        type would draw at ``FALLBACK_GUIDANCE``, which no fit chose. Saves older than calibration (no shot
+        contrast either) keep that fallback, with its warning."""
+        if self.guidance_scale == AUTO and not self.calibrated_guidance and self.shot_contrast:
+            raise InvalidInputError(
+                "this generator was fitted with a fixed guidance scale, so it has no per-type scales for "
+                "guidance_scale='auto'",
+                path=directory,
+                fix="load it with its own or another fixed guidance_scale; for 'auto', call "
+                "calibrate_guidance(normal_images) on the loaded generator, then set guidance_scale='auto'",
+            )
+
     def _guidance_table(self: DiffusionAnomalyGenerator) -> dict[str, float]:
         """The calibrated scale per type this generator draws with (it depends on ``match_contrast``)."""
         if self.match_contrast and self.matched_guidance:

@@ -142,6 +142,7 @@ class StorageMixin:
         for key, crop in sorted(load_file(directory / SHOT_MASKS_FILE).items(), key=lambda kv: _mask_key(kv[0])):
             masks_by_type[key.rsplit("/", 1)[0]].append(crop.bool())
         self._mask_bank = ShotMaskBank(masks_by_type)
+        self.check_auto_guidance(directory)  # however it is loaded: load(), AnomalyGenerator.load(), load_state()
 
     def state_fingerprint(self: DiffusionAnomalyGenerator) -> str:
         """Everything a fit leaves that shapes samples: weights, shot masks, per-type choices, the fit version.

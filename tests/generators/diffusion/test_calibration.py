@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from diffusion_helpers import TINY, defect_shot, normals, shots, surface
 
+from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion.calibration import (
@@ -97,6 +99,20 @@ def test_auto_guidance_is_chosen_at_fit_and_saved(tmp_path: Path) -> None:
     assert not fixed.calibrated_guidance and not fixed.guidance_calibration  # a fixed scale is not searched
     fixed.defect_strength = {"dent": 0.5}
     assert fixed.strength_for("dent") == 1.0  # a scale the user fixed means the defects drawn at that scale
+
+
+def test_auto_guidance_on_a_fit_made_with_a_fixed_scale_is_refused(tmp_path: Path) -> None:
+    """It drew every type at the fallback scale 5, which no fit chose, with a warning that blamed an old save."""
+    fixed = DiffusionAnomalyGenerator(category="tiles", guidance_scale=2.0, **FAST)
+    folder = fixed.fit(normals(), shots(), generator=torch.Generator().manual_seed(0)).save(tmp_path / "gen")
+    for load in (DiffusionAnomalyGenerator.load, AnomalyGenerator.load):
+        with pytest.raises(InvalidInputError, match="fixed guidance scale.*calibrate_guidance"):
+            load(folder, guidance_scale="auto")
+    loaded = AnomalyGenerator.load(folder)
+    assert loaded.guidance_for("dent") == 2.0
+    loaded.calibrate_guidance(normals())  # the way to 'auto' the error names
+    loaded.guidance_scale = "auto"
+    assert loaded.guidance_for("dent") in fixed.guidance_candidates
 
 
 def test_strength_keeps_that_share_of_the_generated_change(tmp_path: Path) -> None:
