@@ -174,12 +174,17 @@ def per_seed(runs: Iterable[dict[str, Any]], detector: str, generator: str, metr
     }
 
 
+def paired_differences(ours: Mapping[int, float], theirs: Mapping[int, float]) -> list[float]:
+    """``ours[s] - theirs[s]`` for every seed ``s`` both have, in seed order (``per_seed`` values)."""
+    return [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+
+
 def paired_gain(
     runs: Sequence[dict[str, Any]], detector: str, generator: str, metric: str, baseline: str = BASELINE
 ) -> tuple[float | None, float | None, int]:
     """Mean and std of ``metric(generator, s) - metric(baseline, s)`` over seeds present in both."""
     ours, base = per_seed(runs, detector, generator, metric), per_seed(runs, detector, baseline, metric)
-    differences = [ours[s] - base[s] for s in sorted(ours.keys() & base.keys())]
+    differences = paired_differences(ours, base)
     mean, std = mean_std(differences)
     return mean, std, len(differences)
 
@@ -268,7 +273,7 @@ def headline_markdown(
                     cells.append("—")
                     continue
                 ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, *best_anchor, metric)
-                differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+                differences = paired_differences(ours, theirs)
                 cell = format_cell(*mean_std(differences), signed=True)
                 if differences and len(differences) < len(ours):
                     # Fewer pairs than the row's seeds: say so, or the Δ reads as the row's mean.

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from anomaly_synth_aug.evaluation.reporting import ordered, per_seed
+from anomaly_synth_aug.evaluation.reporting import ordered, paired_differences, per_seed
 
 #: The recipe every other one is paired with, unless the caller names another.
 REFERENCE = "shots_only"
@@ -58,7 +58,8 @@ def by_seed_markdown(
     ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row_detector, generator, label in rows:
-        values = {m: per_seed(runs, row_detector, generator, m) for m in (*MEAN_COLUMNS, PER_SEED_METRIC, "pixel_AUPRO")}
+        metrics = (*MEAN_COLUMNS, PER_SEED_METRIC, "pixel_AUPRO")
+        values = {m: per_seed(runs, row_detector, generator, m) for m in metrics}
         ap = values[PER_SEED_METRIC]
         cells = [label, str(len(values["image_AUROC"]))]
         cells += [_mean(values[m]) for m in MEAN_COLUMNS]
@@ -79,8 +80,9 @@ def _paired(
     runs: Sequence[dict[str, Any]], detector: str, generator: str, reference: str, metric: str, *, each: bool
 ) -> str:
     """Mean of ``generator - reference`` over their common seeds, and with ``each`` every difference."""
-    ours, theirs = per_seed(runs, detector, generator, metric), per_seed(runs, detector, reference, metric)
-    differences = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+    differences = paired_differences(
+        per_seed(runs, detector, generator, metric), per_seed(runs, detector, reference, metric)
+    )
     if not differences:
         return ""
     text = f"{statistics.fmean(differences):+.3f}"

@@ -72,7 +72,9 @@ def test_a_moved_dataset_still_finds_each_normals_own_samples(folder, fake_gener
     """The cache is reused after the dataset moves (it knows its files by name and contents), but samples were
     looked up by the recorded absolute path: every item silently drew any cached sample instead of its own."""
     built = build(folder, fake_generator, tmp_path / "cache", samples_per_type=12, anomaly_ratio=1.0)
-    recorded_elsewhere = [dataclasses.replace(e, source=f"/elsewhere/good/{Path(e.source).name}") for e in built.entries]
+    recorded_elsewhere = [
+        dataclasses.replace(entry, source=f"/elsewhere/good/{Path(entry.source).name}") for entry in built.entries
+    ]
     dataset = CachedAnomalyDataset(
         folder.train_data, fake_generator, tmp_path / "cache", recorded_elsewhere, anomaly_ratio=1.0, seed=3
     )
