@@ -15,6 +15,7 @@ from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError,
 from anomaly_synth_aug.generators.base import AnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import DiffusionAnomalyGenerator
 from anomaly_synth_aug.generators.diffusion import synthesis as synthesis_module
+from anomaly_synth_aug.generators.diffusion.training_checkpoint import TRAINING_IDENTITY_FILE
 from anomaly_synth_aug.generators.fit_store import training_fingerprint
 
 FAST = {**TINY, "max_steps": 4, "max_minutes": None, "batch_size": 4, "num_inference_steps": 3, "progress": False}
@@ -308,12 +309,19 @@ def test_fit_resumes_from_checkpoint_dir_and_refuses_another_category(tmp_path: 
         other.fit(normals(), shots(), generator=_seed(0))
 
 
+def _assert_a_checkpoint_without_it_still_resumes(checkpoint_dir: Path, key: str) -> None:
+    """A checkpoint whose identity predates ``key`` resumes (a finished one: from its last step, 4)."""
+    identity_file = checkpoint_dir / TRAINING_IDENTITY_FILE
+    identity = json.loads(identity_file.read_text())
+    del identity[key]
+    identity_file.write_text(json.dumps(identity))
+    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=checkpoint_dir, **FAST)
+    again.fit(normals(), shots(), generator=_seed(0))
+    assert again.training_report.resumed_from_step == 4
+
+
 def test_a_finished_checkpoint_of_other_shots_is_refused_not_returned(tmp_path: Path) -> None:
     """The identity left the data out: a fit on new shots got the finished fit of the old ones, with 0 steps."""
-    import json
-
-    from anomaly_synth_aug.generators.diffusion.training_checkpoint import TRAINING_IDENTITY_FILE
-
     DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
         normals(), shots(), generator=_seed(0)
     )
@@ -322,13 +330,7 @@ def test_a_finished_checkpoint_of_other_shots_is_refused_not_returned(tmp_path: 
         DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
             normals(), other_shots, generator=_seed(0)
         )
-    identity_file = tmp_path / TRAINING_IDENTITY_FILE  # a checkpoint written before the digest was recorded
-    identity = json.loads(identity_file.read_text())
-    del identity["training_data"]
-    identity_file.write_text(json.dumps(identity))
-    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
-    again.fit(normals(), shots(), generator=_seed(0))
-    assert again.training_report.resumed_from_step == 4
+    _assert_a_checkpoint_without_it_still_resumes(tmp_path, "training_data")  # one from before the digest
 
 
 @pytest.mark.parametrize(
@@ -337,10 +339,6 @@ def test_a_finished_checkpoint_of_other_shots_is_refused_not_returned(tmp_path: 
 def test_a_checkpoint_trained_with_other_settings_is_refused_not_resumed(tmp_path: Path, change: dict) -> None:
     """The identity left the training options out: a fit with another learning rate, batch or loss got the old
     fit's finished weights (or resumed its optimiser), silently."""
-    import json
-
-    from anomaly_synth_aug.generators.diffusion.training_checkpoint import TRAINING_IDENTITY_FILE
-
     DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST).fit(
         normals(), shots(), generator=_seed(0)
     )
@@ -348,13 +346,7 @@ def test_a_checkpoint_trained_with_other_settings_is_refused_not_resumed(tmp_pat
         DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **{**FAST, **change}).fit(
             normals(), shots(), generator=_seed(0)
         )
-    identity_file = tmp_path / TRAINING_IDENTITY_FILE  # a checkpoint written before the options were recorded
-    identity = json.loads(identity_file.read_text())
-    del identity["training"]
-    identity_file.write_text(json.dumps(identity))
-    again = DiffusionAnomalyGenerator(category="tiles", checkpoint_dir=tmp_path, **FAST)
-    again.fit(normals(), shots(), generator=_seed(0))
-    assert again.training_report.resumed_from_step == 4
+    _assert_a_checkpoint_without_it_still_resumes(tmp_path, "training")  # one from before the options
 
 
 def test_bad_training_input_is_explained(caplog: pytest.LogCaptureFixture) -> None:
