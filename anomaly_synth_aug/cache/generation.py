@@ -265,8 +265,11 @@ def generate_cache(
         generator, source_paths, samples_per_type=samples_per_type, seed=seed, defect_types=types, config=config
     )
     if root.is_dir():  # a complete cache is only read: it may sit on read-only or shared storage
-        report = verify(root)
-        if cache.matches(header, report):
+        try:
+            report = verify(root)
+        except OSError:  # a writer holding the lock moved a file away mid-read: decide under the lock
+            report = None
+        if report is not None and cache.matches(header, report):
             logger.info("Reusing the complete sample cache %s (%d samples).", root, len(report.entries))
             return report.entries
     check_writable(root)

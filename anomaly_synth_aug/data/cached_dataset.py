@@ -73,14 +73,15 @@ class CachedAnomalyDataset(SyntheticAnomalyDataset):
         self.layout = CacheLayout(Path(cache_dir))
         self.entries = list(entries)
         by_source: dict[str, list[int]] = defaultdict(list)
-        by_name: dict[str, list[int]] = defaultdict(list)
         for position, entry in enumerate(self.entries):
             by_source[entry.source].append(position)
-            by_name[Path(entry.source).name].append(position)
         self._by_source = dict(by_source)
         #: A moved dataset still matches its cache (the header knows its files by name and contents), so a
-        #: normal whose path is not the recorded one finds its samples by file name.
-        self._by_name = dict(by_name)
+        #: normal whose path is not the recorded one finds its samples by file name, where only one source has it.
+        sources_by_name: dict[str, list[str]] = defaultdict(list)
+        for source in self._by_source:
+            sources_by_name[Path(source).name].append(source)
+        self._by_name = {name: self._by_source[found[0]] for name, found in sources_by_name.items() if len(found) == 1}
 
     def cached_sample(self, index: int) -> AnomalySample:
         """The cached anomaly that stands in for item ``index`` this epoch: one made from its own normal."""

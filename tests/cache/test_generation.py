@@ -98,6 +98,24 @@ def test_a_complete_cache_on_read_only_storage_is_reused(
         generate_cache(tmp_path / "other", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
 
 
+def test_a_file_vanishing_under_the_unlocked_check_defers_to_the_locked_one(
+    tmp_path: Path, sources: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check without the lock may read while a writer holding it moves files: that must not crash the call."""
+    first = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+    real_verify, calls = generation.verify, []
+
+    def racing(root: Path, **kwargs: object):
+        calls.append(root)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(root / "shards" / "rank0.jsonl"))
+        return real_verify(root, **kwargs)
+
+    monkeypatch.setattr(generation, "verify", racing)
+    again = generate_cache(tmp_path / "cache", TwoTypeGenerator(), sources, samples_per_type=2, trainer_kwargs=CPU)
+    assert again == first and len(calls) == 2  # decided again under the lock
+
+
 def test_failed_run_resumes_without_loss_or_duplicates(tmp_path: Path, sources: list[Path]) -> None:
     expected = reference_entries(tmp_path / "reference", sources, 3)
     failing = TwoTypeGenerator()

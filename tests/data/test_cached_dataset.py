@@ -84,6 +84,16 @@ def test_a_moved_dataset_still_finds_each_normals_own_samples(folder, fake_gener
         assert names[str(Path(item.image_path).resolve())] == Path(dataset.samples.iloc[index].image_path).name
 
 
+def test_a_file_name_two_sources_share_is_not_used_to_match_a_moved_normal(
+    folder, fake_generator, tmp_path: Path
+) -> None:
+    built = build(folder, fake_generator, tmp_path / "cache", samples_per_type=12, anomaly_ratio=1.0)
+    twice = [dataclasses.replace(entry, source=f"/{place}/{Path(entry.source).name}")
+             for entry in built.entries for place in ("first", "second")]  # fmt: skip
+    dataset = CachedAnomalyDataset(folder.train_data, fake_generator, tmp_path / "cache", twice, seed=3)
+    assert dataset._by_name == {}  # ambiguous names: any cached sample, as for an unknown normal
+
+
 def test_augmentations_apply_to_image_and_mask(folder, fake_generator, tmp_path: Path) -> None:
     dataset = build(folder, fake_generator, tmp_path / "cache", anomaly_ratio=1.0)
     dataset.augmentations = Resize((24, 32))

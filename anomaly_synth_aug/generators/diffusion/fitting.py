@@ -192,11 +192,14 @@ class FittingMixin:
         )
         return dict(self._guidance_table())
 
-    def check_auto_guidance(self: DiffusionAnomalyGenerator, directory: str | Path) -> None:
-        """Refuse ``guidance_scale="auto"`` on a loaded fit made with a fixed scale (it calibrated none): every
-        type would draw at ``FALLBACK_GUIDANCE``, which no fit chose. Saves older than calibration (no shot
-        contrast either) keep that fallback, with its warning."""
-        if self.guidance_scale == AUTO and not self.calibrated_guidance and self.shot_contrast:
+    def check_auto_guidance(
+        self: DiffusionAnomalyGenerator, directory: str | Path, calibrated: object, shot_contrast: object
+    ) -> None:
+        """Refuse ``guidance_scale="auto"`` for a saved fit (its ``calibrated`` scales and ``shot_contrast``, as
+        stored) made with a fixed scale, which calibrated none: every type would draw at ``FALLBACK_GUIDANCE``,
+        which no fit chose. Saves older than calibration (no shot contrast either) keep that fallback, with its
+        warning."""
+        if self.guidance_scale == AUTO and not calibrated and shot_contrast:
             raise InvalidInputError(
                 "this generator was fitted with a fixed guidance scale, so it has no per-type scales for "
                 "guidance_scale='auto'",

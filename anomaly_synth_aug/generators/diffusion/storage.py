@@ -103,6 +103,8 @@ class StorageMixin:
                 "Fix: fit the generator and save it there."
             )
         state = json.loads(state_path.read_text())
+        # however it is loaded (load(), AnomalyGenerator.load(), load_state()), and before any state is assigned
+        self.check_auto_guidance(directory, state.get("calibrated_guidance"), state.get("shot_contrast"))
         self._defect_types = list(state["defect_types"])
         if state.get("category") != self.category or state.get("patch_size") != self.patch_size:
             raise CheckpointMismatchError(
@@ -142,7 +144,6 @@ class StorageMixin:
         for key, crop in sorted(load_file(directory / SHOT_MASKS_FILE).items(), key=lambda kv: _mask_key(kv[0])):
             masks_by_type[key.rsplit("/", 1)[0]].append(crop.bool())
         self._mask_bank = ShotMaskBank(masks_by_type)
-        self.check_auto_guidance(directory)  # however it is loaded: load(), AnomalyGenerator.load(), load_state()
 
     def state_fingerprint(self: DiffusionAnomalyGenerator) -> str:
         """Everything a fit leaves that shapes samples: weights, shot masks, per-type choices, the fit version.

@@ -108,6 +108,10 @@ def test_auto_guidance_on_a_fit_made_with_a_fixed_scale_is_refused(tmp_path: Pat
     for load in (DiffusionAnomalyGenerator.load, AnomalyGenerator.load):
         with pytest.raises(InvalidInputError, match="fixed guidance scale.*calibrate_guidance"):
             load(folder, guidance_scale="auto")
+    holder = DiffusionAnomalyGenerator(category="tiles", **FAST)  # loading in place, as FitStore does
+    with pytest.raises(InvalidInputError, match="fixed guidance scale"):
+        holder.load_state(folder)
+    assert not holder.is_fitted and not holder.shot_contrast and holder.defect_types == []  # nothing half-loaded
     loaded = AnomalyGenerator.load(folder)
     assert loaded.guidance_for("dent") == 2.0
     loaded.calibrate_guidance(normals())  # the way to 'auto' the error names
