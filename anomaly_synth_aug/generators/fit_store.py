@@ -176,8 +176,10 @@ class FitStore:
             key = FitKey.of(generator, data)
             folder = self.folder(key)
             # the key leaves sampling options out: a folder kept with other ones is saved again with these
-            if not self._stored(key, folder) or _saved_config(folder) != json.loads(json.dumps(generator.get_config())):
-                self._save(generator, key, folder)
+            stored = self._stored(key, folder)
+            if not stored or _saved_config(folder) != json.loads(json.dumps(generator.get_config())):
+                statistics = {k: v for k, v in (read_fit_record(folder) or {}).items() if k not in key.to_dict()}
+                self._save(generator, key, folder, **(statistics if stored else {}))  # the fit's seconds stay
         return action
 
     def folder_for(self, generator: AnomalyGenerator, data: FitData) -> Path:

@@ -15,7 +15,7 @@ from shared_fixtures import CountingLearnedGenerator, FakeSquareGenerator, make_
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.errors import CheckpointMismatchError, CorruptFileError, InvalidInputError
 from anomaly_synth_aug.generators.base import AnomalyGenerator
-from anomaly_synth_aug.generators.fit_store import FIT_FILE, FitKey, FitStore
+from anomaly_synth_aug.generators.fit_store import FIT_FILE, FitKey, FitStore, read_fit_record
 from anomaly_synth_aug.generators.mixture import MixtureGenerator
 
 
@@ -206,8 +206,10 @@ def test_keep_saves_a_loaded_learned_generators_sampling_options(tmp_path: Path,
         generator = SamplingSideGenerator(side=side)
         expected = "fitted" if side == 6 else "loaded"
         assert store.fit_or_load(generator, fit_data(tiny_mvtec, generator), keep=True) == expected
-        kept = AnomalyGenerator.load(store.folder_for(generator, fit_data(tiny_mvtec, generator)))
+        folder = store.folder_for(generator, fit_data(tiny_mvtec, generator))
+        kept = AnomalyGenerator.load(folder)
         assert kept.side == side and torch.equal(kept.brightness, generator.brightness)
+        assert "fit_seconds" in read_fit_record(folder)  # saved again with the fit's statistics
 
 
 def test_an_interrupted_save_keeps_the_previous_fit(tmp_path: Path, tiny_mvtec: Path) -> None:
