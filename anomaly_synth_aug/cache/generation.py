@@ -216,6 +216,15 @@ def generation_lock(root: Path) -> Iterator[None]:
             os.environ.pop(LOCK_HELD_ENV, None)
 
 
+def _reusable(cache: SampleCache, header: CacheHeader) -> list[ManifestEntry] | None:
+    """The samples of ``cache`` when it is complete, intact (every file hashed) and made from ``header``."""
+    report = verify(cache.root)
+    if not cache.matches(header, report):
+        return None
+    logger.info("Reusing the complete sample cache %s (%d samples).", cache.root, len(report.entries))
+    return report.entries
+
+
 def generate_cache(
     cache_dir: str | Path,
     generator: AnomalyGenerator,
@@ -265,19 +274,16 @@ def generate_cache(
         generator, source_paths, samples_per_type=samples_per_type, seed=seed, defect_types=types, config=config
     )
     if root.is_dir():  # a complete cache is only read: it may sit on read-only or shared storage
-        try:
-            report = verify(root)
+        try:  # files' existence first, so only a cache that looks complete is hashed outside the lock too
+            looks_complete = cache.matches(header, verify(root, check_hashes=False))
+            if looks_complete and (entries := _reusable(cache, header)) is not None:
+                return entries
         except OSError:  # a writer holding the lock moved a file away mid-read: decide under the lock
-            report = None
-        if report is not None and cache.matches(header, report):
-            logger.info("Reusing the complete sample cache %s (%d samples).", root, len(report.entries))
-            return report.entries
+            pass
     check_writable(root)
     with generation_lock(root):
-        report = verify(root)  # again under the lock: another process may have filled or changed it meanwhile
-        if cache.matches(header, report):
-            logger.info("Reusing the complete sample cache %s (%d samples).", root, len(report.entries))
-            return report.entries
+        if (entries := _reusable(cache, header)) is not None:  # another process may have filled or changed it
+            return entries
         kwargs = DEFAULT_TRAINER_KWARGS | dict(trainer_kwargs or {})
         writer = CacheWriter(cache, header.generator_fingerprint)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), writer]
