@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "mvtec_datamodule": "anomaly_synth_aug.data.mvtec_datamodule",
     "DefectCentredRandomCrop": "anomaly_synth_aug.data.transforms",
     "native_crop_augmentations": "anomaly_synth_aug.data.transforms",
+    "shot_augmentations": "anomaly_synth_aug.data.transforms",
     # pretrained backbones that load offline
     "offline_backbone": "anomaly_synth_aug.backbones.timm_folder",
     "pretrained_timm_model": "anomaly_synth_aug.backbones.imagenet_weights",
@@ -104,7 +105,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from anomaly_synth_aug.data.fewshot import DefectRecord, FewShotSplit, few_shot_split
     from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
     from anomaly_synth_aug.data.mvtec_folder import scan_mvtec_folder
-    from anomaly_synth_aug.data.transforms import DefectCentredRandomCrop, native_crop_augmentations
+    from anomaly_synth_aug.data.transforms import (
+        DefectCentredRandomCrop,
+        native_crop_augmentations,
+        shot_augmentations,
+    )
     from anomaly_synth_aug.data.io import MASK_THRESHOLD, load_image, load_mask, load_sample
     from anomaly_synth_aug.data.sample import AnomalySample
     from anomaly_synth_aug.errors import (

@@ -29,6 +29,7 @@ import torch
 from anomalib import TaskType
 from anomalib.data import AnomalibDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms.v2 import Transform
 
 from anomaly_synth_aug.data.cached_dataset import build_cached_train_dataset
 from anomaly_synth_aug.data.datamodule_options import (
@@ -122,6 +123,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
             generated defects alone.
         max_shots_per_type: keep only the first shots of each type (None: all); the others are not
             evaluated on either, so the evaluation set does not change with it (how many shots are needed?).
+        shot_transform: applied to each real shot drawn for training (``mode="shots"`` and ``shot_share``),
+            image and mask together, before the training augmentations; default ``shot_augmentations()``
+            (flips, turns that keep the shot's shape, intensity jitter).
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         seed: int = 0,
         shot_share: float = 0.0,
         max_shots_per_type: int | None = None,
+        shot_transform: Transform | None = None,
     ) -> None:
         if not isinstance(datamodule, AnomalibDataModule):
             raise InvalidInputError(
@@ -189,6 +194,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         self.shot_share = shot_share
         self.shot_fraction = shot_fraction
         self.max_shots_per_type = max_shots_per_type
+        self.shot_transform = shot_transform
         self.val_split = parse_choice(ValSplit, val_split, "val_split")
         self.val_split_ratio = val_split_ratio
         self.mask_threshold = mask_threshold
@@ -264,7 +270,9 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         generated = self._build_generated_dataset(train_normals)
         if self.shot_share == 0.0 or self.mode == "shots":
             return generated
-        return ShotMixedDataset(generated, self.load_shots(), shot_share=self.shot_share)
+        return ShotMixedDataset(
+            generated, self.load_shots(), shot_share=self.shot_share, shot_transform=self.shot_transform
+        )
 
     def _build_generated_dataset(self, train_normals: AnomalibDataset) -> SyntheticAnomalyDataset:
         """The training dataset of ``mode`` alone (the seam where the cached mode plugs in)."""
@@ -281,6 +289,7 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
                 train_normals,
                 self.load_shots(),
                 self.generator,
+                shot_transform=self.shot_transform,
                 anomaly_ratio=self.anomaly_ratio,
                 seed=self.seed,
                 mask_threshold=self.mask_threshold,

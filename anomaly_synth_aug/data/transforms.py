@@ -97,10 +97,30 @@ class RandomRot90(v2.Transform):
 
     Right angles keep every pixel (no interpolation, no filled corners), which is what a few
     real shots should get: their defects must not be blurred by the augmentation.
+
+    A quarter turn swaps a non-square image's height and width; unless a crop follows, anomalib's
+    collate would resize it back to its batch's size and stretch its defect. So by default
+    (``keep_shape=True``) a non-square image turns by 0 or 180 degrees only; square images
+    draw all four turns either way.
+
+    Args:
+        keep_shape: turn non-square images by half turns only, so their shape never changes.
+
+    Example:
+        >>> image, mask = RandomRot90()(tv_tensors.Image(image), tv_tensors.Mask(mask))
     """
 
+    def __init__(self, keep_shape: bool = True) -> None:
+        super().__init__()
+        self.keep_shape = keep_shape
+
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"turns": int(torch.randint(4, ()))}
+        turns = int(torch.randint(4, ()))
+        if self.keep_shape:
+            height, width = F.get_size(next(inpt for inpt in flat_inputs if isinstance(inpt, torch.Tensor)))
+            if height != width:
+                turns = 2 * (turns % 2)  # the same single draw: even draws keep the image, odd ones turn it over
+        return {"turns": turns}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["turns"] == 0 or not isinstance(inpt, torch.Tensor):
@@ -109,16 +129,21 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(rotated, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else rotated
 
 
-def shot_augmentations(intensity_jitter: float = 0.1) -> v2.Compose:
+def shot_augmentations(intensity_jitter: float = 0.1, *, keep_shape: bool = True) -> v2.Compose:
     """Flips, right-angle rotations and brightness/contrast jitter for training on the real shots.
 
     Geometric transforms move image and mask together; the jitter touches the image only.
+    ``keep_shape`` (see ``RandomRot90``) may be False when a crop follows, so that non-square
+    shots also get quarter turns.
+
+    Example:
+        >>> SyntheticAnomalyDataModule(folder, mode="shots", shot_transform=shot_augmentations(keep_shape=False))
     """
     return v2.Compose(
         [
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
-            RandomRot90(),
+            RandomRot90(keep_shape=keep_shape),
             v2.ColorJitter(brightness=intensity_jitter, contrast=intensity_jitter),
         ]
     )

@@ -139,3 +139,27 @@ def test_shot_share_without_a_usable_shot_names_shot_share(tiny_folder) -> None:
         shot.mask = torch.zeros_like(shot.mask)
     with pytest.raises(InvalidInputError, match="shot_share=0.5 mixes in the real shots"):
         ShotMixedDataset(datamodule.train_data, empty, shot_share=0.5)
+
+
+def test_non_square_shots_keep_their_shape_and_a_given_shot_transform_is_used(tiny_folder) -> None:
+    """A quarter-turned 48x64 shot came out 64x48; with no crop after it, collate stretched it back to 48x64."""
+    from anomaly_synth_aug.data.transforms import shot_augmentations
+
+    dataset = _datamodule(tiny_folder).train_data
+    synthetic = [i for i in range(len(dataset)) if dataset.is_synthetic(i)]
+    shapes = set()
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        shapes |= {tuple(dataset.shot_sample(index).image.shape[-2:]) for index in synthetic}
+    assert shapes == {(48, 64)}
+
+    turning = SyntheticAnomalyDataModule(
+        tiny_folder, generator=FakeSquareGenerator(), mode="shots", shot_transform=shot_augmentations(keep_shape=False)
+    )
+    turning.setup()
+    turned = turning.train_data
+    seen = set()
+    for epoch in range(4):
+        turned.set_epoch(epoch)
+        seen |= {tuple(turned.shot_sample(index).image.shape[-2:]) for index in synthetic}
+    assert seen == {(48, 64), (64, 48)}  # the benchmark's recorded procedure: quarter turns, then its crop

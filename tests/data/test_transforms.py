@@ -71,11 +71,25 @@ def test_right_angle_rotation_moves_image_and_mask_losslessly() -> None:
     image, mask = _image_and_mask(20, 30, (2, 3, 5, 9))
     seen = set()
     for _ in range(16):
-        out_image, out_mask = RandomRot90()(image, mask)
+        out_image, out_mask = RandomRot90(keep_shape=False)(image, mask)
         seen.add(tuple(out_image.shape[-2:]))
         assert int(out_mask.sum()) == int(mask.sum()) and torch.all(_plain(out_image)[:, _plain(out_mask)] == 1.0)
         assert sorted(out_image.flatten().tolist()) == sorted(image.flatten().tolist())  # no interpolation
     assert seen == {(20, 30), (30, 20)}
+
+
+def test_non_square_images_keep_their_shape_by_default() -> None:
+    """A quarter turn of a non-square shot swapped its sides; without a crop after it, collate stretched it back."""
+    torch.manual_seed(3)
+    image, mask = _image_and_mask(20, 30, (2, 3, 5, 9))
+    turned = {_plain(RandomRot90()(image, mask)[1]).nonzero()[0].tolist()[0] for _ in range(16)}
+    assert {tuple(RandomRot90()(image, mask)[0].shape[-2:]) for _ in range(16)} == {(20, 30)}
+    assert turned == {2, 20 - 5}  # both the unturned and the half-turned defect are drawn
+    square, square_mask = _image_and_mask(24, 24, (2, 3, 5, 9))
+    corners = {tuple(_plain(RandomRot90()(square, square_mask)[1]).nonzero()[0].tolist()) for _ in range(32)}
+    assert len(corners) == 4  # square images still draw every quarter turn
+    shapes = {tuple(shot_augmentations()(image, mask)[0].shape[-2:]) for _ in range(16)}
+    assert shapes == {(20, 30)}
 
 
 def test_shot_augmentation_jitters_the_image_only() -> None:

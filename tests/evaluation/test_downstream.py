@@ -401,3 +401,12 @@ def test_the_best_step_is_read_from_a_checkpoint_name_lightning_versioned() -> N
     assert checkpoint_step(Path("best-step200.ckpt")) == 200
     with pytest.raises(ValueError, match="not a best-step"):
         checkpoint_step("last.ckpt")
+
+
+def test_the_benchmark_keeps_its_recorded_shot_augmentation(tiny_mvtec: Path) -> None:
+    """Committed rows gave every shot quarter turns; the product's shape-keeping default must not change them."""
+    from anomaly_synth_aug.data.transforms import RandomRot90
+
+    datamodule = synthetic_datamodule(tiny_mvtec, TwoKnobGenerator(), resolve_preset("smoke"), seed=0, inject=True)
+    turns = [step for step in datamodule.shot_transform.transforms if isinstance(step, RandomRot90)]
+    assert len(turns) == 1 and not turns[0].keep_shape

@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import Transform
 
 from anomaly_synth_aug.data.datamodule import SyntheticAnomalyDataModule
 from anomaly_synth_aug.data.mvtec_folder import MvtecLayout, mvtec_folder, scan_mvtec_folder
+from anomaly_synth_aug.data.transforms import shot_augmentations
 from anomaly_synth_aug.errors import InvalidInputError
 from anomaly_synth_aug.evaluation.downstream.presets import Preset
 from anomaly_synth_aug.generators.base import AnomalyGenerator
@@ -110,6 +111,10 @@ def synthetic_datamodule(
         max_fit_normals=preset.max_fit_normals,
         seed=seed,
         max_shots_per_type=preset.max_shots_per_type,
+        # every shot gets quarter turns, as in the committed rows: every detector crops or resizes to a fixed
+        # size after the turn, so a turned non-square shot is never stretched to its batch's shape (the
+        # product's default keeps the shape instead, for datamodules with no such step)
+        shot_transform=shot_augmentations(keep_shape=False),
     )
 
 
