@@ -310,9 +310,8 @@ class SyntheticAnomalyDataModule(AnomalibDataModule):
         """``dataset`` without the shots; masks binarised when the dataset has masks."""
         keep = [i for i, path in enumerate(dataset.samples.image_path) if resolved(path) not in shot_paths]
         subset = dataset.subsample(keep)
-        if subset.task == TaskType.CLASSIFICATION:
-            return subset  # no masks to binarise: anomalib's own reader is exact
-        return EvaluationDataset(subset, mask_threshold=self.mask_threshold)
+        masks = subset.task != TaskType.CLASSIFICATION  # no masks to read, but images read as in training
+        return EvaluationDataset(subset, mask_threshold=self.mask_threshold, masks=masks)
 
     def _ensure_setup(self) -> None:
         if not hasattr(self, "_train_normals"):

@@ -135,16 +135,44 @@ class AnomalibDatasetWrapper(Dataset[ImageItem]):
 
 
 class EvaluationDataset(AnomalibDatasetWrapper):
-    """Real test/validation images with masks binarised at ``mask_threshold`` (pixel > 127 by default).
+    """Real test/validation images, read as the training images are, with masks binarised at ``mask_threshold``.
 
     anomalib's ``read_mask`` marks every non-zero pixel as defect, which inflates soft,
     anti-aliased masks (e.g. Magnetic Tile); this wrapper re-reads them with ``load_mask``.
     A mask whose size differs from its image raises ``MaskError`` naming the mask file.
+    With ``masks=False`` (a classification dataset: no masks to read) items carry no mask, as
+    anomalib's own, but their images still come from ``load_image``: anomalib's reader clips
+    16-bit images to white, which the detector, trained on scaled ones, would never have seen.
+
+    Example:
+        >>> test_data = EvaluationDataset(folder.test_data, masks=folder.test_data.task != "classification")
     """
+
+    def __init__(
+        self,
+        dataset: AnomalibDataset,
+        *,
+        augmentations: Transform | None = None,
+        mask_threshold: int = MASK_THRESHOLD,
+        masks: bool = True,
+    ) -> None:
+        super().__init__(dataset, augmentations=augmentations, mask_threshold=mask_threshold)
+        self.masks = masks
 
     @property
     def task(self) -> TaskType:
-        return TaskType.SEGMENTATION
+        return TaskType.SEGMENTATION if self.masks else TaskType.CLASSIFICATION
+
+    def __getitems__(self, indices: Sequence[int]) -> list[ImageItem]:
+        if self.masks:
+            return super().__getitems__(indices)
+        return [self._item_without_mask(self.samples.iloc[index]) for index in indices]
+
+    def _item_without_mask(self, row: Any) -> ImageItem:
+        image = Image(load_image(row.image_path))
+        if self.augmentations is not None:
+            image = self.augmentations(image)  # the image alone, as anomalib does for classification
+        return ImageItem(image=image, gt_label=torch.tensor(int(row.label_index)), image_path=str(row.image_path))
 
 
 class SyntheticAnomalyDataset(AnomalibDatasetWrapper):

@@ -373,3 +373,41 @@ def test_test_images_of_several_sizes_in_one_batch_are_warned_about(tiny_mvtec: 
         with caplog.at_level("WARNING"):
             datamodule.setup()
         assert ("eval_batch_size=1" in caplog.text) is warned
+
+
+def test_a_classification_datasets_16_bit_test_images_are_scaled_as_in_training(tmp_path: Path) -> None:
+    """Test images of a maskless dataset went through anomalib's reader, which clips 16-bit values to white,
+    while training read the same files scaled: the detector was tested on images it never saw the like of."""
+    import numpy as np
+    from anomalib.data import Folder
+    from PIL import Image
+
+    from anomaly_synth_aug.data.io import load_image
+
+    rng = np.random.default_rng(0)
+    for sub, count in [("train/good", 8), ("test/good", 3), ("test/bad", 3)]:
+        (tmp_path / sub).mkdir(parents=True)
+        for i in range(count):
+            wide = (20000 + rng.integers(0, 5000, (32, 48))).astype(np.uint16)
+            Image.fromarray(wide).save(tmp_path / sub / f"{i}.png")
+    folder = Folder(
+        name="wide",
+        root=tmp_path,
+        normal_dir="train/good",
+        abnormal_dir="test/bad",
+        normal_test_dir="test/good",
+        train_batch_size=2,
+        eval_batch_size=2,
+        num_workers=0,
+        val_split_mode="none",
+    )
+    datamodule = SyntheticAnomalyDataModule(folder, generator=FakeSquareGenerator())
+    datamodule.setup()
+    test_data = datamodule.test_data
+    assert test_data.task == TaskType.CLASSIFICATION
+    item = test_data[0]
+    assert item.gt_mask is None  # no masks to read, as anomalib's own items
+    assert torch.equal(item.image, load_image(item.image_path)) and float(item.image.max()) < 0.5
+    batch = next(iter(datamodule.test_dataloader()))
+    labels = [int(label) for label in test_data.samples.label_index[:2]]
+    assert batch.gt_mask is None and batch.gt_label.tolist() == labels
