@@ -12,6 +12,7 @@ number of shots compares like with like).
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ def shot_count(total: int, shot_fraction: float) -> int:
     check_shot_fraction(shot_fraction)
     if total < 2:
         return total  # a lone image cannot be both shot and evaluation; keep it as a shot
-    return min(total - 1, max(1, int(total * shot_fraction)))
+    # rounded first: 100 * 0.29 is 28.999999999999996 in floating point, and its floor would lose a shot
+    return min(total - 1, max(1, math.floor(round(total * shot_fraction, 9))))
 
 
 def split_records(

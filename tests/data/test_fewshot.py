@@ -30,6 +30,12 @@ def test_split_is_order_independent() -> None:
     assert len(rest) == 4
 
 
+@pytest.mark.parametrize(("total", "fraction", "expected"), [(100, 0.29, 29), (90, 0.7, 63), (180, 0.35, 63)])
+def test_shot_count_is_not_lost_to_floating_point(total: int, fraction: float, expected: int) -> None:
+    """``int(100 * 0.29)`` is 28: the product is 28.999999999999996 in floating point."""
+    assert shot_count(total, fraction) == expected
+
+
 def test_shot_count_bounds() -> None:
     assert shot_count(32, 1 / 3) == 10
     assert shot_count(2, 0.1) == 1  # at least one shot, at least one held out
