@@ -17,6 +17,7 @@ from pathlib import Path
 
 from anomaly_synth_aug.cache.atomic import append_lines_durably
 from anomaly_synth_aug.cache.manifest import drop_torn_tail
+from anomaly_synth_aug.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -24,21 +25,62 @@ RunKey = tuple[str, str, str, int, str]
 
 
 def finished_runs(results: Path) -> set[RunKey]:
-    """(data folder, generator, detector, seed, preset) of every readable record; a torn last line (a kill while
-    writing) is skipped with a warning, so its run is done again (``benchmark`` then cuts it off)."""
+    """(data folder, generator, detector, seed, preset) of every readable record; a torn line (a kill while
+    writing) is skipped with a warning, so its run is done again (``benchmark`` cuts a torn last line off first)."""
     if not results.exists():
         return set()
     done: set[RunKey] = set()
     for number, line in enumerate(results.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-            key = (record.get("data_root", ""), record["generator"], record["detector"], int(record["seed"]))
-            done.add((*key, record["preset"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        key = _run_key(line)
+        if key is None:
             logger.warning("%s:%d is not a complete run record (a kill while writing?): run again.", results, number)
+        else:
+            done.add(key)
     return done
+
+
+def _run_key(line: str) -> RunKey | None:
+    """The run a record line holds, or None when the line is not a whole record."""
+    try:
+        record = json.loads(line)
+        data_root = record.get("data_root", "")
+        return (data_root, record["generator"], record["detector"], int(record["seed"]), record["preset"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def repair_last_line(results: Path) -> None:
+    """Make the file end at a whole line before anything is appended.
+
+    A last line with no newline is either a whole record whose newline a kill cut off (it gets its
+    newline: the run is finished and stays so) or a torn one (cut off, with a warning: its run is done again).
+    """
+    if not results.is_file():
+        return
+    data = results.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    last = data[data.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")
+    if _run_key(last) is not None:
+        append_lines_durably(results, [""])  # the record's missing newline
+        return
+    number = data.count(b"\n") + 1
+    logger.warning("%s:%d is not a complete run record (a kill while writing?): run again.", results, number)
+    drop_torn_tail(results)
+
+
+def check_run_names(generators: list[str], detectors: list[str], preset: str) -> None:
+    """Every name known before the first run: a typo late in a long list must not stop the benchmark hours in."""
+    from anomaly_synth_aug.evaluation.downstream import GENERATORS, detector_spec, resolve_preset  # heavy
+
+    resolve_preset(preset)
+    for detector in detectors:
+        detector_spec(detector)
+    for generator in generators:
+        if generator not in GENERATORS:
+            raise InvalidInputError(f"unknown generator {generator!r}", fix=f"use one of {list(GENERATORS)}")
 
 
 def benchmark(
@@ -65,10 +107,11 @@ def benchmark(
 
     import_all_submodules()  # runs take hours: keep the code they started with, even if the tree is edited
 
+    check_run_names(generators, detectors, preset)
     output.mkdir(parents=True, exist_ok=True)
     results = output / "results.jsonl"
+    repair_last_line(results)  # before reading: the next record starts on a line of its own
     done = finished_runs(results)
-    drop_torn_tail(results)  # the sample cache's own repair: the next record starts on a line of its own
     data_root = str(Path(data).resolve())
     appended = 0
     for seed in seeds:
@@ -81,6 +124,7 @@ def benchmark(
                 record["preset_values"] = preset_record(preset)
                 record["data_root"] = data_root
                 append_lines_durably(results, [json.dumps(record)])
+                done.add((data_root, generator, detector, seed, preset))  # a name given twice runs once
                 appended += 1
                 print(generator, detector, seed, {k: v for k, v in record["metrics"].items() if "AUROC" in k})
     print(f"{appended} run(s) appended to {results}")

@@ -88,3 +88,54 @@ def test_no_results_yet_means_nothing_finished(tmp_path: Path, content: str) -> 
     if content:
         results.write_text(content)
     assert finished_runs(results) == set()
+
+
+def _fake_runs(monkeypatch) -> list[tuple[str, int, str]]:
+    ran: list[tuple[str, int, str]] = []
+
+    def run(data, generator, detector, seed, preset, fit_store):
+        ran.append((generator, seed, preset))
+        return fake_record(generator, detector, seed, preset)
+
+    monkeypatch.setattr(downstream, "run_experiment", run)
+    monkeypatch.setattr(downstream, "preset_record", lambda preset: {})
+    monkeypatch.setattr(imports, "import_all_submodules", lambda: [])
+    return ran
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path, monkeypatch) -> None:
+    """The run was counted as finished, then its line was cut as torn: never run again, and its record gone."""
+    results = tmp_path / "results.jsonl"
+    finished = {**fake_record("none", "segmenter", 0, "quick"), "data_root": str((tmp_path / "data").resolve())}
+    results.write_text(json.dumps(finished))  # a kill between the record and its newline
+    ran = _fake_runs(monkeypatch)
+    benchmark(tmp_path / "data", generators=["none", "perlin"], output=tmp_path)
+    assert ran == [("perlin", 0, "quick")]
+    assert [json.loads(line)["generator"] for line in results.read_text().splitlines()] == ["none", "perlin"]
+
+
+def test_a_name_given_twice_runs_once(tmp_path: Path, monkeypatch) -> None:
+    ran = _fake_runs(monkeypatch)
+    benchmark(tmp_path / "data", generators=["none", "none"], seeds=[0, 0], output=tmp_path)
+    assert ran == [("none", 0, "quick")]
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"generators": ["none", "perlni"]}, "unknown generator 'perlni'"),
+        ({"detectors": ["segmenter", "padmi"]}, "unknown detector 'padmi'"),
+        ({"preset": "qiuck"}, "unknown preset 'qiuck'"),
+    ],
+)
+def test_a_typo_anywhere_stops_the_benchmark_before_its_first_run(
+    tmp_path: Path, monkeypatch, kwargs: dict, message: str
+) -> None:
+    """Names were checked only when their run started: a typo late in the list stopped an overnight run hours in."""
+    from anomaly_synth_aug.errors import InvalidInputError
+
+    ran = _fake_runs(monkeypatch)
+    with pytest.raises(InvalidInputError, match=message):
+        benchmark(tmp_path / "data", output=tmp_path, **kwargs)
+    assert ran == []
