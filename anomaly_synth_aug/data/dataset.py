@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from anomalib import TaskType
 from anomalib.data import ImageBatch, ImageItem
+from anomalib.data.utils import LabelName
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Image, Mask
@@ -172,7 +173,9 @@ class EvaluationDataset(AnomalibDatasetWrapper):
         image = Image(load_image(row.image_path))
         if self.augmentations is not None:
             image = self.augmentations(image)  # the image alone, as anomalib does for classification
-        return ImageItem(image=image, gt_label=torch.tensor(int(row.label_index)), image_path=str(row.image_path))
+        label = int(row.label_index)
+        gt_label = None if label == LabelName.UNKNOWN else torch.tensor(label)  # unlabelled, as anomalib reads it
+        return ImageItem(image=image, gt_label=gt_label, image_path=str(row.image_path))
 
 
 class SyntheticAnomalyDataset(AnomalibDatasetWrapper):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -92,6 +93,10 @@ def _window_start(position: int, window: int, extent: int) -> int:
     return int(torch.randint(low, high + 1, ()))
 
 
+#: Counter-clockwise quarter turns, as ``torch.rot90`` makes them on tensors.
+_PIL_TURNS = {1: PIL.Image.Transpose.ROTATE_90, 2: PIL.Image.Transpose.ROTATE_180, 3: PIL.Image.Transpose.ROTATE_270}
+
+
 class RandomRot90(v2.Transform):
     """Rotate by a uniformly drawn multiple of 90 degrees (image and mask together).
 
@@ -116,15 +121,20 @@ class RandomRot90(v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         turns = int(torch.randint(4, ()))
-        if self.keep_shape:
-            height, width = F.get_size(next(inpt for inpt in flat_inputs if isinstance(inpt, torch.Tensor)))
+        images = [inpt for inpt in flat_inputs if isinstance(inpt, (torch.Tensor, PIL.Image.Image))]
+        if self.keep_shape and images:
+            height, width = F.get_size(images[0])
             if height != width:
                 turns = 2 * (turns % 2)  # the same single draw: even draws keep the image, odd ones turn it over
         return {"turns": turns}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["turns"] == 0 or not isinstance(inpt, torch.Tensor):
+        if params["turns"] == 0:
             return inpt
+        if isinstance(inpt, PIL.Image.Image):
+            return inpt.transpose(_PIL_TURNS[params["turns"]])
+        if not isinstance(inpt, torch.Tensor):
+            return inpt  # labels and the like
         rotated = torch.rot90(inpt.as_subclass(torch.Tensor), params["turns"], dims=(-2, -1))
         return tv_tensors.wrap(rotated, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else rotated
 

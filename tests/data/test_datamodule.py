@@ -411,3 +411,17 @@ def test_a_classification_datasets_16_bit_test_images_are_scaled_as_in_training(
     batch = next(iter(datamodule.test_dataloader()))
     labels = [int(label) for label in test_data.samples.label_index[:2]]
     assert batch.gt_mask is None and batch.gt_label.tolist() == labels
+
+
+def test_an_unlabelled_image_of_a_maskless_dataset_has_no_label(tmp_path: Path) -> None:
+    """anomalib gives an UNKNOWN row no label; the package's reader gave it the label -1."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from anomaly_synth_aug.data.dataset import EvaluationDataset
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "unlabelled.png")
+    samples = pd.DataFrame({"image_path": [str(tmp_path / "unlabelled.png")], "label_index": [-1]})
+    dataset = EvaluationDataset(SimpleNamespace(samples=samples, task=TaskType.CLASSIFICATION), masks=False)
+    assert dataset[0].gt_label is None

@@ -111,3 +111,22 @@ def test_pad_to_multiple() -> None:
     assert same.shape == (1, 3, 64, 32)
     tiny, _ = pad_to_multiple(torch.rand(1, 3, 5, 7), 32)  # too small to reflect: replicated
     assert tiny.shape == (1, 3, 32, 32)
+
+
+def test_pil_images_are_turned_as_tensors_are() -> None:
+    """A PIL image raised a bare StopIteration (no tensor to measure) and was never turned before that."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    array = (np.arange(20 * 30) % 251).astype(np.uint8).reshape(20, 30)
+    pil = PILImage.fromarray(array)
+    for keep_shape in (True, False):
+        seen = set()
+        for seed in range(16):
+            torch.manual_seed(seed)
+            turned = RandomRot90(keep_shape=keep_shape)(pil)
+            torch.manual_seed(seed)
+            expected = RandomRot90(keep_shape=keep_shape)(torch.from_numpy(array)[None])[0]
+            assert np.array_equal(np.asarray(turned), expected.numpy())
+            seen.add(np.asarray(turned).tobytes())
+        assert len(seen) == (2 if keep_shape else 4)
