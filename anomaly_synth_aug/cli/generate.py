@@ -39,6 +39,8 @@ def generate(
     devices: int | str = 1,
     strategy: str = "auto",
     sampling: dict[str, Any] | None = None,
+    val_split: str = "synthetic",
+    val_split_ratio: float = 0.2,
 ) -> int:
     """Generate SAMPLES_PER_TYPE defects per type on the category's training normals into a sample cache.
 
@@ -59,8 +61,13 @@ def generate(
         strategy: Lightning strategy ("auto", "ddp", ...).
         sampling: sampling options to change on the saved generator without refitting,
             e.g. ``--sampling '{"guidance_scale": 3}'``.
+        val_split: the training datamodule's ``val_split``, and
+        val_split_ratio: its ``val_split_ratio``: with the seed they decide which normals are training
+            normals, and a cache is made for exactly those; training with other values would find the
+            cache made from other inputs, move it aside and generate it all again.
     """
-    datamodule = mvtec_datamodule(data, None, seed=seed)  # the data first: it names the category
+    # the data first: it names the category
+    datamodule = mvtec_datamodule(data, None, seed=seed, val_split=val_split, val_split_ratio=val_split_ratio)
     category = datamodule.category or datamodule.name
     generator_dir = find_fit(generator_dir, category)  # the folder fit-generator printed, or its --output
     check_category(generator_dir, category)

@@ -254,11 +254,17 @@ def test_backbone_prints_a_name_anomalib_loads_offline(tmp_path: Path, capsys: p
     assert model.model.feature_extractor.out_dims == [40]
 
 
+@pytest.mark.parametrize("split", [{}, {"val_split": "none"}])
 def test_a_cache_made_by_generate_is_reused_by_the_cached_datamodule(
-    tmp_path: Path, tiny_mvtec: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    tiny_mvtec: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    split: dict[str, str],
 ) -> None:
     """``generate`` recorded config ``{}`` and the datamodule ``{name, category, mask_threshold}``: training
-    moved the CLI's cache aside and generated it all again."""
+    moved the CLI's cache aside and generated it all again. So it did for training with ``val_split="none"``:
+    ``generate`` always held back the default validation normals, and had no option to match."""
     from anomaly_synth_aug.data.mvtec_datamodule import mvtec_datamodule
     from anomaly_synth_aug.generators.base import AnomalyGenerator
 
@@ -266,10 +272,11 @@ def test_a_cache_made_by_generate_is_reused_by_the_cached_datamodule(
     folder = saved_folder(capsys)
     cache = tmp_path / "cache"
     common = ("--samples_per_type", 2, "--accelerator", "cpu", "--devices", 1)
+    common += tuple(item for key, value in split.items() for item in (f"--{key}", value))
     assert run_cli("generate", "--generator_dir", folder, "--data", tiny_mvtec, "--cache_dir", cache, *common) == 0
     manifest = (cache / "manifest.jsonl").read_text()
     datamodule = mvtec_datamodule(
-        tiny_mvtec, AnomalyGenerator.load(folder), mode="cached", cache_dir=cache, samples_per_type=2
+        tiny_mvtec, AnomalyGenerator.load(folder), mode="cached", cache_dir=cache, samples_per_type=2, **split
     )
     with caplog.at_level("INFO", logger="anomaly_synth_aug.cache.generation"):
         datamodule.prepare_train_data()
