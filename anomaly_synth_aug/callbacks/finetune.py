@@ -62,7 +62,8 @@ class GeneratorFineTuneCallback(Callback):
         """Make ``datamodule.generator`` fitted for its data; usable without a Trainer.
 
         With a distributed ``trainer`` only global rank zero fits and stores; the other ranks wait
-        at a barrier and then load the stored fit.
+        at a barrier and then load the stored fit (an error naming the folder if they cannot see it:
+        each rank fitting its own would cost the fit again on every node, and need not give the same weights).
         """
         generator = datamodule.generator
         data = datamodule.fit_data()
@@ -76,7 +77,7 @@ class GeneratorFineTuneCallback(Callback):
         if trainer is not None and trainer.world_size > 1 and generator.requires_fit:
             trainer.strategy.barrier("generator_finetune")
             if not generator.is_fitted:
-                self.store.fit_or_load(generator, data)
+                self.store.fit_or_load(generator, data, fit_missing=False)
         self.actions[data.category] = action
         return action
 

@@ -155,7 +155,9 @@ class FitStore:
         """Where the fit of ``key`` lives."""
         return self.root / _check_name(key.category) / f"{key.generator_class}-{key.digest}"
 
-    def fit_or_load(self, generator: AnomalyGenerator, data: FitData, *, keep: bool = False) -> Action:
+    def fit_or_load(
+        self, generator: AnomalyGenerator, data: FitData, *, keep: bool = False, fit_missing: bool = True
+    ) -> Action:
         """Make ``generator`` fitted on ``data``, in place: load its stored fit, or fit it and store the fit.
 
         In place because datasets may already hold this generator object. A generator with
@@ -163,13 +165,16 @@ class FitStore:
         loaded by its own key. ``keep`` also stores generators that learn nothing themselves (classic ones, mixtures)
         under their key, so that one folder holds everything ``AnomalyGenerator.load`` needs, and saves a loaded
         fit again when the caller's sampling options differ from the folder's (the key leaves them out).
+        ``fit_missing=False`` only loads: a missing fit is an error naming its folder (a process that must
+        use another's fit, such as a DDP rank that rank zero fitted for, must not fit its own).
         """
         if getattr(generator, "components", None) is not None:
             fingerprint = data.fingerprint()
-            actions = [self._fit_or_load_one(leaf, data, fingerprint) for leaf in _learned_leaves(generator)]
+            leaves = _learned_leaves(generator)
+            actions = [self._fit_or_load_one(leaf, data, fingerprint, fit_missing) for leaf in leaves]
             action: Action = "fitted" if "fitted" in actions else "loaded" if actions else "not_needed"
         elif generator.requires_fit:
-            action = self._fit_or_load_one(generator, data, None)
+            action = self._fit_or_load_one(generator, data, None, fit_missing)
         else:
             action = "not_needed"
         if keep:
@@ -186,13 +191,21 @@ class FitStore:
         """The folder of ``generator``'s fit on ``data`` (whether it exists yet or not)."""
         return self.folder(FitKey.of(generator, data))
 
-    def _fit_or_load_one(self, generator: AnomalyGenerator, data: FitData, fingerprint: str | None) -> Action:
+    def _fit_or_load_one(
+        self, generator: AnomalyGenerator, data: FitData, fingerprint: str | None, fit_missing: bool = True
+    ) -> Action:
         key = FitKey.of(generator, data, fingerprint)
         folder = self.folder(key)
         if self._stored(key, folder):
             generator.load_state(folder)
             logger.info("Loaded the fitted %s for %r from %s.", key.generator_class, key.category, folder)
             return "loaded"
+        if not fit_missing:
+            raise InvalidInputError(
+                f"no stored fit of the {key.generator_class} for {key.category!r} to load",
+                path=folder,
+                fix="put the fit store on storage that every process (every node under DDP) can read",
+            )
         if generator.is_fitted:
             raise InvalidInputError(
                 f"the {key.generator_class} arrived already fitted, on data the store cannot identify",

@@ -83,3 +83,28 @@ def test_needs_the_synthetic_datamodule(tmp_path: Path) -> None:
     trainer = SimpleNamespace(datamodule=object())
     with pytest.raises(InvalidInputError, match="SyntheticAnomalyDataModule"):
         GeneratorFineTuneCallback(tmp_path).on_fit_start(trainer, TinyModule())
+
+
+def _rank(number: int) -> SimpleNamespace:
+    """What ``prepare`` reads of a DDP trainer of two processes (the barrier is the strategy's)."""
+    strategy = SimpleNamespace(barrier=lambda name: None)
+    return SimpleNamespace(is_global_zero=number == 0, world_size=2, strategy=strategy)
+
+
+def test_a_rank_that_cannot_see_rank_zeros_fit_says_so_instead_of_fitting_its_own(
+    tmp_path: Path, tiny_mvtec: Path
+) -> None:
+    """On a node whose fit store is not the one rank zero wrote to, the rank silently fitted a generator itself."""
+    rank_zero = GeneratorFineTuneCallback(tmp_path / "shared")
+    rank_zero.prepare(synthetic_datamodule(tiny_mvtec, CountingLearnedGenerator()), _rank(0))
+    assert CountingLearnedGenerator.fit_calls == 1
+
+    same_store = GeneratorFineTuneCallback(tmp_path / "shared")
+    datamodule = synthetic_datamodule(tiny_mvtec, CountingLearnedGenerator())
+    assert same_store.prepare(datamodule, _rank(1)) == "loaded" and datamodule.generator.is_fitted
+
+    local_store = GeneratorFineTuneCallback(tmp_path / "node_local")
+    with pytest.raises(InvalidInputError, match="no stored fit") as error:
+        local_store.prepare(synthetic_datamodule(tiny_mvtec, CountingLearnedGenerator()), _rank(1))
+    assert "node_local" in str(error.value) and "every node" in str(error.value)
+    assert CountingLearnedGenerator.fit_calls == 1  # no rank fitted a generator of its own
