@@ -144,10 +144,15 @@ class NormalPatchMemory(nn.Module):
         return (distances / self.scale).reshape(batch, height, width).unsqueeze(1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Take the saved bank's size: a fresh memory is empty until it is built."""
+        """Take the saved bank's size, on this module's device and dtype: a fresh memory is empty until it is built.
+
+        The checkpoint's own device would not do: a bank saved from CPU training stayed on the CPU under a
+        model moved to a GPU, as no other buffer does.
+        """
         saved = state_dict.get(f"{prefix}memory_bank")
         if saved is not None:
-            self.memory_bank = torch.empty_like(saved)
+            current = self.memory_bank
+            self.memory_bank = torch.empty(saved.shape, device=current.device, dtype=current.dtype)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

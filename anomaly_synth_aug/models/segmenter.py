@@ -149,6 +149,10 @@ class DefectSegmenter(AnomalibModule):
             raise InvalidInputError(f"encoder_lr_scale must be >= 0, got {encoder_lr_scale}", fix="use e.g. 0.1")
         if frozen_stages < 0:
             raise InvalidInputError(f"frozen_stages must be >= 0, got {frozen_stages}", fix="use e.g. 2, or 0")
+        if memory_size < 2:  # the distance scale is measured between two remembered patches
+            raise InvalidInputError(
+                f"memory_size must be >= 2 patches, got {memory_size}", fix="use e.g. 4096 (the default)"
+            )
         if pre_processor is True:  # the default depends on the network: ImageNet statistics or none
             pre_processor = self.configure_pre_processor(imagenet_normalization=encoder is not None)
         if visualizer is True and resolve_memory_and_prior(encoder, normal_memory, normal_prior)[1]:

@@ -190,6 +190,11 @@ class SegmenterModel(nn.Module):
 
     def _freeze(self, stages: int) -> list[nn.Module]:
         body = self.network.encoder.model
+        if stages > len(body.blocks):
+            raise InvalidInputError(
+                f"frozen_stages={stages}, but the encoder has {len(body.blocks)} stages",
+                fix=f"use at most {len(body.blocks)} (every stage frozen), e.g. 2",
+            )
         names = [*_STEM, *(f"blocks.{index}" for index in range(stages))] if stages > 0 else []
         modules = [body.get_submodule(name) for name in names]
         for module in modules:

@@ -56,6 +56,20 @@ def test_a_fresh_memory_loads_a_saved_bank_of_any_size() -> None:
     assert torch.equal(fresh.scale, memory.scale)
 
 
+def test_a_loaded_bank_takes_the_modules_device_and_dtype_as_every_other_buffer() -> None:
+    """The bank took the checkpoint's: one saved from CPU training stayed on the CPU under a model on a GPU."""
+    memory = NormalPatchMemory()
+    memory.collect(feature_maps(0))
+    memory.build(size=7)
+    wide = NormalPatchMemory().double()
+    wide.load_state_dict(memory.state_dict())
+    assert wide.memory_bank.dtype == wide.scale.dtype == torch.float64
+    assert torch.equal(wide.memory_bank, memory.memory_bank.double())
+    meta = NormalPatchMemory().to("meta")  # stands in for a GPU: any device but the checkpoint's
+    meta.load_state_dict(memory.state_dict(), assign=False)
+    assert meta.memory_bank.device == meta.scale.device == torch.device("meta")
+
+
 def test_a_category_too_large_for_the_ram_is_thinned_uniformly() -> None:
     """Ten images of 128 patches each, at most 300 held: every image keeps a share, none fills the memory alone."""
     torch.manual_seed(0)

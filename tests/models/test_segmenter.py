@@ -233,6 +233,16 @@ def test_memory_options_are_checked() -> None:
         DefectSegmenter(pretrained=False, memory_source="test_images")
     with pytest.raises(InvalidInputError, match="memory_images"):
         DefectSegmenter(pretrained=False, memory_images=0)
+    for size in (0, 1):  # failed only when training started, naming a PatchCore option or blaming the data
+        with pytest.raises(InvalidInputError, match="memory_size must be >= 2"):
+            DefectSegmenter(pretrained=False, memory_size=size)
+
+
+def test_more_frozen_stages_than_the_encoder_has_are_refused_by_name() -> None:
+    """A raw AttributeError ("Sequential has no attribute '7'") came out of the network's construction."""
+    with pytest.raises(InvalidInputError, match="frozen_stages=9, but the encoder has 7 stages"):
+        SegmenterModel(encoder="efficientnet_lite0", pretrained=False, frozen_stages=9)
+    SegmenterModel(encoder="efficientnet_lite0", pretrained=False, frozen_stages=7)  # every stage frozen
 
 
 def test_filling_the_memory_moves_no_batch_norm_statistics() -> None:
