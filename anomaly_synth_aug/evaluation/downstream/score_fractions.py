@@ -36,6 +36,20 @@ def fraction_key(fraction: float) -> str:
     return f"{fraction:g}"
 
 
+def _at_mask_size(maps: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    """The maps at the masks' size, as the evaluator scores them.
+
+    Callbacks given to ``Engine`` run before the model's own: a detector that predicts at its input
+    size and whose pre-processor resizes the maps back to the native size afterwards hands this
+    callback the smaller map, whose top fraction covers other pixels than the scored one's.
+    """
+    if masks is None or tuple(masks.shape[-2:]) == tuple(maps.shape[-2:]):
+        return maps
+    flat = maps.detach().reshape(-1, 1, *maps.shape[-2:]).float()
+    resized = torch.nn.functional.interpolate(flat, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
+    return resized.reshape(*maps.shape[:-2], *masks.shape[-2:])
+
+
 class ScoreFractionScores(Callback):
     """Image AUROC of each top-fraction image score, at every validation and at test.
 
@@ -57,6 +71,7 @@ class ScoreFractionScores(Callback):
         maps, labels = getattr(outputs, "anomaly_map", None), getattr(outputs, "gt_label", None)
         if maps is None or labels is None:
             return
+        maps = _at_mask_size(maps, getattr(outputs, "gt_mask", None))
         flat = maps.detach().reshape(maps.shape[0], -1).float().cpu()
         self._scores.append(torch.stack([top_fraction_mean(flat, fraction) for fraction in self.fractions], dim=1))
         self._labels.extend(int(label) for label in labels.reshape(-1).tolist())

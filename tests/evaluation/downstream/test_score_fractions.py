@@ -74,3 +74,19 @@ def test_the_table_pairs_the_validation_choice_with_the_default_per_run() -> Non
     table = score_fraction_markdown(runs)
     assert "| segmenter | shots_only | 2 | 0.710 ± 0.014 | 0, 0.001 | 0.760 ± 0.057 | +0.050 ± 0.071 |" in table
     assert "perlin" not in table and score_fraction_markdown(runs[2:]) == ""
+
+
+def test_maps_smaller_than_their_masks_are_scored_at_the_masks_size() -> None:
+    """Callbacks run before the model's pre-processor restores the native size: PaDiM's and PatchCore's maps came
+    in at the model's 32 px, so each fraction covered other pixels than in the map the evaluator scored."""
+    from anomaly_synth_aug.models.normal_prior import top_fraction_mean
+
+    small = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)) ** 4
+    batch = SimpleNamespace(anomaly_map=small, gt_label=torch.tensor([1]), gt_mask=torch.zeros(1, 24, 40))
+    callback = ScoreFractionScores(fractions=(0.01,))
+    callback.on_test_epoch_start(None, None)
+    callback.on_test_batch_end(None, None, batch, None, 0)
+    native = torch.nn.functional.interpolate(small, size=(24, 40), mode="bilinear", align_corners=False)
+    expected = top_fraction_mean(native.reshape(1, -1), 0.01)
+    assert torch.allclose(callback._scores[0][:, 0], expected)
+    assert not torch.allclose(expected, top_fraction_mean(small.reshape(1, -1), 0.01))  # the size matters
