@@ -34,6 +34,43 @@ THRESHOLD_METRICS: tuple[str, ...] = ("image_F1Score", "pixel_F1Score")
 LABELS_AT_THRESHOLD = "labels_at_validation_threshold"
 
 
+class _UndefinedOnOneClass:
+    """Ranking metrics are undefined (NaN, recorded as None) when the targets hold one class only.
+
+    torchmetrics returns 0 with a warning instead: a test split with no normal image, no anomalous
+    one, or no defect pixel would record an AUROC of 0.0 as if the detector had ranked every case
+    backwards. The targets are the curve's own (after DDP sync); AUPRO's are region labels, 0 outside.
+    """
+
+    target: list[torch.Tensor] | torch.Tensor
+
+    def compute(self) -> torch.Tensor:
+        targets = getattr(self, "target", None)
+        if isinstance(targets, list):
+            targets = torch.cat([t.reshape(-1) for t in targets]) if targets else None
+        if targets is not None and targets.numel():
+            defect = targets > 0
+            if bool(defect.all()) or not bool(defect.any()):
+                return torch.tensor(float("nan"))
+        return super().compute()  # type: ignore[misc]
+
+
+class DefinedAUROC(_UndefinedOnOneClass, AUROC):  # type: ignore[misc]
+    """anomalib's ``AUROC``, NaN on one class (``_UndefinedOnOneClass``); logged as ``<prefix>AUROC``."""
+
+    def __init__(self, fields: list[str] | None = None, prefix: str = "", **kwargs: object) -> None:
+        super().__init__(fields=fields, prefix=prefix, **kwargs)
+        self.name = f"{prefix}AUROC"
+
+
+class DefinedAUPR(_UndefinedOnOneClass, AUPR):  # type: ignore[misc]
+    """anomalib's ``AUPR``, NaN on one class (``_UndefinedOnOneClass``); logged as ``<prefix>AUPR``."""
+
+    def __init__(self, fields: list[str] | None = None, prefix: str = "", **kwargs: object) -> None:
+        super().__init__(fields=fields, prefix=prefix, **kwargs)
+        self.name = f"{prefix}AUPR"
+
+
 class _NativeSizeAUPRO(_AUPRO):
     """anomalib's AUPRO for images of different sizes (native-resolution evaluation).
 
@@ -71,7 +108,7 @@ class _NativeSizeAUPRO(_AUPRO):
         return self.compute_pro(cca=self.perform_cca(), preds=preds)
 
 
-class NativeSizeAUPRO(AnomalibMetric, _NativeSizeAUPRO):  # type: ignore[misc]
+class NativeSizeAUPRO(_UndefinedOnOneClass, AnomalibMetric, _NativeSizeAUPRO):  # type: ignore[misc]
     """AUPRO over images of any sizes (``_NativeSizeAUPRO``), with anomalib's field binding.
 
     Logged as ``<prefix>AUPRO``, the name anomalib's own AUPRO gets, so results keep their keys.
@@ -95,13 +132,13 @@ def ranking_metrics(prefix: str = "", *, pixel: bool = True) -> list[AnomalibMet
     Pixel metrics are non-strict: a batch without masks or anomaly maps is skipped, not an error.
     """
     metrics: list[AnomalibMetric] = [
-        AUROC(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
-        AUPR(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
+        DefinedAUROC(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
+        DefinedAUPR(fields=IMAGE_FIELDS, prefix=f"{prefix}image_", **RAW_SCORES),
     ]
     if pixel:
         metrics += [
-            AUROC(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
-            AUPR(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
+            DefinedAUROC(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
+            DefinedAUPR(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, **RAW_SCORES),
             NativeSizeAUPRO(fields=PIXEL_FIELDS, prefix=f"{prefix}pixel_", strict=False, fpr_limit=AUPRO_FPR_LIMIT),
         ]
     return metrics

@@ -47,6 +47,16 @@ def test_aupro_weights_regions_not_pixels() -> None:
     assert 0.5 <= results["pixel_AUPRO"] < 0.6  # regions: one of two found (the other only by ties)
 
 
+@pytest.mark.parametrize("labels", [[0, 0, 0, 0], [1, 1, 1, 1]])
+def test_ranking_metrics_on_one_class_are_undefined_not_zero(labels: list[int]) -> None:
+    """torchmetrics returned 0.0 with a warning: a test split without normals (or without anomalies, or without
+    defect pixels) recorded an AUROC of 0.0, as if every case had been ranked backwards."""
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    results = compute_detection_metrics(scores, torch.tensor(labels), torch.rand(4, 8, 8), torch.zeros(4, 8, 8))
+    for name in ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR", "pixel_AUPRO"):
+        assert math.isnan(results[name]) and metric_value(results[name]) is None, name
+
+
 def test_benchmark_evaluator_names() -> None:
     evaluator = benchmark_evaluator()
     assert CHECKPOINT_MONITOR in {metric.name for metric in evaluator.val_metrics}
