@@ -41,6 +41,7 @@ from anomaly_synth_aug.generators.persistence import (
     read_generator_meta,
     state_checksums,
     verify_state_files,
+    written_checksums,
 )
 from anomaly_synth_aug.generators.shot_checks import validate_shots
 from anomaly_synth_aug.utils.random import as_torch_generator
@@ -287,6 +288,7 @@ class AnomalyGenerator(ABC):
         """Write the learned state and ``generator.json`` (config, fingerprint, a sha256 per state file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        before = state_checksums(directory)
         self._save_state(directory)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -294,7 +296,7 @@ class AnomalyGenerator(ABC):
             "config": self.get_config(),
             "fitted": self.is_fitted,
             "fingerprint": self.fingerprint(),
-            "checksums": state_checksums(directory),
+            "checksums": written_checksums(directory, before),
         }
         tmp = directory / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -381,6 +383,12 @@ class AnomalyGenerator(ABC):
                 f"the saved {type(self).__name__} was fitted with other settings: {changed}",
                 path=directory / CONFIG_FILE,
                 fix="fit this generator instead, or load the saved one with AnomalyGenerator.load()",
+            )
+        if not meta.get("fitted", True) and self.requires_fit:
+            raise InvalidInputError(
+                f"the saved {type(self).__name__} was never fitted: there is no learned state to load",
+                path=directory / CONFIG_FILE,
+                fix="point at a folder saved after fit(), or fit this generator",
             )
         verify_state_files(directory, meta)
         self._load_state(directory)

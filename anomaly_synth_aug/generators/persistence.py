@@ -67,6 +67,27 @@ def state_checksums(directory: Path) -> dict[str, str]:
     }
 
 
+def written_checksums(directory: Path, before: dict[str, str]) -> dict[str, str]:
+    """``state_checksums`` of the files a save wrote: new or changed since ``before``, or listed by the folder's
+    previous ``generator.json`` (a save of the same state rewrites identical files).
+
+    A file that was already in the folder and is none of these (a log, a note) is not the generator's:
+    listing it would make loading fail once someone deletes it.
+    """
+    previous: dict[str, str] = {}
+    if (directory / CONFIG_FILE).is_file():
+        try:
+            previous = read_generator_meta(directory).get("checksums") or {}
+        except (InvalidInputError, CheckpointMismatchError):
+            previous = {}  # a broken earlier record: the save replaces it
+    after = state_checksums(directory)
+    return {
+        name: digest
+        for name, digest in after.items()
+        if name not in before or before[name] != digest or name in previous
+    }
+
+
 def verify_state_files(directory: str | Path, meta: dict[str, Any]) -> None:
     """Check the saved state against the checksums in ``generator.json``; a changed or missing file is named.
 

@@ -217,6 +217,31 @@ def test_save_load_keeps_learned_state_and_fitted_flag(tmp_path: Path) -> None:
         unfitted.generate(_images(1))
 
 
+def test_load_state_refuses_a_folder_saved_before_fitting(tmp_path: Path) -> None:
+    """``load_state`` ignored the folder's ``"fitted": false``: the generator said it was fitted and failed deep
+    inside ``generate``."""
+    folder = LearnedStampGenerator().save(tmp_path / "unfitted")
+    generator = LearnedStampGenerator()
+    with pytest.raises(InvalidInputError, match="never fitted") as error:
+        generator.load_state(folder)
+    assert str(folder) in str(error.value) and not generator.is_fitted
+
+
+def test_files_already_in_the_save_folder_are_not_made_part_of_the_generator(tmp_path: Path) -> None:
+    """Every file in the folder was checksummed: deleting a log that happened to be there broke loading."""
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    (folder / "train.log").write_text("step 1\n")
+    fitted = LearnedStampGenerator().fit(_images(1), [_shot()])
+    fitted.save(folder)
+    assert "train.log" not in json.loads((folder / CONFIG_FILE).read_text())["checksums"]
+    (folder / "train.log").unlink()
+    assert AnomalyGenerator.load(folder).is_fitted
+    fitted.save(folder)  # the same state saved again rewrites identical files: still the generator's own
+    checksums = json.loads((folder / CONFIG_FILE).read_text())["checksums"]
+    assert checksums and set(checksums) == {p.name for p in folder.iterdir() if p.name != CONFIG_FILE}
+
+
 class TunableStampGenerator(LearnedStampGenerator):
     """``value`` changes only how stamps are drawn; ``size`` shapes the (pretend) fit."""
 
