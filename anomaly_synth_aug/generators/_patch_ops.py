@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-#: Smallest per-pixel change that counts as "changed". Below half an 8-bit grey
-#: level a change vanishes when the image is saved as 8-bit, so labelling it
-#: would make the mask claim a defect that is not there.
+#: Largest per-pixel change that vanishes when an image read from 8-bit files is saved as 8-bit
+#: again (half a grey level): labelling it would make the mask claim a defect that is not there.
+#: ``keep_visible_change`` compares the 8-bit levels themselves, which also holds off that grid.
 MIN_VISIBLE_CHANGE = 0.5 / 255
 
 CloneMode = Literal["normal", "mixed"]
@@ -146,12 +146,19 @@ def keep_visible_change(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Enforce the generator contract: the returned mask is exactly where the returned image changed.
 
-    Pixels outside ``region`` and changes under ``MIN_VISIBLE_CHANGE`` are restored
-    from ``image``, so ``(result != image).any(0) == mask`` holds bit for bit.
+    Pixels outside ``region`` and changes that vanish at 8 bits (both round to the same grey level:
+    for images read from 8-bit files, a change of at most ``MIN_VISIBLE_CHANGE``) are restored from
+    ``image``, so ``(result != image).any(0) == mask`` holds bit for bit and the mask claims no
+    change that saving the image would erase.
     """
     candidate = candidate.clamp(0.0, 1.0)
-    mask = region & ((candidate - image).abs().amax(dim=0) > MIN_VISIBLE_CHANGE)
+    mask = region & (_grey_levels(candidate) != _grey_levels(image)).any(dim=0)
     return torch.where(mask, candidate, image), mask
+
+
+def _grey_levels(image: torch.Tensor) -> torch.Tensor:
+    """The 8-bit levels an image in [0, 1] is saved at."""
+    return (image * 255).round()
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:

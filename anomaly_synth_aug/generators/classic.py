@@ -113,10 +113,24 @@ def _hugs_the_border(placement: torch.Tensor) -> bool:
 def checked_range(
     name: str, values: Sequence[Number], cast: type[Number], *, low: float, high: float | None = None
 ) -> tuple[Number, Number]:
-    """Validate a ``(min, max)`` constructor argument and return it as a tuple (JSON configs give lists)."""
-    first, second = (cast(value) for value in values)
+    """Validate a ``(min, max)`` constructor argument and return it as a tuple (JSON configs give lists).
+
+    A scalar, a pair of another length, a non-number or (for ``int``) a fractional value is named
+    here, at construction, rather than failing as a bare ``TypeError`` or being truncated silently.
+    """
+    bounds = f"[{low}, {high}]" if high is not None else f"[{low}, inf)"
+    example = f"pass e.g. {name}=(min, max) within {bounds}"
+    try:
+        items = list(values) if not isinstance(values, str | bytes) else None
+        pair = [cast(value) for value in items] if items is not None else None
+    except (TypeError, ValueError):
+        pair = None
+    if pair is None or len(pair) != 2:
+        raise InvalidInputError(f"{name} must be a (min, max) pair of numbers, got {values!r}", fix=example)
+    if cast is int and any(float(value) != int(value) for value in items):  # type: ignore[union-attr]
+        raise InvalidInputError(f"{name} takes whole numbers, got {tuple(values)}", fix=example)
+    first, second = pair
     if not (low <= first <= second and (high is None or second <= high)):
-        bounds = f"[{low}, {high}]" if high is not None else f"[{low}, inf)"
         raise InvalidInputError(
             f"{name} must be a (min, max) pair with min <= max inside {bounds}, got {tuple(values)}",
             fix=f"pass e.g. {name}=({first}, {max(first, second)}) within {bounds}",

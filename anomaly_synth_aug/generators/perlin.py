@@ -10,9 +10,11 @@ only from ``texture_dir``; without it the noise itself is the anomaly source.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
+import torchvision
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
@@ -53,6 +55,11 @@ class PerlinGenerator(ClassicGenerator):
             if isinstance(blend_factor, int | float)
             else checked_range("blend_factor", blend_factor, float, low=0.0, high=1.0)
         )
+        if max(self.blend_factor if isinstance(self.blend_factor, tuple) else (self.blend_factor,)) == 0.0:
+            raise InvalidInputError(
+                "blend_factor 0 leaves every image unchanged: no defect could ever be drawn",
+                fix="use a blend factor above 0, e.g. (0.2, 1.0)",
+            )
         self.rotation_range = checked_range("rotation_range", rotation_range, float, low=-360.0, high=360.0)
         self.dual_mask = dual_mask
         if self.texture_dir is not None:
@@ -115,3 +122,26 @@ def _check_texture_dir(directory: Path) -> None:
             path=directory,
             fix="put texture images in it (anomalib matches lower-case extensions), or pass None for noise",
         )
+    _check_texture_formats(directory)
+
+
+def _check_texture_formats(directory: Path) -> None:
+    """Decode one texture of each file type now: anomalib collects every torchvision image extension but
+    reads textures with ``torchvision.io``, which cannot decode some of them (``.bmp``, ``.tif``, ``.ppm``);
+    it would fail mid-training, at the first such texture drawn, without naming it."""
+    first_of_type: dict[str, Path] = {}
+    for ext in IMG_EXTENSIONS:
+        for path in directory.rglob(f"*{ext}"):
+            first_of_type.setdefault(path.suffix, path)
+            break
+    for path in first_of_type.values():
+        try:
+            with warnings.catch_warnings():  # torchvision's notice that its decoders are deprecated: anomalib's call
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torchvision.io.decode_image(torchvision.io.read_file(str(path)), mode=torchvision.io.ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise InvalidInputError(
+                f"anomalib reads Perlin textures with torchvision.io, which cannot decode this file ({exc})",
+                path=path,
+                fix="convert the textures to PNG or JPEG, or remove the files of this type",
+            ) from exc

@@ -41,6 +41,17 @@ def test_keep_visible_change_reverts_tiny_and_outside_changes() -> None:
     assert float(result.max()) == 1.0
 
 
+def test_a_change_that_vanishes_at_8_bits_is_not_labelled() -> None:
+    """Off the 8-bit grid, a change just over half a grey level can round to the same level: 0.5 and 128/255
+    are both saved as 128, yet the mask claimed a defect there (a Poisson clone of a flat 0.5 image)."""
+    image = torch.full((3, 2, 2), 0.5)
+    candidate = torch.full((3, 2, 2), 128 / 255)
+    candidate[:, 1, 1] = 129 / 255  # a level apart once saved: kept
+    result, mask = keep_visible_change(image, candidate, torch.ones(2, 2, dtype=torch.bool))
+    assert mask.nonzero().tolist() == [[1, 1]]
+    assert torch.equal((result != image).any(0), mask)
+
+
 def test_blend_patch_with_binary_alpha_is_an_exact_paste() -> None:
     image, patch = _texture(10, 12, 0), _texture(3, 4, 1)
     alpha = torch.ones(3, 4)

@@ -75,6 +75,17 @@ def test_texture_dir_must_hold_images(tmp_path: Path) -> None:
         PerlinGenerator(texture_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["texture.bmp", "texture.tif"])
+def test_textures_anomalib_cannot_decode_are_named_at_construction(tmp_path: Path, name: str) -> None:
+    """anomalib collects every torchvision image extension but decodes with torchvision.io: a folder of .bmp or
+    .tif textures was accepted, then training failed at the first such texture drawn, without naming it."""
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "good.png")
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / name)
+    with pytest.raises(InvalidInputError, match="convert the textures to PNG or JPEG") as error:
+        PerlinGenerator(texture_dir=str(tmp_path))
+    assert name in str(error.value)
+
+
 def test_small_placement_is_hit_and_respected() -> None:
     placement = torch.zeros(40, 56, dtype=torch.bool)
     placement[30:33, 50:54] = True
