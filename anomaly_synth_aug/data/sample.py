@@ -55,7 +55,8 @@ def to_bool_mask(mask: torch.Tensor, *, threshold: float = 0.5, name: str | Path
     """Return ``mask`` as bool ``[H, W]``.
 
     Bool masks pass through; float masks are thresholded at ``threshold`` (in [0, 1]);
-    uint8 masks at ``threshold * 255`` (so 0.5 ~ the documented >127 rule).
+    uint8 masks at ``threshold * 255`` (so 0.5 ~ the documented >127 rule), except 0/1 label masks
+    (largest value 1), whose ones are the defect, as ``load_mask`` reads such files.
     """
     if mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]
@@ -68,6 +69,8 @@ def to_bool_mask(mask: torch.Tensor, *, threshold: float = 0.5, name: str | Path
     if mask.dtype == torch.bool:
         return mask
     if mask.dtype == torch.uint8:
+        if mask.numel() and int(mask.max()) == 1:
+            return mask > 0  # a 0/1 label mask: thresholding at 127 would empty it
         return mask > round(threshold * 255 - 0.5)
     return mask.float() > threshold
 

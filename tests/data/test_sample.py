@@ -34,3 +34,15 @@ def test_out_of_range_floats_are_clamped_and_the_input_is_left_alone() -> None:
 def test_alpha_channel_is_dropped() -> None:
     rgba = torch.full((4, 3, 3), 200, dtype=torch.uint8)
     assert to_rgb_float(rgba).shape == (3, 3, 3)
+
+
+def test_a_uint8_label_mask_of_zeros_and_ones_keeps_its_defect() -> None:
+    """Thresholded at 127, a 0/1 uint8 mask came out empty ("mask 0 is empty", "drop this shot")."""
+    from anomaly_synth_aug.data.sample import to_bool_mask
+
+    labels = torch.tensor([[0, 1], [1, 0]], dtype=torch.uint8)
+    assert torch.equal(to_bool_mask(labels), labels.bool())
+    assert torch.equal(to_bool_mask(labels * 255), labels.bool())
+    soft = torch.tensor([[0, 100], [128, 255]], dtype=torch.uint8)
+    assert to_bool_mask(soft).tolist() == [[False, False], [True, True]]  # 0..255 masks: the > 127 rule
+    assert not to_bool_mask(torch.zeros(2, 2, dtype=torch.uint8)).any()
