@@ -20,7 +20,7 @@ import importlib
 import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -348,7 +348,7 @@ class AnomalyGenerator(ABC):
                 path=meta_path,
                 fix="fit a new generator with those settings",
             )
-        instance = target(**{**meta.get("config", {}), **overrides})
+        instance = build_from_config(target, {**meta.get("config", {}), **overrides}, path=meta_path)
         verify_state_files(directory, meta)
         instance._load_state(directory)
         instance._fitted = bool(meta.get("fitted", True))
@@ -398,6 +398,41 @@ class AnomalyGenerator(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def build_from_config(
+    cls: type[AnomalyGenerator], config: Mapping[str, Any], *, path: str | Path | None = None
+) -> AnomalyGenerator:
+    """``cls(**config)`` for a saved configuration, with errors that name the file and the fix.
+
+    An option the class does not take (a folder saved by another version, or edited by hand) was a
+    bare ``TypeError``; a value the class refuses lost the file it came from.
+
+    Example:
+        >>> build_from_config(PerlinGenerator, {"blend_factor": 0.5}, path="fit/generator.json")
+    """
+    parameters = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(config) - set(parameters) - {"self"})
+    if unknown and not takes_any:
+        raise InvalidInputError(
+            f"{cls.__name__} takes no option {', '.join(map(repr, unknown))} (saved by another version of "
+            "anomaly_synth_aug, or edited by hand?)",
+            path=path,
+            fix="load it with the version that saved it, or fit and save the generator again",
+        )
+    try:
+        return cls(**config)
+    except InvalidInputError as exc:
+        if exc.path is not None or path is None:
+            raise
+        raise type(exc)(f"{cls.__name__}: {exc.problem}", path=path, fix=exc.fix) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{cls.__name__} cannot be built from its saved options: {exc}",
+            path=path,
+            fix="correct the option in the file, or fit and save the generator again",
+        ) from exc
 
 
 def resolve_generator(value: AnomalyGenerator | str) -> AnomalyGenerator:

@@ -28,7 +28,12 @@ import torch
 
 from anomaly_synth_aug.data.sample import AnomalySample
 from anomaly_synth_aug.errors import InvalidInputError
-from anomaly_synth_aug.generators.base import AnomalyGenerator, generator_class, resolve_generator
+from anomaly_synth_aug.generators.base import (
+    AnomalyGenerator,
+    build_from_config,
+    generator_class,
+    resolve_generator,
+)
 from anomaly_synth_aug.generators.batch import GeneratedBatch
 from anomaly_synth_aug.utils.random import derive_seed
 
@@ -48,7 +53,7 @@ def _component(spec: ComponentSpec) -> AnomalyGenerator:
                 f"a mixture component must look like {{'class': name, 'config': {{...}}}}, got {dict(spec)!r}",
                 fix="pass generator instances or class names",
             )
-        return generator_class(name)(**config)
+        return build_from_config(generator_class(name), config)
     return resolve_generator(spec)
 
 

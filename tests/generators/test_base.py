@@ -351,3 +351,23 @@ def test_a_json_list_is_refused_with_the_file_named(tmp_path: Path) -> None:
         AnomalyGenerator.load(tmp_path)
     with pytest.raises(CorruptFileError, match="expected a JSON object"):
         StampGenerator().load_state(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"old_option": 1}, r"CutPasteGenerator takes no option 'old_option'"),
+        ({"area_ratio": 0.1}, r"CutPasteGenerator: area_ratio must be a \(min, max\) pair"),
+    ],
+)
+def test_a_saved_option_the_class_cannot_take_names_the_file(tmp_path: Path, config: dict, message: str) -> None:
+    """An unknown key in generator.json (another version, a hand edit) was a bare TypeError, and a value the class
+    refuses lost the file it came from."""
+    from anomaly_synth_aug.generators.cutpaste import CutPasteGenerator
+
+    folder = CutPasteGenerator().save(tmp_path / "cutpaste")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**meta, "config": {**meta["config"], **config}}))
+    with pytest.raises(InvalidInputError, match=message) as error:
+        AnomalyGenerator.load(folder)
+    assert str(folder / CONFIG_FILE) in str(error.value) and "Fix:" in str(error.value)
