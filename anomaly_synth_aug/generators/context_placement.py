@@ -141,9 +141,9 @@ class ContextPlacement:
 def without_defect(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``image`` with the defect (and a margin) inpainted from its surroundings (Telea), so that only
     the surface around it is described."""
-    pixels = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    pixels = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)  # on the CPU
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * INPAINT_MARGIN + 1,) * 2)
-    hole = cv2.dilate(mask.numpy().astype(np.uint8), kernel)
+    hole = cv2.dilate(mask.cpu().numpy().astype(np.uint8), kernel)
     filled = cv2.inpaint(np.ascontiguousarray(pixels), hole, 2 * INPAINT_MARGIN, cv2.INPAINT_TELEA)
     filled = filled.reshape(*pixels.shape)
     return torch.from_numpy(filled).permute(2, 0, 1).float() / 255.0

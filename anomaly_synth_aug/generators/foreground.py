@@ -55,7 +55,7 @@ def foreground_region(
     everywhere = torch.ones(height, width, dtype=torch.bool)
     if not enabled or height < 3 or width < 3:
         return everywhere
-    gray = (rgb.mean(0).numpy() * 255).astype(np.float32)
+    gray = (rgb.mean(0).cpu().numpy() * 255).astype(np.float32)  # shots may live on a GPU; the mask is on the CPU
     if blur_sigma > 0:
         gray = cv2.GaussianBlur(gray, (0, 0), blur_sigma)
     gray_u8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)

@@ -79,3 +79,15 @@ def test_screw_is_an_object_category_and_magnetic_tile_is_not(mvtec_screw_root: 
 
     assert defects_lie_on_objects(few_shot_split(mvtec_screw_root).load_shots())
     assert not defects_lie_on_objects(few_shot_split(magnetic_tile_root).load_shots())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_images_on_a_gpu_are_read_on_the_cpu() -> None:
+    """``.numpy()`` of a CUDA tensor raised: shots kept on a GPU broke ``RealShotPasteGenerator.fit``."""
+    from anomaly_synth_aug.generators.context_placement import without_defect
+
+    image = _object_image(bright_object=True)[0].cuda()
+    assert torch.equal(foreground_region(image), foreground_region(image.cpu()))
+    mask = torch.zeros(image.shape[-2:], dtype=torch.bool)
+    mask[30:34, 30:34] = True
+    assert torch.equal(without_defect(image, mask.cuda()), without_defect(image.cpu(), mask))
