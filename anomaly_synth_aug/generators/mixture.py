@@ -109,10 +109,16 @@ class MixtureGenerator(AnomalyGenerator):
     def _fit(
         self, normal_images: list[torch.Tensor], shots: list[AnomalySample], generator: torch.Generator | None
     ) -> None:
-        """Fit every component that needs it and is not fitted yet (a loaded one is kept as it is)."""
+        """Fit every component that needs it and is not fitted yet (a loaded one is kept as it is).
+
+        Each learned component draws its seed in order whether it is fitted or not, so that its fit
+        does not depend on which others arrived fitted.
+        """
         for component in self.components:
-            if component.requires_fit and not component.is_fitted:
-                stream = torch.Generator().manual_seed(derive_seed(generator))
+            if not component.requires_fit:
+                continue
+            stream = torch.Generator().manual_seed(derive_seed(generator))
+            if not component.is_fitted:
                 component.fit(normal_images, shots, generator=stream)
 
     # --------------------------------------------------------------- generate

@@ -75,6 +75,21 @@ def test_only_unfitted_components_are_fitted() -> None:
     assert not MixtureGenerator([CutPasteGenerator()]).requires_fit
 
 
+def test_a_components_fit_does_not_depend_on_which_others_arrived_fitted() -> None:
+    """Seeds were drawn only for the components still to fit: one fitted beforehand shifted every later stream."""
+    from anomaly_synth_aug.generators.poisson import PoissonBlendGenerator
+
+    normals = [torch.full((3, 16, 16), i / 10) for i in range(8)]
+
+    def second_pool(first: PoissonBlendGenerator) -> list[float]:
+        mixture = MixtureGenerator([first, PoissonBlendGenerator(pool_size=3)])
+        mixture.fit(normals, [], generator=torch.Generator().manual_seed(0))
+        return [float(patch[0, 0, 0]) for patch in mixture.components[1]._pool]
+
+    fitted_first = PoissonBlendGenerator(pool_size=3).fit(normals, [], generator=torch.Generator().manual_seed(7))
+    assert second_pool(fitted_first) == second_pool(PoissonBlendGenerator(pool_size=3))
+
+
 def test_save_load_keeps_components_and_weights_change_on_load(tmp_path: Path) -> None:
     mixture = _mixture([1, 1])
     folder = mixture.save(tmp_path / "mixture")
