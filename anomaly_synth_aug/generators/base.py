@@ -50,7 +50,7 @@ _MISSING = object()
 
 
 ImagesLike = torch.Tensor | Sequence[torch.Tensor]
-SeedSource = int | torch.Generator | Sequence[torch.Generator] | None
+SeedSource = int | torch.Generator | Sequence[torch.Generator | int] | None
 
 
 def as_image_list(images: ImagesLike) -> list[torch.Tensor]:
@@ -199,10 +199,17 @@ class AnomalyGenerator(ABC):
         defect_types: list[str | None],
         generators: list[torch.Generator],
     ) -> GeneratedBatch:
-        if len(generators) != len(images) or not all(isinstance(g, torch.Generator) for g in generators):
+        generators = [as_torch_generator(g) for g in generators]  # integer seeds too, as for a single seed
+        if len(generators) != len(images):
             raise InvalidInputError(
                 f"got {len(generators)} seed sources for {len(images)} images",
-                fix="pass one torch.Generator, or one per image",
+                fix="pass one torch.Generator or seed, or one per image",
+            )
+        if not all(isinstance(g, torch.Generator) for g in generators):
+            raise InvalidInputError(
+                f"a per-image seed source must be a torch.Generator or an integer seed, got "
+                f"{sorted({type(g).__name__ for g in generators if not isinstance(g, torch.Generator)})}",
+                fix="pass one torch.Generator or integer seed per image",
             )
         if self.per_sample_generators:
             return self._generate(images, masks, defect_types, generators)  # type: ignore[arg-type]

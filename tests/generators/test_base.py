@@ -184,6 +184,17 @@ def test_one_seed_stream_per_image_gives_each_image_its_single_call_result() -> 
         generator.generate(images, generator=[torch.Generator()])
 
 
+def test_integer_seeds_per_image_work_as_a_single_integer_seed_does() -> None:
+    """``generator=[4, 5, 6]`` was refused as "got 3 seed sources for 3 images", blaming the count."""
+    generator = StampGenerator(value=0.5)
+    images = _images(3)
+    by_int = generator.generate(images, generator=[4, 5, 6])
+    by_stream = generator.generate(images, generator=[torch.Generator().manual_seed(s) for s in (4, 5, 6)])
+    assert all(torch.equal(a, b) for a, b in zip(by_int.images, by_stream.images, strict=True))
+    with pytest.raises(InvalidInputError, match="must be a torch.Generator or an integer seed, got \\['str'\\]"):
+        generator.generate(images, generator=["4", 5, 6])
+
+
 def test_concat_keeps_order_and_sums_counters() -> None:
     image, mask = torch.zeros(3, 2, 2), torch.ones(2, 2, dtype=torch.bool)
     first = GeneratedBatch([image], [mask], ["a"], {"attempts": 2, "reasons": {"faint": 1}, "mode": "x"})
