@@ -24,6 +24,10 @@ ANOMALOUS_LABEL = 1
 NORMAL_TYPE = "good"
 
 
+#: Float images above 1 are clamped (interpolation overshoots a little); above this they are refused.
+_LARGEST_FLOAT = 2.0
+
+
 def to_rgb_float(image: torch.Tensor, *, name: str | Path | None = None) -> torch.Tensor:
     """Return ``image`` as float ``[3, H, W]`` in ``[0, 1]``; grayscale is promoted to 3 channels.
 
@@ -44,6 +48,12 @@ def to_rgb_float(image: torch.Tensor, *, name: str | Path | None = None) -> torc
     else:
         image = image.float()
         low, high = torch.aminmax(image)
+        if high > _LARGEST_FLOAT:  # not resampling overshoot: a 0..255 (or normalised) image, which would turn white
+            raise InvalidInputError(
+                f"a float image must hold values in [0, 1]; this one reaches {float(high):.4g}",
+                path=name,
+                fix="divide a 0..255 image by 255 (or pass it as uint8); undo any mean/std normalisation",
+            )
         if low < 0.0 or high > 1.0:
             image = image.clamp(0.0, 1.0)
     if image.shape[0] == 1:

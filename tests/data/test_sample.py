@@ -46,3 +46,16 @@ def test_a_uint8_label_mask_of_zeros_and_ones_keeps_its_defect() -> None:
     soft = torch.tensor([[0, 100], [128, 255]], dtype=torch.uint8)
     assert to_bool_mask(soft).tolist() == [[False, False], [True, True]]  # 0..255 masks: the > 127 rule
     assert not to_bool_mask(torch.zeros(2, 2, dtype=torch.uint8)).any()
+
+
+def test_a_float_image_in_0_to_255_is_refused_not_turned_white() -> None:
+    """Clamped to [0, 1] silently, a float image of grey levels came out saturated white."""
+    import pytest
+
+    from anomaly_synth_aug.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="reaches 200.*divide a 0..255 image by 255"):
+        to_rgb_float(torch.full((3, 4, 4), 200.0))
+    overshoot = torch.full((3, 4, 4), 0.5)
+    overshoot[0, 0, 0], overshoot[0, 0, 1] = 1.24, -0.2  # bicubic resampling: clamped, as before
+    assert float(to_rgb_float(overshoot).max()) == 1.0 and float(to_rgb_float(overshoot).min()) == 0.0
