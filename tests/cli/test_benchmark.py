@@ -20,6 +20,19 @@ def fake_record(generator: str, detector: str, seed: int, preset: str) -> dict:
     return {"generator": generator, "detector": detector, "seed": seed, "preset": preset, "metrics": metrics}
 
 
+def _fake_runs(monkeypatch) -> list[tuple[str, int, str]]:
+    ran: list[tuple[str, int, str]] = []
+
+    def run(data, generator, detector, seed, preset, fit_store):
+        ran.append((generator, seed, preset))
+        return fake_record(generator, detector, seed, preset)
+
+    monkeypatch.setattr(downstream, "run_experiment", run)
+    monkeypatch.setattr(downstream, "preset_record", lambda preset: {})
+    monkeypatch.setattr(imports, "import_all_submodules", lambda: [])
+    return ran
+
+
 def test_a_killed_benchmark_keeps_every_finished_run(tmp_path: Path) -> None:
     """Records went through a buffered handle: a process killed during its third run had written none of the two
     finished ones."""
@@ -56,15 +69,7 @@ def test_a_rerun_skips_finished_runs_and_redoes_a_torn_one(tmp_path: Path, monke
     torn = json.dumps(fake_record("perlin", "segmenter", 0, "quick"))[:30]
     finished = {**fake_record("none", "segmenter", 0, "quick"), "data_root": data_root}
     results.write_text(json.dumps(finished) + "\n" + torn)
-    ran: list[tuple[str, int, str]] = []
-
-    def run(data, generator, detector, seed, preset, fit_store):
-        ran.append((generator, seed, preset))
-        return fake_record(generator, detector, seed, preset)
-
-    monkeypatch.setattr(downstream, "run_experiment", run)
-    monkeypatch.setattr(downstream, "preset_record", lambda preset: {})
-    monkeypatch.setattr(imports, "import_all_submodules", lambda: [])
+    ran = _fake_runs(monkeypatch)
     with caplog.at_level("WARNING"):
         benchmark(tmp_path / "data", generators=["none", "perlin"], seeds=[0, 1], output=tmp_path)
     assert ran == [("perlin", 0, "quick"), ("none", 1, "quick"), ("perlin", 1, "quick")]
@@ -88,19 +93,6 @@ def test_no_results_yet_means_nothing_finished(tmp_path: Path, content: str) -> 
     if content:
         results.write_text(content)
     assert finished_runs(results) == set()
-
-
-def _fake_runs(monkeypatch) -> list[tuple[str, int, str]]:
-    ran: list[tuple[str, int, str]] = []
-
-    def run(data, generator, detector, seed, preset, fit_store):
-        ran.append((generator, seed, preset))
-        return fake_record(generator, detector, seed, preset)
-
-    monkeypatch.setattr(downstream, "run_experiment", run)
-    monkeypatch.setattr(downstream, "preset_record", lambda preset: {})
-    monkeypatch.setattr(imports, "import_all_submodules", lambda: [])
-    return ran
 
 
 def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path, monkeypatch) -> None:
