@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +195,26 @@ def expected_total_steps(settings: TrainingSettings, step: int, elapsed: float) 
     return by_time if settings.max_steps is None else min(settings.max_steps, by_time)
 
 
+@contextmanager
+def interrupt_after_block() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block has run, then raise it.
+
+    A ``KeyboardInterrupt`` between ``optimizer.step()`` and the step count would save weights one
+    step ahead of their count. Only the main thread receives signals; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def train_denoiser(
     model: DefectDenoiser,
     source: PatchSource,
@@ -220,13 +244,16 @@ def train_denoiser(
         logger.info("Resuming diffusion training from %s at step %d", checkpoint.directory, step)
     resumed_from = step
 
+    #: the random state before the step under way: a step cut short is drawn again, the same way, on resume
+    step_start_rng: torch.Tensor | None = None
+
     def snapshot() -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
             "ema": ema.state_dict(),
-            "generator": generator.get_state(),
+            "generator": generator.get_state() if step_start_rng is None else step_start_rng,
             "step": step,
             "elapsed": elapsed,
             "loss": last_loss,
@@ -243,15 +270,18 @@ def train_denoiser(
     bar = tqdm(total=settings.max_steps, initial=step, desc="diffusion fit", unit="step", disable=not settings.progress)
     try:
         while budget_left():
+            step_start_rng = generator.get_state()
             batch = source.draw(settings.batch_size, settings.normal_fraction, generator)
             loss, _ = training_loss(model, noise_scheduler, batch, settings.switches, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            lr_schedule.step()
-            ema.step(model.parameters())
-            step += 1
+            with interrupt_after_block():  # the update is taken whole: weights, schedule, EMA and count agree
+                optimizer.step()
+                lr_schedule.step()
+                ema.step(model.parameters())
+                step += 1
+                step_start_rng = None
             elapsed = time.monotonic() - started
             value = float(loss.detach())
             last_loss = value if math.isnan(last_loss) else 0.95 * last_loss + 0.05 * value

@@ -184,6 +184,52 @@ def test_interrupt_saves_progress_and_reraises(tmp_path: Path, monkeypatch: pyte
     assert state["step"] == 2
 
 
+def test_a_step_interrupted_after_its_draw_is_drawn_again_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random state was saved after the cut step's batch was drawn, with the weights from before it: the
+    resumed fit drew that step from an advanced stream and ended elsewhere than an uninterrupted one."""
+    import anomaly_synth_aug.generators.diffusion.training as training
+
+    straight = _model()
+    train_denoiser(straight, _source(), _settings(max_steps=4), generator=torch.Generator().manual_seed(5))
+    loss = training.training_loss
+    calls = {"n": 0}
+
+    def cut_after_the_draw(*args: object, **kwargs: object):
+        result = loss(*args, **kwargs)  # this step's batch and noise are drawn
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(training, "training_loss", cut_after_the_draw)
+    with pytest.raises(KeyboardInterrupt):
+        settings = _settings(max_steps=4, checkpoint_dir=tmp_path)
+        train_denoiser(_model(), _source(), settings, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(training, "training_loss", loss)
+    resumed = _model()
+    report = train_denoiser(resumed, _source(), _settings(max_steps=4, checkpoint_dir=tmp_path))
+    assert report.resumed_from_step == 2 and report.steps == 4
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_whole() -> None:
+    """Between optimizer.step() and the step count, a Ctrl-C saved weights one step ahead of their count."""
+    import os
+    import signal
+
+    from anomaly_synth_aug.generators.diffusion.training import interrupt_after_block
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after_block():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("update")
+    assert finished == ["update"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_checkpoint_of_another_setup_is_refused(tmp_path: Path) -> None:
     train_denoiser(_model(), _source(), _settings(max_steps=1, checkpoint_dir=tmp_path), identity={"category": "a"})
     with pytest.raises(CheckpointMismatchError, match="category"):
