@@ -30,7 +30,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from anomaly_synth_aug.errors import InvalidInputError
+from anomaly_synth_aug.errors import CheckpointMismatchError, InvalidInputError
 from anomaly_synth_aug.generators.diffusion.losses import (
     adaptive_mask_weights,
     background_disentangled_loss,
@@ -235,6 +235,13 @@ def train_denoiser(
     step, elapsed, last_loss = 0, 0.0, math.nan
     if checkpoint is not None and checkpoint.exists():
         state = checkpoint.load()
+        saved_step = int(state["step"])
+        if settings.max_steps is not None and saved_step > settings.max_steps:
+            raise CheckpointMismatchError(
+                f"{checkpoint.directory}: the training checkpoint is at step {saved_step}, past this fit's "
+                f"max_steps={settings.max_steps}; its weights would be returned as a {settings.max_steps}-step fit. "
+                f"Fix: set max_steps to at least {saved_step}, or point checkpoint_dir to a fresh folder."
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])

@@ -27,6 +27,9 @@ TRAINING_IDENTITY_FILE = "training_identity.json"
 
 #: Identity entries that checkpoints written before them lack; such a checkpoint still resumes.
 _RECORDED_LATER = frozenset({"training_data", "training"})
+#: Identity entries left out while they hold their neutral value (so that older checkpoints resume):
+#: one missing from this fit's identity but set in the checkpoint is a difference all the same.
+_ABSENT_MEANS: dict[str, Any] = {"window_scale": None}
 
 
 def training_data_digest(normal_images: Sequence[torch.Tensor], shots: Sequence[AnomalySample]) -> str:
@@ -67,6 +70,11 @@ class TrainingCheckpoint:
             k: (saved.get(k), v)
             for k, v in self.identity.items()
             if saved.get(k) != v and not (k in _RECORDED_LATER and k not in saved)
+        }
+        different |= {
+            k: (saved[k], neutral)
+            for k, neutral in _ABSENT_MEANS.items()
+            if k in saved and k not in self.identity and saved[k] != neutral
         }
         if different:
             details = "; ".join(f"{k}: checkpoint has {a!r}, this fit has {b!r}" for k, (a, b) in different.items())

@@ -230,6 +230,22 @@ def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_whole() -> None:
     assert finished == ["update"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_checkpoint_past_the_step_budget_is_refused_not_returned(tmp_path: Path) -> None:
+    """max_steps=2 over a 3-step checkpoint returned the 3-step weights, reported as steps=3."""
+    train_denoiser(_model(), _source(), _settings(max_steps=3, checkpoint_dir=tmp_path))
+    with pytest.raises(CheckpointMismatchError, match="at step 3, past this fit's max_steps=2"):
+        train_denoiser(_model(), _source(), _settings(max_steps=2, checkpoint_dir=tmp_path))
+    assert train_denoiser(_model(), _source(), _settings(max_steps=3, checkpoint_dir=tmp_path)).steps == 3
+
+
+def test_a_checkpoint_with_windows_is_not_resumed_by_a_fit_without_them(tmp_path: Path) -> None:
+    """An identity leaves window_scale out while it is None: a windowed checkpoint resumed a fit without windows."""
+    windowed = {"category": "a", "window_scale": 1.0, "max_windows": 8}
+    train_denoiser(_model(), _source(), _settings(max_steps=1, checkpoint_dir=tmp_path), identity=windowed)
+    with pytest.raises(CheckpointMismatchError, match="window_scale: checkpoint has 1.0, this fit has None"):
+        train_denoiser(_model(), _source(), _settings(max_steps=2, checkpoint_dir=tmp_path), identity={"category": "a"})
+
+
 def test_checkpoint_of_another_setup_is_refused(tmp_path: Path) -> None:
     train_denoiser(_model(), _source(), _settings(max_steps=1, checkpoint_dir=tmp_path), identity={"category": "a"})
     with pytest.raises(CheckpointMismatchError, match="category"):
