@@ -273,6 +273,15 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             )
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}", fix="use e.g. 2")
+        counts = {
+            "batch_size": (batch_size, 32),
+            "generation_batch_size": (generation_batch_size, 16),
+            "num_inference_steps": (num_inference_steps, 10),
+            "num_threads": (num_threads, 2),
+        }
+        for name, (value, example) in counts.items():  # each failed late, without its name, in fit or generate
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInputError(f"{name} must be a whole number >= 1, got {value!r}", fix=f"use e.g. {example}")
         check_window_settings(window_scale, max_windows)  # at construction, not first at fit()
         self.block_out_channels = tuple(block_out_channels)
         self.guidance_candidates = tuple(float(c) for c in guidance_candidates)

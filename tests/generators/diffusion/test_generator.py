@@ -374,6 +374,18 @@ def test_bad_configuration_is_explained() -> None:
         DiffusionAnomalyGenerator(guidance_scale=0.0)
 
 
+@pytest.mark.parametrize(
+    "option", [{"batch_size": 0}, {"generation_batch_size": 0}, {"generation_batch_size": -1},
+               {"num_inference_steps": 0}, {"num_threads": 0}, {"batch_size": 2.5}],
+)  # fmt: skip
+def test_counts_are_checked_at_construction_by_name(option: dict) -> None:
+    """Each failed late without its name: generation_batch_size=0 as "range() arg 3 must not be zero" after the
+    whole training, batch_size=0 as "stack expects a non-empty TensorList"."""
+    (name, value), = option.items()
+    with pytest.raises(InvalidInputError, match=f"{name} must be a whole number >= 1, got {value}"):
+        DiffusionAnomalyGenerator(**option)
+
+
 def test_inversion_retries_draw_a_different_patch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pure inversion is deterministic, so a retry must add fresh noise or it repeats the rejected patch."""
     strict = DiffusionAnomalyGenerator(**FAST, mode="inversion", min_inside_change=1.0, max_retries=2)
