@@ -201,8 +201,14 @@ class SynthesisMixin:
                     _, realistic = realism.judge(images, masks, [jobs[i].label for i in judged])
                     verdicts = zip(judged, realistic.tolist(), strict=True)
                     rejected.update({i: "unrealistic" for i, ok in verdicts if not ok})
-                if visibility is not None:
-                    judged = [i for i in judged if i not in rejected and jobs[i].label in self.shot_visibility]
+                if visibility is not None:  # a whole-image mask has no surface around it to compare: not judged
+                    judged = [
+                        i
+                        for i in judged
+                        if i not in rejected
+                        and jobs[i].label in self.shot_visibility
+                        and not bool(candidates[i][1].all())
+                    ]
                 if visibility is not None and judged:
                     values = visibility([candidates[i][0] for i in judged], [candidates[i][1] for i in judged])
                     verdicts = zip(judged, values.tolist(), strict=True)

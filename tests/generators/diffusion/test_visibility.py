@@ -192,3 +192,13 @@ def test_a_type_whose_shots_all_cover_their_image_is_named_as_unjudged(caplog: p
     with caplog.at_level("WARNING"):
         generator.fit(normals(), [*shots(), flood], generator=torch.Generator().manual_seed(0))
     assert "flood" not in generator.shot_visibility and "Every shot of flood covers its whole image" in caplog.text
+
+
+def test_a_defect_covering_the_whole_image_is_left_unjudged(fitted: DiffusionAnomalyGenerator) -> None:
+    """With no surface around it to compare, the filter raised MaskError and the whole batch was lost."""
+    from diffusion_helpers import normals
+
+    image = normals(1)[0]
+    whole = torch.ones(image.shape[-2:], dtype=torch.bool)
+    batch = fitted.generate([image], [whole], defect_types="dent", generator=0)
+    assert batch.masks[0].any() and "faint" not in batch.stats["reasons"]
