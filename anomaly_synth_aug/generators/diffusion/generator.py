@@ -56,6 +56,7 @@ from anomaly_synth_aug.generators.base import (
     AnomalyGenerator,
     GeneratedBatch,
     ImagesLike,
+    SeedSource,
     as_image_list,
 )
 from anomaly_synth_aug.generators.config import captures_config
@@ -83,6 +84,21 @@ from anomaly_synth_aug.utils.choices import parse_choice
 from anomaly_synth_aug.utils.random import as_torch_generator, derive_seed
 
 logger = logging.getLogger(__name__)
+
+
+def _image_streams(generator: SeedSource, count: int) -> list[torch.Generator]:
+    """One seeded stream per image, as ``generate`` makes them: from one seed source, or one per image
+    (image ``i`` then comes out as it would alone with ``generator[i]``)."""
+    if isinstance(generator, Sequence) and not isinstance(generator, str | bytes):
+        if len(generator) != count:
+            raise InvalidInputError(
+                f"got {len(generator)} seed sources for {count} images", fix="pass one seed, or one per image"
+            )
+        sources = [as_torch_generator(source) for source in generator]
+    else:
+        source = as_torch_generator(generator)
+        sources = [source] * count
+    return [torch.Generator().manual_seed(derive_seed(source)) for source in sources]
 
 
 class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, AnomalyGenerator):
@@ -346,7 +362,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         normal_images: ImagesLike,
         mix_types: tuple[str, str, float],
         masks: Sequence[torch.Tensor | None] | None = None,
-        generator: int | torch.Generator | None = None,
+        generator: SeedSource = None,
     ) -> GeneratedBatch:
         """Defects of an unseen appearance: the token is ``w * token[a] + (1 - w) * token[b]``.
 
@@ -360,11 +376,9 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
             self._defect_types.index(first) + 1, self._defect_types.index(second) + 1, float(weight)
         )[0].detach()
         guidance = weight * self.guidance_for(first) + (1.0 - weight) * self.guidance_for(second)
-        generator = as_torch_generator(generator)
         images, mask_list = self._normalise_inputs(normal_images, masks)
         jobs = []
-        for image, mask in zip(images, mask_list, strict=True):
-            rng = torch.Generator().manual_seed(derive_seed(generator))
+        for image, mask, rng in zip(images, mask_list, _image_streams(generator, len(images)), strict=True):
             mask_type = first  # only drawn when a mask must be sampled, so given masks leave the stream alone
             if mask is None and float(torch.rand((), generator=rng)) >= weight:
                 mask_type = second
@@ -377,7 +391,7 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         self,
         normal_images: ImagesLike,
         masks: Sequence[torch.Tensor | None] | None = None,
-        generator: int | torch.Generator | None = None,
+        generator: SeedSource = None,
     ) -> GeneratedBatch:
         """Normal variation (SeaS normal alignment): re-synthesise a masked region with the NORMAL token.
 
@@ -385,12 +399,10 @@ class DiffusionAnomalyGenerator(FittingMixin, SynthesisMixin, StorageMixin, Anom
         used for training; ``defect_types`` reads ``"good"``); the quality filter is skipped because
         a good normal inpainting is expected to change little.
         """
-        generator = as_torch_generator(generator)
         images, mask_list = self._normalise_inputs(normal_images, masks)
         token = self.denoiser.token(NORMAL_TOKEN)[0].detach()
         jobs = []
-        for image, mask in zip(images, mask_list, strict=True):
-            rng = torch.Generator().manual_seed(derive_seed(generator))
+        for image, mask, rng in zip(images, mask_list, _image_streams(generator, len(images)), strict=True):
             jobs.append(self._job(image, mask, self._random_type(rng), token, NORMAL_TYPE, rng, check_quality=False))
         return self._synthesise(jobs)
 

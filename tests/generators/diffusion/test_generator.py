@@ -111,6 +111,21 @@ def test_generate_normal_uses_the_normal_token(fitted: DiffusionAnomalyGenerator
     assert torch.equal(same.images[0], normal.images[0])
 
 
+def test_mixed_and_normal_generation_take_one_seed_per_image_as_generate_does(
+    fitted: DiffusionAnomalyGenerator,
+) -> None:
+    """``generator=[seed_a, seed_b]`` raised a raw TypeError from torch.randint in both."""
+    images, placements = [surface(8), surface(9)], [_placement(), _placement()]
+    both = fitted.generate_normal(images, placements, generator=[4, 5])
+    alone = fitted.generate_normal(images[1:], placements[1:], generator=5)
+    assert torch.allclose(both.images[1], alone.images[0], atol=5e-4)  # batched networks round differently
+    mixed = fitted.generate_mixed(images, ("dent", "streak", 0.5), placements, generator=[_seed(3), _seed(6)])
+    mixed_alone = fitted.generate_mixed(images[:1], ("dent", "streak", 0.5), placements[:1], generator=_seed(3))
+    assert torch.allclose(mixed.images[0], mixed_alone.images[0], atol=5e-4)
+    with pytest.raises(InvalidInputError, match="got 1 seed sources for 2 images"):
+        fitted.generate_normal(images, placements, generator=[4])
+
+
 def test_a_fit_with_foreground_restriction_off_can_turn_it_on_when_sampling() -> None:
     """``restrict_to_foreground`` is a sampling option, but a fit made with it off recorded no object category, so
     turning it on afterwards placed defects on the background all the same."""
