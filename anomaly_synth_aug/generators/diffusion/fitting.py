@@ -86,6 +86,15 @@ class FittingMixin:
         generator: torch.Generator | None,
     ) -> None:
         self._defect_types = self._check_training_data(normal_images, shots)
+        shot_contrast = contrast_by_type(
+            [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
+        )
+        if self.guidance_scale == AUTO and not shot_contrast:  # found before training, not after it
+            raise InvalidInputError(
+                "guidance_scale='auto' matches each type's defects to its shots' contrast with their surroundings, "
+                "but every shot's mask covers its whole image",
+                fix="pass a fixed guidance_scale (e.g. 5.0), or shots whose masks leave surface around the defect",
+            )
         generator = generator if generator is not None else torch.Generator().manual_seed(derive_seed(None))
         with torch_threads(self.num_threads):
             self._mask_bank = ShotMaskBank.from_shots(shots)
@@ -139,9 +148,7 @@ class FittingMixin:
                     "Every shot of %s covers its whole image: visibility_filter will not judge these types.",
                     ", ".join(unjudged),
                 )
-        self.shot_contrast = contrast_by_type(
-            [shot.image for shot in shots], [shot.mask for shot in shots], [shot.defect_type for shot in shots]
-        )
+        self.shot_contrast = shot_contrast
         self.calibrated_guidance, self.guidance_calibration = {}, {}
         self.matched_guidance, self.defect_strength = {}, {}
         if self.guidance_scale == AUTO:

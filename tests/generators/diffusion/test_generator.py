@@ -389,6 +389,21 @@ def test_bad_configuration_is_explained() -> None:
         DiffusionAnomalyGenerator(guidance_scale=0.0)
 
 
+def test_auto_guidance_with_only_whole_image_shots_is_refused_before_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole fit ran, then failed with "the shots' contrast is measured in fit(): fit() or load() first"."""
+    import anomaly_synth_aug.generators.diffusion.fitting as fitting
+
+    whole = [
+        AnomalySample(image=surface(i), mask=torch.ones(40, 48, dtype=torch.bool), label=1, defect_type="stain")
+        for i in range(3)
+    ]
+    monkeypatch.setattr(fitting, "train_denoiser", lambda *args, **kwargs: pytest.fail("trained first"))
+    with pytest.raises(InvalidInputError, match="every shot's mask covers its whole image.*fixed guidance_scale"):
+        DiffusionAnomalyGenerator(category="tiles", **FAST).fit(normals(), whole, generator=_seed(0))
+
+
 @pytest.mark.parametrize(
     "option", [{"batch_size": 0}, {"generation_batch_size": 0}, {"generation_batch_size": -1},
                {"num_inference_steps": 0}, {"num_threads": 0}, {"batch_size": 2.5}],
