@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import StableDiffusionInpaintPipeline
@@ -116,6 +117,18 @@ class StableDiffusionInpaintGenerator(AnomalyGenerator):
     """
 
     requires_fit = True
+    #: Options that change only how samples are drawn (and where): a saved fit loads with other values
+    #: (``AnomalyGenerator.load(folder, device="cpu", num_inference_steps=50)``).
+    sampling_options: ClassVar[frozenset[str]] = frozenset(
+        {
+            "device",
+            "num_inference_steps",
+            "guidance_scale",
+            "generation_batch_size",
+            "progress",
+            "restrict_to_foreground",
+        }
+    )
 
     def __init__(
         self,

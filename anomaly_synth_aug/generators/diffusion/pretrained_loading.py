@@ -40,7 +40,16 @@ def resolve_device(device: str | None) -> torch.device:
     """The requested device, or CUDA when available and CPU otherwise."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"unknown device {device!r}", fix="use e.g. 'cuda', 'cuda:1', 'cpu' or None") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():  # else a raw "no NVIDIA driver" at the first fit
+        raise InvalidInputError(
+            f"device {device!r} was asked for, but this machine has no usable CUDA device",
+            fix="pass device='cpu' or None (automatic); a saved generator loads with device='cpu' as an override",
+        )
+    return resolved
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:

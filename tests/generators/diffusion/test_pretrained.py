@@ -194,6 +194,15 @@ def test_bad_dtype_fails_at_construction(tiny_sd_dir: Path) -> None:
         _generator(tiny_sd_dir, dtype="float8")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_at_construction(tiny_sd_dir: Path) -> None:
+    """Accepted, it failed at the first fit with a raw "Found no NVIDIA driver"."""
+    with pytest.raises(InvalidInputError, match="no usable CUDA device.*device='cpu'"):
+        _generator(tiny_sd_dir, device="cuda")
+    with pytest.raises(InvalidInputError, match="unknown device 'gpu0'"):
+        _generator(tiny_sd_dir, device="gpu0")
+
+
 def test_unfitted_generator_round_trips_as_unfitted(tiny_sd_dir: Path, tmp_path: Path) -> None:
     _generator(tiny_sd_dir).save(tmp_path / "unfitted")
     loaded = AnomalyGenerator.load(tmp_path / "unfitted")
@@ -292,6 +301,18 @@ def test_save_load_round_trip_reproduces_output(
     torch.testing.assert_close(actual.images[0], expected.images[0], rtol=0, atol=1e-5)
     placed = loaded.generate(image, defect_types=["blob"], generator=_seeded(8)).masks[0]
     assert torch.equal(placed, fitted.generate(image, defect_types=["blob"], generator=_seeded(8)).masks[0])
+
+
+def test_sampling_options_change_on_load_without_refitting(
+    fitted: StableDiffusionInpaintGenerator, tmp_path: Path
+) -> None:
+    """Every option was refused on load as one that "shapes what fit() learned": a fit saved with device='cuda'
+    could not be loaded on a CPU machine, nor sampled with more steps."""
+    folder = fitted.save(tmp_path / "gen")
+    loaded = AnomalyGenerator.load(folder, device="cpu", num_inference_steps=3, guidance_scale=1.0)
+    assert loaded.num_inference_steps == 3 and loaded.guidance_scale == 1.0 and loaded.device == "cpu"
+    with pytest.raises(InvalidInputError, match="cannot change \\['lora_rank'\\] on load"):
+        AnomalyGenerator.load(folder, lora_rank=2)
 
 
 def test_fit_without_optional_loss_terms(tiny_sd_dir: Path) -> None:
