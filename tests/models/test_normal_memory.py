@@ -56,6 +56,7 @@ def test_a_fresh_memory_loads_a_saved_bank_of_any_size() -> None:
     assert torch.equal(fresh.scale, memory.scale)
 
 
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")  # meta holds no data
 def test_a_loaded_bank_takes_the_modules_device_and_dtype_as_every_other_buffer() -> None:
     """The bank took the checkpoint's: one saved from CPU training stayed on the CPU under a model on a GPU."""
     memory = NormalPatchMemory()
