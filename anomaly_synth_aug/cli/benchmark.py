@@ -17,7 +17,6 @@ from pathlib import Path
 
 from anomaly_synth_aug.cache.atomic import append_lines_durably
 from anomaly_synth_aug.cache.manifest import drop_torn_tail
-from anomaly_synth_aug.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +72,13 @@ def repair_last_line(results: Path) -> None:
 
 def check_run_names(generators: list[str], detectors: list[str], preset: str) -> None:
     """Every name known before the first run: a typo late in a long list must not stop the benchmark hours in."""
-    from anomaly_synth_aug.evaluation.downstream import GENERATORS, detector_spec, resolve_preset  # heavy
+    from anomaly_synth_aug.evaluation.downstream import check_generator_name, detector_spec, resolve_preset  # heavy
 
     resolve_preset(preset)
     for detector in detectors:
         detector_spec(detector)
     for generator in generators:
-        if generator not in GENERATORS:
-            raise InvalidInputError(f"unknown generator {generator!r}", fix=f"use one of {list(GENERATORS)}")
+        check_generator_name(generator)
 
 
 def benchmark(

@@ -199,18 +199,7 @@ class AnomalyGenerator(ABC):
         defect_types: list[str | None],
         generators: list[torch.Generator],
     ) -> GeneratedBatch:
-        generators = [as_torch_generator(g) for g in generators]  # integer seeds too, as for a single seed
-        if len(generators) != len(images):
-            raise InvalidInputError(
-                f"got {len(generators)} seed sources for {len(images)} images",
-                fix="pass one torch.Generator or seed, or one per image",
-            )
-        if not all(isinstance(g, torch.Generator) for g in generators):
-            raise InvalidInputError(
-                f"a per-image seed source must be a torch.Generator or an integer seed, got "
-                f"{sorted({type(g).__name__ for g in generators if not isinstance(g, torch.Generator)})}",
-                fix="pass one torch.Generator or integer seed per image",
-            )
+        generators = per_image_seed_sources(generators, len(images))
         if self.per_sample_generators:
             return self._generate(images, masks, defect_types, generators)  # type: ignore[arg-type]
         return GeneratedBatch.concat(
@@ -405,6 +394,26 @@ class AnomalyGenerator(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def per_image_seed_sources(sources: Sequence[torch.Generator | int], count: int) -> list[torch.Generator]:
+    """One ``torch.Generator`` per image from ``generate``'s per-image seed sources (generators or integer seeds).
+
+    A count that is not the number of images, or a source of another type, is named here.
+    """
+    generators = [as_torch_generator(source) for source in sources]  # integer seeds too, as for a single seed
+    if len(generators) != count:
+        raise InvalidInputError(
+            f"got {len(generators)} seed sources for {count} images",
+            fix="pass one torch.Generator or seed, or one per image",
+        )
+    if not all(isinstance(g, torch.Generator) for g in generators):
+        raise InvalidInputError(
+            f"a per-image seed source must be a torch.Generator or an integer seed, got "
+            f"{sorted({type(g).__name__ for g in generators if not isinstance(g, torch.Generator)})}",
+            fix="pass one torch.Generator or integer seed per image",
+        )
+    return generators  # type: ignore[return-value]
 
 
 def build_from_config(

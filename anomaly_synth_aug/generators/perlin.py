@@ -111,29 +111,21 @@ class PerlinGenerator(ClassicGenerator):
 
 
 def _check_texture_dir(directory: Path) -> None:
-    """Fail early (anomalib would silently fall back to noise) when the folder has no images."""
+    """Fail early when the folder has no images (anomalib would silently fall back to noise), or holds a type
+    of image anomalib cannot decode (it collects every torchvision image extension but reads textures with
+    ``torchvision.io``, which cannot decode some, such as ``.bmp``, ``.tif``, ``.ppm``: it would fail
+    mid-training, at the first such texture drawn, without naming it). One texture of each type is decoded."""
     if not directory.is_dir():
         raise InvalidInputError(
             "texture_dir is not a folder", path=directory, fix="pass a folder of texture images, or None for noise"
         )
-    if not any(next(directory.rglob(f"*{ext}"), None) for ext in IMG_EXTENSIONS):
+    first_of_type = {ext: found for ext in IMG_EXTENSIONS if (found := next(directory.rglob(f"*{ext}"), None))}
+    if not first_of_type:
         raise InvalidInputError(
             f"texture_dir holds no images ({', '.join(IMG_EXTENSIONS)})",
             path=directory,
             fix="put texture images in it (anomalib matches lower-case extensions), or pass None for noise",
         )
-    _check_texture_formats(directory)
-
-
-def _check_texture_formats(directory: Path) -> None:
-    """Decode one texture of each file type now: anomalib collects every torchvision image extension but
-    reads textures with ``torchvision.io``, which cannot decode some of them (``.bmp``, ``.tif``, ``.ppm``);
-    it would fail mid-training, at the first such texture drawn, without naming it."""
-    first_of_type: dict[str, Path] = {}
-    for ext in IMG_EXTENSIONS:
-        for path in directory.rglob(f"*{ext}"):
-            first_of_type.setdefault(path.suffix, path)
-            break
     for path in first_of_type.values():
         try:
             with warnings.catch_warnings():  # torchvision's notice that its decoders are deprecated: anomalib's call

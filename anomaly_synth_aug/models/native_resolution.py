@@ -42,6 +42,13 @@ def _normalization(imagenet: bool) -> Compose | None:
     return Compose([Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]) if imagenet else None
 
 
+def resize_maps(anomaly_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Anomaly maps of any leading shape (``[..., h, w]``) resized bilinearly to ``size``, as evaluation scores them."""
+    flat = anomaly_map.reshape(-1, 1, *anomaly_map.shape[-2:]).float()
+    resized = torch.nn.functional.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    return resized.reshape(*anomaly_map.shape[:-2], *size)
+
+
 class NativeResolutionPreProcessor(PreProcessor):
     """Resize the image (only) to ``image_size`` for the model; anomaly maps go back to native size.
 
@@ -99,13 +106,7 @@ class NativeResolutionPreProcessor(PreProcessor):
         anomaly_map = getattr(outputs, "anomaly_map", None)
         if native is None or anomaly_map is None:
             return
-        restored = torch.nn.functional.interpolate(
-            anomaly_map.reshape(-1, 1, *anomaly_map.shape[-2:]).float(),
-            size=native,
-            mode="bilinear",
-            align_corners=False,
-        )
-        outputs.anomaly_map = restored.reshape(*anomaly_map.shape[:-2], *native)
+        outputs.anomaly_map = resize_maps(anomaly_map, native)
 
     # ------------------------------------------------------------ Lightning hooks
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Batch, batch_idx: int) -> None:

@@ -205,9 +205,14 @@ def training_options(generator_name: str, preset: str | Preset) -> dict[str, obj
     return {}
 
 
-def build_generator(name: str, preset: str | Preset, category: str) -> AnomalyGenerator | None:
-    """A fresh (unfitted) generator by benchmark name; None for ``"none"``."""
+def check_generator_name(name: str) -> None:
+    """A clear error listing the benchmark's sources when ``name`` is none of them."""
     if name not in GENERATORS:
         raise InvalidInputError(f"unknown generator {name!r}", fix=f"use one of {list(GENERATORS)}")
+
+
+def build_generator(name: str, preset: str | Preset, category: str) -> AnomalyGenerator | None:
+    """A fresh (unfitted) generator by benchmark name; None for ``"none"``."""
+    check_generator_name(name)
     factory = GENERATORS[name]
     return None if factory is None else factory(resolve_preset(preset), category)

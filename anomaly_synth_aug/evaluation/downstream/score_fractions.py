@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomaly_synth_aug.evaluation.metrics import image_auroc
 from anomaly_synth_aug.evaluation.reporting import format_cell, mean_std, ordered
+from anomaly_synth_aug.models.native_resolution import resize_maps
 from anomaly_synth_aug.models.normal_prior import top_fraction_mean
 
 #: The fractions compared: the maximum, then a half-decade grid around the segmenter's default 0.001.
@@ -45,9 +46,7 @@ def _at_mask_size(maps: torch.Tensor, masks: torch.Tensor | None) -> torch.Tenso
     """
     if masks is None or tuple(masks.shape[-2:]) == tuple(maps.shape[-2:]):
         return maps
-    flat = maps.detach().reshape(-1, 1, *maps.shape[-2:]).float()
-    resized = torch.nn.functional.interpolate(flat, size=tuple(masks.shape[-2:]), mode="bilinear", align_corners=False)
-    return resized.reshape(*maps.shape[:-2], *masks.shape[-2:])
+    return resize_maps(maps.detach(), tuple(masks.shape[-2:]))
 
 
 class ScoreFractionScores(Callback):

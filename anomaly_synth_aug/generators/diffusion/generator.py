@@ -58,6 +58,7 @@ from anomaly_synth_aug.generators.base import (
     ImagesLike,
     SeedSource,
     as_image_list,
+    per_image_seed_sources,
 )
 from anomaly_synth_aug.generators.config import captures_config
 from anomaly_synth_aug.generators.diffusion.fitting import AUTO, FittingMixin
@@ -90,11 +91,7 @@ def _image_streams(generator: SeedSource, count: int) -> list[torch.Generator]:
     """One seeded stream per image, as ``generate`` makes them: from one seed source, or one per image
     (image ``i`` then comes out as it would alone with ``generator[i]``)."""
     if isinstance(generator, Sequence) and not isinstance(generator, str | bytes):
-        if len(generator) != count:
-            raise InvalidInputError(
-                f"got {len(generator)} seed sources for {count} images", fix="pass one seed, or one per image"
-            )
-        sources = [as_torch_generator(source) for source in generator]
+        sources = per_image_seed_sources(generator, count)
     else:
         source = as_torch_generator(generator)
         sources = [source] * count
